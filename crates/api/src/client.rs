@@ -1,0 +1,151 @@
+//! A small HTTP/1 client for the API, used by the CLI and by tests.
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::{DeployRequest, ErrorBody, PlanResponse, ScaleRequest, StatusResponse};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach holdfast at {url}: {message} (is `holdfast up` running there?)")]
+    Connect { url: String, message: String },
+    #[error("{message}")]
+    Api { status: u16, message: String },
+    #[error("unexpected answer from {url}: {message}")]
+    Decode { url: String, message: String },
+    #[error("invalid request: {0}")]
+    Request(String),
+}
+
+/// An API client bound to one node and token.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    /// `base` like `http://127.0.0.1:7946`.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Client {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        Client {
+            base: base.into().trim_end_matches('/').to_string(),
+            token: token.into(),
+            http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request and returns the raw response once its status is a success.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("authorization", format!("Bearer {}", self.token));
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        let req = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Connect { url: self.base.clone(), message: error_chain(&e) })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) => e.error,
+            Err(_) if status == StatusCode::UNAUTHORIZED => "the API token was refused".to_string(),
+            Err(_) => format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+        };
+        Err(ClientError::Api { status: status.as_u16(), message })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let resp = self.send_raw(method, path, body).await?;
+        let url = format!("{}{}", self.base, path);
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Decode { url: url.clone(), message: e.to_string() })?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, message: e.to_string() })
+    }
+
+    pub async fn deploy(&self, req: &DeployRequest) -> Result<PlanResponse, ClientError> {
+        self.call(Method::POST, "/v1/deploy", Some(req)).await
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.call(Method::GET, "/v1/status", None::<&()>).await
+    }
+
+    pub async fn restart(&self, service: &str) -> Result<PlanResponse, ClientError> {
+        self.call(Method::POST, &format!("/v1/services/{}/restart", service), None::<&()>).await
+    }
+
+    pub async fn scale(&self, service: &str, replicas: u64) -> Result<PlanResponse, ClientError> {
+        self.call(Method::POST, &format!("/v1/services/{}/scale", service), Some(&ScaleRequest { replicas }))
+            .await
+    }
+
+    pub async fn remove(&self, service: &str) -> Result<PlanResponse, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/services/{}", service), None::<&()>).await
+    }
+
+    /// Starts a log stream; read the returned body frame by frame.
+    pub async fn logs(&self, service: &str, tail: usize, follow: bool) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send_raw(Method::GET, &format!("/v1/services/{service}/logs?tail={tail}&follow={follow}"), None)
+            .await
+    }
+
+    /// Asks the node to re-execute its binary in place (upgrade); workloads keep running.
+    pub async fn reexec(&self) -> Result<(), ClientError> {
+        self.send_raw(Method::POST, "/v1/node/reexec", None).await.map(|_| ())
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,20 @@
+//! holdfast's HTTP API surface: the JSON types ([`types`]) and a client ([`client`]).
+//!
+//! The CLI depends on this crate only, never on the server's internals. Every endpoint
+//! lives under `/v1` on the node's holdfast port and needs `Authorization: Bearer <token>`.
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | POST | /v1/deploy | [`types::DeployRequest`] | [`types::PlanResponse`] |
+//! | GET | /v1/status | | [`types::StatusResponse`] |
+//! | POST | /v1/services/{name}/restart | | [`types::PlanResponse`] |
+//! | POST | /v1/services/{name}/scale | [`types::ScaleRequest`] | [`types::PlanResponse`] |
+//! | DELETE | /v1/services/{name} | | [`types::PlanResponse`] |
+//! | GET | /v1/services/{name}/logs?tail=N&follow=true | | text, `instance | line` |
+//! | POST | /v1/node/reexec | | 202; the daemon re-executes its binary |
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod types;
+
+pub use client::{Client, ClientError};

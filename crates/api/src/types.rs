@@ -1,0 +1,110 @@
+//! Request and response bodies of the API (JSON).
+use std::collections::BTreeMap;
+
+use holdfast_spec::{RouteSpec, Stack};
+use holdfast_state::Plan;
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/deploy`: apply (or with `dry_run`, only plan) a whole project.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub stack: Stack,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/services/{name}/scale`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub replicas: u64,
+}
+
+/// The answer to every change: what was (or would be) done.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanResponse {
+    pub plan: Plan,
+    /// False for a dry run or a plan with nothing to do.
+    pub applied: bool,
+    /// The state revision after the change (or the current one when nothing was applied).
+    pub revision: u64,
+}
+
+/// An error answer: `{"error": "..."}` with a 4xx/5xx status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub node: NodeSummary,
+    pub control_plane: ControlPlaneSummary,
+    pub services: Vec<ServiceView>,
+    pub routes: Vec<RouteSpec>,
+    /// Plain-language problems a user should know about.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub id: u64,
+    pub name: String,
+    pub addr: String,
+    pub pid: u32,
+    pub version: String,
+    pub cgroups: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlPlaneSummary {
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub role: String,
+    pub voters: usize,
+    pub revision: u64,
+    pub last_applied: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub project: String,
+    pub replicas: u32,
+    pub ready: u32,
+    pub generation: u64,
+    /// The stable named ports of the service.
+    pub ports: BTreeMap<String, u16>,
+    pub instances: Vec<InstanceView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// `web-0`.
+    pub name: String,
+    pub replica: u32,
+    pub node: String,
+    pub generation: u64,
+    /// starting, ready, unready, backoff, crash-loop, stopping, exited, pending.
+    pub state: String,
+    pub ready: bool,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// The instance's own listen ports (what `PORT` / `PORT_<NAME>` are set to).
+    pub ports: BTreeMap<String, u16>,
+    pub started_at_ms: Option<u64>,
+    pub last_exit: Option<ExitView>,
+    pub last_health_error: Option<String>,
+    pub adopted: bool,
+    pub memory_bytes: Option<u64>,
+    pub cpu_usage_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExitView {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub at_ms: u64,
+    pub description: String,
+}

@@ -1,0 +1,318 @@
+//! Client commands: each builds an API client, calls the node, and prints a table or JSON.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use holdfast_api::types::{DeployRequest, PlanResponse, StatusResponse};
+use holdfast_api::Client;
+use holdfast_state::plan::ChangeKind;
+use http_body_util::BodyExt;
+
+use crate::output;
+use crate::Global;
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// Spec files (YAML); several files are merged into one project.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// How long to wait for every replica to be ready, e.g. 90s, 5m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Apply and return without waiting for readiness.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Spec files (YAML).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Service name.
+    pub service: String,
+    /// Keep printing new lines as they are written.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Lines of history to print per instance first.
+    #[arg(long, default_value_t = 100)]
+    pub tail: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceArgs {
+    /// Service name.
+    pub service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// Service name.
+    pub service: String,
+    /// New number of replicas (0 stops every instance but keeps the service).
+    pub replicas: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Re-execute the node's binary in place (after replacing it with a new version).
+    /// Running workloads are re-adopted, not restarted. Same as `kill -USR2 <pid>`.
+    Reexec,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    holdfast_spec::parse_duration_ms(s)
+        .map(Duration::from_millis)
+        .map_err(|e| format!("invalid duration `{s}`: {e}"))
+}
+
+/// Builds the API client from `--server/--token` or the data directory.
+pub fn client(g: &Global) -> Result<Client> {
+    if let Some(server) = &g.server {
+        let token = g
+            .token
+            .clone()
+            .ok_or_else(|| anyhow!("--server needs --token (or HOLDFAST_TOKEN): the content of admin.token on that node"))?;
+        return Ok(Client::new(server.clone(), token));
+    }
+    let dir = g.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+    let addr_file = dir.join("api.addr");
+    let addr = std::fs::read_to_string(&addr_file)
+        .with_context(|| {
+            format!(
+                "no running node found: cannot read {} (start one with `holdfast up --data-dir {}`, or pass --server and --token)",
+                addr_file.display(),
+                dir.display()
+            )
+        })?
+        .trim()
+        .to_string();
+    let token_file = dir.join("admin.token");
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("cannot read the admin token {}", token_file.display()))?
+        .trim()
+        .to_string();
+    Ok(Client::new(format!("http://{addr}"), token))
+}
+
+fn load_stack(files: &[PathBuf]) -> Result<holdfast_spec::Stack> {
+    holdfast_spec::load_files(files).map_err(|e| anyhow!("the spec is invalid; nothing was changed:\n{e}"))
+}
+
+pub async fn deploy(g: &Global, args: DeployArgs) -> Result<ExitCode> {
+    let stack = load_stack(&args.files)?;
+    let c = client(g)?;
+    deploy_stack(g, &c, stack, args.timeout, args.no_wait).await
+}
+
+/// Deploys, prints the plan, and waits for readiness. Shared with `up SPEC`.
+pub async fn deploy_stack(
+    g: &Global,
+    c: &Client,
+    stack: holdfast_spec::Stack,
+    timeout: Duration,
+    no_wait: bool,
+) -> Result<ExitCode> {
+    let project = stack.project.clone();
+    let resp = c.deploy(&DeployRequest { stack, dry_run: false }).await?;
+    if g.json && no_wait {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !g.json {
+        print!("{}", output::plan(&project, &resp.plan));
+        if resp.applied {
+            println!("Applied at revision {}.", resp.revision);
+        } else {
+            println!("Nothing to change (revision {}).", resp.revision);
+        }
+    }
+    if no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let services: Vec<String> = resp
+        .plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.kind, ChangeKind::Create | ChangeKind::Update | ChangeKind::Unchanged))
+        .filter_map(|c| c.target.strip_prefix("service ").map(str::to_string))
+        .collect();
+    let ok = wait_ready(g, c, &services, timeout).await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Polls status until every listed service has all replicas ready on its current
+/// generation; prints progress, and on timeout explains every instance that is not ready.
+pub async fn wait_ready(g: &Global, c: &Client, services: &[String], timeout: Duration) -> Result<bool> {
+    let start = Instant::now();
+    let mut last_line = String::new();
+    loop {
+        let st = c.status().await?;
+        let watched: Vec<_> = st.services.iter().filter(|s| services.contains(&s.name)).collect();
+        let ready = watched.iter().filter(|s| s.ready >= s.replicas && all_current(s)).count();
+        let line = watched.iter().map(|s| format!("{} {}/{}", s.name, s.ready, s.replicas)).collect::<Vec<_>>().join(", ");
+        if !g.json && line != last_line && !line.is_empty() {
+            eprintln!("  [{:>5.1}s] ready: {line}", start.elapsed().as_secs_f64());
+            last_line = line;
+        }
+        if ready == watched.len() {
+            if !g.json {
+                println!("All {} service(s) ready in {:.1}s.", watched.len(), start.elapsed().as_secs_f64());
+            }
+            return Ok(true);
+        }
+        if start.elapsed() >= timeout {
+            eprintln!("Timed out after {}s waiting for readiness:", timeout.as_secs());
+            explain_not_ready(c, &st, services).await;
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn all_current(s: &holdfast_api::types::ServiceView) -> bool {
+    s.instances.iter().all(|i| i.generation == s.generation && i.state != "outdated")
+}
+
+async fn explain_not_ready(c: &Client, st: &StatusResponse, services: &[String]) {
+    for s in st.services.iter().filter(|s| services.contains(&s.name)) {
+        for i in s.instances.iter().filter(|i| !i.ready || i.generation != s.generation) {
+            eprintln!("  {} is {} (restarts: {})", i.name, i.state, i.restarts);
+            if let Some(e) = &i.last_exit {
+                eprintln!("    last exit: {}", e.description);
+            }
+            if let Some(h) = &i.last_health_error {
+                eprintln!("    health check: {h}");
+            }
+        }
+        if let Ok(text) = collect_logs(c, &s.name, 5).await {
+            if !text.trim().is_empty() {
+                eprintln!("    last log lines of {}:", s.name);
+                for l in text.lines() {
+                    eprintln!("      {l}");
+                }
+            }
+        }
+    }
+}
+
+async fn collect_logs(c: &Client, service: &str, tail: usize) -> Result<String> {
+    let resp = c.logs(service, tail, false).await?;
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+pub async fn diff(g: &Global, args: DiffArgs) -> Result<ExitCode> {
+    let stack = load_stack(&args.files)?;
+    let project = stack.project.clone();
+    let resp = client(g)?.deploy(&DeployRequest { stack, dry_run: true }).await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+    } else {
+        print!("{}", output::plan(&project, &resp.plan));
+        if resp.plan.is_noop() {
+            println!("No changes.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(g: &Global) -> Result<ExitCode> {
+    let st = client(g)?.status().await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print!("{}", output::status(&st, now_ms()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(g: &Global, args: LogsArgs) -> Result<ExitCode> {
+    use std::io::Write;
+    let resp = client(g)?.logs(&args.service, args.tail, args.follow).await?;
+    let mut body = resp.into_body();
+    let mut out = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("log stream interrupted")?;
+        if let Some(data) = frame.data_ref() {
+            if out.write_all(data).and_then(|_| out.flush()).is_err() {
+                break; // stdout closed (e.g. piped into head)
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_change(g: &Global, resp: &PlanResponse) -> Result<()> {
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(resp)?);
+    } else {
+        for c in &resp.plan.changes {
+            println!("{}", output::change_line(c));
+        }
+        if resp.applied {
+            println!("Applied at revision {}.", resp.revision);
+        } else {
+            println!("Nothing to change.");
+        }
+    }
+    Ok(())
+}
+
+pub async fn restart(g: &Global, args: ServiceArgs) -> Result<ExitCode> {
+    let c = client(g)?;
+    let resp = c.restart(&args.service).await?;
+    print_change(g, &resp)?;
+    let ok = wait_ready(g, &c, std::slice::from_ref(&args.service), Duration::from_secs(120)).await?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub async fn scale(g: &Global, args: ScaleArgs) -> Result<ExitCode> {
+    let c = client(g)?;
+    let resp = c.scale(&args.service, args.replicas).await?;
+    print_change(g, &resp)?;
+    let ok = wait_ready(g, &c, std::slice::from_ref(&args.service), Duration::from_secs(120)).await?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub async fn remove(g: &Global, args: ServiceArgs) -> Result<ExitCode> {
+    let resp = client(g)?.remove(&args.service).await?;
+    print_change(g, &resp)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn node(g: &Global, cmd: NodeCmd) -> Result<ExitCode> {
+    match cmd {
+        NodeCmd::Reexec => {
+            let c = client(g)?;
+            let before = c.status().await?.node.pid;
+            c.reexec().await?;
+            // Wait for the new image to answer.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Ok(st) = c.status().await {
+                    if !g.json {
+                        println!("node re-executed (pid {} kept: {})", st.node.pid, st.node.pid == before);
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            bail!("the node did not come back within 30s after re-exec; check its log")
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,122 @@
+//! The `holdfast` binary: command-line parsing and the edge where errors become reports.
+//!
+//! - `up` runs a node in the foreground (`holdfast_node`), optionally deploying specs.
+//! - every other command is an API client (`holdfast_api::Client`) of a running node,
+//!   found through `--data-dir` (its `api.addr` and `admin.token`) or `--server/--token`.
+//!
+//! Exit codes: 0 ok, 1 failure, 2 usage error.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod output;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// holdfast keeps a small team's services (web apps, databases, jobs) up on a handful of
+/// cheap machines. Every machine runs `holdfast up`; the services are described in YAML
+/// spec files and changed with `holdfast deploy`.
+///
+/// Quick start:
+///   holdfast up --demo                # one-machine cluster with the demo stack
+///   holdfast status                   # services, replicas, health, restarts, ports
+///   holdfast logs web -f              # follow the logs of every web instance
+///   holdfast diff holdfast.yaml       # what a deploy would change
+///   holdfast deploy holdfast.yaml     # change the stack; only what changed is touched
+#[derive(Parser, Debug)]
+#[command(name = "holdfast", version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Data directory of the node (default: $XDG_DATA_HOME/holdfast, or ~/.local/share/holdfast).
+    /// Client commands read the node's address and admin token from it.
+    #[arg(long, global = true, env = "HOLDFAST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Talk to the node at this URL instead (e.g. http://10.0.0.1:7946); needs --token.
+    #[arg(long, global = true, env = "HOLDFAST_SERVER")]
+    pub server: Option<String>,
+    /// Admin token for --server (the content of admin.token in the node's data directory).
+    #[arg(long, global = true, env = "HOLDFAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a node in the foreground; a new data directory makes a new one-node cluster.
+    ///
+    /// Stops cleanly on Ctrl-C / SIGTERM (workloads are stopped, nothing is left behind).
+    /// SIGUSR2 (or `holdfast node reexec`) re-executes the binary in place — e.g. after
+    /// replacing it with a newer version — and running workloads are NOT restarted.
+    Up(up::UpArgs),
+    /// Apply spec files: show the plan, apply it atomically, wait until every replica is ready.
+    Deploy(commands::DeployArgs),
+    /// Show what `deploy` would change, without changing anything.
+    Diff(commands::DiffArgs),
+    /// Show services, replicas, health, restarts and ports.
+    Status,
+    /// Print (and with -f, follow) the logs of every instance of a service.
+    Logs(commands::LogsArgs),
+    /// Restart every instance of a service, one at a time.
+    Restart(commands::ServiceArgs),
+    /// Change the number of replicas of a service.
+    Scale(commands::ScaleArgs),
+    /// Remove a service (and the routes to it).
+    Rm(commands::ServiceArgs),
+    /// Node maintenance.
+    #[command(subcommand)]
+    Node(commands::NodeCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Up(args) => up::run(&cli.global, args).await,
+            Cmd::Deploy(args) => commands::deploy(&cli.global, args).await,
+            Cmd::Diff(args) => commands::diff(&cli.global, args).await,
+            Cmd::Status => commands::status(&cli.global).await,
+            Cmd::Logs(args) => commands::logs(&cli.global, args).await,
+            Cmd::Restart(args) => commands::restart(&cli.global, args).await,
+            Cmd::Scale(args) => commands::scale(&cli.global, args).await,
+            Cmd::Rm(args) => commands::remove(&cli.global, args).await,
+            Cmd::Node(cmd) => commands::node(&cli.global, cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The default data directory.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("holdfast");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/holdfast"),
+        None => PathBuf::from("/var/lib/holdfast"),
+    }
+}

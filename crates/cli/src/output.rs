@@ -1,0 +1,168 @@
+//! Human output: plans and status as aligned tables.
+use std::fmt::Write;
+
+use holdfast_api::types::StatusResponse;
+use holdfast_state::plan::{Change, ChangeKind, Plan};
+
+/// Renders rows as a left-aligned table with a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<String>| -> String {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                let pad = widths[i] - c.chars().count();
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    out.push_str(&line(header.iter().map(|h| h.to_string()).collect()));
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+/// `+ service web`, `~ service api [replicas: 2 -> 3]`, `- route ...`.
+pub fn change_line(c: &Change) -> String {
+    let sign = match c.kind {
+        ChangeKind::Create => "+",
+        ChangeKind::Update => "~",
+        ChangeKind::Delete => "-",
+        ChangeKind::Unchanged => "=",
+    };
+    let mut s = format!("  {sign} {}", c.target);
+    if !c.details.is_empty() {
+        let _ = write!(s, "  ({})", c.details.join("; "));
+    }
+    if c.kind == ChangeKind::Update {
+        s.push_str(if c.replaces_instances { "  [instances replaced one by one]" } else { "  [running instances kept]" });
+    }
+    s
+}
+
+pub fn plan(project: &str, p: &Plan) -> String {
+    let mut out = format!("Plan for project {project}:\n");
+    for c in &p.changes {
+        out.push_str(&change_line(c));
+        out.push('\n');
+    }
+    out
+}
+
+fn ago(now_ms: u64, then_ms: u64) -> String {
+    let s = now_ms.saturating_sub(then_ms) / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+fn mem(bytes: Option<u64>) -> String {
+    bytes.map(|b| format!("{:.1}Mi", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into())
+}
+
+pub fn status(st: &StatusResponse, now_ms: u64) -> String {
+    let mut out = String::new();
+    let cp = &st.control_plane;
+    let _ = writeln!(
+        out,
+        "node {} ({}) at {} · control plane: {} (term {}, {} voter{}) · revision {}",
+        st.node.name,
+        st.node.id,
+        st.node.addr,
+        cp.role,
+        cp.term,
+        cp.voters,
+        if cp.voters == 1 { "" } else { "s" },
+        cp.revision
+    );
+    if st.services.is_empty() {
+        out.push_str("\nNo services deployed. Deploy some with `holdfast deploy holdfast.yaml`.\n");
+    } else {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = st
+            .services
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.project.clone(),
+                    format!("{}/{}", s.ready, s.replicas),
+                    s.generation.to_string(),
+                    s.ports.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(","),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["SERVICE", "PROJECT", "READY", "GEN", "PORTS"], &rows));
+        out.push('\n');
+        let mut rows = Vec::new();
+        for s in &st.services {
+            for i in &s.instances {
+                rows.push(vec![
+                    i.name.clone(),
+                    i.node.clone(),
+                    i.state.clone(),
+                    i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    i.restarts.to_string(),
+                    i.ports.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(","),
+                    i.started_at_ms.map(|t| ago(now_ms, t)).unwrap_or_else(|| "-".into()),
+                    mem(i.memory_bytes),
+                    match (&i.last_exit, &i.last_health_error) {
+                        (_, Some(h)) if !i.ready => format!("health: {h}"),
+                        (Some(e), _) => e.description.clone(),
+                        _ => "-".into(),
+                    },
+                ]);
+            }
+        }
+        out.push_str(&table(&["INSTANCE", "NODE", "STATE", "PID", "RESTARTS", "LISTEN", "UP", "MEM", "LAST EVENT"], &rows));
+    }
+    if !st.routes.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> =
+            st.routes.iter().map(|r| vec![format!("{}{}", r.host, r.path), format!("{}:{}", r.service, r.port)]).collect();
+        out.push_str(&table(&["ROUTE", "TO"], &rows));
+    }
+    if !st.warnings.is_empty() {
+        out.push_str("\nwarnings:\n");
+        for w in &st.warnings {
+            let _ = writeln!(out, "  ! {w}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\nz\n");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(ago(100_000, 99_000), "1s");
+        assert_eq!(ago(200_000, 0), "3m20s");
+        assert_eq!(ago(7_300_000, 0), "2h1m");
+    }
+}

@@ -1,0 +1,149 @@
+//! `holdfast up`: run a node in the foreground until SIGINT/SIGTERM (stop everything) or
+//! SIGUSR2 / `holdfast node reexec` (re-execute the binary, workloads keep running).
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use holdfast_node::{Exit, Node, NodeConfig};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{commands, Global};
+
+/// The demo stack compiled into the binary (`holdfast up --demo`).
+const DEMO_SPEC: &str = include_str!("../../../examples/demo/holdfast.yaml");
+
+/// Set in the environment of a re-executed node so it does not deploy its command-line
+/// specs again (they may be older than what was deployed since).
+const REEXEC_ENV: &str = "HOLDFAST_REEXECUTED";
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Spec files to deploy once the node is up.
+    pub specs: Vec<PathBuf>,
+    /// Deploy the built-in demo stack (needs `holdfast-demo-web` on PATH).
+    #[arg(long, conflicts_with = "specs")]
+    pub demo: bool,
+    /// Address of the holdfast port (API and node-to-node traffic).
+    #[arg(long, default_value = "127.0.0.1:7946")]
+    pub listen: SocketAddr,
+    /// Node name (default: the host name); fixed when the data directory is created.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Site (location) of this machine, used to spread replicas and voters.
+    #[arg(long, default_value = "default")]
+    pub site: String,
+    /// Range of listen ports handed to instances, e.g. 20000-29999.
+    #[arg(long, default_value = "20000-29999", value_parser = parse_port_range)]
+    pub port_range: std::ops::Range<u16>,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+fn parse_port_range(s: &str) -> std::result::Result<std::ops::Range<u16>, String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| format!("invalid port range `{s}`: expected FIRST-LAST, e.g. 20000-29999"))?;
+    let a: u16 = a.trim().parse().map_err(|_| format!("invalid first port `{a}` in `{s}`"))?;
+    let b: u16 = b.trim().parse().map_err(|_| format!("invalid last port `{b}` in `{s}`"))?;
+    if a == 0 || b < a || b == u16::MAX {
+        return Err(format!("invalid port range `{s}`: need 1 <= FIRST <= LAST < 65535"));
+    }
+    Ok(a..b + 1)
+}
+
+pub async fn run(g: &Global, args: UpArgs) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .map_err(|e| anyhow!("invalid --log-level `{}`: {e}", args.log_level))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let reexecuted = std::env::var_os(REEXEC_ENV).is_some();
+    // A bad spec fails before anything starts.
+    let stack = if reexecuted {
+        None
+    } else if args.demo {
+        Some(holdfast_spec::parse_str("(built-in demo)", DEMO_SPEC).map_err(|e| anyhow!("built-in demo spec: {e}"))?)
+    } else if !args.specs.is_empty() {
+        Some(holdfast_spec::load_files(&args.specs).map_err(|e| anyhow!("the spec is invalid; nothing was started:\n{e}"))?)
+    } else {
+        None
+    };
+
+    let data_dir = g.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+    let exe = std::env::current_exe().context("cannot find this program's path (needed for re-exec)")?;
+    let node = Node::start(NodeConfig {
+        data_dir: data_dir.clone(),
+        listen: args.listen,
+        name: args.name.clone(),
+        site: args.site.clone(),
+        port_range: args.port_range.clone(),
+    })
+    .await
+    .with_context(|| format!("cannot start the node with data directory {}", data_dir.display()))?;
+    let ctx = node.ctx.clone();
+
+    // Signals: INT/TERM stop everything; USR2 re-executes.
+    let shutdown = ctx.shutdown.clone();
+    let reexec = ctx.reexec.clone();
+    let mut sigint = signal(SignalKind::interrupt()).context("signal handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("signal handler")?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).context("signal handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
+            _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = sigusr2.recv() => {
+                tracing::info!("SIGUSR2: re-executing; workloads keep running");
+                reexec.store(true, Ordering::SeqCst);
+            }
+        }
+        shutdown.cancel();
+    });
+
+    eprintln!(
+        "holdfast node {} listening on {} (data: {}); stop with Ctrl-C",
+        ctx.identity.name,
+        ctx.listen,
+        data_dir.display()
+    );
+    if let Some(stack) = stack {
+        let client = holdfast_api::Client::new(format!("http://{}", ctx.listen), ctx.identity.admin_token.clone());
+        let g = g.clone();
+        let stop = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            match commands::deploy_stack(&g, &client, stack, Duration::from_secs(120), false).await {
+                Ok(_) => print_endpoints(&client).await,
+                Err(e) if stop.is_cancelled() => tracing::debug!(error = %e, "deploy interrupted by shutdown"),
+                Err(e) => eprintln!("error: deploy failed: {e:#}"),
+            }
+        });
+    }
+
+    match node.run_until_stopped().await {
+        Exit::Stopped => Ok(ExitCode::SUCCESS),
+        Exit::Reexec => {
+            let err = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).env(REEXEC_ENV, "1").exec();
+            Err(anyhow!("re-exec of {} failed: {err}; workloads are still running and will be adopted by the next `holdfast up`", exe.display()))
+        }
+    }
+}
+
+async fn print_endpoints(client: &holdfast_api::Client) {
+    let Ok(st) = client.status().await else { return };
+    println!("\nEndpoints:");
+    for s in &st.services {
+        for i in &s.instances {
+            for (name, port) in &i.ports {
+                println!("  {:<12} {:<8} http://127.0.0.1:{port}/", i.name, name);
+            }
+        }
+    }
+    for r in &st.routes {
+        println!("  route {}{} -> {}:{}", r.host, r.path, r.service, r.port);
+    }
+    println!("\n`holdfast status` shows more; Ctrl-C stops the node and every workload.");
+}

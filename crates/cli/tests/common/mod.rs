@@ -1,0 +1,292 @@
+//! Test harness: runs real `holdfast` processes on loopback with their own data
+//! directories and port ranges, drives them with the real CLI, and cleans up always.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `holdfast` binary under test.
+pub fn holdfast_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_holdfast"))
+}
+
+/// PATH for the daemon: the build's binaries (holdfast-demo-web) first.
+pub fn test_path() -> String {
+    let dir = holdfast_bin().parent().map(Path::to_path_buf).unwrap_or_default();
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Waits until `f` returns Some, polling every 100 ms; panics with `what` on timeout.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// True while a process with this pid exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Every live pid whose process group is `pgid`.
+pub fn pids_in_group(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // rest: state ppid pgrp ...
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// One holdfast node process.
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub port_range: String,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    pub log: PathBuf,
+    run: u32,
+}
+
+impl Daemon {
+    /// A node on a fresh data directory. `range_base` keeps tests' instance ports apart.
+    pub fn start(range_base: u16) -> Daemon {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut d = Daemon {
+            dir: tmp.path().join("data"),
+            port: free_port(),
+            port_range: format!("{}-{}", range_base, range_base + 99),
+            child: None,
+            log: tmp.path().join("daemon-0.log"),
+            _tmp: Some(tmp),
+            run: 0,
+        };
+        d.spawn(&[]);
+        d
+    }
+
+    /// Starts (again) the daemon process on this data directory.
+    pub fn spawn(&mut self, extra: &[&str]) {
+        self.run += 1;
+        self.log = self.dir.parent().expect("parent").join(format!("daemon-{}.log", self.run));
+        let log = std::fs::File::create(&self.log).expect("daemon log");
+        let child = Command::new(holdfast_bin())
+            .args(["up", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--port-range", &self.port_range, "--name", "test-node"])
+            .args(["--log-level", "info,holdfast=debug"])
+            .args(extra)
+            .env("PATH", test_path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn holdfast up");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("the API to answer", Duration::from_secs(20), || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("holdfast up exited early with {st}; log:\n{}", self.log_text());
+                }
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        wait_for("status to answer", Duration::from_secs(20), || self.try_status());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("daemon running")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a client command against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(holdfast_bin())
+            .args(["--data-dir"])
+            .arg(&self.dir)
+            .args(args)
+            .env("PATH", test_path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run holdfast")
+    }
+
+    /// Runs a client command that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "holdfast {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn try_status(&self) -> Option<Value> {
+        let out = self.cli(&["status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn status(&self) -> Value {
+        self.try_status().unwrap_or_else(|| panic!("status failed; daemon log:\n{}", self.log_text()))
+    }
+
+    /// Writes a spec into the test directory and deploys it; returns (exit ok, stdout, stderr).
+    pub fn deploy_yaml(&self, name: &str, yaml: &str) -> (bool, String, String) {
+        let path = self.write_spec(name, yaml);
+        let out = self.cli(&["deploy", path.to_str().expect("utf8 path"), "--timeout", "30s"]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn write_spec(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.dir.parent().expect("parent").join(name);
+        std::fs::write(&path, yaml).expect("write spec");
+        path
+    }
+
+    /// SIGKILLs the daemon (workloads keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `sig` to the daemon and waits for it to exit; returns its exit status.
+    pub fn signal_and_wait(&mut self, sig: i32, timeout: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        kill(c.id(), sig);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st;
+            }
+            if start.elapsed() > timeout {
+                let _ = c.kill();
+                panic!("daemon did not exit within {timeout:?} after signal {sig}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The instances of a service in the status JSON.
+    pub fn instances(&self, service: &str) -> Vec<Value> {
+        service_of(&self.status(), service)["instances"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until `service` has `n` ready replicas on its current generation.
+    pub fn wait_ready(&self, service: &str, n: u64, timeout: Duration) -> Value {
+        wait_for(&format!("{service} to have {n} ready replicas"), timeout, || {
+            let st = self.try_status()?;
+            let s = service_of(&st, service);
+            let ready = s["ready"].as_u64()? == n
+                && s["instances"].as_array()?.iter().all(|i| i["generation"] == s["generation"] && i["ready"] == true);
+            ready.then_some(st)
+        })
+    }
+}
+
+pub fn service_of(status: &Value, name: &str) -> Value {
+    status["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// GET http://127.0.0.1:port/path with the real curl; returns the body when it answered 2xx.
+pub fn curl(port: u64, path: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "2", &format!("http://127.0.0.1:{port}{path}")])
+        .output()
+        .expect("curl must be installed (.ci/run installs it)");
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Stop the node and every workload. If the daemon was killed, start it again on
+        // the same data directory so it re-adopts and then stops what is left.
+        if self.child.is_none() && self.dir.join("node.json").exists() {
+            let log = std::fs::File::create(self.dir.parent().expect("parent").join("cleanup.log")).ok();
+            let mut cmd = Command::new(holdfast_bin());
+            cmd.args(["up", "--data-dir"])
+                .arg(&self.dir)
+                .args(["--listen", &format!("127.0.0.1:{}", self.port), "--port-range", &self.port_range])
+                .env("PATH", test_path())
+                .stdin(Stdio::null());
+            if let Some(l) = log {
+                if let Ok(l2) = l.try_clone() {
+                    cmd.stdout(l).stderr(l2);
+                }
+            }
+            if let Ok(c) = cmd.spawn() {
+                let port = self.port;
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(10) && std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                self.child = Some(c);
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            kill(c.id(), 15);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! A holdfast node: everything `holdfast up` runs in one process.
+//!
+//! - [`identity`]: the data directory's identity files (node id, admin token, cluster
+//!   secret), created on first start.
+//! - [`workloads`]: the pure mapping from the replicated [`holdfast_state::ClusterState`] to
+//!   the instances this node's agent must run.
+//! - [`server`]: the HTTP server on the holdfast port: the `/v1` API, the `/raft` RPC
+//!   endpoints and `/healthz`.
+//! - [`status`]: the status view (desired state joined with what the agent observes).
+//! - [`logs`]: tailing and following instance log files for the API.
+//! - [`Node`] (this file): ordered start-up and shutdown of Raft, agent and server.
+#![forbid(unsafe_code)]
+
+pub mod identity;
+pub mod logs;
+pub mod server;
+pub mod status;
+pub mod workloads;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_agent::{AgentConfig, AgentHandle, ShutdownMode};
+use holdfast_raft::{ControlPlane, ControlPlaneError, RaftTiming};
+use holdfast_state::{Command, NodeRecord, Request};
+use tokio_util::sync::CancellationToken;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    /// The holdfast port: API, Raft RPC.
+    pub listen: SocketAddr,
+    /// Node name; defaults to the host name on first start.
+    pub name: Option<String>,
+    pub site: String,
+    /// Listen ports handed to instances.
+    pub port_range: std::ops::Range<u16>,
+}
+
+/// Errors starting or running a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data directory {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneError),
+    #[error("agent: {0}")]
+    Agent(#[from] holdfast_agent::AgentError),
+}
+
+/// What the process should do after the node stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Workloads were stopped; exit.
+    Stopped,
+    /// Workloads were left running; re-execute the binary (in-place upgrade).
+    Reexec,
+}
+
+/// Shared handles for the HTTP handlers.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub identity: Arc<identity::Identity>,
+    pub control: ControlPlane,
+    pub agent: AgentHandle,
+    pub listen: SocketAddr,
+    /// Serialises changes planned on this node, so they rarely conflict.
+    pub change_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Cancelled to stop the node; `reexec` tells which way.
+    pub shutdown: CancellationToken,
+    pub reexec: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A started node.
+pub struct Node {
+    pub ctx: NodeContext,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    tasks_token: CancellationToken,
+}
+
+impl Node {
+    /// Starts Raft (bootstrapping a one-voter cluster on a new data directory), the agent
+    /// (re-adopting instances left running by a previous process) and the HTTP server.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let identity = Arc::new(identity::load_or_init(&config.data_dir, config.name.as_deref())?);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let listen = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        identity::write_runtime_files(&config.data_dir, listen)?;
+
+        let network = holdfast_raft::network::Network::new(identity.cluster_secret.clone());
+        let control = ControlPlane::start(
+            &config.data_dir,
+            identity.node_id,
+            &listen.to_string(),
+            RaftTiming::default(),
+            network,
+            true,
+        )
+        .await?;
+
+        let mut agent_config = AgentConfig::new(config.data_dir.join("agent"), format!("holdfast-{:x}", identity.node_id));
+        agent_config.port_range = config.port_range.clone();
+        let agent = holdfast_agent::Agent::start(agent_config).await?;
+
+        let ctx = NodeContext {
+            identity: identity.clone(),
+            control: control.clone(),
+            agent: agent.clone(),
+            listen,
+            change_lock: Arc::new(tokio::sync::Mutex::new(())),
+            shutdown: CancellationToken::new(),
+            reexec: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let tasks_token = CancellationToken::new();
+        let mut tasks = Vec::new();
+        tasks.push(("http server", tokio::spawn(server::serve(listener, ctx.clone(), tasks_token.child_token()))));
+        tasks.push((
+            "workload reconciler",
+            tokio::spawn(workloads::run(ctx.clone(), tasks_token.child_token())),
+        ));
+
+        control.wait_for_leader(Duration::from_secs(10)).await?;
+        register_self(&ctx, &config).await?;
+        tracing::info!(node = %identity.name, id = identity.node_id, %listen, "node started");
+        Ok(Node { ctx, tasks, tasks_token })
+    }
+
+    /// Runs until `ctx.shutdown` is cancelled, then stops in order: HTTP server and
+    /// reconciler, then workloads (or leaves them running for a re-exec), then Raft.
+    pub async fn run_until_stopped(self) -> Exit {
+        self.ctx.shutdown.cancelled().await;
+        let reexec = self.ctx.reexec.load(std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(reexec, "node stopping");
+        self.tasks_token.cancel();
+        for (name, task) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(5), task).await {
+                Ok(_) => tracing::debug!(task = name, "stopped"),
+                Err(_) => tracing::warn!(task = name, "did not stop within 5s; abandoned"),
+            }
+        }
+        let mode = if reexec { ShutdownMode::Detach } else { ShutdownMode::StopWorkloads };
+        self.ctx.agent.clone().shutdown(mode).await;
+        self.ctx.control.shutdown().await;
+        tracing::info!("node stopped");
+        if reexec {
+            Exit::Reexec
+        } else {
+            Exit::Stopped
+        }
+    }
+}
+
+/// Writes this node's record (address, capacity) into the replicated state.
+async fn register_self(ctx: &NodeContext, config: &NodeConfig) -> Result<(), NodeError> {
+    let record = NodeRecord {
+        id: ctx.identity.node_id,
+        name: ctx.identity.name.clone(),
+        addr: ctx.listen.to_string(),
+        site: config.site.clone(),
+        arch: identity::arch().to_string(),
+        capacity: identity::capacity(),
+        labels: Default::default(),
+        cordoned: false,
+    };
+    if ctx.control.state().nodes.get(&record.id) == Some(&record) {
+        return Ok(());
+    }
+    ctx.control.propose(Request::new(Command::UpsertNode(record))).await?;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! The status view: the replicated desired state joined with what this node's agent
+//! observes, plus plain-language warnings.
+use std::collections::BTreeMap;
+
+use holdfast_agent::{InstanceId, InstanceState, InstanceStatus};
+use holdfast_api::types::{
+    ControlPlaneSummary, ExitView, InstanceView, NodeSummary, ServiceView, StatusResponse,
+};
+use holdfast_state::ClusterState;
+
+use crate::NodeContext;
+
+/// The lowercase name shown for an agent state.
+pub fn state_name(s: InstanceState) -> &'static str {
+    match s {
+        InstanceState::Starting => "starting",
+        InstanceState::Ready => "ready",
+        InstanceState::Unready => "unready",
+        InstanceState::Backoff => "backoff",
+        InstanceState::CrashLoop => "crash-loop",
+        InstanceState::Stopping => "stopping",
+        InstanceState::Exited => "exited",
+    }
+}
+
+/// Which cgroup hierarchy this machine offers.
+pub fn cgroup_mode() -> &'static str {
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "v2"
+    } else if std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        "v1"
+    } else {
+        "unavailable"
+    }
+}
+
+/// Builds `GET /v1/status`.
+pub fn build(ctx: &NodeContext) -> StatusResponse {
+    let state = ctx.control.state();
+    let metrics = { use holdfast_raft::WatchReceiver; ctx.control.raft.metrics().borrow_watched().clone() };
+    let observed = ctx.agent.status();
+    let role = format!("{:?}", metrics.state).to_lowercase();
+    let voters = metrics.membership_config.membership().voter_ids().count();
+    let control_plane = ControlPlaneSummary {
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        role,
+        voters,
+        revision: state.revision,
+        last_applied: metrics.last_applied.as_ref().map(|l| l.index),
+    };
+    let node = NodeSummary {
+        id: ctx.identity.node_id,
+        name: ctx.identity.name.clone(),
+        addr: ctx.listen.to_string(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        cgroups: cgroup_mode().to_string(),
+    };
+    let (services, warnings) = services_view(&state, ctx.identity.node_id, &observed);
+    StatusResponse { node, control_plane, services, routes: state.desired.routes.clone(), warnings }
+}
+
+/// The pure part of status: services and warnings from state + observations.
+pub fn services_view(
+    state: &ClusterState,
+    this_node: u64,
+    observed: &[InstanceStatus],
+) -> (Vec<ServiceView>, Vec<String>) {
+    let by_id: BTreeMap<&InstanceId, &InstanceStatus> = observed.iter().map(|s| (&s.id, s)).collect();
+    let node_name = |id: u64| state.nodes.get(&id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
+    let mut warnings = Vec::new();
+    let mut services = Vec::new();
+    for (name, record) in &state.desired.services {
+        let placed = state.desired.placements.get(name).cloned().unwrap_or_default();
+        let mut instances = Vec::new();
+        for (replica, node) in placed.iter().enumerate() {
+            let id = InstanceId::new(name.clone(), replica as u32);
+            let seen = if *node == this_node { by_id.get(&id).copied() } else { None };
+            let view = match seen {
+                Some(s) => {
+                    if s.state == InstanceState::CrashLoop {
+                        warnings.push(format!(
+                            "{id} is crash-looping ({} restarts){}",
+                            s.restarts,
+                            s.last_exit.as_ref().map(|e| format!(": last exit {}", e.description)).unwrap_or_default()
+                        ));
+                    }
+                    if let Some(e) = s.last_exit.as_ref().filter(|e| e.oom_killed) {
+                        warnings.push(format!("{id} was killed for running out of memory ({})", e.description));
+                    }
+                    for w in &s.warnings {
+                        warnings.push(format!("{id}: {w}"));
+                    }
+                    InstanceView {
+                        name: id.to_string(),
+                        replica: replica as u32,
+                        node: node_name(*node),
+                        generation: s.generation,
+                        state: if s.generation != record.generation && s.state != InstanceState::Stopping {
+                            "outdated".to_string()
+                        } else {
+                            state_name(s.state).to_string()
+                        },
+                        ready: s.ready,
+                        pid: s.pid,
+                        restarts: s.restarts,
+                        ports: s.ports.clone(),
+                        started_at_ms: s.started_at_ms,
+                        last_exit: s.last_exit.as_ref().map(|e| ExitView {
+                            code: e.code,
+                            signal: e.signal,
+                            oom_killed: e.oom_killed,
+                            at_ms: e.at_ms,
+                            description: e.description.clone(),
+                        }),
+                        last_health_error: s.last_health_error.clone(),
+                        adopted: s.adopted,
+                        memory_bytes: s.memory_bytes,
+                        cpu_usage_ns: s.cpu_usage_ns,
+                    }
+                }
+                None => InstanceView {
+                    name: id.to_string(),
+                    replica: replica as u32,
+                    node: node_name(*node),
+                    generation: record.generation,
+                    state: if *node == this_node { "pending" } else { "remote" }.to_string(),
+                    ready: false,
+                    pid: None,
+                    restarts: 0,
+                    ports: BTreeMap::new(),
+                    started_at_ms: None,
+                    last_exit: None,
+                    last_health_error: None,
+                    adopted: false,
+                    memory_bytes: None,
+                    cpu_usage_ns: None,
+                },
+            };
+            instances.push(view);
+        }
+        let ready = instances.iter().filter(|i| i.ready && i.generation == record.generation).count() as u32;
+        services.push(ServiceView {
+            name: name.clone(),
+            project: record.project.clone(),
+            replicas: record.spec.replicas,
+            ready,
+            generation: record.generation,
+            ports: record.spec.ports.clone(),
+            instances,
+        });
+    }
+    for (service, node, count) in holdfast_placement::shared_nodes(&state.desired.placements) {
+        if state.nodes.len() > 1 {
+            warnings.push(format!(
+                "{count} replicas of `{service}` share node {}: losing that machine takes them all down",
+                node_name(node)
+            ));
+        }
+    }
+    if state.nodes.len() == 1 && !state.desired.services.is_empty() {
+        warnings.push("single-node cluster: if this machine fails, every service goes down (add nodes to survive a machine loss)".into());
+    }
+    (services, warnings)
+}

@@ -1,0 +1,137 @@
+//! From the replicated state to this node's agent: which instances run here, with what.
+//!
+//! [`desired_instances`] is pure (tested below); [`run`] feeds its result to the agent
+//! whenever a new state is applied.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use holdfast_agent::{HealthConfig, HealthProbe, InstanceId, InstanceSpec, Limits, RestartPolicy};
+use holdfast_spec::{HealthCheck, ServiceSpec};
+use holdfast_state::ClusterState;
+use tokio_util::sync::CancellationToken;
+
+use crate::NodeContext;
+
+/// The port whose listen port is put in `PORT`: the only one, else `http`, else the
+/// first by name.
+pub fn primary_port(spec: &ServiceSpec) -> Option<&str> {
+    if spec.ports.contains_key("http") && spec.ports.len() > 1 {
+        return Some("http");
+    }
+    spec.ports.keys().next().map(String::as_str)
+}
+
+/// Named ports in the order the agent hands them out (primary first).
+fn port_order(spec: &ServiceSpec) -> Vec<String> {
+    let mut ports: Vec<String> = Vec::new();
+    if let Some(p) = primary_port(spec) {
+        ports.push(p.to_string());
+    }
+    ports.extend(spec.ports.keys().filter(|k| Some(k.as_str()) != primary_port(spec)).cloned());
+    ports
+}
+
+/// Every instance placed on `node`, as the agent runs it.
+pub fn desired_instances(state: &ClusterState, node: u64) -> Vec<InstanceSpec> {
+    let mut out = Vec::new();
+    for (service, nodes) in &state.desired.placements {
+        let Some(record) = state.desired.services.get(service) else { continue };
+        for (replica, n) in nodes.iter().enumerate() {
+            if *n != node {
+                continue;
+            }
+            out.push(instance_spec(service, replica as u32, record.generation, &record.project, &record.spec));
+        }
+    }
+    out
+}
+
+fn instance_spec(service: &str, replica: u32, generation: u64, project: &str, spec: &ServiceSpec) -> InstanceSpec {
+    let mut env: BTreeMap<String, String> = spec.env.clone();
+    env.entry("HOLDFAST_PROJECT".into()).or_insert_with(|| project.to_string());
+    InstanceSpec {
+        id: InstanceId::new(service, replica),
+        generation,
+        argv: spec.run.argv(),
+        env,
+        workdir: spec.workdir.clone(),
+        ports: port_order(spec),
+        health: spec.health.as_ref().map(|h| HealthConfig {
+            check: match &h.check {
+                HealthCheck::Http { port, path } => HealthProbe::Http { port: port.clone(), path: path.clone() },
+                HealthCheck::Tcp { port } => HealthProbe::Tcp { port: port.clone() },
+                HealthCheck::Exec { command } => HealthProbe::Exec { argv: command.argv() },
+            },
+            interval: Duration::from_millis(h.interval_ms),
+            timeout: Duration::from_millis(h.timeout_ms),
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+            start_grace: Duration::from_millis(h.start_grace_ms),
+        }),
+        limits: Limits { cpu_millis: spec.resources.cpu_millis, memory_bytes: spec.resources.memory_bytes },
+        restart: match spec.restart {
+            holdfast_spec::RestartPolicy::Always => RestartPolicy::Always,
+            holdfast_spec::RestartPolicy::OnFailure => RestartPolicy::OnFailure,
+            holdfast_spec::RestartPolicy::Never => RestartPolicy::Never,
+        },
+        stop_signal: spec.stop.signal.number(),
+        stop_grace: Duration::from_millis(spec.stop.grace_ms),
+    }
+}
+
+/// Hands the agent its desired instances on start and after every applied change.
+pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
+    let mut states = ctx.control.subscribe();
+    loop {
+        let state = states.borrow_and_update().clone();
+        let desired = desired_instances(&state, ctx.identity.node_id);
+        tracing::debug!(revision = state.revision, instances = desired.len(), "desired instances");
+        ctx.agent.set_desired(desired);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = states.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_state::{Command, Request};
+
+    fn state_with(yaml: &str) -> ClusterState {
+        let mut s = ClusterState::default();
+        s.apply(&Request::new(Command::UpsertNode(holdfast_state::NodeRecord {
+            id: 7,
+            name: "n".into(),
+            addr: "127.0.0.1:1".into(),
+            site: "s".into(),
+            arch: "amd64".into(),
+            capacity: holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 8 << 30 },
+            labels: Default::default(),
+            cordoned: false,
+        })));
+        let stack = holdfast_spec::parse_str("t.yaml", yaml).expect("spec parses");
+        let (_, desired) = holdfast_state::plan::plan_deploy(&s, &stack).expect("plan");
+        s.apply(&Request::new(Command::SetDesired { expected_revision: s.revision, desired }));
+        s
+    }
+
+    #[test]
+    fn maps_every_replica_on_this_node() {
+        let s = state_with(
+            "project: p\nservices:\n  web:\n    run: 'echo hi'\n    replicas: 2\n    ports: {admin: 9000, http: 8080}\n    resources: {memory: 64Mi, cpu: 0.5}\n    stop: {signal: SIGINT, grace: 3s}\n",
+        );
+        let got = desired_instances(&s, 7);
+        assert_eq!(got.len(), 2);
+        let w0 = &got[0];
+        assert_eq!(w0.id.to_string(), "web-0");
+        assert_eq!(w0.argv, vec!["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(w0.ports, vec!["http", "admin"]);
+        assert_eq!(w0.limits, Limits { cpu_millis: Some(500), memory_bytes: Some(64 << 20) });
+        assert_eq!(w0.stop_signal, 2);
+        assert_eq!(w0.stop_grace, Duration::from_secs(3));
+        assert_eq!(w0.env.get("HOLDFAST_PROJECT").map(String::as_str), Some("p"));
+        assert!(desired_instances(&s, 8).is_empty());
+    }
+}

@@ -1,0 +1,1138 @@
+//! The loader: converts parsed YAML documents (possibly many files, each
+//! possibly with several `---` documents) into one canonical [`Stack`],
+//! collecting every structural problem (wrong types, unknown or missing
+//! fields, bad units) with its exact position, merging files (a service or a
+//! conflicting `project` defined twice is an error naming both places), and
+//! then running the semantic rules of [`crate::validate`] with positions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use crate::error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
+use crate::model::{
+    HealthCheck, HealthSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Stack,
+    StopSignal, StopSpec, DEFAULT_HEALTHY_THRESHOLD,
+    DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_PROJECT, DEFAULT_REPLICAS, DEFAULT_ROUTE_PATH,
+    DEFAULT_START_GRACE_MS, DEFAULT_STOP_GRACE_MS, DEFAULT_UNHEALTHY_THRESHOLD, MAX_REPLICAS,
+};
+use crate::names::normalise_host;
+use crate::path::{FieldPath, Seg};
+use crate::suggest::suggestion_suffix;
+use crate::units::{parse_cpu_millis, parse_duration_ms, parse_memory_bytes};
+use crate::validate::{validate_stack, Sink, Target};
+use crate::yaml::{parse_documents, Kind, Node};
+
+/// The fields of one kind of mapping, and where misplaced fields belong.
+struct FieldSet {
+    names: &'static [&'static str],
+    /// (where it belongs, fields that belong there)
+    hints: &'static [(&'static str, &'static [&'static str])],
+}
+
+const SERVICE_FIELDS: &[&str] = &[
+    "run",
+    "replicas",
+    "workdir",
+    "env",
+    "ports",
+    "health",
+    "resources",
+    "restart",
+    "stop",
+];
+const HEALTH_FIELDS: &[&str] = &[
+    "http",
+    "tcp",
+    "exec",
+    "interval",
+    "timeout",
+    "healthy_threshold",
+    "unhealthy_threshold",
+    "start_grace",
+];
+const RESOURCE_FIELDS: &[&str] = &["cpu", "memory"];
+const STOP_FIELDS: &[&str] = &["signal", "grace"];
+const ROUTE_FIELDS: &[&str] = &["host", "path", "service", "port"];
+
+const TOP: FieldSet = FieldSet {
+    names: &["project", "services", "routes"],
+    hints: &[
+        ("a service, under `services.<name>`", SERVICE_FIELDS),
+        ("a route, in the `routes:` list", ROUTE_FIELDS),
+    ],
+};
+const SERVICE: FieldSet = FieldSet {
+    names: SERVICE_FIELDS,
+    hints: &[
+        ("`health`", HEALTH_FIELDS),
+        ("`resources`", RESOURCE_FIELDS),
+        ("`stop`", STOP_FIELDS),
+        ("a route, in the top-level `routes:` list", ROUTE_FIELDS),
+    ],
+};
+const HEALTH: FieldSet = FieldSet {
+    names: HEALTH_FIELDS,
+    hints: &[],
+};
+const HTTP_CHECK: FieldSet = FieldSet {
+    names: &["path", "port"],
+    hints: &[],
+};
+const TCP_CHECK: FieldSet = FieldSet {
+    names: &["port"],
+    hints: &[],
+};
+const RESOURCES: FieldSet = FieldSet {
+    names: RESOURCE_FIELDS,
+    hints: &[],
+};
+const STOP: FieldSet = FieldSet {
+    names: STOP_FIELDS,
+    hints: &[],
+};
+const ROUTE: FieldSet = FieldSet {
+    names: ROUTE_FIELDS,
+    hints: &[],
+};
+
+const RUN_EXAMPLE: &str =
+    "a list such as `[\"my-server\", \"--port\", \"8080\"]` or a shell string such as `\"python3 -m http.server $PORT\"`";
+
+/// Where a node is, for errors found after parsing.
+#[derive(Debug, Clone)]
+struct Loc {
+    file: usize,
+    key: Option<LineCol>,
+    value: Option<LineCol>,
+    /// The path as the user sees it (route indices local to the document).
+    display: FieldPath,
+}
+
+/// The fields found in one mapping: (field, key node, value node).
+struct Fields<'n>(Vec<(&'static str, &'n Node, &'n Node)>);
+
+impl<'n> Fields<'n> {
+    fn get(&self, name: &str) -> Option<(&'n Node, &'n Node)> {
+        self.0
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, k, v)| (*k, *v))
+    }
+}
+
+/// Accumulates sources and builds the [`Stack`].
+#[derive(Default)]
+pub(crate) struct Loader {
+    files: Vec<String>,
+    errors: Vec<(usize, SpecError)>,
+    positions: HashMap<FieldPath, Loc>,
+    poisoned: Vec<FieldPath>,
+    project: Option<(String, usize, Option<LineCol>)>,
+    services: BTreeMap<String, ServiceSpec>,
+    service_at: HashMap<String, (usize, Option<LineCol>)>,
+    routes: Vec<RouteSpec>,
+    route_port_omitted: Vec<bool>,
+}
+
+fn at(file: &str, pos: Option<LineCol>) -> String {
+    match pos {
+        Some(p) => format!("{file}:{p}"),
+        None => file.to_string(),
+    }
+}
+
+impl Loader {
+    pub(crate) fn new() -> Self {
+        Loader::default()
+    }
+
+    fn add_file(&mut self, name: &str) -> usize {
+        self.files.push(name.to_string());
+        self.files.len() - 1
+    }
+
+    /// Records that a spec file could not be read.
+    pub(crate) fn add_io_error(&mut self, name: &str, err: &std::io::Error) {
+        let file = self.add_file(name);
+        self.errors.push((
+            file,
+            SpecError {
+                kind: SpecErrorKind::Io,
+                file: Some(name.to_string()),
+                pos: None,
+                path: String::new(),
+                message: format!("cannot read spec file: {err}"),
+            },
+        ));
+    }
+
+    /// Parses one source and merges it in.
+    pub(crate) fn add_source(&mut self, name: &str, text: &str) {
+        let file = self.add_file(name);
+        match parse_documents(text) {
+            Ok(docs) => {
+                for node in &docs {
+                    let mut doc = Doc {
+                        loader: self,
+                        file,
+                        route_base: 0,
+                        record: true,
+                    };
+                    doc.route_base = doc.loader.routes.len();
+                    doc.document(node);
+                }
+            }
+            Err(e) => self.errors.push((
+                file,
+                SpecError {
+                    kind: SpecErrorKind::Syntax,
+                    file: Some(name.to_string()),
+                    pos: e.pos,
+                    path: String::new(),
+                    message: format!("invalid YAML: {}", e.message),
+                },
+            )),
+        }
+    }
+
+    /// Merges, validates, and returns the stack or every error found.
+    pub(crate) fn finish(mut self) -> Result<Stack, SpecErrors> {
+        // A route may leave out `port` when its service has exactly one.
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            if self.route_port_omitted.get(i).copied().unwrap_or(false) {
+                if let Some(svc) = self.services.get(&route.service) {
+                    if svc.ports.len() == 1 {
+                        if let Some(name) = svc.ports.keys().next() {
+                            route.port = name.clone();
+                        }
+                    }
+                }
+            }
+        }
+        let stack = Stack {
+            project: self
+                .project
+                .as_ref()
+                .map(|(p, _, _)| p.clone())
+                .unwrap_or_else(|| DEFAULT_PROJECT.to_string()),
+            services: std::mem::take(&mut self.services),
+            routes: std::mem::take(&mut self.routes),
+        };
+        let mut sink = LoaderSink {
+            positions: &self.positions,
+            poisoned: &self.poisoned,
+            files: &self.files,
+            errors: &mut self.errors,
+        };
+        validate_stack(&stack, &mut sink);
+        if self.errors.is_empty() {
+            return Ok(stack);
+        }
+        let mut errors = std::mem::take(&mut self.errors);
+        errors.sort_by_key(|(file, e)| (*file, e.pos.map(|p| (p.line, p.column))));
+        Err(SpecErrors(errors.into_iter().map(|(_, e)| e).collect()))
+    }
+}
+
+/// Reports validation errors with the positions the loader recorded.
+struct LoaderSink<'a> {
+    positions: &'a HashMap<FieldPath, Loc>,
+    poisoned: &'a [FieldPath],
+    files: &'a [String],
+    errors: &'a mut Vec<(usize, SpecError)>,
+}
+
+impl LoaderSink<'_> {
+    /// The recorded node nearest to `path` (itself or an ancestor), and how
+    /// many segments of `path` it covers.
+    fn lookup(&self, path: &FieldPath) -> Option<(&Loc, usize)> {
+        let segs = path.segs();
+        (1..=segs.len()).rev().find_map(|n| {
+            self.positions
+                .get(&FieldPath::from_segs(&segs[..n]))
+                .map(|loc| (loc, n))
+        })
+    }
+
+    fn display(loc: &Loc, rest: &[Seg]) -> FieldPath {
+        let mut segs = loc.display.segs().to_vec();
+        segs.extend_from_slice(rest);
+        FieldPath::from_segs(&segs)
+    }
+}
+
+impl Sink for LoaderSink<'_> {
+    fn is_poisoned(&self, path: &FieldPath) -> bool {
+        self.poisoned.iter().any(|p| path.starts_with(p))
+    }
+
+    fn report(&mut self, kind: SpecErrorKind, path: &FieldPath, target: Target, message: String) {
+        let segs = path.segs();
+        match self.lookup(path) {
+            Some((loc, n)) => {
+                let pos = if n == segs.len() && target == Target::Value {
+                    loc.value.or(loc.key)
+                } else {
+                    loc.key.or(loc.value)
+                };
+                let display = Self::display(loc, &segs[n..]);
+                let file = loc.file;
+                self.errors.push((
+                    file,
+                    SpecError {
+                        kind,
+                        file: self.files.get(file).cloned(),
+                        pos,
+                        path: display.to_string(),
+                        message,
+                    },
+                ));
+            }
+            None => self
+                .errors
+                .push((usize::MAX, SpecError::new(kind, path.to_string(), message))),
+        }
+    }
+
+    fn describe(&self, path: &FieldPath) -> String {
+        match self.lookup(path) {
+            Some((loc, n)) => {
+                let display = Self::display(loc, &path.segs()[n..]);
+                let file = self.files.get(loc.file).map(String::as_str).unwrap_or("");
+                format!("{display} ({})", at(file, loc.value.or(loc.key)))
+            }
+            None => path.to_string(),
+        }
+    }
+
+    fn position_key(&self, path: &FieldPath) -> Option<(usize, u32, u32)> {
+        let loc = self.positions.get(path)?;
+        let p = loc.key.or(loc.value)?;
+        Some((loc.file, p.line, p.column))
+    }
+}
+
+/// Conversion of one YAML document.
+struct Doc<'l> {
+    loader: &'l mut Loader,
+    file: usize,
+    /// Number of routes before this document (route indices are local).
+    route_base: usize,
+    /// False while converting a duplicate service that will be dropped.
+    record: bool,
+}
+
+impl Doc<'_> {
+    fn file_name(&self) -> String {
+        self.loader.files.get(self.file).cloned().unwrap_or_default()
+    }
+
+    fn canon(&self, p: &FieldPath) -> FieldPath {
+        match p.segs() {
+            [Seg::Field("routes"), Seg::Index(i), rest @ ..] => {
+                let mut segs = vec![Seg::Field("routes"), Seg::Index(i + self.route_base)];
+                segs.extend_from_slice(rest);
+                FieldPath::from_segs(&segs)
+            }
+            _ => p.clone(),
+        }
+    }
+
+    fn note(&mut self, p: &FieldPath, key: Option<LineCol>, value: Option<LineCol>) {
+        if self.record {
+            let loc = Loc {
+                file: self.file,
+                key,
+                value,
+                display: p.clone(),
+            };
+            self.loader.positions.insert(self.canon(p), loc);
+        }
+    }
+
+    fn poison(&mut self, p: &FieldPath) {
+        if self.record {
+            let c = self.canon(p);
+            self.loader.poisoned.push(c);
+        }
+    }
+
+    fn error(&mut self, kind: SpecErrorKind, p: &FieldPath, pos: Option<LineCol>, message: String) {
+        let file = self.file_name();
+        self.loader.errors.push((
+            self.file,
+            SpecError {
+                kind,
+                file: Some(file),
+                pos,
+                path: p.to_string(),
+                message,
+            },
+        ));
+    }
+
+    /// Reports an error about the value at `p` and keeps rules away from it.
+    fn fail(&mut self, kind: SpecErrorKind, p: &FieldPath, pos: Option<LineCol>, message: String) {
+        self.error(kind, p, pos, message);
+        self.poison(p);
+    }
+
+    fn wrong_type(&mut self, p: &FieldPath, node: &Node, expected: &str) {
+        self.fail(
+            SpecErrorKind::WrongType,
+            p,
+            node.pos,
+            format!("expected {expected}, found {}", node.describe()),
+        );
+    }
+
+    fn first_at(&self, pos: Option<LineCol>) -> String {
+        at(&self.file_name(), pos)
+    }
+
+    /// The fields of a mapping, reporting unknown and repeated ones. `None`
+    /// (after reporting) if `node` is not a mapping; null counts as empty.
+    fn fields<'n>(&mut self, node: &'n Node, p: &FieldPath, set: &FieldSet) -> Option<Fields<'n>> {
+        let entries = match &node.kind {
+            Kind::Map(entries) => entries,
+            Kind::Null => return Some(Fields(Vec::new())),
+            _ => {
+                let expected = format!("a mapping with fields {}", set.names.join(", "));
+                self.wrong_type(p, node, &expected);
+                return None;
+            }
+        };
+        let mut out: Vec<(&'static str, &'n Node, &'n Node)> = Vec::new();
+        for (k, v) in entries {
+            let Some(key) = k.scalar_text() else {
+                self.error(
+                    SpecErrorKind::WrongType,
+                    p,
+                    k.pos,
+                    format!("expected a field name, found {}", k.describe()),
+                );
+                continue;
+            };
+            if key.starts_with("x-") {
+                continue; // extension field, e.g. a home for YAML anchors
+            }
+            let Some(name) = set.names.iter().copied().find(|n| *n == key) else {
+                let mut msg = format!("unknown field `{}`", key.escape_debug());
+                let suggestion = suggestion_suffix(&key, set.names.iter().copied());
+                if suggestion.is_empty() {
+                    if let Some((place, _)) =
+                        set.hints.iter().find(|(_, fields)| fields.contains(&key.as_str()))
+                    {
+                        msg.push_str(&format!(": `{key}` belongs in {place}"));
+                    }
+                } else {
+                    msg.push_str(&suggestion);
+                }
+                msg.push_str(&format!(" (valid fields: {})", set.names.join(", ")));
+                self.error(SpecErrorKind::UnknownField, p, k.pos, msg);
+                continue;
+            };
+            if let Some((_, first, _)) = out.iter().find(|(n, _, _)| *n == name) {
+                let msg = format!(
+                    "field `{name}` is given twice (first at {}); remove one",
+                    self.first_at(first.pos)
+                );
+                self.error(SpecErrorKind::Duplicate, &p.field(name), k.pos, msg);
+                continue;
+            }
+            self.note(&p.field(name), k.pos, v.pos);
+            out.push((name, k, v));
+        }
+        Some(Fields(out))
+    }
+
+    /// Entries of a mapping with user-chosen keys; repeated keys reported.
+    fn entries<'n>(
+        &mut self,
+        node: &'n Node,
+        p: &FieldPath,
+        expected: &str,
+        noun: &str,
+    ) -> Option<Vec<(String, &'n Node, &'n Node)>> {
+        let entries = match &node.kind {
+            Kind::Map(entries) => entries,
+            Kind::Null => return Some(Vec::new()),
+            _ => {
+                self.wrong_type(p, node, expected);
+                return None;
+            }
+        };
+        let mut out: Vec<(String, &'n Node, &'n Node)> = Vec::new();
+        for (k, v) in entries {
+            let Some(key) = k.scalar_text() else {
+                self.error(
+                    SpecErrorKind::WrongType,
+                    p,
+                    k.pos,
+                    format!("expected a {noun} name, found {}", k.describe()),
+                );
+                continue;
+            };
+            if let Some((_, first, _)) = out.iter().find(|(n, _, _)| *n == key) {
+                let msg = format!(
+                    "{noun} `{}` is defined twice (first at {})",
+                    key.escape_debug(),
+                    self.first_at(first.pos)
+                );
+                self.error(SpecErrorKind::Duplicate, &p.key(&key), k.pos, msg);
+                continue;
+            }
+            out.push((key, k, v));
+        }
+        Some(out)
+    }
+
+    fn string(&mut self, node: &Node, p: &FieldPath, expected: &str) -> Option<String> {
+        let s = node.scalar_text();
+        if s.is_none() {
+            self.wrong_type(p, node, expected);
+        }
+        s
+    }
+
+    fn document(&mut self, node: &Node) {
+        let root = FieldPath::root();
+        let Some(f) = self.fields(node, &root, &TOP) else {
+            return;
+        };
+        if let Some((_, v)) = f.get("project") {
+            let p = root.field("project");
+            if let Some(name) = self.string(v, &p, "a project name such as `demo`") {
+                match self.loader.project.clone() {
+                    Some((prev, file, pos)) if prev != name => {
+                        let first = at(self.loader.files.get(file).map_or("", String::as_str), pos);
+                        self.error(
+                            SpecErrorKind::Duplicate,
+                            &p,
+                            v.pos,
+                            format!(
+                                "project `{}` conflicts with project `{prev}` set at {first}; all spec files must agree",
+                                name.escape_debug()
+                            ),
+                        );
+                    }
+                    Some(_) => {}
+                    None => self.loader.project = Some((name, self.file, v.pos)),
+                }
+            }
+        }
+        if let Some((_, v)) = f.get("services") {
+            self.services(v, &root.field("services"));
+        }
+        if let Some((_, v)) = f.get("routes") {
+            self.routes(v, &root.field("routes"));
+        }
+    }
+
+    fn services(&mut self, node: &Node, p: &FieldPath) {
+        let Some(entries) = self.entries(
+            node,
+            p,
+            "a mapping of service names to services, e.g. `web: { run: ... }`",
+            "service",
+        ) else {
+            return;
+        };
+        for (name, k, v) in entries {
+            let sp = p.key(&name);
+            if let Some((file, pos)) = self.loader.service_at.get(&name).copied() {
+                let first = at(self.loader.files.get(file).map_or("", String::as_str), pos);
+                self.error(
+                    SpecErrorKind::Duplicate,
+                    &sp,
+                    k.pos,
+                    format!(
+                        "service `{}` is defined twice (first at {first})",
+                        name.escape_debug()
+                    ),
+                );
+                // Still report problems inside it, but keep nothing.
+                let record = std::mem::replace(&mut self.record, false);
+                let _ = self.service(v, &sp, &name, k.pos);
+                self.record = record;
+                continue;
+            }
+            self.note(&sp, k.pos, v.pos);
+            let svc = self.service(v, &sp, &name, k.pos);
+            self.loader.service_at.insert(name.clone(), (self.file, k.pos));
+            self.loader.services.insert(name, svc);
+        }
+    }
+
+    fn service(&mut self, node: &Node, sp: &FieldPath, name: &str, key_pos: Option<LineCol>) -> ServiceSpec {
+        let placeholder = ServiceSpec::new(RunCommand::Argv(Vec::new()));
+        if let Kind::Str(s) = &node.kind {
+            self.fail(
+                SpecErrorKind::WrongType,
+                sp,
+                node.pos,
+                format!(
+                    "expected a mapping with fields {}, found string `{}`; to run a command write `{name}: {{ run: {:?} }}`",
+                    SERVICE_FIELDS.join(", "),
+                    s.escape_debug(),
+                    s
+                ),
+            );
+            return placeholder;
+        }
+        let Some(f) = self.fields(node, sp, &SERVICE) else {
+            self.poison(sp);
+            return placeholder;
+        };
+        let mut svc = placeholder;
+        let run_p = sp.field("run");
+        match f.get("run") {
+            Some((_, v)) => svc.run = self.command(v, &run_p),
+            None => self.error(
+                SpecErrorKind::MissingField,
+                sp,
+                key_pos.or(node.pos),
+                format!("missing required field `run`: the command to start, {RUN_EXAMPLE}"),
+            ),
+        }
+        if f.get("run").is_none() {
+            self.poison(&run_p);
+        }
+        if let Some((_, v)) = f.get("replicas") {
+            let p = sp.field("replicas");
+            svc.replicas = match &v.kind {
+                Kind::Int(i) => match u32::try_from(*i) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.fail(
+                            SpecErrorKind::InvalidValue,
+                            &p,
+                            v.pos,
+                            format!("replicas must be between 0 and {MAX_REPLICAS}, found {i}"),
+                        );
+                        DEFAULT_REPLICAS
+                    }
+                },
+                _ => {
+                    self.wrong_type(
+                        &p,
+                        v,
+                        &format!("a whole number of instances between 0 and {MAX_REPLICAS}"),
+                    );
+                    DEFAULT_REPLICAS
+                }
+            };
+        }
+        if let Some((_, v)) = f.get("workdir") {
+            let p = sp.field("workdir");
+            svc.workdir = self
+                .string(v, &p, "an absolute directory path such as `/srv/web`")
+                .map(PathBuf::from);
+        }
+        if let Some((_, v)) = f.get("env") {
+            svc.env = self.env(v, &sp.field("env"));
+        }
+        let mut port_order = Vec::new();
+        let mut ports_ok = true;
+        if let Some((_, v)) = f.get("ports") {
+            match self.ports(v, &sp.field("ports")) {
+                Some((ports, order)) => {
+                    svc.ports = ports;
+                    port_order = order;
+                }
+                None => ports_ok = false,
+            }
+        }
+        if let Some((hk, v)) = f.get("health") {
+            let ctx = PortCtx {
+                service: name,
+                order: &port_order,
+                ok: ports_ok,
+            };
+            svc.health = self.health(v, &sp.field("health"), hk.pos, &ctx);
+        }
+        if let Some((_, v)) = f.get("resources") {
+            svc.resources = self.resources(v, &sp.field("resources"));
+        }
+        if let Some((_, v)) = f.get("restart") {
+            let p = sp.field("restart");
+            let valid: Vec<&str> = RestartPolicy::ALL.iter().map(|r| r.as_str()).collect();
+            if let Some(s) = self.string(v, &p, &format!("one of {}", valid.join(", "))) {
+                match s.parse::<RestartPolicy>() {
+                    Ok(r) => svc.restart = r,
+                    Err(_) => self.fail(
+                        SpecErrorKind::InvalidValue,
+                        &p,
+                        v.pos,
+                        format!(
+                            "invalid restart policy `{}`{} (valid: {})",
+                            s.escape_debug(),
+                            suggestion_suffix(&s, valid.iter().copied()),
+                            valid.join(", ")
+                        ),
+                    ),
+                }
+            }
+        }
+        if let Some((_, v)) = f.get("stop") {
+            svc.stop = self.stop(v, &sp.field("stop"));
+        }
+        svc
+    }
+
+    fn command(&mut self, node: &Node, p: &FieldPath) -> RunCommand {
+        match &node.kind {
+            Kind::Seq(items) => {
+                let mut argv = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let ip = p.index(i);
+                    self.note(&ip, None, item.pos);
+                    match item.scalar_text() {
+                        Some(s) => argv.push(s),
+                        None => {
+                            self.wrong_type(&ip, item, "a string (one argument)");
+                            self.poison(p);
+                        }
+                    }
+                }
+                RunCommand::Argv(argv)
+            }
+            Kind::Str(s) => RunCommand::Shell(s.clone()),
+            _ => {
+                self.wrong_type(p, node, &format!("a command: {RUN_EXAMPLE}"));
+                RunCommand::Argv(Vec::new())
+            }
+        }
+    }
+
+    fn env(&mut self, node: &Node, p: &FieldPath) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        let Some(entries) = self.entries(
+            node,
+            p,
+            "a mapping of variable names to values, e.g. `{ GREETING: hello }`",
+            "environment variable",
+        ) else {
+            return env;
+        };
+        for (key, k, v) in entries {
+            let ep = p.key(&key);
+            self.note(&ep, k.pos, v.pos);
+            let value = match &v.kind {
+                Kind::Null => {
+                    self.fail(
+                        SpecErrorKind::InvalidValue,
+                        &ep,
+                        k.pos.or(v.pos),
+                        format!(
+                            "environment variable `{}` has no value; write `{}: \"\"` for an empty string",
+                            key.escape_debug(),
+                            key.escape_debug()
+                        ),
+                    );
+                    String::new()
+                }
+                _ => match v.scalar_text() {
+                    Some(s) => s,
+                    None => {
+                        self.wrong_type(&ep, v, "a string value");
+                        String::new()
+                    }
+                },
+            };
+            env.insert(key, value);
+        }
+        env
+    }
+
+    /// Ports by name, plus their declaration order; `None` if `ports` is
+    /// not a mapping.
+    fn ports(&mut self, node: &Node, p: &FieldPath) -> Option<(BTreeMap<String, u16>, Vec<String>)> {
+        let Some(entries) = self.entries(
+            node,
+            p,
+            "a mapping of port names to numbers, e.g. `{ http: 8080 }`",
+            "port",
+        ) else {
+            self.poison(p);
+            return None;
+        };
+        let mut ports = BTreeMap::new();
+        let mut order = Vec::new();
+        for (name, k, v) in entries {
+            let pp = p.key(&name);
+            self.note(&pp, k.pos, v.pos);
+            let number = match &v.kind {
+                Kind::Int(i) => match u16::try_from(*i) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        self.fail(
+                            SpecErrorKind::InvalidValue,
+                            &pp,
+                            v.pos,
+                            format!("port must be between 1 and 65535, found {i}"),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    self.wrong_type(&pp, v, "a port number between 1 and 65535");
+                    None
+                }
+            };
+            ports.insert(name.clone(), number.unwrap_or(0));
+            order.push(name);
+        }
+        Some((ports, order))
+    }
+
+    fn health(
+        &mut self,
+        node: &Node,
+        hp: &FieldPath,
+        key_pos: Option<LineCol>,
+        ports: &PortCtx<'_>,
+    ) -> Option<HealthSpec> {
+        let Some(f) = self.fields(node, hp, &HEALTH) else {
+            self.poison(hp);
+            return None;
+        };
+        let kinds: Vec<(&str, &Node, &Node)> = ["http", "tcp", "exec"]
+            .into_iter()
+            .filter_map(|k| f.get(k).map(|(key, v)| (k, key, v)))
+            .collect();
+        let check = match kinds.as_slice() {
+            [] => {
+                self.fail(
+                    SpecErrorKind::MissingField,
+                    hp,
+                    key_pos.or(node.pos),
+                    "a health check needs one of `http` (e.g. `http: /healthz`), `tcp` (e.g. `tcp: http`) or `exec` (e.g. `exec: [\"test\", \"-f\", \"/tmp/ok\"]`)".to_string(),
+                );
+                None
+            }
+            [(kind, _, v)] => self.health_check(kind, v, &hp.field(kind), ports),
+            [(first, _, _), (second, k, _), ..] => {
+                let msg = format!(
+                    "a health check has exactly one of `http`, `tcp` or `exec`, but both `{first}` and `{second}` are given"
+                );
+                self.fail(SpecErrorKind::InvalidValue, hp, k.pos, msg);
+                None
+            }
+        };
+        let has_check = check.is_some();
+        let mut health = HealthSpec::new(check.unwrap_or(HealthCheck::Tcp {
+            port: String::new(),
+        }));
+        if let Some((_, v)) = f.get("interval") {
+            if let Some(ms) = self.duration(v, &hp.field("interval")) {
+                health.interval_ms = ms;
+            }
+        }
+        match f.get("timeout") {
+            Some((_, v)) => {
+                if let Some(ms) = self.duration(v, &hp.field("timeout")) {
+                    health.timeout_ms = ms;
+                }
+            }
+            // The default timeout never exceeds the interval.
+            None => {
+                health.timeout_ms = DEFAULT_HEALTH_TIMEOUT_MS.min(health.interval_ms);
+                if health.timeout_ms == 0 {
+                    health.timeout_ms = DEFAULT_HEALTH_TIMEOUT_MS;
+                }
+            }
+        }
+        for (field, slot, default) in [
+            ("healthy_threshold", &mut health.healthy_threshold, DEFAULT_HEALTHY_THRESHOLD),
+            (
+                "unhealthy_threshold",
+                &mut health.unhealthy_threshold,
+                DEFAULT_UNHEALTHY_THRESHOLD,
+            ),
+        ] {
+            *slot = default;
+            if let Some((_, v)) = f.get(field) {
+                let p = hp.field(field);
+                match &v.kind {
+                    Kind::Int(i) => match u32::try_from(*i) {
+                        Ok(n) => *slot = n,
+                        Err(_) => {
+                            self.fail(
+                                SpecErrorKind::InvalidValue,
+                                &p,
+                                v.pos,
+                                format!("{field} must be a whole number of at least 1, found {i}"),
+                            );
+                        }
+                    },
+                    _ => self.wrong_type(&p, v, "a whole number of at least 1"),
+                }
+            }
+        }
+        health.start_grace_ms = DEFAULT_START_GRACE_MS;
+        if let Some((_, v)) = f.get("start_grace") {
+            if let Some(ms) = self.duration(v, &hp.field("start_grace")) {
+                health.start_grace_ms = ms;
+            }
+        }
+        if !has_check {
+            self.poison(hp);
+            return None;
+        }
+        Some(health)
+    }
+
+    /// The port a health check uses when it names none: the first declared.
+    fn default_port(&mut self, p: &FieldPath, pos: Option<LineCol>, what: &str, ports: &PortCtx<'_>) -> Option<String> {
+        if let Some(first) = ports.order.first() {
+            return Some(first.clone());
+        }
+        if ports.ok {
+            self.fail(
+                SpecErrorKind::InvalidValue,
+                p,
+                pos,
+                format!(
+                    "{what} checks the service's first port, but service `{}` declares no ports: add one under `ports:`, e.g. `ports: {{ http: 8080 }}`",
+                    ports.service
+                ),
+            );
+        } else {
+            self.poison(p);
+        }
+        None
+    }
+
+    fn health_check(&mut self, kind: &str, v: &Node, p: &FieldPath, ports: &PortCtx<'_>) -> Option<HealthCheck> {
+        match kind {
+            "http" => match &v.kind {
+                Kind::Map(_) | Kind::Null => {
+                    let f = self.fields(v, p, &HTTP_CHECK)?;
+                    let path = match f.get("path") {
+                        Some((_, pv)) => self.string(pv, &p.field("path"), "a URL path such as `/healthz`")?,
+                        None => DEFAULT_ROUTE_PATH.to_string(),
+                    };
+                    let port = match f.get("port") {
+                        Some((_, pv)) => self.string(pv, &p.field("port"), "a port name")?,
+                        None => self.default_port(p, v.pos, "the `http` health check", ports)?,
+                    };
+                    Some(HealthCheck::Http { port, path })
+                }
+                _ => {
+                    let path = self.string(
+                        v,
+                        p,
+                        "a URL path such as `/healthz`, or `{ path: /healthz, port: http }`",
+                    )?;
+                    self.note(&p.field("path"), None, v.pos);
+                    let port = self.default_port(p, v.pos, &format!("`http: {path}`"), ports)?;
+                    Some(HealthCheck::Http { port, path })
+                }
+            },
+            "tcp" => match &v.kind {
+                Kind::Map(_) => {
+                    let f = self.fields(v, p, &TCP_CHECK)?;
+                    let port = match f.get("port") {
+                        Some((_, pv)) => self.string(pv, &p.field("port"), "a port name")?,
+                        None => self.default_port(p, v.pos, "the `tcp` health check", ports)?,
+                    };
+                    Some(HealthCheck::Tcp { port })
+                }
+                _ => {
+                    let port = self.string(v, p, "a port name such as `http`")?;
+                    self.note(&p.field("port"), None, v.pos);
+                    Some(HealthCheck::Tcp { port })
+                }
+            },
+            _ => {
+                let command = self.command(v, p);
+                Some(HealthCheck::Exec { command })
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, p: &FieldPath) -> Option<u64> {
+        let parsed = match &node.kind {
+            Kind::Int(i) if *i < 0 => Err(format!(
+                "invalid duration `{i}`: durations cannot be negative"
+            )),
+            Kind::Int(_) | Kind::Float(_) | Kind::Str(_) => {
+                let text = node.scalar_text().unwrap_or_default();
+                parse_duration_ms(&text).map_err(|e| e.to_string())
+            }
+            _ => {
+                self.wrong_type(p, node, "a duration such as `500ms`, `2s` or `1m30s`");
+                return None;
+            }
+        };
+        match parsed {
+            Ok(ms) => Some(ms),
+            Err(msg) => {
+                self.fail(SpecErrorKind::InvalidValue, p, node.pos, msg);
+                None
+            }
+        }
+    }
+
+    fn resources(&mut self, node: &Node, p: &FieldPath) -> Resources {
+        let mut res = Resources::default();
+        let Some(f) = self.fields(node, p, &RESOURCES) else {
+            self.poison(p);
+            return res;
+        };
+        if let Some((_, v)) = f.get("cpu") {
+            let cp = p.field("cpu");
+            match &v.kind {
+                Kind::Int(_) | Kind::Float(_) | Kind::Str(_) => {
+                    let text = v.scalar_text().unwrap_or_default();
+                    match parse_cpu_millis(&text) {
+                        Ok(m) => res.cpu_millis = Some(m),
+                        Err(e) => self.fail(SpecErrorKind::InvalidValue, &cp, v.pos, e.to_string()),
+                    }
+                }
+                _ => self.wrong_type(&cp, v, "a CPU quantity such as `0.5` or `500m`"),
+            }
+        }
+        if let Some((_, v)) = f.get("memory") {
+            let mp = p.field("memory");
+            match &v.kind {
+                Kind::Int(_) | Kind::Float(_) | Kind::Str(_) => {
+                    let text = v.scalar_text().unwrap_or_default();
+                    match parse_memory_bytes(&text) {
+                        Ok(b) => res.memory_bytes = Some(b),
+                        Err(e) => self.fail(SpecErrorKind::InvalidValue, &mp, v.pos, e.to_string()),
+                    }
+                }
+                _ => self.wrong_type(&mp, v, "a memory quantity such as `256Mi`"),
+            }
+        }
+        res
+    }
+
+    fn stop(&mut self, node: &Node, p: &FieldPath) -> StopSpec {
+        let mut stop = StopSpec::default();
+        let Some(f) = self.fields(node, p, &STOP) else {
+            self.poison(p);
+            return stop;
+        };
+        let valid: Vec<&str> = StopSignal::ALL.iter().map(|s| s.name()).collect();
+        if let Some((_, v)) = f.get("signal") {
+            let sp = p.field("signal");
+            if let Some(s) = self.string(v, &sp, &format!("a signal name, one of {}", valid.join(", "))) {
+                match s.parse::<StopSignal>() {
+                    Ok(sig) => stop.signal = sig,
+                    Err(_) => {
+                        let upper = s.to_ascii_uppercase();
+                        let full = if upper.starts_with("SIG") {
+                            upper
+                        } else {
+                            format!("SIG{upper}")
+                        };
+                        self.fail(
+                            SpecErrorKind::InvalidValue,
+                            &sp,
+                            v.pos,
+                            format!(
+                                "unknown stop signal `{}`{} (valid: {})",
+                                s.escape_debug(),
+                                suggestion_suffix(&full, valid.iter().copied()),
+                                valid.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        stop.grace_ms = DEFAULT_STOP_GRACE_MS;
+        if let Some((_, v)) = f.get("grace") {
+            if let Some(ms) = self.duration(v, &p.field("grace")) {
+                stop.grace_ms = ms;
+            }
+        }
+        stop
+    }
+
+    fn routes(&mut self, node: &Node, p: &FieldPath) {
+        let items = match &node.kind {
+            Kind::Seq(items) => items,
+            Kind::Null => return,
+            _ => {
+                self.wrong_type(
+                    p,
+                    node,
+                    "a list of routes, each item starting with `- host: ...`",
+                );
+                return;
+            }
+        };
+        for (i, item) in items.iter().enumerate() {
+            let rp = p.index(i);
+            self.note(&rp, None, item.pos);
+            let (route, omitted) = self.route(item, &rp);
+            self.loader.routes.push(route);
+            self.loader.route_port_omitted.push(omitted);
+        }
+    }
+
+    /// One route, with placeholders where it is broken; `true` if it named
+    /// no port.
+    fn route(&mut self, node: &Node, rp: &FieldPath) -> (RouteSpec, bool) {
+        let mut route = RouteSpec {
+            host: String::new(),
+            path: DEFAULT_ROUTE_PATH.to_string(),
+            service: String::new(),
+            port: String::new(),
+        };
+        let Some(f) = self.fields(node, rp, &ROUTE) else {
+            self.poison(rp);
+            return (route, false);
+        };
+        for (field, example) in [("host", "`host: demo.localhost`"), ("service", "`service: web`")] {
+            let fp = rp.field(field);
+            let value = match f.get(field) {
+                Some((_, v)) => self.string(v, &fp, "a string"),
+                None => {
+                    self.error(
+                        SpecErrorKind::MissingField,
+                        rp,
+                        node.pos,
+                        format!("missing required field `{field}`, e.g. {example}"),
+                    );
+                    None
+                }
+            };
+            match value {
+                Some(s) if field == "host" => route.host = normalise_host(&s),
+                Some(s) => route.service = s,
+                None => self.poison(&fp),
+            }
+        }
+        if let Some((_, v)) = f.get("path") {
+            let pp = rp.field("path");
+            if let Some(s) = self.string(v, &pp, "a URL path prefix such as `/` or `/api`") {
+                route.path = s;
+            }
+        }
+        let omitted = match f.get("port") {
+            Some((_, v)) => {
+                let pp = rp.field("port");
+                if let Some(s) = self.string(v, &pp, "a port name of the service") {
+                    route.port = s;
+                }
+                false
+            }
+            None => true,
+        };
+        (route, omitted)
+    }
+}
+
+/// What a health check needs to know about its service's ports.
+struct PortCtx<'a> {
+    service: &'a str,
+    /// Port names in declaration order.
+    order: &'a [String],
+    /// False if `ports` itself was malformed.
+    ok: bool,
+}

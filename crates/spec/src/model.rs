@@ -1,0 +1,359 @@
+//! The canonical, validated spec model: what a parsed YAML spec becomes, what
+//! the API carries as JSON and what the Raft log stores.
+//!
+//! Encodings are deliberately plain and stable: durations are `u64`
+//! milliseconds in fields named `*_ms`, memory is bytes, CPU is millicores,
+//! and every enum serializes to a lowercase/kebab-case or `SIG*` string.
+//! Renaming a field here is a wire-format change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Project name used when no spec file sets `project:`.
+pub const DEFAULT_PROJECT: &str = "default";
+/// Default `replicas`.
+pub const DEFAULT_REPLICAS: u32 = 1;
+/// Largest accepted `replicas`.
+pub const MAX_REPLICAS: u32 = 1000;
+/// Default health-check `interval`.
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 2_000;
+/// Default health-check `timeout`.
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 1_000;
+/// Default health-check `healthy_threshold`.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 1;
+/// Default health-check `unhealthy_threshold`.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Default health-check `start_grace`.
+pub const DEFAULT_START_GRACE_MS: u64 = 0;
+/// Default `stop.grace`.
+pub const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
+/// Default route path prefix.
+pub const DEFAULT_ROUTE_PATH: &str = "/";
+
+/// A whole deployment: every service and route of one project, merged from
+/// all of its spec files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    /// Project name (a DNS label).
+    pub project: String,
+    /// Services by name (DNS labels).
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// HTTP routes, in declaration order (files in the order given).
+    pub routes: Vec<RouteSpec>,
+}
+
+impl Default for Stack {
+    fn default() -> Self {
+        Stack {
+            project: DEFAULT_PROJECT.to_string(),
+            services: BTreeMap::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// One service: a command run as `replicas` instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// What each instance runs.
+    pub run: RunCommand,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory (absolute); `None` leaves it to the agent.
+    pub workdir: Option<PathBuf>,
+    /// Number of instances wanted.
+    pub replicas: u32,
+    /// Named stable ports (name → port clients use).
+    pub ports: BTreeMap<String, u16>,
+    /// Health check, if any.
+    pub health: Option<HealthSpec>,
+    /// Resource requests.
+    pub resources: Resources,
+    /// What to do when an instance exits.
+    pub restart: RestartPolicy,
+    /// How to stop an instance.
+    pub stop: StopSpec,
+}
+
+impl ServiceSpec {
+    /// A service running `run` with every other field at its default.
+    pub fn new(run: RunCommand) -> Self {
+        ServiceSpec {
+            run,
+            env: BTreeMap::new(),
+            workdir: None,
+            replicas: DEFAULT_REPLICAS,
+            ports: BTreeMap::new(),
+            health: None,
+            resources: Resources::default(),
+            restart: RestartPolicy::default(),
+            stop: StopSpec::default(),
+        }
+    }
+}
+
+/// A command: either an argv list or a shell string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunCommand {
+    /// Executed directly; `argv[0]` is looked up in `PATH`.
+    Argv(Vec<String>),
+    /// Run through `/bin/sh -c`.
+    Shell(String),
+}
+
+impl RunCommand {
+    /// The argv to execute: `Shell(s)` becomes `["/bin/sh", "-c", s]`.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            RunCommand::Argv(argv) => argv.clone(),
+            RunCommand::Shell(script) => {
+                vec!["/bin/sh".to_string(), "-c".to_string(), script.clone()]
+            }
+        }
+    }
+}
+
+impl fmt::Display for RunCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunCommand::Argv(argv) => {
+                let parts: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+                write!(f, "[{}]", parts.join(", "))
+            }
+            RunCommand::Shell(script) => write!(f, "{script:?}"),
+        }
+    }
+}
+
+/// A health check and its timing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// What is probed.
+    pub check: HealthCheck,
+    /// Time between probes.
+    pub interval_ms: u64,
+    /// Time a probe may take; at most `interval_ms`.
+    pub timeout_ms: u64,
+    /// Consecutive successes before an instance counts as healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures before an instance counts as unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Time after start during which failures do not count.
+    pub start_grace_ms: u64,
+}
+
+impl HealthSpec {
+    /// A health check with default timing.
+    pub fn new(check: HealthCheck) -> Self {
+        HealthSpec {
+            check,
+            interval_ms: DEFAULT_HEALTH_INTERVAL_MS,
+            timeout_ms: DEFAULT_HEALTH_TIMEOUT_MS,
+            healthy_threshold: DEFAULT_HEALTHY_THRESHOLD,
+            unhealthy_threshold: DEFAULT_UNHEALTHY_THRESHOLD,
+            start_grace_ms: DEFAULT_START_GRACE_MS,
+        }
+    }
+}
+
+/// The probe of a health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheck {
+    /// HTTP GET of `path` on the named port; 2xx/3xx is healthy.
+    Http {
+        /// Name of a port declared by the service.
+        port: String,
+        /// Request path, starting with `/`.
+        path: String,
+    },
+    /// TCP connect to the named port.
+    Tcp {
+        /// Name of a port declared by the service.
+        port: String,
+    },
+    /// Run a command; exit status 0 is healthy.
+    Exec {
+        /// The command.
+        command: RunCommand,
+    },
+}
+
+/// Resource requests; `None` means unspecified.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU in millicores (1000 = one core).
+    pub cpu_millis: Option<u32>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+}
+
+/// What to do when an instance exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whatever the exit status.
+    #[default]
+    Always,
+    /// Restart only after a non-zero exit or a signal.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+impl RestartPolicy {
+    /// Every policy, in documentation order.
+    pub const ALL: [RestartPolicy; 3] = [
+        RestartPolicy::Always,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Never,
+    ];
+
+    /// The spelling used in YAML and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RestartPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RestartPolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown restart policy `{s}`"))
+    }
+}
+
+/// How an instance is stopped: `signal`, then SIGKILL after `grace_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopSpec {
+    /// First signal sent.
+    pub signal: StopSignal,
+    /// Time allowed between `signal` and SIGKILL.
+    pub grace_ms: u64,
+}
+
+impl Default for StopSpec {
+    fn default() -> Self {
+        StopSpec {
+            signal: StopSignal::Term,
+            grace_ms: DEFAULT_STOP_GRACE_MS,
+        }
+    }
+}
+
+/// Signals a service may be stopped with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StopSignal {
+    /// SIGTERM (15).
+    #[default]
+    #[serde(rename = "SIGTERM")]
+    Term,
+    /// SIGINT (2).
+    #[serde(rename = "SIGINT")]
+    Int,
+    /// SIGQUIT (3).
+    #[serde(rename = "SIGQUIT")]
+    Quit,
+    /// SIGHUP (1).
+    #[serde(rename = "SIGHUP")]
+    Hup,
+    /// SIGUSR1 (10).
+    #[serde(rename = "SIGUSR1")]
+    Usr1,
+    /// SIGUSR2 (12).
+    #[serde(rename = "SIGUSR2")]
+    Usr2,
+    /// SIGKILL (9).
+    #[serde(rename = "SIGKILL")]
+    Kill,
+}
+
+impl StopSignal {
+    /// Every accepted signal.
+    pub const ALL: [StopSignal; 7] = [
+        StopSignal::Term,
+        StopSignal::Int,
+        StopSignal::Quit,
+        StopSignal::Hup,
+        StopSignal::Usr1,
+        StopSignal::Usr2,
+        StopSignal::Kill,
+    ];
+
+    /// The Linux signal number.
+    pub fn number(&self) -> i32 {
+        match self {
+            StopSignal::Hup => 1,
+            StopSignal::Int => 2,
+            StopSignal::Quit => 3,
+            StopSignal::Kill => 9,
+            StopSignal::Usr1 => 10,
+            StopSignal::Usr2 => 12,
+            StopSignal::Term => 15,
+        }
+    }
+
+    /// The name, e.g. `"SIGTERM"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopSignal::Term => "SIGTERM",
+            StopSignal::Int => "SIGINT",
+            StopSignal::Quit => "SIGQUIT",
+            StopSignal::Hup => "SIGHUP",
+            StopSignal::Usr1 => "SIGUSR1",
+            StopSignal::Usr2 => "SIGUSR2",
+            StopSignal::Kill => "SIGKILL",
+        }
+    }
+}
+
+impl fmt::Display for StopSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StopSignal {
+    type Err = String;
+
+    /// Accepts `SIGTERM`, `TERM`, `sigterm`, `term`, … (case-insensitive).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let upper = s.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        StopSignal::ALL
+            .into_iter()
+            .find(|sig| &sig.name()[3..] == bare)
+            .ok_or_else(|| format!("unknown signal `{s}`"))
+    }
+}
+
+/// One HTTP route: requests for `host` under `path` go to a service's port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    /// Lowercase DNS host name, optionally starting with `*.`.
+    pub host: String,
+    /// Path prefix starting with `/`.
+    pub path: String,
+    /// Target service name.
+    pub service: String,
+    /// Name of a port declared by the target service.
+    pub port: String,
+}

@@ -1,0 +1,534 @@
+//! Semantic rules of a spec, checked on the canonical [`Stack`]: names,
+//! ranges, health-check timing, references from health checks and routes
+//! to declared ports and services, duplicate ports and routes.
+//!
+//! The same code serves [`Stack::validate`] (no file positions: errors name
+//! the field path) and the YAML loader, which supplies positions through a
+//! [`Sink`] and marks fields that already failed to parse as "poisoned" so
+//! that no rule reads their placeholder values.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::error::{SpecError, SpecErrorKind};
+use crate::model::{HealthCheck, RunCommand, ServiceSpec, Stack, MAX_REPLICAS};
+use crate::names::{dns_label_problem, env_name_problem, host_problem};
+use crate::path::FieldPath;
+use crate::suggest::suggestion_suffix;
+use crate::units::format_duration_ms;
+
+/// Which part of a mapping entry an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The key (a name that is wrong, a whole entry that is incomplete).
+    Key,
+    /// The value.
+    Value,
+}
+
+/// Where validation errors go.
+pub(crate) trait Sink {
+    /// True if `path` or one of its ancestors failed to parse.
+    fn is_poisoned(&self, path: &FieldPath) -> bool;
+    /// Records one error.
+    fn report(&mut self, kind: SpecErrorKind, path: &FieldPath, target: Target, message: String);
+    /// Names another node in a message, e.g. `routes[0] (demo.yaml:18:5)`.
+    fn describe(&self, path: &FieldPath) -> String;
+    /// Sort key by declaration position, if known.
+    fn position_key(&self, path: &FieldPath) -> Option<(usize, u32, u32)>;
+}
+
+/// The sink of [`Stack::validate`]: paths only.
+#[derive(Default)]
+pub(crate) struct PlainSink {
+    pub(crate) errors: Vec<SpecError>,
+}
+
+impl Sink for PlainSink {
+    fn is_poisoned(&self, _: &FieldPath) -> bool {
+        false
+    }
+
+    fn report(&mut self, kind: SpecErrorKind, path: &FieldPath, _: Target, message: String) {
+        self.errors
+            .push(SpecError::new(kind, path.to_string(), message));
+    }
+
+    fn describe(&self, path: &FieldPath) -> String {
+        path.to_string()
+    }
+
+    fn position_key(&self, _: &FieldPath) -> Option<(usize, u32, u32)> {
+        None
+    }
+}
+
+/// Names in declaration order where known, else alphabetical.
+fn in_declared_order<'a>(
+    sink: &dyn Sink,
+    parent: &FieldPath,
+    names: impl Iterator<Item = &'a String>,
+) -> Vec<&'a str> {
+    let mut v: Vec<(Option<(usize, u32, u32)>, &'a str)> = names
+        .map(|n| (sink.position_key(&parent.key(n)), n.as_str()))
+        .collect();
+    v.sort_by(|a, b| match (a.0, b.0) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.1.cmp(b.1),
+    });
+    v.into_iter().map(|(_, n)| n).collect()
+}
+
+/// Checks every semantic rule of `stack`.
+pub(crate) fn validate_stack(stack: &Stack, sink: &mut dyn Sink) {
+    let root = FieldPath::root();
+    let project = root.field("project");
+    if !sink.is_poisoned(&project) {
+        if let Some(msg) = dns_label_problem("project name", &stack.project) {
+            sink.report(SpecErrorKind::InvalidValue, &project, Target::Value, msg);
+        }
+    }
+    let services_path = root.field("services");
+    for (name, svc) in &stack.services {
+        validate_service(name, svc, &services_path.key(name), sink);
+    }
+    validate_routes(stack, sink);
+}
+
+fn validate_run(run: &RunCommand, path: &FieldPath, sink: &mut dyn Sink) {
+    if sink.is_poisoned(path) {
+        return;
+    }
+    match run {
+        RunCommand::Argv(argv) => {
+            match argv.first() {
+                None => sink.report(
+                    SpecErrorKind::InvalidValue,
+                    path,
+                    Target::Value,
+                    "the command list is empty: give at least the program, e.g. `[\"my-server\", \"--flag\"]`".to_string(),
+                ),
+                Some(prog) if prog.trim().is_empty() => sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &path.index(0),
+                    Target::Value,
+                    "the program (first item of the command) is empty".to_string(),
+                ),
+                Some(_) => {}
+            }
+            for (i, arg) in argv.iter().enumerate() {
+                if arg.contains('\0') {
+                    sink.report(
+                        SpecErrorKind::InvalidValue,
+                        &path.index(i),
+                        Target::Value,
+                        "command arguments cannot contain a NUL character".to_string(),
+                    );
+                }
+            }
+        }
+        RunCommand::Shell(script) => {
+            if script.trim().is_empty() {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    path,
+                    Target::Value,
+                    "the shell command is empty, e.g. `\"python3 -m http.server $PORT\"`"
+                        .to_string(),
+                );
+            } else if script.contains('\0') {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    path,
+                    Target::Value,
+                    "the shell command cannot contain a NUL character".to_string(),
+                );
+            }
+        }
+    }
+}
+
+/// The environment variable the runtime sets for port `name`.
+pub(crate) fn port_env_name(name: &str) -> String {
+    format!("PORT_{}", name.to_ascii_uppercase().replace('-', "_"))
+}
+
+fn port_reference(
+    service: &str,
+    svc: &ServiceSpec,
+    port: &str,
+    svc_path: &FieldPath,
+    path: &FieldPath,
+    sink: &mut dyn Sink,
+) {
+    let ports_path = svc_path.field("ports");
+    if sink.is_poisoned(path) || sink.is_poisoned(&ports_path) || svc.ports.contains_key(port) {
+        return;
+    }
+    let declared = in_declared_order(sink, &ports_path, svc.ports.keys());
+    let msg = if declared.is_empty() {
+        format!(
+            "port `{port}` is not declared: service `{service}` declares no ports; add one under `ports:`, e.g. `ports: {{ http: 8080 }}`"
+        )
+    } else {
+        let by_number = port
+            .parse::<u16>()
+            .ok()
+            .and_then(|n| svc.ports.iter().find(|(_, p)| **p == n))
+            .map(|(name, _)| format!(", did you mean `{name}`? (ports are referred to by name)"));
+        let suffix = by_number
+            .unwrap_or_else(|| suggestion_suffix(port, declared.iter().copied()));
+        let list: Vec<String> = declared
+            .iter()
+            .map(|n| format!("{n}={}", svc.ports.get(*n).copied().unwrap_or(0)))
+            .collect();
+        format!(
+            "port `{port}` is not declared by service `{service}`{suffix} (ports: {})",
+            list.join(", ")
+        )
+    };
+    sink.report(SpecErrorKind::UnknownReference, path, Target::Value, msg);
+}
+
+fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dyn Sink) {
+    if sink.is_poisoned(sp) {
+        return;
+    }
+    if let Some(msg) = dns_label_problem("service name", name) {
+        sink.report(SpecErrorKind::InvalidValue, sp, Target::Key, msg);
+    }
+    validate_run(&svc.run, &sp.field("run"), sink);
+
+    let replicas = sp.field("replicas");
+    if !sink.is_poisoned(&replicas) && svc.replicas > MAX_REPLICAS {
+        sink.report(
+            SpecErrorKind::InvalidValue,
+            &replicas,
+            Target::Value,
+            format!(
+                "replicas must be between 0 and {MAX_REPLICAS}, found {}",
+                svc.replicas
+            ),
+        );
+    }
+
+    let workdir = sp.field("workdir");
+    if let Some(dir) = &svc.workdir {
+        if !sink.is_poisoned(&workdir) {
+            let shown = dir.display().to_string();
+            if shown.is_empty() {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &workdir,
+                    Target::Value,
+                    "workdir is empty: give an absolute path, e.g. `/srv/web`, or leave it out"
+                        .to_string(),
+                );
+            } else if !dir.is_absolute() {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &workdir,
+                    Target::Value,
+                    format!("workdir `{shown}` must be an absolute path, e.g. `/srv/{shown}`"),
+                );
+            } else if shown.contains('\0') {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &workdir,
+                    Target::Value,
+                    "workdir cannot contain a NUL character".to_string(),
+                );
+            }
+        }
+    }
+
+    let env_path = sp.field("env");
+    if !sink.is_poisoned(&env_path) {
+        for (key, value) in &svc.env {
+            let p = env_path.key(key);
+            if sink.is_poisoned(&p) {
+                continue;
+            }
+            if let Some(msg) = env_name_problem(key) {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
+            } else if !svc.ports.is_empty()
+                && (key == "PORT" || svc.ports.keys().any(|n| port_env_name(n) == *key))
+            {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &p,
+                    Target::Key,
+                    format!(
+                        "`{key}` is set by holdfast for each instance (PORT and PORT_<NAME> carry the instance's listen ports); remove it from env"
+                    ),
+                );
+            }
+            if value.contains('\0') {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &p,
+                    Target::Value,
+                    "environment values cannot contain a NUL character".to_string(),
+                );
+            }
+        }
+    }
+
+    let ports_path = sp.field("ports");
+    if !sink.is_poisoned(&ports_path) {
+        let mut by_number: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+        for name in in_declared_order(sink, &ports_path, svc.ports.keys()) {
+            let p = ports_path.key(name);
+            if sink.is_poisoned(&p) {
+                continue;
+            }
+            if let Some(msg) = dns_label_problem("port name", name) {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
+            }
+            let number = svc.ports.get(name).copied().unwrap_or(0);
+            if number == 0 {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &p,
+                    Target::Value,
+                    "port must be between 1 and 65535, found 0".to_string(),
+                );
+                continue;
+            }
+            let users = by_number.entry(number).or_default();
+            if let Some(first) = users.first() {
+                sink.report(
+                    SpecErrorKind::Duplicate,
+                    &p,
+                    Target::Value,
+                    format!(
+                        "port {number} is already used by port `{first}` of this service; each named port needs its own number"
+                    ),
+                );
+            }
+            users.push(name);
+        }
+    }
+
+    if let Some(health) = &svc.health {
+        let hp = sp.field("health");
+        if !sink.is_poisoned(&hp) {
+            match &health.check {
+                HealthCheck::Http { port, path } => {
+                    let http = hp.field("http");
+                    port_reference(name, svc, port, sp, &http.field("port"), sink);
+                    let path_p = http.field("path");
+                    if !sink.is_poisoned(&path_p) {
+                        if let Some(msg) = url_path_problem("health check path", path) {
+                            sink.report(SpecErrorKind::InvalidValue, &path_p, Target::Value, msg);
+                        }
+                    }
+                }
+                HealthCheck::Tcp { port } => {
+                    port_reference(name, svc, port, sp, &hp.field("tcp").field("port"), sink);
+                }
+                HealthCheck::Exec { command } => {
+                    validate_run(command, &hp.field("exec"), sink);
+                }
+            }
+            let interval = hp.field("interval");
+            let timeout = hp.field("timeout");
+            let interval_ok = !sink.is_poisoned(&interval);
+            let timeout_ok = !sink.is_poisoned(&timeout);
+            if interval_ok && health.interval_ms == 0 {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &interval,
+                    Target::Value,
+                    "interval must be greater than 0, e.g. `2s`".to_string(),
+                );
+            }
+            if timeout_ok && health.timeout_ms == 0 {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &timeout,
+                    Target::Value,
+                    "timeout must be greater than 0, e.g. `1s`".to_string(),
+                );
+            } else if interval_ok && timeout_ok && health.timeout_ms > health.interval_ms {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &timeout,
+                    Target::Value,
+                    format!(
+                        "timeout {} is longer than interval {}: the timeout must be at most the interval",
+                        format_duration_ms(health.timeout_ms),
+                        format_duration_ms(health.interval_ms)
+                    ),
+                );
+            }
+            for (field, value) in [
+                ("healthy_threshold", health.healthy_threshold),
+                ("unhealthy_threshold", health.unhealthy_threshold),
+            ] {
+                let p = hp.field(field);
+                if !sink.is_poisoned(&p) && value == 0 {
+                    sink.report(
+                        SpecErrorKind::InvalidValue,
+                        &p,
+                        Target::Value,
+                        format!("{field} must be at least 1, found 0"),
+                    );
+                }
+            }
+        }
+    }
+
+    let res = sp.field("resources");
+    let cpu = res.field("cpu");
+    if svc.resources.cpu_millis == Some(0) && !sink.is_poisoned(&cpu) {
+        sink.report(
+            SpecErrorKind::InvalidValue,
+            &cpu,
+            Target::Value,
+            "cpu must be greater than 0, e.g. `0.5` or `500m`".to_string(),
+        );
+    }
+    let memory = res.field("memory");
+    if svc.resources.memory_bytes == Some(0) && !sink.is_poisoned(&memory) {
+        sink.report(
+            SpecErrorKind::InvalidValue,
+            &memory,
+            Target::Value,
+            "memory must be greater than 0, e.g. `256Mi`".to_string(),
+        );
+    }
+}
+
+/// Why `path` is not a usable URL path (prefix).
+fn url_path_problem(what: &str, path: &str) -> Option<String> {
+    let shown = path.escape_debug();
+    if !path.starts_with('/') {
+        Some(format!(
+            "{what} `{shown}` must start with `/`, e.g. `/{}`",
+            path.trim_start_matches('/').escape_debug()
+        ))
+    } else if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some(format!(
+            "{what} `{shown}` cannot contain spaces or control characters (percent-encode them, e.g. `%20`)"
+        ))
+    } else if path.contains(['?', '#']) {
+        Some(format!(
+            "{what} `{shown}` cannot contain `?` or `#`: give only the path"
+        ))
+    } else {
+        None
+    }
+}
+
+fn validate_routes(stack: &Stack, sink: &mut dyn Sink) {
+    let routes_path = FieldPath::root().field("routes");
+    let services_path = FieldPath::root().field("services");
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, route) in stack.routes.iter().enumerate() {
+        let rp = routes_path.index(i);
+        if sink.is_poisoned(&rp) {
+            continue;
+        }
+        let host = rp.field("host");
+        let host_ok = !sink.is_poisoned(&host);
+        if host_ok {
+            if let Some(msg) = host_problem(&route.host) {
+                sink.report(SpecErrorKind::InvalidValue, &host, Target::Value, msg);
+            }
+        }
+        let path = rp.field("path");
+        let path_ok = !sink.is_poisoned(&path);
+        if path_ok {
+            if let Some(msg) = url_path_problem("route path", &route.path) {
+                sink.report(SpecErrorKind::InvalidValue, &path, Target::Value, msg);
+            }
+        }
+        if host_ok && path_ok {
+            match seen.get(&(route.host.as_str(), route.path.as_str())) {
+                Some(first) => {
+                    let first = sink.describe(&routes_path.index(*first));
+                    sink.report(
+                        SpecErrorKind::Duplicate,
+                        &rp,
+                        Target::Value,
+                        format!(
+                            "duplicate route: host `{}` path `{}` is already routed by {first}",
+                            route.host, route.path
+                        ),
+                    );
+                }
+                None => {
+                    seen.insert((route.host.as_str(), route.path.as_str()), i);
+                }
+            }
+        }
+
+        let service = rp.field("service");
+        if sink.is_poisoned(&service) {
+            continue;
+        }
+        let Some(svc) = stack.services.get(&route.service) else {
+            let names = in_declared_order(sink, &services_path, stack.services.keys());
+            let msg = if names.is_empty() {
+                format!(
+                    "route to unknown service `{}`: no services are defined",
+                    route.service
+                )
+            } else {
+                format!(
+                    "route to unknown service `{}`{} (services: {})",
+                    route.service,
+                    suggestion_suffix(&route.service, names.iter().copied()),
+                    names.join(", ")
+                )
+            };
+            sink.report(SpecErrorKind::UnknownReference, &service, Target::Value, msg);
+            continue;
+        };
+        let svc_path = services_path.key(&route.service);
+        let port = rp.field("port");
+        if sink.is_poisoned(&svc_path) || sink.is_poisoned(&svc_path.field("ports")) {
+            continue;
+        }
+        if route.port.is_empty() && !sink.is_poisoned(&port) {
+            let declared = in_declared_order(sink, &svc_path.field("ports"), svc.ports.keys());
+            let msg = if declared.is_empty() {
+                format!(
+                    "service `{}` declares no ports, so nothing can be routed to it: add one under `ports:` in the service",
+                    route.service
+                )
+            } else {
+                format!(
+                    "missing `port`: service `{}` has several ports ({}); choose one with `port:`",
+                    route.service,
+                    declared.join(", ")
+                )
+            };
+            sink.report(SpecErrorKind::MissingField, &port, Target::Value, msg);
+        } else {
+            port_reference(&route.service, svc, &route.port, &svc_path, &port, sink);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_paths() {
+        assert!(url_path_problem("p", "/").is_none());
+        assert!(url_path_problem("p", "/api/v1").is_none());
+        assert!(url_path_problem("p", "api").is_some());
+        assert!(url_path_problem("p", "/a b").is_some());
+        assert!(url_path_problem("p", "/a?b").is_some());
+    }
+
+    #[test]
+    fn port_env_names() {
+        assert_eq!(port_env_name("http"), "PORT_HTTP");
+        assert_eq!(port_env_name("admin-http"), "PORT_ADMIN_HTTP");
+    }
+}

@@ -1,0 +1,20 @@
+//! The cluster's desired state: what the Raft log replicates and every node acts on.
+//!
+//! - [`model`]: [`ClusterState`] and its parts (services with generations, routes,
+//!   placements, nodes). Versioned: everything here is written to disk and the Raft log.
+//! - [`command`]: the commands a Raft entry carries and the deterministic
+//!   [`ClusterState::apply`].
+//! - [`plan`]: pure planning of a change (deploy, scale, restart, remove): from the current
+//!   state and the user's request to a human-readable [`plan::Plan`] and the next desired
+//!   state, with placement computed by `holdfast-placement`.
+//!
+//! No IO, no async, no clocks: the same input always yields the same state.
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod model;
+pub mod plan;
+
+pub use command::{Command, Request, Response};
+pub use model::{ClusterState, Desired, NodeRecord, ServiceRecord, FORMAT_VERSION};
+pub use plan::{Plan, PlanError};

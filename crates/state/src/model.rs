@@ -1,0 +1,90 @@
+//! The state model: desired services, routes and placements, and the node registry.
+use std::collections::BTreeMap;
+
+use holdfast_placement::{Assignment, Capacity, NodeId};
+use holdfast_spec::{RouteSpec, ServiceSpec};
+use serde::{Deserialize, Serialize};
+
+/// Version of the encoding of [`ClusterState`] and [`crate::Request`]. Bump it with a
+/// migration from the previous version whenever a stored type changes shape.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything the control plane agrees on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub format: u32,
+    /// Bumped by every applied change; a change is proposed against the revision it was
+    /// planned on, so two concurrent deploys cannot silently overwrite each other.
+    pub revision: u64,
+    pub desired: Desired,
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState {
+            format: FORMAT_VERSION,
+            revision: 0,
+            desired: Desired::default(),
+            nodes: BTreeMap::new(),
+        }
+    }
+}
+
+/// The desired workloads of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Desired {
+    pub services: BTreeMap<String, ServiceRecord>,
+    pub routes: Vec<RouteSpec>,
+    /// Replica `i` of service `s` runs on node `placements[s][i]`.
+    pub placements: Assignment,
+}
+
+/// One service as the cluster runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// The project (stack) the service was deployed with; a deploy of a project only
+    /// creates, updates and deletes that project's services.
+    pub project: String,
+    pub spec: ServiceSpec,
+    /// Bumped whenever running instances must be replaced: a change of anything but the
+    /// replica count, or a `restart`. Instances of an older generation are replaced.
+    pub generation: u64,
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub name: String,
+    /// Address of the node's holdfast port (API and Raft).
+    pub addr: String,
+    pub site: String,
+    pub arch: String,
+    pub capacity: Capacity,
+    pub labels: BTreeMap<String, String>,
+    pub cordoned: bool,
+}
+
+impl ClusterState {
+    /// Services that belong to `project`.
+    pub fn project_services<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a ServiceRecord)> + 'a {
+        self.desired.services.iter().filter(move |(_, r)| r.project == project)
+    }
+
+    /// Placement input: the nodes as the scheduler sees them.
+    pub fn node_views(&self) -> Vec<holdfast_placement::NodeView> {
+        self.nodes
+            .values()
+            .map(|n| holdfast_placement::NodeView {
+                id: n.id,
+                name: n.name.clone(),
+                schedulable: !n.cordoned,
+                capacity: n.capacity,
+            })
+            .collect()
+    }
+}

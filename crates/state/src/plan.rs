@@ -1,0 +1,326 @@
+//! Pure planning of changes to the desired state.
+//!
+//! Every user-facing change (deploy, scale, restart, remove) is planned here from the
+//! current [`ClusterState`]: the result is a [`Plan`] to show the user and the next
+//! [`Desired`] to propose through Raft with the revision it was planned on.
+use std::collections::BTreeMap;
+use std::fmt;
+
+use holdfast_placement::{Capacity, PlacementError, Workload};
+use holdfast_spec::{RouteSpec, ServiceSpec, Stack};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ClusterState, Desired, ServiceRecord};
+
+/// What a change does to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Create,
+    Update,
+    Delete,
+    Unchanged,
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Update => "update",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// One line of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: ChangeKind,
+    /// `service web` or `route demo.localhost/`.
+    pub target: String,
+    /// What changes, e.g. `replicas: 2 -> 3`; empty for create/delete/unchanged.
+    pub details: Vec<String>,
+    /// True when running instances are replaced (not only added or removed).
+    pub replaces_instances: bool,
+}
+
+/// A planned change, shown by `diff` and `deploy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    /// True when applying the plan would change nothing.
+    pub fn is_noop(&self) -> bool {
+        self.changes.iter().all(|c| c.kind == ChangeKind::Unchanged)
+    }
+}
+
+/// Why a change cannot be planned. Nothing is changed when planning fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("invalid spec:\n{0}")]
+    InvalidSpec(String),
+    #[error(
+        "service `{service}` already belongs to project `{owner}`; project `{project}` cannot take it over (rename it, or remove it from `{owner}` first)"
+    )]
+    ServiceOwnedByOtherProject { service: String, owner: String, project: String },
+    #[error("route `{host}{path}` is already served by project `{owner}`'s service `{service}`")]
+    RouteTaken { host: String, path: String, owner: String, service: String },
+    #[error("unknown service `{name}`{hint}")]
+    UnknownService { name: String, hint: String },
+    #[error("replicas must be between 0 and 1000, got {0}")]
+    BadReplicas(u64),
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+}
+
+fn unknown_service(state: &ClusterState, name: &str) -> PlanError {
+    let known: Vec<&str> = state.desired.services.keys().map(String::as_str).collect();
+    let hint = if known.is_empty() {
+        " (no services are deployed)".to_string()
+    } else {
+        format!(" (services: {})", known.join(", "))
+    };
+    PlanError::UnknownService { name: name.to_string(), hint }
+}
+
+/// Plans a deploy of `stack`: the project's services and routes become exactly those of
+/// the stack; other projects are untouched.
+pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired), PlanError> {
+    if let Err(errors) = stack.validate() {
+        let text = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+        return Err(PlanError::InvalidSpec(text));
+    }
+    let project = &stack.project;
+    let current = &state.desired;
+    for name in stack.services.keys() {
+        if let Some(rec) = current.services.get(name) {
+            if &rec.project != project {
+                return Err(PlanError::ServiceOwnedByOtherProject {
+                    service: name.clone(),
+                    owner: rec.project.clone(),
+                    project: project.clone(),
+                });
+            }
+        }
+    }
+    let owner_of = |route: &RouteSpec| current.services.get(&route.service).map(|r| r.project.clone());
+    for route in &stack.routes {
+        if let Some(taken) = current.routes.iter().find(|r| {
+            r.host == route.host && r.path == route.path && owner_of(r).as_deref() != Some(project.as_str())
+        }) {
+            return Err(PlanError::RouteTaken {
+                host: taken.host.clone(),
+                path: taken.path.clone(),
+                owner: owner_of(taken).unwrap_or_default(),
+                service: taken.service.clone(),
+            });
+        }
+    }
+
+    let new_generation = state.revision + 1;
+    let mut plan = Plan::default();
+    let mut services: BTreeMap<String, ServiceRecord> = current
+        .services
+        .iter()
+        .filter(|(_, r)| &r.project != project)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (name, spec) in &stack.services {
+        let record = match current.services.get(name) {
+            None => {
+                plan.changes.push(change(ChangeKind::Create, format!("service {name}"), vec![], false));
+                ServiceRecord { project: project.clone(), spec: spec.clone(), generation: new_generation }
+            }
+            Some(old) => {
+                let details = describe_service_change(&old.spec, spec);
+                let replaces = needs_replacement(&old.spec, spec);
+                let kind = if details.is_empty() { ChangeKind::Unchanged } else { ChangeKind::Update };
+                plan.changes.push(change(kind, format!("service {name}"), details, replaces));
+                ServiceRecord {
+                    project: project.clone(),
+                    spec: spec.clone(),
+                    generation: if replaces { new_generation } else { old.generation },
+                }
+            }
+        };
+        services.insert(name.clone(), record);
+    }
+    for (name, _) in state.project_services(project) {
+        if !stack.services.contains_key(name) {
+            plan.changes.push(change(ChangeKind::Delete, format!("service {name}"), vec![], true));
+        }
+    }
+
+    let mut routes: Vec<RouteSpec> =
+        current.routes.iter().filter(|r| owner_of(r).as_deref() != Some(project.as_str())).cloned().collect();
+    let old_routes: Vec<&RouteSpec> =
+        current.routes.iter().filter(|r| owner_of(r).as_deref() == Some(project.as_str())).collect();
+    for r in &stack.routes {
+        let kind = if old_routes.contains(&r) { ChangeKind::Unchanged } else { ChangeKind::Create };
+        plan.changes.push(change(kind, route_target(r), vec![], false));
+        routes.push(r.clone());
+    }
+    for r in old_routes.iter().filter(|r| !stack.routes.contains(r)) {
+        plan.changes.push(change(ChangeKind::Delete, route_target(r), vec![], false));
+    }
+    routes.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
+
+    let desired = finish(state, services, routes)?;
+    Ok((plan, desired))
+}
+
+/// Plans a change of one service's replica count. Existing instances keep running.
+pub fn plan_scale(state: &ClusterState, service: &str, replicas: u64) -> Result<(Plan, Desired), PlanError> {
+    let replicas32 = u32::try_from(replicas).ok().filter(|r| *r <= 1000).ok_or(PlanError::BadReplicas(replicas))?;
+    let mut services = state.desired.services.clone();
+    let record = services.get_mut(service).ok_or_else(|| unknown_service(state, service))?;
+    let before = record.spec.replicas;
+    record.spec.replicas = replicas32;
+    let (kind, details) = if before == replicas32 {
+        (ChangeKind::Unchanged, vec![])
+    } else {
+        (ChangeKind::Update, vec![format!("replicas: {before} -> {replicas32}")])
+    };
+    let plan = Plan { changes: vec![change(kind, format!("service {service}"), details, false)] };
+    Ok((plan, finish(state, services, state.desired.routes.clone())?))
+}
+
+/// Plans a rolling restart of every instance of one service.
+pub fn plan_restart(state: &ClusterState, service: &str) -> Result<(Plan, Desired), PlanError> {
+    let mut services = state.desired.services.clone();
+    let record = services.get_mut(service).ok_or_else(|| unknown_service(state, service))?;
+    record.generation = state.revision + 1;
+    let plan = Plan {
+        changes: vec![change(ChangeKind::Update, format!("service {service}"), vec!["restart all instances".into()], true)],
+    };
+    Ok((plan, finish(state, services, state.desired.routes.clone())?))
+}
+
+/// Plans the removal of one service and of the routes that point at it.
+pub fn plan_remove(state: &ClusterState, service: &str) -> Result<(Plan, Desired), PlanError> {
+    let mut services = state.desired.services.clone();
+    services.remove(service).ok_or_else(|| unknown_service(state, service))?;
+    let mut plan = Plan { changes: vec![change(ChangeKind::Delete, format!("service {service}"), vec![], true)] };
+    let mut routes = state.desired.routes.clone();
+    routes.retain(|r| {
+        let keep = r.service != service;
+        if !keep {
+            plan.changes.push(change(ChangeKind::Delete, route_target(r), vec![], false));
+        }
+        keep
+    });
+    Ok((plan, finish(state, services, routes)?))
+}
+
+fn finish(
+    state: &ClusterState,
+    services: BTreeMap<String, ServiceRecord>,
+    routes: Vec<RouteSpec>,
+) -> Result<Desired, PlanError> {
+    let workloads: Vec<Workload> = services
+        .iter()
+        .map(|(name, r)| Workload {
+            service: name.clone(),
+            replicas: r.spec.replicas,
+            request: Capacity {
+                cpu_millis: r.spec.resources.cpu_millis.map(u64::from).unwrap_or(0),
+                memory_bytes: r.spec.resources.memory_bytes.unwrap_or(0),
+            },
+        })
+        .collect();
+    let placements = holdfast_placement::place(&workloads, &state.node_views(), &state.desired.placements)?;
+    Ok(Desired { services, routes, placements })
+}
+
+fn change(kind: ChangeKind, target: String, details: Vec<String>, replaces_instances: bool) -> Change {
+    Change { kind, target, details, replaces_instances }
+}
+
+fn route_target(r: &RouteSpec) -> String {
+    format!("route {}{} -> {}:{}", r.host, r.path, r.service, r.port)
+}
+
+/// True when a change from `old` to `new` requires replacing running instances: anything
+/// but the replica count.
+fn needs_replacement(old: &ServiceSpec, new: &ServiceSpec) -> bool {
+    let mut a = old.clone();
+    a.replicas = new.replicas;
+    &a != new
+}
+
+/// Human-readable field changes. Environment values are never shown (they may be secrets).
+fn describe_service_change(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.run != new.run {
+        out.push(format!("run: {:?} -> {:?}", old.run.argv(), new.run.argv()));
+    }
+    if old.replicas != new.replicas {
+        out.push(format!("replicas: {} -> {}", old.replicas, new.replicas));
+    }
+    if old.workdir != new.workdir {
+        out.push(format!("workdir: {:?} -> {:?}", old.workdir, new.workdir));
+    }
+    let mut env = Vec::new();
+    for (k, v) in &new.env {
+        match old.env.get(k) {
+            None => env.push(format!("+{k}")),
+            Some(ov) if ov != v => env.push(format!("~{k}")),
+            Some(_) => {}
+        }
+    }
+    for k in old.env.keys() {
+        if !new.env.contains_key(k) {
+            env.push(format!("-{k}"));
+        }
+    }
+    if !env.is_empty() {
+        out.push(format!("env: {}", env.join(" ")));
+    }
+    if old.ports != new.ports {
+        out.push(format!("ports: {} -> {}", fmt_ports(&old.ports), fmt_ports(&new.ports)));
+    }
+    if old.health != new.health {
+        out.push("health: changed".into());
+    }
+    if old.resources.cpu_millis != new.resources.cpu_millis {
+        out.push(format!(
+            "resources.cpu: {} -> {}",
+            fmt_opt(old.resources.cpu_millis.map(|m| format!("{m}m"))),
+            fmt_opt(new.resources.cpu_millis.map(|m| format!("{m}m")))
+        ));
+    }
+    if old.resources.memory_bytes != new.resources.memory_bytes {
+        out.push(format!(
+            "resources.memory: {} -> {}",
+            fmt_opt(old.resources.memory_bytes.map(holdfast_spec::format_bytes)),
+            fmt_opt(new.resources.memory_bytes.map(holdfast_spec::format_bytes))
+        ));
+    }
+    if old.restart != new.restart {
+        out.push(format!("restart: {:?} -> {:?}", old.restart, new.restart));
+    }
+    if old.stop != new.stop {
+        out.push("stop: changed".into());
+    }
+    out
+}
+
+fn fmt_ports(p: &BTreeMap<String, u16>) -> String {
+    let parts: Vec<String> = p.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn fmt_opt(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "none".into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): installs the system packages the tests need,
+# then runs every check: formatting, clippy (warnings are errors), build, all tests.
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh -- NAME    # only tests matching NAME
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing ${need_pkgs[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "missing packages: ${need_pkgs[*]} (install them, or run as root on Debian)" >&2
+    exit 1
+  fi
+fi
+
+filter=()
+if [ "${1:-}" = "--" ]; then shift; filter=("$@"); fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build (binaries the end-to-end tests run)"
+cargo build --workspace --bins --quiet
+echo "== cargo test"
+cargo test --workspace --quiet -- "${filter[@]}"
