@@ -91,10 +91,7 @@ impl Client {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T, ClientError> {
-        let body = body
-            .map(serde_json::to_vec)
-            .transpose()
-            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let body = body.map(serde_json::to_vec).transpose().map_err(|e| ClientError::Request(e.to_string()))?;
         let resp = self.send_raw(method, path, body).await?;
         let url = format!("{}{}", self.base, path);
         let bytes = resp
@@ -119,8 +116,7 @@ impl Client {
     }
 
     pub async fn scale(&self, service: &str, replicas: u64) -> Result<PlanResponse, ClientError> {
-        self.call(Method::POST, &format!("/v1/services/{}/scale", service), Some(&ScaleRequest { replicas }))
-            .await
+        self.call(Method::POST, &format!("/v1/services/{}/scale", service), Some(&ScaleRequest { replicas })).await
     }
 
     pub async fn remove(&self, service: &str) -> Result<PlanResponse, ClientError> {
@@ -128,9 +124,13 @@ impl Client {
     }
 
     /// Starts a log stream; read the returned body frame by frame.
-    pub async fn logs(&self, service: &str, tail: usize, follow: bool) -> Result<hyper::Response<Incoming>, ClientError> {
-        self.send_raw(Method::GET, &format!("/v1/services/{service}/logs?tail={tail}&follow={follow}"), None)
-            .await
+    pub async fn logs(
+        &self,
+        service: &str,
+        tail: usize,
+        follow: bool,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send_raw(Method::GET, &format!("/v1/services/{service}/logs?tail={tail}&follow={follow}"), None).await
     }
 
     /// Asks the node to re-execute its binary in place (upgrade); workloads keep running.

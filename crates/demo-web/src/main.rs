@@ -43,10 +43,8 @@ async fn main() -> std::process::ExitCode {
         greeting: std::env::var("GREETING").unwrap_or_else(|_| "hello".into()),
         hits: AtomicU64::new(0),
     });
-    let router = Router::new()
-        .route("/", get(hello))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(app.clone());
+    let router =
+        Router::new().route("/", get(hello)).route("/healthz", get(|| async { "ok\n" })).with_state(app.clone());
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => l,
         Err(e) => {

@@ -79,9 +79,7 @@ pub type Assignment = BTreeMap<String, Vec<NodeId>>;
 pub enum PlacementError {
     #[error("no node to run `{service}` on: the cluster has no schedulable node")]
     NoNodes { service: String },
-    #[error(
-        "cannot place replica {replica} of `{service}` (needs {request}): no node has room ({detail})"
-    )]
+    #[error("cannot place replica {replica} of `{service}` (needs {request}): no node has room ({detail})")]
     Unschedulable {
         service: String,
         replica: u32,
@@ -92,11 +90,7 @@ pub enum PlacementError {
 }
 
 /// Places every replica of every workload. Deterministic and idempotent.
-pub fn place(
-    workloads: &[Workload],
-    nodes: &[NodeView],
-    previous: &Assignment,
-) -> Result<Assignment, PlacementError> {
+pub fn place(workloads: &[Workload], nodes: &[NodeView], previous: &Assignment) -> Result<Assignment, PlacementError> {
     let mut nodes: Vec<&NodeView> = nodes.iter().collect();
     nodes.sort_by_key(|n| n.id);
     let mut workloads: Vec<&Workload> = workloads.iter().collect();
@@ -104,8 +98,7 @@ pub fn place(
 
     let mut used: BTreeMap<NodeId, Capacity> = nodes.iter().map(|n| (n.id, Capacity::default())).collect();
     let mut count_on: BTreeMap<NodeId, u64> = nodes.iter().map(|n| (n.id, 0)).collect();
-    let schedulable: BTreeMap<NodeId, &NodeView> =
-        nodes.iter().filter(|n| n.schedulable).map(|n| (n.id, *n)).collect();
+    let schedulable: BTreeMap<NodeId, &NodeView> = nodes.iter().filter(|n| n.schedulable).map(|n| (n.id, *n)).collect();
 
     // Pass 1: keep every replica that may stay where it is.
     let mut result: BTreeMap<String, Vec<Option<NodeId>>> = BTreeMap::new();
@@ -164,10 +157,7 @@ pub fn place(
         }
     }
 
-    Ok(result
-        .into_iter()
-        .map(|(service, slots)| (service, slots.into_iter().flatten().collect()))
-        .collect())
+    Ok(result.into_iter().map(|(service, slots)| (service, slots.into_iter().flatten().collect())).collect())
 }
 
 fn add_use(

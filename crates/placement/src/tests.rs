@@ -12,20 +12,12 @@ fn node(id: NodeId, cpu: u64, mem_mi: u64) -> NodeView {
 }
 
 fn wl(service: &str, replicas: u32, cpu: u64, mem_mi: u64) -> Workload {
-    Workload {
-        service: service.into(),
-        replicas,
-        request: Capacity { cpu_millis: cpu, memory_bytes: mem_mi << 20 },
-    }
+    Workload { service: service.into(), replicas, request: Capacity { cpu_millis: cpu, memory_bytes: mem_mi << 20 } }
 }
 
 fn check(workloads: &[Workload], nodes: &[NodeView], previous: &Assignment, expect: &str) {
     let got = match place(workloads, nodes, previous) {
-        Ok(a) => a
-            .iter()
-            .map(|(s, n)| format!("{s}={n:?}"))
-            .collect::<Vec<_>>()
-            .join(" "),
+        Ok(a) => a.iter().map(|(s, n)| format!("{s}={n:?}")).collect::<Vec<_>>().join(" "),
         Err(e) => format!("error: {e}"),
     };
     assert_eq!(got, expect);
@@ -41,12 +33,7 @@ fn spreads_replicas_over_nodes() {
 #[test]
 fn balances_services_across_nodes() {
     let nodes = [node(1, 4000, 4096), node(2, 4000, 4096)];
-    check(
-        &[wl("a", 1, 100, 64), wl("b", 1, 100, 64)],
-        &nodes,
-        &Assignment::new(),
-        "a=[1] b=[2]",
-    );
+    check(&[wl("a", 1, 100, 64), wl("b", 1, 100, 64)], &nodes, &Assignment::new(), "a=[1] b=[2]");
 }
 
 #[test]
@@ -81,7 +68,12 @@ fn refuses_over_capacity_with_detail() {
         &Assignment::new(),
         "error: cannot place replica 2 of `web` (needs 0.40 CPU, 64Mi memory): no node has room (node-1: 0.20 CPU, 896Mi memory free)",
     );
-    check(&[wl("web", 1, 0, 0)], &[], &Assignment::new(), "error: no node to run `web` on: the cluster has no schedulable node");
+    check(
+        &[wl("web", 1, 0, 0)],
+        &[],
+        &Assignment::new(),
+        "error: no node to run `web` on: the cluster has no schedulable node",
+    );
 }
 
 #[test]
@@ -108,10 +100,7 @@ fn arb_case() -> impl Strategy<Value = (Vec<Workload>, Vec<NodeView>)> {
             .collect::<Vec<_>>()
     });
     let wls = prop::collection::vec((0u32..6, 0u64..2000, 0u64..1024), 0..6).prop_map(|v| {
-        v.into_iter()
-            .enumerate()
-            .map(|(i, (r, c, m))| wl(&format!("s{i}"), r, c, m))
-            .collect::<Vec<_>>()
+        v.into_iter().enumerate().map(|(i, (r, c, m))| wl(&format!("s{i}"), r, c, m)).collect::<Vec<_>>()
     });
     (wls, nodes)
 }

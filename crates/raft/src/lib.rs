@@ -65,7 +65,12 @@ pub struct RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> Self {
-        RaftTiming { heartbeat_ms: 150, election_timeout_min_ms: 600, election_timeout_max_ms: 1200, snapshot_every: 500 }
+        RaftTiming {
+            heartbeat_ms: 150,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
+            snapshot_every: 500,
+        }
     }
 }
 
@@ -92,9 +97,8 @@ impl ControlPlane {
         let config = Arc::new(config.validate().map_err(|e| ControlPlaneError::Fatal(e.to_string()))?);
         let (log, sm) = store::open(&data_dir.join("raft.redb"))?;
         let state = sm.subscribe();
-        let raft = Raft::new(node_id, config, network, log, sm)
-            .await
-            .map_err(|e| ControlPlaneError::Fatal(e.to_string()))?;
+        let raft =
+            Raft::new(node_id, config, network, log, sm).await.map_err(|e| ControlPlaneError::Fatal(e.to_string()))?;
         let initialized = raft.is_initialized().await.map_err(|e| ControlPlaneError::Fatal(e.to_string()))?;
         if bootstrap && !initialized {
             let members = std::collections::BTreeMap::from([(node_id, openraft::BasicNode::new(addr))]);

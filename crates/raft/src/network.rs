@@ -77,12 +77,8 @@ impl Peer {
                 }
             })?;
             let status = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
-                .to_bytes();
+            let bytes =
+                resp.into_body().collect().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?.to_bytes();
             if !status.is_success() {
                 return Err(RPCError::Network(NetworkError::from_string(format!(
                     "HTTP {status} from {}: {}",
@@ -96,7 +92,9 @@ impl Peer {
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(RPCError::Network(NetworkError::from_string(format!("timeout after {timeout:?} to {}", self.addr)))),
+            Err(_) => {
+                Err(RPCError::Network(NetworkError::from_string(format!("timeout after {timeout:?} to {}", self.addr))))
+            }
         }
     }
 }

@@ -141,7 +141,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, v)) => Some(decode::<EntryOf<TypeConfig>>(v.value())?.log_id()),
             None => None,
         };
-        Ok(LogState { last_log_id: last.or_else(|| last_purged_log_id.clone()), last_purged_log_id })
+        Ok(LogState { last_log_id: last.or(last_purged_log_id), last_purged_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -150,7 +150,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &VoteOf<TypeConfig>) -> Result<(), io::Error> {
         let this = self.clone();
-        let vote = vote.clone();
+        let vote = *vote;
         blocking(move || this.put_meta(KEY_VOTE, &vote)).await
     }
 
@@ -287,10 +287,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Cursor<Vec<u8>>>, io::Error> {
         let inner = self.inner.lock().await;
         let data = encode(&inner.state)?;
-        let meta = SnapshotMetaOf::<TypeConfig> {
-            last_log_id: inner.applied.clone(),
-            last_membership: inner.membership.clone(),
-        };
+        let meta =
+            SnapshotMetaOf::<TypeConfig> { last_log_id: inner.applied, last_membership: inner.membership.clone() };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         let db = self.db.clone();
         let bytes = encode(&stored)?;
@@ -315,7 +313,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
         let inner = self.inner.lock().await;
-        Ok((inner.applied.clone(), inner.membership.clone()))
+        Ok((inner.applied, inner.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -344,7 +342,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         // Persist before answering: an acknowledged change is on disk.
         let db = self.db.clone();
-        let snapshot = SmInner { applied: inner.applied.clone(), membership: inner.membership.clone(), state: inner.state.clone() };
+        let snapshot =
+            SmInner { applied: inner.applied, membership: inner.membership.clone(), state: inner.state.clone() };
         blocking(move || snapshot.save(&db, None)).await?;
         self.publish.send_replace(Arc::new(inner.state.clone()));
         drop(inner);
@@ -366,12 +365,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let state: ClusterState = decode(&data)?;
         let mut inner = self.inner.lock().await;
-        inner.applied = meta.last_log_id.clone();
+        inner.applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
         inner.state = state;
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let db = self.db.clone();
-        let copy = SmInner { applied: inner.applied.clone(), membership: inner.membership.clone(), state: inner.state.clone() };
+        let copy = SmInner { applied: inner.applied, membership: inner.membership.clone(), state: inner.state.clone() };
         blocking(move || copy.save(&db, Some(&stored))).await?;
         self.publish.send_replace(Arc::new(inner.state.clone()));
         Ok(())
@@ -394,7 +393,8 @@ mod tests {
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
-            let read_err = |e: io::Error| StorageError::from_io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read, e);
+            let read_err =
+                |e: io::Error| StorageError::from_io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read, e);
             let dir = tempfile::tempdir().map_err(read_err)?;
             let (log, sm) = open(&dir.path().join("raft.redb")).map_err(|e| read_err(io_err(e)))?;
             Ok((dir, log, sm))

@@ -66,13 +66,7 @@ pub struct SpecError {
 impl SpecError {
     /// A problem at `path` with no file position.
     pub fn new(kind: SpecErrorKind, path: impl Into<String>, message: impl Into<String>) -> Self {
-        SpecError {
-            kind,
-            file: None,
-            pos: None,
-            path: path.into(),
-            message: message.into(),
-        }
+        SpecError { kind, file: None, pos: None, path: path.into(), message: message.into() }
     }
 
     /// `file:line:col`, `file`, or empty, depending on what is known.

@@ -10,16 +10,15 @@ use std::path::PathBuf;
 
 use crate::error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 use crate::model::{
-    HealthCheck, HealthSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Stack,
-    StopSignal, StopSpec, DEFAULT_HEALTHY_THRESHOLD,
-    DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_PROJECT, DEFAULT_REPLICAS, DEFAULT_ROUTE_PATH,
+    HealthCheck, HealthSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Stack, StopSignal, StopSpec,
+    DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_PROJECT, DEFAULT_REPLICAS, DEFAULT_ROUTE_PATH,
     DEFAULT_START_GRACE_MS, DEFAULT_STOP_GRACE_MS, DEFAULT_UNHEALTHY_THRESHOLD, MAX_REPLICAS,
 };
 use crate::names::normalise_host;
 use crate::path::{FieldPath, Seg};
 use crate::suggest::suggestion_suffix;
 use crate::units::{parse_cpu_millis, parse_duration_ms, parse_memory_bytes};
-use crate::validate::{validate_stack, Sink, Target};
+use crate::validate::{validate_stack, PositionKey, Sink, Target};
 use crate::yaml::{parse_documents, Kind, Node};
 
 /// The fields of one kind of mapping, and where misplaced fields belong.
@@ -29,37 +28,17 @@ struct FieldSet {
     hints: &'static [(&'static str, &'static [&'static str])],
 }
 
-const SERVICE_FIELDS: &[&str] = &[
-    "run",
-    "replicas",
-    "workdir",
-    "env",
-    "ports",
-    "health",
-    "resources",
-    "restart",
-    "stop",
-];
-const HEALTH_FIELDS: &[&str] = &[
-    "http",
-    "tcp",
-    "exec",
-    "interval",
-    "timeout",
-    "healthy_threshold",
-    "unhealthy_threshold",
-    "start_grace",
-];
+const SERVICE_FIELDS: &[&str] =
+    &["run", "replicas", "workdir", "env", "ports", "health", "resources", "restart", "stop"];
+const HEALTH_FIELDS: &[&str] =
+    &["http", "tcp", "exec", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "start_grace"];
 const RESOURCE_FIELDS: &[&str] = &["cpu", "memory"];
 const STOP_FIELDS: &[&str] = &["signal", "grace"];
 const ROUTE_FIELDS: &[&str] = &["host", "path", "service", "port"];
 
 const TOP: FieldSet = FieldSet {
     names: &["project", "services", "routes"],
-    hints: &[
-        ("a service, under `services.<name>`", SERVICE_FIELDS),
-        ("a route, in the `routes:` list", ROUTE_FIELDS),
-    ],
+    hints: &[("a service, under `services.<name>`", SERVICE_FIELDS), ("a route, in the `routes:` list", ROUTE_FIELDS)],
 };
 const SERVICE: FieldSet = FieldSet {
     names: SERVICE_FIELDS,
@@ -70,30 +49,12 @@ const SERVICE: FieldSet = FieldSet {
         ("a route, in the top-level `routes:` list", ROUTE_FIELDS),
     ],
 };
-const HEALTH: FieldSet = FieldSet {
-    names: HEALTH_FIELDS,
-    hints: &[],
-};
-const HTTP_CHECK: FieldSet = FieldSet {
-    names: &["path", "port"],
-    hints: &[],
-};
-const TCP_CHECK: FieldSet = FieldSet {
-    names: &["port"],
-    hints: &[],
-};
-const RESOURCES: FieldSet = FieldSet {
-    names: RESOURCE_FIELDS,
-    hints: &[],
-};
-const STOP: FieldSet = FieldSet {
-    names: STOP_FIELDS,
-    hints: &[],
-};
-const ROUTE: FieldSet = FieldSet {
-    names: ROUTE_FIELDS,
-    hints: &[],
-};
+const HEALTH: FieldSet = FieldSet { names: HEALTH_FIELDS, hints: &[] };
+const HTTP_CHECK: FieldSet = FieldSet { names: &["path", "port"], hints: &[] };
+const TCP_CHECK: FieldSet = FieldSet { names: &["port"], hints: &[] };
+const RESOURCES: FieldSet = FieldSet { names: RESOURCE_FIELDS, hints: &[] };
+const STOP: FieldSet = FieldSet { names: STOP_FIELDS, hints: &[] };
+const ROUTE: FieldSet = FieldSet { names: ROUTE_FIELDS, hints: &[] };
 
 const RUN_EXAMPLE: &str =
     "a list such as `[\"my-server\", \"--port\", \"8080\"]` or a shell string such as `\"python3 -m http.server $PORT\"`";
@@ -113,10 +74,7 @@ struct Fields<'n>(Vec<(&'static str, &'n Node, &'n Node)>);
 
 impl<'n> Fields<'n> {
     fn get(&self, name: &str) -> Option<(&'n Node, &'n Node)> {
-        self.0
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(_, k, v)| (*k, *v))
+        self.0.iter().find(|(n, _, _)| *n == name).map(|(_, k, v)| (*k, *v))
     }
 }
 
@@ -172,12 +130,7 @@ impl Loader {
         match parse_documents(text) {
             Ok(docs) => {
                 for node in &docs {
-                    let mut doc = Doc {
-                        loader: self,
-                        file,
-                        route_base: 0,
-                        record: true,
-                    };
+                    let mut doc = Doc { loader: self, file, route_base: 0, record: true };
                     doc.route_base = doc.loader.routes.len();
                     doc.document(node);
                 }
@@ -210,11 +163,7 @@ impl Loader {
             }
         }
         let stack = Stack {
-            project: self
-                .project
-                .as_ref()
-                .map(|(p, _, _)| p.clone())
-                .unwrap_or_else(|| DEFAULT_PROJECT.to_string()),
+            project: self.project.as_ref().map(|(p, _, _)| p.clone()).unwrap_or_else(|| DEFAULT_PROJECT.to_string()),
             services: std::mem::take(&mut self.services),
             routes: std::mem::take(&mut self.routes),
         };
@@ -247,11 +196,7 @@ impl LoaderSink<'_> {
     /// many segments of `path` it covers.
     fn lookup(&self, path: &FieldPath) -> Option<(&Loc, usize)> {
         let segs = path.segs();
-        (1..=segs.len()).rev().find_map(|n| {
-            self.positions
-                .get(&FieldPath::from_segs(&segs[..n]))
-                .map(|loc| (loc, n))
-        })
+        (1..=segs.len()).rev().find_map(|n| self.positions.get(&FieldPath::from_segs(&segs[..n])).map(|loc| (loc, n)))
     }
 
     fn display(loc: &Loc, rest: &[Seg]) -> FieldPath {
@@ -279,18 +224,10 @@ impl Sink for LoaderSink<'_> {
                 let file = loc.file;
                 self.errors.push((
                     file,
-                    SpecError {
-                        kind,
-                        file: self.files.get(file).cloned(),
-                        pos,
-                        path: display.to_string(),
-                        message,
-                    },
+                    SpecError { kind, file: self.files.get(file).cloned(), pos, path: display.to_string(), message },
                 ));
             }
-            None => self
-                .errors
-                .push((usize::MAX, SpecError::new(kind, path.to_string(), message))),
+            None => self.errors.push((usize::MAX, SpecError::new(kind, path.to_string(), message))),
         }
     }
 
@@ -305,7 +242,7 @@ impl Sink for LoaderSink<'_> {
         }
     }
 
-    fn position_key(&self, path: &FieldPath) -> Option<(usize, u32, u32)> {
+    fn position_key(&self, path: &FieldPath) -> Option<PositionKey> {
         let loc = self.positions.get(path)?;
         let p = loc.key.or(loc.value)?;
         Some((loc.file, p.line, p.column))
@@ -340,12 +277,7 @@ impl Doc<'_> {
 
     fn note(&mut self, p: &FieldPath, key: Option<LineCol>, value: Option<LineCol>) {
         if self.record {
-            let loc = Loc {
-                file: self.file,
-                key,
-                value,
-                display: p.clone(),
-            };
+            let loc = Loc { file: self.file, key, value, display: p.clone() };
             self.loader.positions.insert(self.canon(p), loc);
         }
     }
@@ -359,16 +291,7 @@ impl Doc<'_> {
 
     fn error(&mut self, kind: SpecErrorKind, p: &FieldPath, pos: Option<LineCol>, message: String) {
         let file = self.file_name();
-        self.loader.errors.push((
-            self.file,
-            SpecError {
-                kind,
-                file: Some(file),
-                pos,
-                path: p.to_string(),
-                message,
-            },
-        ));
+        self.loader.errors.push((self.file, SpecError { kind, file: Some(file), pos, path: p.to_string(), message }));
     }
 
     /// Reports an error about the value at `p` and keeps rules away from it.
@@ -378,12 +301,7 @@ impl Doc<'_> {
     }
 
     fn wrong_type(&mut self, p: &FieldPath, node: &Node, expected: &str) {
-        self.fail(
-            SpecErrorKind::WrongType,
-            p,
-            node.pos,
-            format!("expected {expected}, found {}", node.describe()),
-        );
+        self.fail(SpecErrorKind::WrongType, p, node.pos, format!("expected {expected}, found {}", node.describe()));
     }
 
     fn first_at(&self, pos: Option<LineCol>) -> String {
@@ -420,9 +338,7 @@ impl Doc<'_> {
                 let mut msg = format!("unknown field `{}`", key.escape_debug());
                 let suggestion = suggestion_suffix(&key, set.names.iter().copied());
                 if suggestion.is_empty() {
-                    if let Some((place, _)) =
-                        set.hints.iter().find(|(_, fields)| fields.contains(&key.as_str()))
-                    {
+                    if let Some((place, _)) = set.hints.iter().find(|(_, fields)| fields.contains(&key.as_str())) {
                         msg.push_str(&format!(": `{key}` belongs in {place}"));
                     }
                 } else {
@@ -433,10 +349,7 @@ impl Doc<'_> {
                 continue;
             };
             if let Some((_, first, _)) = out.iter().find(|(n, _, _)| *n == name) {
-                let msg = format!(
-                    "field `{name}` is given twice (first at {}); remove one",
-                    self.first_at(first.pos)
-                );
+                let msg = format!("field `{name}` is given twice (first at {}); remove one", self.first_at(first.pos));
                 self.error(SpecErrorKind::Duplicate, &p.field(name), k.pos, msg);
                 continue;
             }
@@ -474,11 +387,8 @@ impl Doc<'_> {
                 continue;
             };
             if let Some((_, first, _)) = out.iter().find(|(n, _, _)| *n == key) {
-                let msg = format!(
-                    "{noun} `{}` is defined twice (first at {})",
-                    key.escape_debug(),
-                    self.first_at(first.pos)
-                );
+                let msg =
+                    format!("{noun} `{}` is defined twice (first at {})", key.escape_debug(), self.first_at(first.pos));
                 self.error(SpecErrorKind::Duplicate, &p.key(&key), k.pos, msg);
                 continue;
             }
@@ -530,12 +440,9 @@ impl Doc<'_> {
     }
 
     fn services(&mut self, node: &Node, p: &FieldPath) {
-        let Some(entries) = self.entries(
-            node,
-            p,
-            "a mapping of service names to services, e.g. `web: { run: ... }`",
-            "service",
-        ) else {
+        let Some(entries) =
+            self.entries(node, p, "a mapping of service names to services, e.g. `web: { run: ... }`", "service")
+        else {
             return;
         };
         for (name, k, v) in entries {
@@ -546,10 +453,7 @@ impl Doc<'_> {
                     SpecErrorKind::Duplicate,
                     &sp,
                     k.pos,
-                    format!(
-                        "service `{}` is defined twice (first at {first})",
-                        name.escape_debug()
-                    ),
+                    format!("service `{}` is defined twice (first at {first})", name.escape_debug()),
                 );
                 // Still report problems inside it, but keep nothing.
                 let record = std::mem::replace(&mut self.record, false);
@@ -614,20 +518,14 @@ impl Doc<'_> {
                     }
                 },
                 _ => {
-                    self.wrong_type(
-                        &p,
-                        v,
-                        &format!("a whole number of instances between 0 and {MAX_REPLICAS}"),
-                    );
+                    self.wrong_type(&p, v, &format!("a whole number of instances between 0 and {MAX_REPLICAS}"));
                     DEFAULT_REPLICAS
                 }
             };
         }
         if let Some((_, v)) = f.get("workdir") {
             let p = sp.field("workdir");
-            svc.workdir = self
-                .string(v, &p, "an absolute directory path such as `/srv/web`")
-                .map(PathBuf::from);
+            svc.workdir = self.string(v, &p, "an absolute directory path such as `/srv/web`").map(PathBuf::from);
         }
         if let Some((_, v)) = f.get("env") {
             svc.env = self.env(v, &sp.field("env"));
@@ -644,11 +542,7 @@ impl Doc<'_> {
             }
         }
         if let Some((hk, v)) = f.get("health") {
-            let ctx = PortCtx {
-                service: name,
-                order: &port_order,
-                ok: ports_ok,
-            };
+            let ctx = PortCtx { service: name, order: &port_order, ok: ports_ok };
             svc.health = self.health(v, &sp.field("health"), hk.pos, &ctx);
         }
         if let Some((_, v)) = f.get("resources") {
@@ -748,12 +642,8 @@ impl Doc<'_> {
     /// Ports by name, plus their declaration order; `None` if `ports` is
     /// not a mapping.
     fn ports(&mut self, node: &Node, p: &FieldPath) -> Option<(BTreeMap<String, u16>, Vec<String>)> {
-        let Some(entries) = self.entries(
-            node,
-            p,
-            "a mapping of port names to numbers, e.g. `{ http: 8080 }`",
-            "port",
-        ) else {
+        let Some(entries) = self.entries(node, p, "a mapping of port names to numbers, e.g. `{ http: 8080 }`", "port")
+        else {
             self.poison(p);
             return None;
         };
@@ -797,10 +687,8 @@ impl Doc<'_> {
             self.poison(hp);
             return None;
         };
-        let kinds: Vec<(&str, &Node, &Node)> = ["http", "tcp", "exec"]
-            .into_iter()
-            .filter_map(|k| f.get(k).map(|(key, v)| (k, key, v)))
-            .collect();
+        let kinds: Vec<(&str, &Node, &Node)> =
+            ["http", "tcp", "exec"].into_iter().filter_map(|k| f.get(k).map(|(key, v)| (k, key, v))).collect();
         let check = match kinds.as_slice() {
             [] => {
                 self.fail(
@@ -821,9 +709,7 @@ impl Doc<'_> {
             }
         };
         let has_check = check.is_some();
-        let mut health = HealthSpec::new(check.unwrap_or(HealthCheck::Tcp {
-            port: String::new(),
-        }));
+        let mut health = HealthSpec::new(check.unwrap_or(HealthCheck::Tcp { port: String::new() }));
         if let Some((_, v)) = f.get("interval") {
             if let Some(ms) = self.duration(v, &hp.field("interval")) {
                 health.interval_ms = ms;
@@ -845,11 +731,7 @@ impl Doc<'_> {
         }
         for (field, slot, default) in [
             ("healthy_threshold", &mut health.healthy_threshold, DEFAULT_HEALTHY_THRESHOLD),
-            (
-                "unhealthy_threshold",
-                &mut health.unhealthy_threshold,
-                DEFAULT_UNHEALTHY_THRESHOLD,
-            ),
+            ("unhealthy_threshold", &mut health.unhealthy_threshold, DEFAULT_UNHEALTHY_THRESHOLD),
         ] {
             *slot = default;
             if let Some((_, v)) = f.get(field) {
@@ -920,11 +802,8 @@ impl Doc<'_> {
                     Some(HealthCheck::Http { port, path })
                 }
                 _ => {
-                    let path = self.string(
-                        v,
-                        p,
-                        "a URL path such as `/healthz`, or `{ path: /healthz, port: http }`",
-                    )?;
+                    let path =
+                        self.string(v, p, "a URL path such as `/healthz`, or `{ path: /healthz, port: http }`")?;
                     self.note(&p.field("path"), None, v.pos);
                     let port = self.default_port(p, v.pos, &format!("`http: {path}`"), ports)?;
                     Some(HealthCheck::Http { port, path })
@@ -954,9 +833,7 @@ impl Doc<'_> {
 
     fn duration(&mut self, node: &Node, p: &FieldPath) -> Option<u64> {
         let parsed = match &node.kind {
-            Kind::Int(i) if *i < 0 => Err(format!(
-                "invalid duration `{i}`: durations cannot be negative"
-            )),
+            Kind::Int(i) if *i < 0 => Err(format!("invalid duration `{i}`: durations cannot be negative")),
             Kind::Int(_) | Kind::Float(_) | Kind::Str(_) => {
                 let text = node.scalar_text().unwrap_or_default();
                 parse_duration_ms(&text).map_err(|e| e.to_string())
@@ -1024,11 +901,7 @@ impl Doc<'_> {
                     Ok(sig) => stop.signal = sig,
                     Err(_) => {
                         let upper = s.to_ascii_uppercase();
-                        let full = if upper.starts_with("SIG") {
-                            upper
-                        } else {
-                            format!("SIG{upper}")
-                        };
+                        let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
                         self.fail(
                             SpecErrorKind::InvalidValue,
                             &sp,
@@ -1058,17 +931,21 @@ impl Doc<'_> {
             Kind::Seq(items) => items,
             Kind::Null => return,
             _ => {
-                self.wrong_type(
-                    p,
-                    node,
-                    "a list of routes, each item starting with `- host: ...`",
-                );
+                self.wrong_type(p, node, "a list of routes, each item starting with `- host: ...`");
                 return;
             }
         };
         for (i, item) in items.iter().enumerate() {
             let rp = p.index(i);
             self.note(&rp, None, item.pos);
+            if matches!(item.kind, Kind::Null) {
+                self.fail(
+                    SpecErrorKind::MissingField,
+                    &rp,
+                    item.pos,
+                    "empty route: each route needs at least `host` and `service`, e.g. `- { host: demo.localhost, service: web }`".to_string(),
+                );
+            }
             let (route, omitted) = self.route(item, &rp);
             self.loader.routes.push(route);
             self.loader.route_port_omitted.push(omitted);
@@ -1084,6 +961,9 @@ impl Doc<'_> {
             service: String::new(),
             port: String::new(),
         };
+        if matches!(node.kind, Kind::Null) {
+            return (route, false);
+        }
         let Some(f) = self.fields(node, rp, &ROUTE) else {
             self.poison(rp);
             return (route, false);

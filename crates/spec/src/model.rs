@@ -48,11 +48,7 @@ pub struct Stack {
 
 impl Default for Stack {
     fn default() -> Self {
-        Stack {
-            project: DEFAULT_PROJECT.to_string(),
-            services: BTreeMap::new(),
-            routes: Vec::new(),
-        }
+        Stack { project: DEFAULT_PROJECT.to_string(), services: BTreeMap::new(), routes: Vec::new() }
     }
 }
 
@@ -208,11 +204,7 @@ pub enum RestartPolicy {
 
 impl RestartPolicy {
     /// Every policy, in documentation order.
-    pub const ALL: [RestartPolicy; 3] = [
-        RestartPolicy::Always,
-        RestartPolicy::OnFailure,
-        RestartPolicy::Never,
-    ];
+    pub const ALL: [RestartPolicy; 3] = [RestartPolicy::Always, RestartPolicy::OnFailure, RestartPolicy::Never];
 
     /// The spelling used in YAML and JSON.
     pub fn as_str(self) -> &'static str {
@@ -234,10 +226,7 @@ impl FromStr for RestartPolicy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RestartPolicy::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown restart policy `{s}`"))
+        RestartPolicy::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| format!("unknown restart policy `{s}`"))
     }
 }
 
@@ -252,10 +241,7 @@ pub struct StopSpec {
 
 impl Default for StopSpec {
     fn default() -> Self {
-        StopSpec {
-            signal: StopSignal::Term,
-            grace_ms: DEFAULT_STOP_GRACE_MS,
-        }
+        StopSpec { signal: StopSignal::Term, grace_ms: DEFAULT_STOP_GRACE_MS }
     }
 }
 
@@ -338,10 +324,7 @@ impl FromStr for StopSignal {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let upper = s.trim().to_ascii_uppercase();
         let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-        StopSignal::ALL
-            .into_iter()
-            .find(|sig| &sig.name()[3..] == bare)
-            .ok_or_else(|| format!("unknown signal `{s}`"))
+        StopSignal::ALL.into_iter().find(|sig| &sig.name()[3..] == bare).ok_or_else(|| format!("unknown signal `{s}`"))
     }
 }
 

@@ -17,9 +17,7 @@ pub fn is_dns_label(s: &str) -> bool {
             bytes.len() <= MAX_LABEL_LEN
                 && first.is_ascii_lowercase()
                 && *last != b'-'
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         }
         _ => false,
     }
@@ -29,9 +27,7 @@ pub fn is_dns_label(s: &str) -> bool {
 pub fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' => {
-            chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        }
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => chars.all(|c| c.is_ascii_alphanumeric() || c == '_'),
         _ => false,
     }
 }
@@ -45,9 +41,7 @@ fn is_host_label(s: &str) -> bool {
             bytes.len() <= MAX_LABEL_LEN
                 && *first != b'-'
                 && *last != b'-'
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         }
         _ => false,
     }
@@ -113,10 +107,7 @@ pub(crate) fn env_name_problem(s: &str) -> Option<String> {
     if is_env_name(s) {
         return None;
     }
-    let fixed: String = s
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let fixed: String = s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let fix = if is_env_name(&fixed) && fixed != s {
         format!(", e.g. `{}`", fixed.to_ascii_uppercase())
     } else {
@@ -133,6 +124,11 @@ pub(crate) fn host_problem(s: &str) -> Option<String> {
     if is_valid_host(s) {
         return None;
     }
+    if s.is_empty() {
+        return Some(
+            "host is empty; a host is dot-separated labels of lowercase letters, digits and '-' (e.g. `demo.localhost`, `*.example.com`)".to_string(),
+        );
+    }
     let shown = s.escape_debug();
     let hint = if s.contains("://") {
         ": write only the host name, without a scheme such as `http://`".to_string()
@@ -144,8 +140,6 @@ pub(crate) fn host_problem(s: &str) -> Option<String> {
         ": host names must be lowercase".to_string()
     } else if s.contains('*') {
         ": a wildcard is only allowed as a whole first label, as in `*.example.com`".to_string()
-    } else if s.is_empty() {
-        ": it is empty".to_string()
     } else if s.len() > MAX_HOST_LEN {
         format!(": it is longer than {MAX_HOST_LEN} characters")
     } else {
@@ -185,9 +179,7 @@ mod tests {
         for ok in ["localhost", "demo.localhost", "*.example.com", "a-1.b.c", "1.2.3.4"] {
             assert!(is_valid_host(ok), "{ok}");
         }
-        for bad in [
-            "", "*.", "*", "a..b", "-a.b", "a-.b", "A.b", "a.*.b", "a:80", "a/b", "a_b.c",
-        ] {
+        for bad in ["", "*.", "*", "a..b", "-a.b", "a-.b", "A.b", "a.*.b", "a:80", "a/b", "a_b.c"] {
             assert!(!is_valid_host(bad), "{bad}");
         }
         assert_eq!(normalise_host("Demo.LocalHost."), "demo.localhost");

@@ -57,10 +57,7 @@ impl FieldPath {
 }
 
 fn plain_key(k: &str) -> bool {
-    !k.is_empty()
-        && k
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '*')
+    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '*')
 }
 
 impl fmt::Display for FieldPath {

@@ -46,11 +46,8 @@ where
             continue;
         }
         let norm_cand = normalise(cand);
-        let (short, long) = if norm_word.len() <= norm_cand.len() {
-            (&norm_word, &norm_cand)
-        } else {
-            (&norm_cand, &norm_word)
-        };
+        let (short, long) =
+            if norm_word.len() <= norm_cand.len() { (&norm_word, &norm_cand) } else { (&norm_cand, &norm_word) };
         let d = if norm_cand == norm_word {
             0
         } else if short.len() >= 3 && long.starts_with(short.as_str()) {

@@ -32,8 +32,7 @@ impl Decimal {
         if int_s.is_empty() && frac_s.is_empty() {
             return None;
         }
-        if !int_s.bytes().all(|b| b.is_ascii_digit()) || !frac_s.bytes().all(|b| b.is_ascii_digit())
-        {
+        if !int_s.bytes().all(|b| b.is_ascii_digit()) || !frac_s.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         // Trailing zeros of the fraction carry no value; dropping them keeps
@@ -43,21 +42,9 @@ impl Decimal {
         if int_s.len() > 30 || frac_s.len() > 18 {
             return None;
         }
-        let int = if int_s.is_empty() {
-            0
-        } else {
-            int_s.parse().ok()?
-        };
-        let frac = if frac_s.is_empty() {
-            0
-        } else {
-            frac_s.parse().ok()?
-        };
-        Some(Decimal {
-            int,
-            frac,
-            frac_digits: u32::try_from(frac_s.len()).ok()?,
-        })
+        let int = if int_s.is_empty() { 0 } else { int_s.parse().ok()? };
+        let frac = if frac_s.is_empty() { 0 } else { frac_s.parse().ok()? };
+        Some(Decimal { int, frac, frac_digits: u32::try_from(frac_s.len()).ok()? })
     }
 
     /// `self * mult` if it is a whole number (`Err(true)`: not whole,
@@ -92,13 +79,9 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, UnitError> {
     let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let (num, after) = rest.split_at(num_len);
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let d = Decimal::parse(num).ok_or_else(|| duration_help(text))?;
         let mult = match unit {
@@ -123,11 +106,8 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, UnitError> {
 
 fn finish_duration(text: &str, r: Result<u128, bool>) -> Result<u64, UnitError> {
     match r {
-        Ok(v) => u64::try_from(v)
-            .map_err(|_| UnitError(format!("invalid duration `{text}`: too large"))),
-        Err(true) => Err(UnitError(format!(
-            "invalid duration `{text}`: the smallest unit is 1ms"
-        ))),
+        Ok(v) => u64::try_from(v).map_err(|_| UnitError(format!("invalid duration `{text}`: too large"))),
+        Err(true) => Err(UnitError(format!("invalid duration `{text}`: the smallest unit is 1ms"))),
         Err(false) => Err(UnitError(format!("invalid duration `{text}`: too large"))),
     }
 }
@@ -181,29 +161,18 @@ fn memory_help(text: &str, number: &str) -> UnitError {
 /// or a plain number of bytes.
 pub fn parse_memory_bytes(text: &str) -> Result<u64, UnitError> {
     let s = text.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, suffix) = s.split_at(split);
     let d = Decimal::parse(number).ok_or_else(|| memory_help(text, number))?;
     let mult = if suffix.is_empty() {
         1
     } else {
-        MEMORY_UNITS
-            .iter()
-            .find(|(u, _)| *u == suffix)
-            .map(|(_, m)| *m)
-            .ok_or_else(|| memory_help(text, number))?
+        MEMORY_UNITS.iter().find(|(u, _)| *u == suffix).map(|(_, m)| *m).ok_or_else(|| memory_help(text, number))?
     };
     match d.times(mult) {
-        Ok(v) => u64::try_from(v)
-            .map_err(|_| UnitError(format!("invalid memory quantity `{text}`: too large"))),
-        Err(true) => Err(UnitError(format!(
-            "invalid memory quantity `{text}`: not a whole number of bytes"
-        ))),
-        Err(false) => Err(UnitError(format!(
-            "invalid memory quantity `{text}`: too large"
-        ))),
+        Ok(v) => u64::try_from(v).map_err(|_| UnitError(format!("invalid memory quantity `{text}`: too large"))),
+        Err(true) => Err(UnitError(format!("invalid memory quantity `{text}`: not a whole number of bytes"))),
+        Err(false) => Err(UnitError(format!("invalid memory quantity `{text}`: too large"))),
     }
 }
 
@@ -215,12 +184,7 @@ pub fn format_bytes(bytes: u64) -> String {
     }
     let b = u128::from(bytes);
     let binary = [("Ti", 1u128 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
-    let decimal = [
-        ("T", 1_000_000_000_000u128),
-        ("G", 1_000_000_000),
-        ("M", 1_000_000),
-        ("K", 1_000),
-    ];
+    let decimal = [("T", 1_000_000_000_000u128), ("G", 1_000_000_000), ("M", 1_000_000), ("K", 1_000)];
     for (unit, mult) in binary.into_iter().chain(decimal) {
         if b % mult == 0 {
             return format!("{}{unit}", b / mult);
@@ -230,9 +194,7 @@ pub fn format_bytes(bytes: u64) -> String {
 }
 
 fn cpu_help(text: &str) -> UnitError {
-    UnitError(format!(
-        "invalid cpu quantity `{text}`: use cores (e.g. `0.5`, `2`) or millicores (e.g. `500m`)"
-    ))
+    UnitError(format!("invalid cpu quantity `{text}`: use cores (e.g. `0.5`, `2`) or millicores (e.g. `500m`)"))
 }
 
 /// Parses a CPU quantity into millicores: `0.5` → 500, `2` → 2000,
@@ -245,11 +207,8 @@ pub fn parse_cpu_millis(text: &str) -> Result<u32, UnitError> {
     };
     let d = Decimal::parse(number).ok_or_else(|| cpu_help(text))?;
     match d.times(mult) {
-        Ok(v) => u32::try_from(v)
-            .map_err(|_| UnitError(format!("invalid cpu quantity `{text}`: too large"))),
-        Err(true) => Err(UnitError(format!(
-            "invalid cpu quantity `{text}`: the smallest unit is 1m (0.001 cores)"
-        ))),
+        Ok(v) => u32::try_from(v).map_err(|_| UnitError(format!("invalid cpu quantity `{text}`: too large"))),
+        Err(true) => Err(UnitError(format!("invalid cpu quantity `{text}`: the smallest unit is 1m (0.001 cores)"))),
         Err(false) => Err(UnitError(format!("invalid cpu quantity `{text}`: too large"))),
     }
 }

@@ -16,6 +16,9 @@ use crate::path::FieldPath;
 use crate::suggest::suggestion_suffix;
 use crate::units::format_duration_ms;
 
+/// Sort key of a declaration: (file index, line, column).
+pub(crate) type PositionKey = (usize, u32, u32);
+
 /// Which part of a mapping entry an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -34,7 +37,7 @@ pub(crate) trait Sink {
     /// Names another node in a message, e.g. `routes[0] (demo.yaml:18:5)`.
     fn describe(&self, path: &FieldPath) -> String;
     /// Sort key by declaration position, if known.
-    fn position_key(&self, path: &FieldPath) -> Option<(usize, u32, u32)>;
+    fn position_key(&self, path: &FieldPath) -> Option<PositionKey>;
 }
 
 /// The sink of [`Stack::validate`]: paths only.
@@ -49,28 +52,22 @@ impl Sink for PlainSink {
     }
 
     fn report(&mut self, kind: SpecErrorKind, path: &FieldPath, _: Target, message: String) {
-        self.errors
-            .push(SpecError::new(kind, path.to_string(), message));
+        self.errors.push(SpecError::new(kind, path.to_string(), message));
     }
 
     fn describe(&self, path: &FieldPath) -> String {
         path.to_string()
     }
 
-    fn position_key(&self, _: &FieldPath) -> Option<(usize, u32, u32)> {
+    fn position_key(&self, _: &FieldPath) -> Option<PositionKey> {
         None
     }
 }
 
 /// Names in declaration order where known, else alphabetical.
-fn in_declared_order<'a>(
-    sink: &dyn Sink,
-    parent: &FieldPath,
-    names: impl Iterator<Item = &'a String>,
-) -> Vec<&'a str> {
-    let mut v: Vec<(Option<(usize, u32, u32)>, &'a str)> = names
-        .map(|n| (sink.position_key(&parent.key(n)), n.as_str()))
-        .collect();
+fn in_declared_order<'a>(sink: &dyn Sink, parent: &FieldPath, names: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
+    let mut v: Vec<(Option<PositionKey>, &'a str)> =
+        names.map(|n| (sink.position_key(&parent.key(n)), n.as_str())).collect();
     v.sort_by(|a, b| match (a.0, b.0) {
         (Some(x), Some(y)) => x.cmp(&y),
         (Some(_), None) => std::cmp::Ordering::Less,
@@ -107,7 +104,8 @@ fn validate_run(run: &RunCommand, path: &FieldPath, sink: &mut dyn Sink) {
                     SpecErrorKind::InvalidValue,
                     path,
                     Target::Value,
-                    "the command list is empty: give at least the program, e.g. `[\"my-server\", \"--flag\"]`".to_string(),
+                    "the command list is empty: give at least the program, e.g. `[\"my-server\", \"--flag\"]`"
+                        .to_string(),
                 ),
                 Some(prog) if prog.trim().is_empty() => sink.report(
                     SpecErrorKind::InvalidValue,
@@ -134,8 +132,7 @@ fn validate_run(run: &RunCommand, path: &FieldPath, sink: &mut dyn Sink) {
                     SpecErrorKind::InvalidValue,
                     path,
                     Target::Value,
-                    "the shell command is empty, e.g. `\"python3 -m http.server $PORT\"`"
-                        .to_string(),
+                    "the shell command is empty, e.g. `\"python3 -m http.server $PORT\"`".to_string(),
                 );
             } else if script.contains('\0') {
                 sink.report(
@@ -177,16 +174,10 @@ fn port_reference(
             .ok()
             .and_then(|n| svc.ports.iter().find(|(_, p)| **p == n))
             .map(|(name, _)| format!(", did you mean `{name}`? (ports are referred to by name)"));
-        let suffix = by_number
-            .unwrap_or_else(|| suggestion_suffix(port, declared.iter().copied()));
-        let list: Vec<String> = declared
-            .iter()
-            .map(|n| format!("{n}={}", svc.ports.get(*n).copied().unwrap_or(0)))
-            .collect();
-        format!(
-            "port `{port}` is not declared by service `{service}`{suffix} (ports: {})",
-            list.join(", ")
-        )
+        let suffix = by_number.unwrap_or_else(|| suggestion_suffix(port, declared.iter().copied()));
+        let list: Vec<String> =
+            declared.iter().map(|n| format!("{n}={}", svc.ports.get(*n).copied().unwrap_or(0))).collect();
+        format!("port `{port}` is not declared by service `{service}`{suffix} (ports: {})", list.join(", "))
     };
     sink.report(SpecErrorKind::UnknownReference, path, Target::Value, msg);
 }
@@ -206,10 +197,7 @@ fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dy
             SpecErrorKind::InvalidValue,
             &replicas,
             Target::Value,
-            format!(
-                "replicas must be between 0 and {MAX_REPLICAS}, found {}",
-                svc.replicas
-            ),
+            format!("replicas must be between 0 and {MAX_REPLICAS}, found {}", svc.replicas),
         );
     }
 
@@ -222,8 +210,7 @@ fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dy
                     SpecErrorKind::InvalidValue,
                     &workdir,
                     Target::Value,
-                    "workdir is empty: give an absolute path, e.g. `/srv/web`, or leave it out"
-                        .to_string(),
+                    "workdir is empty: give an absolute path, e.g. `/srv/web`, or leave it out".to_string(),
                 );
             } else if !dir.is_absolute() {
                 sink.report(
@@ -252,9 +239,7 @@ fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dy
             }
             if let Some(msg) = env_name_problem(key) {
                 sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
-            } else if !svc.ports.is_empty()
-                && (key == "PORT" || svc.ports.keys().any(|n| port_env_name(n) == *key))
-            {
+            } else if !svc.ports.is_empty() && (key == "PORT" || svc.ports.keys().any(|n| port_env_name(n) == *key)) {
                 sink.report(
                     SpecErrorKind::InvalidValue,
                     &p,
@@ -363,10 +348,9 @@ fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dy
                     ),
                 );
             }
-            for (field, value) in [
-                ("healthy_threshold", health.healthy_threshold),
-                ("unhealthy_threshold", health.unhealthy_threshold),
-            ] {
+            for (field, value) in
+                [("healthy_threshold", health.healthy_threshold), ("unhealthy_threshold", health.unhealthy_threshold)]
+            {
                 let p = hp.field(field);
                 if !sink.is_poisoned(&p) && value == 0 {
                     sink.report(
@@ -405,18 +389,11 @@ fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dy
 fn url_path_problem(what: &str, path: &str) -> Option<String> {
     let shown = path.escape_debug();
     if !path.starts_with('/') {
-        Some(format!(
-            "{what} `{shown}` must start with `/`, e.g. `/{}`",
-            path.trim_start_matches('/').escape_debug()
-        ))
+        Some(format!("{what} `{shown}` must start with `/`, e.g. `/{}`", path.trim_start_matches('/').escape_debug()))
     } else if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some(format!(
-            "{what} `{shown}` cannot contain spaces or control characters (percent-encode them, e.g. `%20`)"
-        ))
+        Some(format!("{what} `{shown}` cannot contain spaces or control characters (percent-encode them, e.g. `%20`)"))
     } else if path.contains(['?', '#']) {
-        Some(format!(
-            "{what} `{shown}` cannot contain `?` or `#`: give only the path"
-        ))
+        Some(format!("{what} `{shown}` cannot contain `?` or `#`: give only the path"))
     } else {
         None
     }
@@ -472,10 +449,7 @@ fn validate_routes(stack: &Stack, sink: &mut dyn Sink) {
         let Some(svc) = stack.services.get(&route.service) else {
             let names = in_declared_order(sink, &services_path, stack.services.keys());
             let msg = if names.is_empty() {
-                format!(
-                    "route to unknown service `{}`: no services are defined",
-                    route.service
-                )
+                format!("route to unknown service `{}`: no services are defined", route.service)
             } else {
                 format!(
                     "route to unknown service `{}`{} (services: {})",

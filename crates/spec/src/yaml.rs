@@ -10,7 +10,7 @@
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, Spanned, UserMessageFormatter};
+use serde_saphyr::{DuplicateKeyPolicy, MessageFormatter, NonFiniteFloatPolicy, Spanned, UserMessageFormatter};
 
 use crate::error::LineCol;
 
@@ -86,23 +86,14 @@ pub(crate) fn parse_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
         duplicate_keys: DuplicateKeyPolicy::PassThrough,
         strict_booleans: true,
         with_snippet: false,
+        non_finite_float_policy: NonFiniteFloatPolicy::AsString,
     };
     match serde_saphyr::from_multiple_with_options::<Spanned<RawKind>>(src, options) {
-        Ok(docs) => Ok(docs
-            .into_iter()
-            .map(|d| to_node(d, src))
-            .filter(|n| !matches!(n.kind, Kind::Null))
-            .collect()),
+        Ok(docs) => Ok(docs.into_iter().map(|d| to_node(d, src)).filter(|n| !matches!(n.kind, Kind::Null)).collect()),
         Err(e) => {
-            let message: String = UserMessageFormatter
-                .format_message(&e)
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
-            Err(SyntaxError {
-                message,
-                pos: e.location().and_then(|l| line_col(l.line(), l.column())),
-            })
+            let message: String =
+                UserMessageFormatter.format_message(&e).chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            Err(SyntaxError { message, pos: e.location().and_then(|l| line_col(l.line(), l.column())) })
         }
     }
 }
@@ -129,19 +120,10 @@ fn to_node(sp: Spanned<RawKind>, src: &str) -> Node {
         RawKind::Int(i) => (Kind::Int(i), raw_text()),
         RawKind::Float(f) => (Kind::Float(f), raw_text()),
         RawKind::Str(s) => (Kind::Str(s), None),
-        RawKind::Seq(items) => (
-            Kind::Seq(items.into_iter().map(|i| to_node(i, src)).collect()),
-            None,
-        ),
-        RawKind::Map(entries) => (
-            Kind::Map(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (to_node(k, src), to_node(v, src)))
-                    .collect(),
-            ),
-            None,
-        ),
+        RawKind::Seq(items) => (Kind::Seq(items.into_iter().map(|i| to_node(i, src)).collect()), None),
+        RawKind::Map(entries) => {
+            (Kind::Map(entries.into_iter().map(|(k, v)| (to_node(k, src), to_node(v, src))).collect()), None)
+        }
     };
     Node { kind, pos, raw }
 }
@@ -252,19 +234,13 @@ mod tests {
     fn positions_and_raw_text() -> Result<(), SyntaxError> {
         let docs = parse_documents("a: 1.10\nb: [x, 7]\n---\nc: yes\nd: 0.50\n")?;
         assert_eq!(docs.len(), 2);
-        let Kind::Map(m) = &docs[0].kind else {
-            panic!("not a map")
-        };
+        let Kind::Map(m) = &docs[0].kind else { panic!("not a map") };
         assert_eq!(pos(&m[0].0), (1, 1));
         assert_eq!(pos(&m[0].1), (1, 4));
         assert_eq!(m[0].1.scalar_text().as_deref(), Some("1.10"));
-        let Kind::Seq(items) = &m[1].1.kind else {
-            panic!("not a seq")
-        };
+        let Kind::Seq(items) = &m[1].1.kind else { panic!("not a seq") };
         assert_eq!(pos(&items[1]), (2, 8));
-        let Kind::Map(m2) = &docs[1].kind else {
-            panic!("not a map")
-        };
+        let Kind::Map(m2) = &docs[1].kind else { panic!("not a map") };
         // YAML 1.2 booleans only: `yes` is a string.
         assert!(matches!(&m2[0].1.kind, Kind::Str(s) if s == "yes"));
         assert_eq!(m2[1].1.scalar_text().as_deref(), Some("0.50"));
@@ -275,10 +251,7 @@ mod tests {
     #[test]
     fn syntax_error_has_position() {
         let err = parse_documents("a: [1, 2\n").err();
-        let err = err.unwrap_or(SyntaxError {
-            message: String::new(),
-            pos: None,
-        });
+        let err = err.unwrap_or(SyntaxError { message: String::new(), pos: None });
         assert_eq!(err.pos, Some(LineCol { line: 1, column: 4 }));
         assert!(err.message.contains("unclosed bracket"), "{}", err.message);
     }

@@ -209,6 +209,10 @@ err_cases! {
         => "route path `/x?y=1` cannot contain `?` or `#`";
     route_duplicate: &web("routes:\n  - host: a.b\n    service: web\n  - host: A.B\n    path: /\n    service: web\n")
         => "demo.yaml:8:5: routes[1]: duplicate route: host `a.b` path `/` is already routed by routes[0] (demo.yaml:6:5)";
+    route_item_empty: &web("routes:\n  -\n  - { host: a.b, service: web }\n")
+        => "routes[0]: empty route: each route needs at least `host` and `service`";
+    route_host_empty: &web("routes:\n  - { host: '', service: web }\n")
+        => "demo.yaml:6:13: routes[0].host: host is empty";
     route_item_not_a_map: &web("routes:\n  - a.b\n")
         => "demo.yaml:6:5: routes[0]: expected a mapping with fields host, path, service, port, found string `a.b`";
 }

@@ -22,12 +22,7 @@ pub struct ClusterState {
 
 impl Default for ClusterState {
     fn default() -> Self {
-        ClusterState {
-            format: FORMAT_VERSION,
-            revision: 0,
-            desired: Desired::default(),
-            nodes: BTreeMap::new(),
-        }
+        ClusterState { format: FORMAT_VERSION, revision: 0, desired: Desired::default(), nodes: BTreeMap::new() }
     }
 }
 

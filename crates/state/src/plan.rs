@@ -109,9 +109,11 @@ pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired
     }
     let owner_of = |route: &RouteSpec| current.services.get(&route.service).map(|r| r.project.clone());
     for route in &stack.routes {
-        if let Some(taken) = current.routes.iter().find(|r| {
-            r.host == route.host && r.path == route.path && owner_of(r).as_deref() != Some(project.as_str())
-        }) {
+        if let Some(taken) = current
+            .routes
+            .iter()
+            .find(|r| r.host == route.host && r.path == route.path && owner_of(r).as_deref() != Some(project.as_str()))
+        {
             return Err(PlanError::RouteTaken {
                 host: taken.host.clone(),
                 path: taken.path.clone(),
@@ -123,12 +125,8 @@ pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired
 
     let new_generation = state.revision + 1;
     let mut plan = Plan::default();
-    let mut services: BTreeMap<String, ServiceRecord> = current
-        .services
-        .iter()
-        .filter(|(_, r)| &r.project != project)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut services: BTreeMap<String, ServiceRecord> =
+        current.services.iter().filter(|(_, r)| &r.project != project).map(|(k, v)| (k.clone(), v.clone())).collect();
     for (name, spec) in &stack.services {
         let record = match current.services.get(name) {
             None => {
@@ -195,7 +193,12 @@ pub fn plan_restart(state: &ClusterState, service: &str) -> Result<(Plan, Desire
     let record = services.get_mut(service).ok_or_else(|| unknown_service(state, service))?;
     record.generation = state.revision + 1;
     let plan = Plan {
-        changes: vec![change(ChangeKind::Update, format!("service {service}"), vec!["restart all instances".into()], true)],
+        changes: vec![change(
+            ChangeKind::Update,
+            format!("service {service}"),
+            vec!["restart all instances".into()],
+            true,
+        )],
     };
     Ok((plan, finish(state, services, state.desired.routes.clone())?))
 }

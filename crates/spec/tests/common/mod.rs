@@ -8,12 +8,7 @@ use holdfast_spec::{parse_str, Stack};
 /// can be written indented inside a test.
 pub fn dedent(s: &str) -> String {
     let s = s.strip_prefix('\n').unwrap_or(s);
-    let indent = s
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap_or(0);
+    let indent = s.lines().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
     let mut out = String::new();
     for line in s.lines() {
         out.push_str(line.get(indent..).unwrap_or(""));

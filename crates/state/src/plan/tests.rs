@@ -139,9 +139,6 @@ fn scale_restart_remove() {
     let (plan, d) = plan_remove(&s, "web").expect("remove");
     assert_eq!(render(&plan), "delete service web\ndelete route demo.localhost/ -> web:http");
     assert!(d.services.is_empty() && d.routes.is_empty());
-    assert_eq!(
-        plan_remove(&s, "wbe").map(|_| ()).unwrap_err().to_string(),
-        "unknown service `wbe` (services: web)"
-    );
+    assert_eq!(plan_remove(&s, "wbe").map(|_| ()).unwrap_err().to_string(), "unknown service `wbe` (services: web)");
     assert_eq!(plan_scale(&s, "web", 5000).map(|_| ()).unwrap_err(), PlanError::BadReplicas(5000));
 }
