@@ -73,6 +73,8 @@ pub struct ServiceView {
     pub replicas: u32,
     pub ready: u32,
     pub generation: u64,
+    /// The stable service address (same on every node).
+    pub address: String,
     /// The stable named ports of the service.
     pub ports: BTreeMap<String, u16>,
     pub instances: Vec<InstanceView>,

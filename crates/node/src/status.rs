@@ -147,6 +147,7 @@ pub fn services_view(
             replicas: record.spec.replicas,
             ready,
             generation: record.generation,
+            address: record.address.to_string(),
             ports: record.spec.ports.clone(),
             instances,
         });

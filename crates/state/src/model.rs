@@ -42,6 +42,10 @@ pub struct ServiceRecord {
     /// creates, updates and deletes that project's services.
     pub project: String,
     pub spec: ServiceSpec,
+    /// The service's stable address in 127.64.0.0/10, the same on every node: the node's
+    /// proxy listens there on the service's named ports. Chosen at creation from a hash of
+    /// `project/name` (probing past collisions) and never changed afterwards.
+    pub address: std::net::Ipv4Addr,
     /// Bumped whenever running instances must be replaced: a change of anything but the
     /// replica count, or a `restart`. Instances of an older generation are replaced.
     pub generation: u64,

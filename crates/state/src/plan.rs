@@ -5,6 +5,7 @@
 //! [`Desired`] to propose through Raft with the revision it was planned on.
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 
 use holdfast_placement::{Capacity, PlacementError, Workload};
 use holdfast_spec::{RouteSpec, ServiceSpec, Stack};
@@ -131,7 +132,9 @@ pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired
         let record = match current.services.get(name) {
             None => {
                 plan.changes.push(change(ChangeKind::Create, format!("service {name}"), vec![], false));
-                ServiceRecord { project: project.clone(), spec: spec.clone(), generation: new_generation }
+                let taken: Vec<Ipv4Addr> = services.values().map(|r| r.address).collect();
+                let address = service_address(project, name, &taken);
+                ServiceRecord { project: project.clone(), spec: spec.clone(), address, generation: new_generation }
             }
             Some(old) => {
                 let details = describe_service_change(&old.spec, spec);
@@ -141,6 +144,7 @@ pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired
                 ServiceRecord {
                     project: project.clone(),
                     spec: spec.clone(),
+                    address: old.address,
                     generation: if replaces { new_generation } else { old.generation },
                 }
             }
@@ -237,6 +241,27 @@ fn finish(
         .collect();
     let placements = holdfast_placement::place(&workloads, &state.node_views(), &state.desired.placements)?;
     Ok(Desired { services, routes, placements })
+}
+
+/// The stable address of a new service: a hash of `project/name` mapped into
+/// 127.64.0.0/10 (avoiding .0 and .255 host bytes), moved on past addresses in `taken`.
+pub fn service_address(project: &str, name: &str, taken: &[Ipv4Addr]) -> Ipv4Addr {
+    // FNV-1a: stable across versions and platforms (unlike std's hasher).
+    let mut h: u32 = 0x811c_9dc5;
+    for b in project.bytes().chain([b'/']).chain(name.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    const SPAN: u32 = 1 << 22; // 127.64.0.0/10
+    let mut i = h % SPAN;
+    loop {
+        let candidate = Ipv4Addr::from(0x7f40_0000 | i);
+        let last = candidate.octets()[3];
+        if last != 0 && last != 255 && !taken.contains(&candidate) {
+            return candidate;
+        }
+        i = (i + 1) % SPAN;
+    }
 }
 
 fn change(kind: ChangeKind, target: String, details: Vec<String>, replaces_instances: bool) -> Change {

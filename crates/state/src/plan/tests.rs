@@ -142,3 +142,15 @@ fn scale_restart_remove() {
     assert_eq!(plan_remove(&s, "wbe").map(|_| ()).unwrap_err().to_string(), "unknown service `wbe` (services: web)");
     assert_eq!(plan_scale(&s, "web", 5000).map(|_| ()).unwrap_err(), PlanError::BadReplicas(5000));
 }
+
+#[test]
+fn services_get_stable_distinct_loopback_addresses() {
+    let (_, s) = deploy(&one_node_state(), WEB);
+    let addr = s.desired.services["web"].address;
+    assert!(addr.octets()[0] == 127 && (64..128).contains(&addr.octets()[1]), "{addr}");
+    let (_, s2) = deploy(&s, &WEB.replace("'100'", "'200'"));
+    assert_eq!(s2.desired.services["web"].address, addr, "an update keeps the address");
+    assert_eq!(service_address("demo", "web", &[]), addr, "derived from project/name");
+    let moved = service_address("demo", "web", &[addr]);
+    assert_ne!(moved, addr, "a taken address is skipped");
+}
