@@ -32,19 +32,8 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    pub(crate) fn new(
-        base: Duration,
-        max: Duration,
-        reset_after: Duration,
-        crash_loop_after: u32,
-    ) -> Self {
-        Self {
-            base,
-            max,
-            reset_after,
-            crash_loop_after,
-            failures: 0,
-        }
+    pub(crate) fn new(base: Duration, max: Duration, reset_after: Duration, crash_loop_after: u32) -> Self {
+        Self { base, max, reset_after, crash_loop_after, failures: 0 }
     }
 
     /// Records a failure (an exit or a failed start) after a run of `uptime`
@@ -88,11 +77,7 @@ mod tests {
             (u32::MAX, 30_000),
         ];
         for (failures, want) in cases {
-            assert_eq!(
-                backoff_delay(MS(200), Duration::from_secs(30), failures),
-                MS(want),
-                "failures={failures}"
-            );
+            assert_eq!(backoff_delay(MS(200), Duration::from_secs(30), failures), MS(want), "failures={failures}");
         }
     }
 

@@ -32,11 +32,7 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Defaults with the two values that have no sensible default.
     pub fn new(state_dir: impl Into<PathBuf>, cgroup_name: impl Into<String>) -> Self {
-        Self {
-            state_dir: state_dir.into(),
-            cgroup_name: cgroup_name.into(),
-            ..Self::default()
-        }
+        Self { state_dir: state_dir.into(), cgroup_name: cgroup_name.into(), ..Self::default() }
     }
 
     pub(crate) fn instances_dir(&self) -> PathBuf {

@@ -17,11 +17,7 @@ pub(crate) fn rotated_path(path: &Path, n: usize) -> PathBuf {
 /// Opens (creating) a log file for appending. The same open file is handed
 /// to the child as stdout and stderr.
 pub(crate) fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
 }
 
 /// Appends `--- holdfast: <msg>` to the log. Errors are only traced: a
@@ -77,13 +73,7 @@ pub(crate) fn utc_timestamp(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        ms % 1000
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem / 60) % 60, rem % 60, ms % 1000)
 }
 
 #[cfg(test)]

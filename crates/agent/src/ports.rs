@@ -27,16 +27,8 @@ impl PortAllocator {
     /// on one machine, e.g. in tests, do not all start at the same port).
     pub(crate) fn new(range: Range<u16>, seed: u64) -> Self {
         let len = range.end.saturating_sub(range.start);
-        let cursor = if len == 0 {
-            range.start
-        } else {
-            range.start + (seed % u64::from(len)) as u16
-        };
-        Self {
-            range,
-            held: BTreeSet::new(),
-            cursor,
-        }
+        let cursor = if len == 0 { range.start } else { range.start + (seed % u64::from(len)) as u16 };
+        Self { range, held: BTreeSet::new(), cursor }
     }
 
     /// Marks `port` as held (an adopted instance keeps its ports).
@@ -90,11 +82,7 @@ impl PortAllocator {
         let len = self.range.end.saturating_sub(self.range.start);
         for _ in 0..len {
             let p = self.cursor;
-            self.cursor = if p + 1 >= self.range.end {
-                self.range.start
-            } else {
-                p + 1
-            };
+            self.cursor = if p + 1 >= self.range.end { self.range.start } else { p + 1 };
             if !self.held.contains(&p) && is_free(p) {
                 return Some(p);
             }
@@ -114,43 +102,31 @@ mod tests {
     #[test]
     fn allocates_distinct_ports_and_skips_held_and_busy() {
         let mut a = PortAllocator::new(100..110, 0);
-        let p1 = a
-            .allocate(&names(&["http", "admin"]), &BTreeMap::new(), |_| true)
-            .expect("alloc");
+        let p1 = a.allocate(&names(&["http", "admin"]), &BTreeMap::new(), |_| true).expect("alloc");
         assert_eq!(p1["http"], 100);
         assert_eq!(p1["admin"], 101);
         // 102 fails the bind test, so the next instance gets 103.
-        let p2 = a
-            .allocate(&names(&["http"]), &BTreeMap::new(), |p| p != 102)
-            .expect("alloc");
+        let p2 = a.allocate(&names(&["http"]), &BTreeMap::new(), |p| p != 102).expect("alloc");
         assert_eq!(p2["http"], 103);
     }
 
     #[test]
     fn duplicate_names_get_one_port() {
         let mut a = PortAllocator::new(100..110, 0);
-        let p = a
-            .allocate(&names(&["http", "http"]), &BTreeMap::new(), |_| true)
-            .expect("alloc");
+        let p = a.allocate(&names(&["http", "http"]), &BTreeMap::new(), |_| true).expect("alloc");
         assert_eq!(p.len(), 1);
     }
 
     #[test]
     fn keeps_previous_ports_when_still_free_otherwise_moves() {
         let mut a = PortAllocator::new(100..110, 5);
-        let first = a
-            .allocate(&names(&["http", "metrics"]), &BTreeMap::new(), |_| true)
-            .expect("alloc");
+        let first = a.allocate(&names(&["http", "metrics"]), &BTreeMap::new(), |_| true).expect("alloc");
         assert_eq!(first["http"], 105);
         assert_eq!(first["metrics"], 106);
-        let again = a
-            .allocate(&names(&["http", "metrics"]), &first, |_| true)
-            .expect("alloc");
+        let again = a.allocate(&names(&["http", "metrics"]), &first, |_| true).expect("alloc");
         assert_eq!(again, first);
         // metrics' port is now taken by someone else: only it moves.
-        let moved = a
-            .allocate(&names(&["http", "metrics"]), &again, |p| p != 106)
-            .expect("alloc");
+        let moved = a.allocate(&names(&["http", "metrics"]), &again, |p| p != 106).expect("alloc");
         assert_eq!(moved["http"], 105);
         assert_ne!(moved["metrics"], 106);
     }
@@ -158,20 +134,14 @@ mod tests {
     #[test]
     fn wraps_around_and_reports_exhaustion() {
         let mut a = PortAllocator::new(100..103, 2);
-        let p = a
-            .allocate(&names(&["a", "b", "c"]), &BTreeMap::new(), |_| true)
-            .expect("alloc");
+        let p = a.allocate(&names(&["a", "b", "c"]), &BTreeMap::new(), |_| true).expect("alloc");
         let got: BTreeSet<u16> = p.values().copied().collect();
         assert_eq!(got, BTreeSet::from([100, 101, 102]));
-        let err = a
-            .allocate(&names(&["d"]), &BTreeMap::new(), |_| true)
-            .expect_err("range is full");
+        let err = a.allocate(&names(&["d"]), &BTreeMap::new(), |_| true).expect_err("range is full");
         assert!(matches!(err, AgentError::NoFreePort { needed: 1, .. }));
         // Releasing makes the port available again.
         a.release(p.get("b"));
-        let q = a
-            .allocate(&names(&["d"]), &BTreeMap::new(), |_| true)
-            .expect("alloc");
+        let q = a.allocate(&names(&["d"]), &BTreeMap::new(), |_| true).expect("alloc");
         assert_eq!(q["d"], p["b"]);
     }
 
@@ -180,9 +150,7 @@ mod tests {
         let mut a = PortAllocator::new(100..102, 0);
         let err = a.allocate(&names(&["a", "b", "c"]), &BTreeMap::new(), |_| true);
         assert!(err.is_err());
-        let ok = a
-            .allocate(&names(&["x", "y"]), &BTreeMap::new(), |_| true)
-            .expect("alloc");
+        let ok = a.allocate(&names(&["x", "y"]), &BTreeMap::new(), |_| true).expect("alloc");
         assert_eq!(ok.len(), 2);
     }
 
@@ -190,9 +158,7 @@ mod tests {
     fn adopted_ports_are_held() {
         let mut a = PortAllocator::new(100..102, 0);
         a.hold(100);
-        let p = a
-            .allocate(&names(&["a"]), &BTreeMap::new(), |_| true)
-            .expect("alloc");
+        let p = a.allocate(&names(&["a"]), &BTreeMap::new(), |_| true).expect("alloc");
         assert_eq!(p["a"], 101);
     }
 

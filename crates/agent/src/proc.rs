@@ -73,11 +73,7 @@ pub(crate) fn all_processes() -> Vec<ProcStat> {
 
 /// Live (non-zombie) pids whose process group is `pgid`.
 pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
-    all_processes()
-        .into_iter()
-        .filter(|st| st.pgid == pgid)
-        .map(|st| st.pid)
-        .collect()
+    all_processes().into_iter().filter(|st| st.pgid == pgid).map(|st| st.pid).collect()
 }
 
 fn pid_of(raw: u32) -> io::Result<Pid> {
@@ -138,6 +134,22 @@ pub(crate) fn signal_name(sig: i32) -> String {
     name.to_string()
 }
 
+/// Registers an owned pidfd with the tokio reactor.
+///
+/// `AsyncFd::with_interest` is deprecated in favour of the `unsafe`
+/// `register_with_interest`, whose safety condition is that the descriptor
+/// stays open and is not replaced while registered. That holds trivially
+/// here: the `AsyncFd` owns the `OwnedFd` and closes it only on drop, after
+/// deregistering; nothing else has access to it. Using the safe, deprecated
+/// constructor keeps this crate free of `unsafe` outside the pre-exec hook.
+#[allow(deprecated)]
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other("no tokio runtime"));
+    }
+    AsyncFd::with_interest(fd, Interest::READABLE)
+}
+
 /// How a watched process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ExitOutcome {
@@ -167,21 +179,19 @@ impl ExitWatcher {
         let pidfd = pid_of(pid)
             .ok()
             .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok())
-            .and_then(|fd| AsyncFd::with_interest(fd, Interest::READABLE).ok());
-        Self {
-            pid,
-            start_time,
-            pidfd,
-            pidfd_fired: false,
-            is_child: None,
-        }
-    }
-
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
+            .and_then(|fd| register(fd).ok());
+        // A process whose parent is someone else is never waitpid'ed: its
+        // pid could later be reused by one of our own children.
+        let me = std::process::id();
+        let is_child = match read_stat(pid) {
+            Some(st) if st.ppid != me => Some(false),
+            _ => None,
+        };
+        Self { pid, start_time, pidfd, pidfd_fired: false, is_child }
     }
 
     /// Whether the process is (known to be) a child of this process.
+    #[cfg(test)]
     pub(crate) fn is_child(&mut self) -> bool {
         if self.is_child.is_none() {
             let me = std::process::id();
@@ -281,17 +291,12 @@ mod tests {
 
     #[tokio::test]
     async fn watcher_reaps_child_with_status() {
-        let child = std::process::Command::new("sh")
-            .args(["-c", "exit 7"])
-            .spawn()
-            .expect("spawn");
+        let child = std::process::Command::new("sh").args(["-c", "exit 7"]).spawn().expect("spawn");
         let pid = child.id();
         let start = read_stat(pid).map(|s| s.start_time).unwrap_or(0);
         drop(child);
         let mut w = ExitWatcher::new(pid, start);
-        let out = tokio::time::timeout(Duration::from_secs(10), w.wait())
-            .await
-            .expect("exit seen");
+        let out = tokio::time::timeout(Duration::from_secs(10), w.wait()).await.expect("exit seen");
         assert_eq!(out, ExitOutcome::Code(7));
     }
 
@@ -299,22 +304,15 @@ mod tests {
     async fn watcher_sees_non_child_exit_as_unknown() {
         // A grandchild: `sh` backgrounds sleep, prints its pid and exits, so
         // the sleep is re-parented away from us.
-        let out = std::process::Command::new("sh")
-            .args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!"])
-            .output()
-            .expect("run");
-        let pid: u32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("pid");
+        let out =
+            std::process::Command::new("sh").args(["-c", "sleep 30 >/dev/null 2>&1 & echo $!"]).output().expect("run");
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("pid");
         let st = read_stat(pid).expect("grandchild alive");
         let mut w = ExitWatcher::new(pid, st.start_time);
         assert!(w.poll_once().is_none());
         assert!(!w.is_child());
         signal_pid(pid, 9).expect("kill");
-        let out = tokio::time::timeout(Duration::from_secs(10), w.wait())
-            .await
-            .expect("exit seen");
+        let out = tokio::time::timeout(Duration::from_secs(10), w.wait()).await.expect("exit seen");
         assert_eq!(out, ExitOutcome::Unknown);
     }
 }

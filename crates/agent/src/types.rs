@@ -18,10 +18,7 @@ pub struct InstanceId {
 
 impl InstanceId {
     pub fn new(service: impl Into<String>, replica: u32) -> Self {
-        Self {
-            service: service.into(),
-            replica,
-        }
+        Self { service: service.into(), replica }
     }
 
     /// Name used for files and cgroups: the display form with every character
@@ -31,13 +28,7 @@ impl InstanceId {
         let raw = self.to_string();
         let mut s: String = raw
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '_' })
             .collect();
         if s.starts_with('.') {
             s.replace_range(0..1, "_");
@@ -253,10 +244,7 @@ pub enum ShutdownMode {
 
 /// Unix time now, in milliseconds.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -68,18 +68,15 @@ pub enum NodeCmd {
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    holdfast_spec::parse_duration_ms(s)
-        .map(Duration::from_millis)
-        .map_err(|e| format!("invalid duration `{s}`: {e}"))
+    holdfast_spec::parse_duration_ms(s).map(Duration::from_millis).map_err(|e| format!("invalid duration `{s}`: {e}"))
 }
 
 /// Builds the API client from `--server/--token` or the data directory.
 pub fn client(g: &Global) -> Result<Client> {
     if let Some(server) = &g.server {
-        let token = g
-            .token
-            .clone()
-            .ok_or_else(|| anyhow!("--server needs --token (or HOLDFAST_TOKEN): the content of admin.token on that node"))?;
+        let token = g.token.clone().ok_or_else(|| {
+            anyhow!("--server needs --token (or HOLDFAST_TOKEN): the content of admin.token on that node")
+        })?;
         return Ok(Client::new(server.clone(), token));
     }
     let dir = g.data_dir.clone().unwrap_or_else(crate::default_data_dir);
@@ -160,7 +157,8 @@ pub async fn wait_ready(g: &Global, c: &Client, services: &[String], timeout: Du
         let st = c.status().await?;
         let watched: Vec<_> = st.services.iter().filter(|s| services.contains(&s.name)).collect();
         let ready = watched.iter().filter(|s| s.ready >= s.replicas && all_current(s)).count();
-        let line = watched.iter().map(|s| format!("{} {}/{}", s.name, s.ready, s.replicas)).collect::<Vec<_>>().join(", ");
+        let line =
+            watched.iter().map(|s| format!("{} {}/{}", s.name, s.ready, s.replicas)).collect::<Vec<_>>().join(", ");
         if !g.json && line != last_line && !line.is_empty() {
             eprintln!("  [{:>5.1}s] ready: {line}", start.elapsed().as_secs_f64());
             last_line = line;

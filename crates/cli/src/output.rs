@@ -50,7 +50,11 @@ pub fn change_line(c: &Change) -> String {
         let _ = write!(s, "  ({})", c.details.join("; "));
     }
     if c.kind == ChangeKind::Update {
-        s.push_str(if c.replaces_instances { "  [instances replaced one by one]" } else { "  [running instances kept]" });
+        s.push_str(if c.replaces_instances {
+            "  [instances replaced one by one]"
+        } else {
+            "  [running instances kept]"
+        });
     }
     s
 }
@@ -132,12 +136,18 @@ pub fn status(st: &StatusResponse, now_ms: u64) -> String {
                 ]);
             }
         }
-        out.push_str(&table(&["INSTANCE", "NODE", "STATE", "PID", "RESTARTS", "LISTEN", "UP", "MEM", "LAST EVENT"], &rows));
+        out.push_str(&table(
+            &["INSTANCE", "NODE", "STATE", "PID", "RESTARTS", "LISTEN", "UP", "MEM", "LAST EVENT"],
+            &rows,
+        ));
     }
     if !st.routes.is_empty() {
         out.push('\n');
-        let rows: Vec<Vec<String>> =
-            st.routes.iter().map(|r| vec![format!("{}{}", r.host, r.path), format!("{}:{}", r.service, r.port)]).collect();
+        let rows: Vec<Vec<String>> = st
+            .routes
+            .iter()
+            .map(|r| vec![format!("{}{}", r.host, r.path), format!("{}:{}", r.service, r.port)])
+            .collect();
         out.push_str(&table(&["ROUTE", "TO"], &rows));
     }
     if !st.warnings.is_empty() {

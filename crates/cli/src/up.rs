@@ -41,12 +41,13 @@ pub struct UpArgs {
     #[arg(long, default_value = "20000-29999", value_parser = parse_port_range)]
     pub port_range: std::ops::Range<u16>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins.
-    #[arg(long, default_value = "info")]
+    #[arg(long, default_value = "info,openraft=warn")]
     pub log_level: String,
 }
 
 fn parse_port_range(s: &str) -> std::result::Result<std::ops::Range<u16>, String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("invalid port range `{s}`: expected FIRST-LAST, e.g. 20000-29999"))?;
+    let (a, b) =
+        s.split_once('-').ok_or_else(|| format!("invalid port range `{s}`: expected FIRST-LAST, e.g. 20000-29999"))?;
     let a: u16 = a.trim().parse().map_err(|_| format!("invalid first port `{a}` in `{s}`"))?;
     let b: u16 = b.trim().parse().map_err(|_| format!("invalid last port `{b}` in `{s}`"))?;
     if a == 0 || b < a || b == u16::MAX {
@@ -68,7 +69,10 @@ pub async fn run(g: &Global, args: UpArgs) -> Result<ExitCode> {
     } else if args.demo {
         Some(holdfast_spec::parse_str("(built-in demo)", DEMO_SPEC).map_err(|e| anyhow!("built-in demo spec: {e}"))?)
     } else if !args.specs.is_empty() {
-        Some(holdfast_spec::load_files(&args.specs).map_err(|e| anyhow!("the spec is invalid; nothing was started:\n{e}"))?)
+        Some(
+            holdfast_spec::load_files(&args.specs)
+                .map_err(|e| anyhow!("the spec is invalid; nothing was started:\n{e}"))?,
+        )
     } else {
         None
     };

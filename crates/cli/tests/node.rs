@@ -97,7 +97,13 @@ fn bad_specs_give_precise_errors_and_change_nothing() {
     let (ok, _, err) = d.deploy_yaml("web.yaml", WEB);
     assert!(ok, "{err}");
     let before = d.wait_ready("web", 3, Duration::from_secs(20));
-    let pids: Vec<Value> = service_of(&before, "web")["instances"].as_array().cloned().unwrap_or_default().iter().map(|i| i["pid"].clone()).collect();
+    let pids: Vec<Value> = service_of(&before, "web")["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|i| i["pid"].clone())
+        .collect();
     let revision = before["control_plane"]["revision"].clone();
 
     let cases: &[(&str, &str, &[&str])] = &[
@@ -161,7 +167,8 @@ fn daemon_kill9_and_restart_readopts_running_workloads() {
     let (ok, _, err) = d.deploy_yaml("web.yaml", WEB);
     assert!(ok, "{err}");
     let st = d.wait_ready("web", 3, Duration::from_secs(20));
-    let mut pids: Vec<u64> = service_of(&st, "web")["instances"].as_array().cloned().unwrap_or_default().iter().map(pid_of).collect();
+    let mut pids: Vec<u64> =
+        service_of(&st, "web")["instances"].as_array().cloned().unwrap_or_default().iter().map(pid_of).collect();
     pids.sort();
     d.kill9();
     for p in &pids {
@@ -197,8 +204,16 @@ fn stopping_the_node_leaves_no_process_behind() {
     let (ok, out, err) = d.deploy_yaml("s.yaml", yaml);
     assert!(ok, "{out}\n{err}");
     let st = d.wait_ready("stubborn", 2, Duration::from_secs(10));
-    let pgids: Vec<u32> = service_of(&st, "stubborn")["instances"].as_array().cloned().unwrap_or_default().iter().map(|i| pid_of(i) as u32).collect();
-    wait_for("children forked", Duration::from_secs(5), || pgids.iter().all(|g| pids_in_group(*g).len() >= 3).then_some(()));
+    let pgids: Vec<u32> = service_of(&st, "stubborn")["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|i| pid_of(i) as u32)
+        .collect();
+    wait_for("children forked", Duration::from_secs(5), || {
+        pgids.iter().all(|g| pids_in_group(*g).len() >= 3).then_some(())
+    });
     let daemon_pid = d.pid();
     let status = d.signal_and_wait(15, Duration::from_secs(20));
     assert!(status.success(), "holdfast up exits 0 on SIGTERM: {status}");
@@ -215,7 +230,8 @@ fn sigusr2_reexecutes_in_place_without_restarting_workloads() {
     let (ok, _, err) = d.deploy_yaml("web.yaml", WEB);
     assert!(ok, "{err}");
     let st = d.wait_ready("web", 3, Duration::from_secs(20));
-    let pids: Vec<u64> = service_of(&st, "web")["instances"].as_array().cloned().unwrap_or_default().iter().map(pid_of).collect();
+    let pids: Vec<u64> =
+        service_of(&st, "web")["instances"].as_array().cloned().unwrap_or_default().iter().map(pid_of).collect();
     let daemon_pid = d.pid();
     kill(daemon_pid, 12);
     wait_for("the re-executed daemon answering", Duration::from_secs(20), || {
@@ -276,15 +292,31 @@ fn diff_shows_the_plan_without_applying_and_rm_scale_restart_work() {
     let json: Value = serde_json::from_str(&d.cli_ok(&["diff", spec, "--json"])).expect("diff --json");
     assert_eq!(json["applied"], false);
 
-    let pids: Vec<u64> = d.wait_ready("web", 3, Duration::from_secs(20))["services"][0]["instances"].as_array().cloned().unwrap_or_default().iter().map(pid_of).collect();
+    let pids: Vec<u64> = d.wait_ready("web", 3, Duration::from_secs(20))["services"][0]["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(pid_of)
+        .collect();
     d.cli_ok(&["scale", "web", "2"]);
-    let kept: Vec<u64> = d.wait_ready("web", 2, Duration::from_secs(20))["services"][0]["instances"].as_array().cloned().unwrap_or_default().iter().map(pid_of).collect();
+    let kept: Vec<u64> = d.wait_ready("web", 2, Duration::from_secs(20))["services"][0]["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(pid_of)
+        .collect();
     assert_eq!(kept, pids[..2].to_vec(), "scaling down keeps the first replicas running");
-    assert!(!alive(pids[2] as u32) || wait_for("web-2 stopped", Duration::from_secs(10), || (!alive(pids[2] as u32)).then_some(true)));
+    assert!(
+        !alive(pids[2] as u32)
+            || wait_for("web-2 stopped", Duration::from_secs(10), || (!alive(pids[2] as u32)).then_some(true))
+    );
 
     d.cli_ok(&["restart", "web"]);
     let st = d.wait_ready("web", 2, Duration::from_secs(30));
-    let new: Vec<u64> = service_of(&st, "web")["instances"].as_array().cloned().unwrap_or_default().iter().map(pid_of).collect();
+    let new: Vec<u64> =
+        service_of(&st, "web")["instances"].as_array().cloned().unwrap_or_default().iter().map(pid_of).collect();
     assert!(new.iter().all(|p| !pids.contains(p)), "restart replaced every instance: {new:?} vs {pids:?}");
 
     let logs = d.cli_ok(&["logs", "web", "--tail", "5"]);
@@ -302,7 +334,10 @@ fn the_api_requires_the_admin_token() {
     // Proves: without the token (or with a wrong one) the API refuses, with a clear message.
     let d = Daemon::start(21800);
     let url = format!("http://127.0.0.1:{}/v1/status", d.port);
-    let out = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).output().expect("curl");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
     let out = std::process::Command::new("curl")
         .args(["-s", "-H", "Authorization: Bearer wrong", &url])
@@ -322,6 +357,8 @@ fn the_api_requires_the_admin_token() {
         .output()
         .expect("holdfast");
     assert!(out.status.success());
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(d.dir.join("admin.token")).expect("meta").permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(d.dir.join("admin.token")).expect("meta").permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
 }

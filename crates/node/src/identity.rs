@@ -34,7 +34,8 @@ fn dir_err(path: &Path, message: impl std::fmt::Display) -> NodeError {
 
 fn random_hex(bytes: usize) -> Result<String, NodeError> {
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| NodeError::DataDir { path: "-".into(), message: format!("no randomness: {e}") })?;
+    getrandom::fill(&mut buf)
+        .map_err(|e| NodeError::DataDir { path: "-".into(), message: format!("no randomness: {e}") })?;
     Ok(hex::encode(buf))
 }
 

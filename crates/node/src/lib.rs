@@ -105,7 +105,8 @@ impl Node {
         )
         .await?;
 
-        let mut agent_config = AgentConfig::new(config.data_dir.join("agent"), format!("holdfast-{:x}", identity.node_id));
+        let mut agent_config =
+            AgentConfig::new(config.data_dir.join("agent"), format!("holdfast-{:x}", identity.node_id));
         agent_config.port_range = config.port_range.clone();
         let agent = holdfast_agent::Agent::start(agent_config).await?;
 
@@ -119,12 +120,10 @@ impl Node {
             reexec: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let tasks_token = CancellationToken::new();
-        let mut tasks = Vec::new();
-        tasks.push(("http server", tokio::spawn(server::serve(listener, ctx.clone(), tasks_token.child_token()))));
-        tasks.push((
-            "workload reconciler",
-            tokio::spawn(workloads::run(ctx.clone(), tasks_token.child_token())),
-        ));
+        let tasks = vec![
+            ("http server", tokio::spawn(server::serve(listener, ctx.clone(), tasks_token.child_token()))),
+            ("workload reconciler", tokio::spawn(workloads::run(ctx.clone(), tasks_token.child_token()))),
+        ];
 
         control.wait_for_leader(Duration::from_secs(10)).await?;
         register_self(&ctx, &config).await?;

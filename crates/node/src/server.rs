@@ -110,8 +110,12 @@ async fn require_cluster_secret(State(ctx): State<NodeContext>, req: Request, ne
 async fn raft_rpc(State(ctx): State<NodeContext>, Path(rpc): Path<String>, body: Bytes) -> Response {
     match holdfast_raft::network::handle_rpc(&ctx.control.raft, &rpc, &body).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(e @ holdfast_raft::network::RpcError::UnknownRpc(_)) => ApiError(StatusCode::NOT_FOUND, e.to_string()).into_response(),
-        Err(e @ holdfast_raft::network::RpcError::BadBody(_)) => ApiError(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e @ holdfast_raft::network::RpcError::UnknownRpc(_)) => {
+            ApiError(StatusCode::NOT_FOUND, e.to_string()).into_response()
+        }
+        Err(e @ holdfast_raft::network::RpcError::BadBody(_)) => {
+            ApiError(StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
         Err(e) => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
@@ -140,7 +144,10 @@ async fn change(
                 tracing::debug!(current_revision, "change conflicted; planning again");
             }
             other => {
-                return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("change refused by the state machine: {other:?}")))
+                return Err(ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("change refused by the state machine: {other:?}"),
+                ))
             }
         }
     }
@@ -148,7 +155,8 @@ async fn change(
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid {what} request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid {what} request body: {e}")))
 }
 
 async fn deploy(State(ctx): State<NodeContext>, body: Bytes) -> Result<Json<PlanResponse>, ApiError> {
@@ -198,7 +206,10 @@ async fn logs(
     let state = ctx.control.state();
     let Some(nodes) = state.desired.placements.get(&name) else {
         let known: Vec<&str> = state.desired.services.keys().map(String::as_str).collect();
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("unknown service `{name}` (services: {})", known.join(", "))));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown service `{name}` (services: {})", known.join(", ")),
+        ));
     };
     let files: Vec<(String, std::path::PathBuf)> = nodes
         .iter()

@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 
 use holdfast_agent::{InstanceId, InstanceState, InstanceStatus};
-use holdfast_api::types::{
-    ControlPlaneSummary, ExitView, InstanceView, NodeSummary, ServiceView, StatusResponse,
-};
+use holdfast_api::types::{ControlPlaneSummary, ExitView, InstanceView, NodeSummary, ServiceView, StatusResponse};
 use holdfast_state::ClusterState;
 
 use crate::NodeContext;
@@ -37,7 +35,10 @@ pub fn cgroup_mode() -> &'static str {
 /// Builds `GET /v1/status`.
 pub fn build(ctx: &NodeContext) -> StatusResponse {
     let state = ctx.control.state();
-    let metrics = { use holdfast_raft::WatchReceiver; ctx.control.raft.metrics().borrow_watched().clone() };
+    let metrics = {
+        use holdfast_raft::WatchReceiver;
+        ctx.control.raft.metrics().borrow_watched().clone()
+    };
     let observed = ctx.agent.status();
     let role = format!("{:?}", metrics.state).to_lowercase();
     let voters = metrics.membership_config.membership().voter_ids().count();
@@ -161,7 +162,10 @@ pub fn services_view(
         }
     }
     if state.nodes.len() == 1 && !state.desired.services.is_empty() {
-        warnings.push("single-node cluster: if this machine fails, every service goes down (add nodes to survive a machine loss)".into());
+        warnings.push(
+            "single-node cluster: if this machine fails, every service goes down (add nodes to survive a machine loss)"
+                .into(),
+        );
     }
     (services, warnings)
 }

@@ -107,8 +107,15 @@ impl Daemon {
         let child = Command::new(holdfast_bin())
             .args(["up", "--data-dir"])
             .arg(&self.dir)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--port-range", &self.port_range, "--name", "test-node"])
-            .args(["--log-level", "info,holdfast=debug"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--port-range",
+                &self.port_range,
+                "--name",
+                "test-node",
+            ])
+            .args(["--log-level", "info,openraft=warn,holdfast_node=debug"])
             .args(extra)
             .env("PATH", test_path())
             .stdin(Stdio::null())
@@ -235,10 +242,7 @@ impl Daemon {
 }
 
 pub fn service_of(status: &Value, name: &str) -> Value {
-    status["services"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
-        .unwrap_or(Value::Null)
+    status["services"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name).cloned()).unwrap_or(Value::Null)
 }
 
 /// GET http://127.0.0.1:port/path with the real curl; returns the body when it answered 2xx.
@@ -270,7 +274,9 @@ impl Drop for Daemon {
             if let Ok(c) = cmd.spawn() {
                 let port = self.port;
                 let start = Instant::now();
-                while start.elapsed() < Duration::from_secs(10) && std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                while start.elapsed() < Duration::from_secs(10)
+                    && std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+                {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 self.child = Some(c);
