@@ -267,7 +267,8 @@ fn memory_limit_overrun_is_reported_as_oom_kill() {
     }
     let d = Daemon::start(21600);
     let yaml = "services:\n  hog:\n    run: [tail, /dev/zero]\n    resources: {memory: 32Mi}\n    restart: never\n";
-    let (_, _, _) = d.deploy_yaml("hog.yaml", yaml);
+    let path = d.write_spec("hog.yaml", yaml);
+    d.cli_ok(&["deploy", path.to_str().expect("utf8"), "--no-wait"]);
     let i = wait_for("hog-0 OOM-killed", Duration::from_secs(30), || {
         let i = d.instances("hog").pop()?;
         (i["last_exit"]["oom_killed"] == true).then_some(i)

@@ -74,6 +74,8 @@ pub struct NodeContext {
     /// Cancelled to stop the node; `reexec` tells which way.
     pub shutdown: CancellationToken,
     pub reexec: Arc<std::sync::atomic::AtomicBool>,
+    /// False until this node has registered itself; the `/v1` API answers 503 until then.
+    pub started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A started node.
@@ -118,6 +120,7 @@ impl Node {
             change_lock: Arc::new(tokio::sync::Mutex::new(())),
             shutdown: CancellationToken::new(),
             reexec: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let tasks_token = CancellationToken::new();
         let tasks = vec![
@@ -127,6 +130,7 @@ impl Node {
 
         control.wait_for_leader(Duration::from_secs(10)).await?;
         register_self(&ctx, &config).await?;
+        ctx.started.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(node = %identity.name, id = identity.node_id, %listen, "node started");
         Ok(Node { ctx, tasks, tasks_token })
     }

@@ -89,6 +89,10 @@ fn bearer(req: &Request) -> Option<&str> {
 }
 
 async fn require_admin_token(State(ctx): State<NodeContext>, req: Request, next: Next) -> Response {
+    if !ctx.started.load(Ordering::SeqCst) {
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "the node is still starting; try again in a moment".into())
+            .into_response();
+    }
     match bearer(&req) {
         Some(t) if same_secret(t.trim(), &ctx.identity.admin_token) => next.run(req).await,
         Some(_) => ApiError(StatusCode::UNAUTHORIZED, "the API token was refused".into()).into_response(),
