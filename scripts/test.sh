@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v ping >/dev/null || need_pkgs+=(iputils-ping)
+command -v nft >/dev/null || need_pkgs+=(nftables)
+command -v iptables >/dev/null || need_pkgs+=(iptables)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${need_pkgs[*]}"

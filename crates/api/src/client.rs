@@ -5,12 +5,16 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::types::{DeployRequest, ErrorBody, PlanResponse, ScaleRequest, StatusResponse};
+use crate::types::{
+    DeployRequest, ErrorBody, NodeActionResponse, NodesResponse, PlanResponse, ScaleRequest, StatusResponse,
+    TokenRequest, TokenResponse,
+};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,19 +34,28 @@ pub enum ClientError {
 pub struct Client {
     base: String,
     token: String,
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    http: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Client {
-    /// `base` like `http://127.0.0.1:7946`.
-    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Client {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(3)));
-        Client {
+    /// `base` like `https://127.0.0.1:7946`; the server is verified against the cluster
+    /// CA certificate `ca_pem` (the node's `ca.pem`).
+    pub fn new(base: impl Into<String>, token: impl Into<String>, ca_pem: &str) -> Result<Client, ClientError> {
+        let tls = holdfast_pki::tls::cli_client_config(ca_pem)
+            .map_err(|e| ClientError::Request(format!("cannot use the cluster CA certificate: {e}")))?;
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(3)));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(Client {
             base: base.into().trim_end_matches('/').to_string(),
             token: token.into(),
             http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
-        }
+        })
     }
 
     pub fn base(&self) -> &str {
@@ -131,6 +144,26 @@ impl Client {
         follow: bool,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
         self.send_raw(Method::GET, &format!("/v1/services/{service}/logs?tail={tail}&follow={follow}"), None).await
+    }
+
+    pub async fn create_token(&self, ttl_ms: u64) -> Result<TokenResponse, ClientError> {
+        self.call(Method::POST, "/v1/tokens", Some(&TokenRequest { ttl_ms })).await
+    }
+
+    pub async fn nodes(&self) -> Result<NodesResponse, ClientError> {
+        self.call(Method::GET, "/v1/nodes", None::<&()>).await
+    }
+
+    pub async fn drain(&self, node: &str) -> Result<NodeActionResponse, ClientError> {
+        self.call(Method::POST, &format!("/v1/nodes/{node}/drain"), None::<&()>).await
+    }
+
+    pub async fn uncordon(&self, node: &str) -> Result<NodeActionResponse, ClientError> {
+        self.call(Method::POST, &format!("/v1/nodes/{node}/uncordon"), None::<&()>).await
+    }
+
+    pub async fn remove_node(&self, node: &str) -> Result<NodeActionResponse, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/nodes/{node}"), None::<&()>).await
     }
 
     /// Asks the node to re-execute its binary in place (upgrade); workloads keep running.

@@ -12,6 +12,12 @@
 //! | DELETE | /v1/services/{name} | | [`types::PlanResponse`] |
 //! | GET | /v1/services/{name}/logs?tail=N&follow=true | | text, `instance | line` |
 //! | POST | /v1/node/reexec | | 202; the daemon re-executes its binary |
+//! | POST | /v1/tokens | [`types::TokenRequest`] | [`types::TokenResponse`] |
+//! | GET | /v1/nodes | | [`types::NodesResponse`] |
+//! | POST | /v1/nodes/{name}/drain, /uncordon | | [`types::NodeActionResponse`] |
+//! | DELETE | /v1/nodes/{name} | | [`types::NodeActionResponse`] |
+//!
+//! Everything is HTTPS; the client verifies the node against the cluster CA (`ca.pem`).
 #![forbid(unsafe_code)]
 
 pub mod client;

@@ -110,3 +110,54 @@ pub struct ExitView {
     pub at_ms: u64,
     pub description: String,
 }
+
+/// `POST /v1/tokens`: create a join token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// How long the token is valid, in milliseconds.
+    pub ttl_ms: u64,
+}
+
+/// The created token: pass `token` to `holdfast join` on the new machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub expires_at_ms: u64,
+    /// The address the token tells new nodes to join through.
+    pub join_addr: String,
+}
+
+/// `GET /v1/nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodesResponse {
+    pub nodes: Vec<NodeView>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: u64,
+    pub name: String,
+    pub addr: String,
+    pub site: String,
+    pub arch: String,
+    /// leader, voter, learner, or none (not yet in the Raft membership).
+    pub role: String,
+    /// alive, suspect, down; `cordoned` is separate.
+    pub state: String,
+    pub cordoned: bool,
+    /// Milliseconds since the leader last heard from the node.
+    pub last_seen_ms: Option<u64>,
+    pub instances: usize,
+    pub cpu_reserved_millis: u64,
+    pub cpu_capacity_millis: u64,
+    pub memory_reserved_bytes: u64,
+    pub memory_capacity_bytes: u64,
+}
+
+/// Answer of drain / uncordon / node rm.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeActionResponse {
+    pub message: String,
+    pub revision: u64,
+}

@@ -59,8 +59,26 @@ pub struct ScaleArgs {
     pub replicas: u64,
 }
 
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// Node name (or id).
+    pub node: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a one-time join token for a new machine.
+    Create {
+        /// How long the token is valid, e.g. 10m, 1h.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
+    /// Remove a node: drain it, then revoke its certificate.
+    Rm(NodeArgs),
     /// Re-execute the node's binary in place (after replacing it with a new version).
     /// Running workloads are re-adopted, not restarted. Same as `kill -USR2 <pid>`.
     Reexec,
@@ -71,13 +89,23 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     holdfast_spec::parse_duration_ms(s).map(Duration::from_millis).map_err(|e| format!("invalid duration `{s}`: {e}"))
 }
 
-/// Builds the API client from `--server/--token` or the data directory.
+/// Builds the API client from `--server/--token/--ca` or the data directory.
 pub fn client(g: &Global) -> Result<Client> {
     if let Some(server) = &g.server {
         let token = g.token.clone().ok_or_else(|| {
             anyhow!("--server needs --token (or HOLDFAST_TOKEN): the content of admin.token on that node")
         })?;
-        return Ok(Client::new(server.clone(), token));
+        let ca_path = g.ca.clone().ok_or_else(|| {
+            anyhow!("--server needs --ca (or HOLDFAST_CA): the cluster's ca.pem, from any node's data directory")
+        })?;
+        let ca =
+            std::fs::read_to_string(&ca_path).with_context(|| format!("cannot read --ca {}", ca_path.display()))?;
+        let server = if server.starts_with("https://") {
+            server.clone()
+        } else {
+            format!("https://{}", server.trim_start_matches("http://"))
+        };
+        return Ok(Client::new(server, token, &ca)?);
     }
     let dir = g.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     let addr_file = dir.join("api.addr");
@@ -96,7 +124,10 @@ pub fn client(g: &Global) -> Result<Client> {
         .with_context(|| format!("cannot read the admin token {}", token_file.display()))?
         .trim()
         .to_string();
-    Ok(Client::new(format!("http://{addr}"), token))
+    let ca_file = dir.join("ca.pem");
+    let ca = std::fs::read_to_string(&ca_file)
+        .with_context(|| format!("cannot read the cluster CA {}", ca_file.display()))?;
+    Ok(Client::new(format!("https://{addr}"), token, &ca)?)
 }
 
 fn load_stack(files: &[PathBuf]) -> Result<holdfast_spec::Stack> {
@@ -291,6 +322,10 @@ pub async fn remove(g: &Global, args: ServiceArgs) -> Result<ExitCode> {
 
 pub async fn node(g: &Global, cmd: NodeCmd) -> Result<ExitCode> {
     match cmd {
+        NodeCmd::Rm(args) => {
+            let r = client(g)?.remove_node(&args.node).await?;
+            print_json_or(g, &r, &r.message)
+        }
         NodeCmd::Reexec => {
             let c = client(g)?;
             let before = c.status().await?.node.pid;
@@ -313,4 +348,52 @@ pub async fn node(g: &Global, cmd: NodeCmd) -> Result<ExitCode> {
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn print_json_or<T: serde::Serialize>(g: &Global, value: &T, text: &str) -> Result<ExitCode> {
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn nodes(g: &Global) -> Result<ExitCode> {
+    let r = client(g)?.nodes().await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", output::nodes(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn drain(g: &Global, args: NodeArgs) -> Result<ExitCode> {
+    let r = client(g)?.drain(&args.node).await?;
+    print_json_or(g, &r, &r.message)
+}
+
+pub async fn uncordon(g: &Global, args: NodeArgs) -> Result<ExitCode> {
+    let r = client(g)?.uncordon(&args.node).await?;
+    print_json_or(g, &r, &r.message)
+}
+
+pub async fn token(g: &Global, cmd: TokenCmd) -> Result<ExitCode> {
+    match cmd {
+        TokenCmd::Create { ttl } => {
+            let r = client(g)?.create_token(ttl.as_millis() as u64).await?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("{}", r.token);
+                eprintln!(
+                    "one-time join token, valid for {}s, joins through {}. On the new machine:\n  holdfast join <token> --listen <its-ip>:7946 --site <site>",
+                    ttl.as_secs(),
+                    r.join_addr
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

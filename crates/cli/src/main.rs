@@ -26,6 +26,12 @@ use clap::{Args, Parser, Subcommand};
 ///   holdfast logs web -f              # follow the logs of every web instance
 ///   holdfast diff holdfast.yaml       # what a deploy would change
 ///   holdfast deploy holdfast.yaml     # change the stack; only what changed is touched
+///
+/// More machines:
+///   holdfast up --listen 10.0.0.1:7946 --site seoul      # machine 1
+///   holdfast token create --ttl 1h                        # prints a join token
+///   holdfast join TOKEN --listen 10.0.0.2:7946 --site idc # machines 2..5
+///   holdfast nodes                                        # members, roles, health
 #[derive(Parser, Debug)]
 #[command(name = "holdfast", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -47,6 +53,9 @@ pub struct Global {
     /// Admin token for --server (the content of admin.token in the node's data directory).
     #[arg(long, global = true, env = "HOLDFAST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The cluster CA certificate for --server (ca.pem from any node's data directory).
+    #[arg(long, global = true, env = "HOLDFAST_CA")]
+    pub ca: Option<PathBuf>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -60,6 +69,9 @@ enum Cmd {
     /// SIGUSR2 (or `holdfast node reexec`) re-executes the binary in place — e.g. after
     /// replacing it with a newer version — and running workloads are NOT restarted.
     Up(up::UpArgs),
+    /// Join an existing cluster with a token from `holdfast token create`, then run the
+    /// node in the foreground (like `up`). The token is only needed the first time.
+    Join(up::JoinArgs),
     /// Apply spec files: show the plan, apply it atomically, wait until every replica is ready.
     Deploy(commands::DeployArgs),
     /// Show what `deploy` would change, without changing anything.
@@ -74,6 +86,15 @@ enum Cmd {
     Scale(commands::ScaleArgs),
     /// Remove a service (and the routes to it).
     Rm(commands::ServiceArgs),
+    /// Cluster members: name, address, site, arch, role, state, load.
+    Nodes,
+    /// Move every replica off a node (for maintenance) and place nothing new there.
+    Drain(commands::NodeArgs),
+    /// Let a drained node take replicas again.
+    Uncordon(commands::NodeArgs),
+    /// Join tokens.
+    #[command(subcommand)]
+    Token(commands::TokenCmd),
     /// Node maintenance.
     #[command(subcommand)]
     Node(commands::NodeCmd),
@@ -90,7 +111,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Cmd::Up(args) => up::run(&cli.global, args).await,
+            Cmd::Up(args) => up::run(&cli.global, args, None).await,
+            Cmd::Join(args) => up::run(&cli.global, args.up, Some(args.token)).await,
+            Cmd::Nodes => commands::nodes(&cli.global).await,
+            Cmd::Drain(args) => commands::drain(&cli.global, args).await,
+            Cmd::Uncordon(args) => commands::uncordon(&cli.global, args).await,
+            Cmd::Token(cmd) => commands::token(&cli.global, cmd).await,
             Cmd::Deploy(args) => commands::deploy(&cli.global, args).await,
             Cmd::Diff(args) => commands::diff(&cli.global, args).await,
             Cmd::Status => commands::status(&cli.global).await,

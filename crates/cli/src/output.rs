@@ -1,7 +1,7 @@
 //! Human output: plans and status as aligned tables.
 use std::fmt::Write;
 
-use holdfast_api::types::StatusResponse;
+use holdfast_api::types::{NodesResponse, StatusResponse};
 use holdfast_state::plan::{Change, ChangeKind, Plan};
 
 /// Renders rows as a left-aligned table with a header.
@@ -153,6 +153,34 @@ pub fn status(st: &StatusResponse, now_ms: u64) -> String {
     if !st.warnings.is_empty() {
         out.push_str("\nwarnings:\n");
         for w in &st.warnings {
+            let _ = writeln!(out, "  ! {w}");
+        }
+    }
+    out
+}
+
+pub fn nodes(r: &NodesResponse) -> String {
+    let rows: Vec<Vec<String>> = r
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.addr.clone(),
+                n.site.clone(),
+                n.arch.clone(),
+                n.role.clone(),
+                if n.cordoned { format!("{},drained", n.state) } else { n.state.clone() },
+                n.instances.to_string(),
+                format!("{:.1}/{:.1}", n.cpu_reserved_millis as f64 / 1000.0, n.cpu_capacity_millis as f64 / 1000.0),
+                format!("{}/{}", mem(Some(n.memory_reserved_bytes)), mem(Some(n.memory_capacity_bytes))),
+            ]
+        })
+        .collect();
+    let mut out = table(&["NAME", "ADDRESS", "SITE", "ARCH", "ROLE", "STATE", "INSTANCES", "CPU", "MEMORY"], &rows);
+    if !r.warnings.is_empty() {
+        out.push_str("\nwarnings:\n");
+        for w in &r.warnings {
             let _ = writeln!(out, "  ! {w}");
         }
     }

@@ -28,9 +28,12 @@ pub struct UpArgs {
     /// Deploy the built-in demo stack (needs `holdfast-demo-web` on PATH).
     #[arg(long, conflicts_with = "specs")]
     pub demo: bool,
-    /// Address of the holdfast port (API and node-to-node traffic).
+    /// Address of the holdfast port (API and node-to-node traffic, all TLS).
     #[arg(long, default_value = "127.0.0.1:7946")]
     pub listen: SocketAddr,
+    /// The address other nodes reach this one at, when --listen is 0.0.0.0 or behind NAT.
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
     /// Node name (default: the host name); fixed when the data directory is created.
     #[arg(long)]
     pub name: Option<String>,
@@ -45,6 +48,14 @@ pub struct UpArgs {
     pub log_level: String,
 }
 
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    /// The token printed by `holdfast token create` on a member.
+    pub token: String,
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
 fn parse_port_range(s: &str) -> std::result::Result<std::ops::Range<u16>, String> {
     let (a, b) =
         s.split_once('-').ok_or_else(|| format!("invalid port range `{s}`: expected FIRST-LAST, e.g. 20000-29999"))?;
@@ -56,7 +67,7 @@ fn parse_port_range(s: &str) -> std::result::Result<std::ops::Range<u16>, String
     Ok(a..b + 1)
 }
 
-pub async fn run(g: &Global, args: UpArgs) -> Result<ExitCode> {
+pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .map_err(|e| anyhow!("invalid --log-level `{}`: {e}", args.log_level))?;
@@ -82,6 +93,9 @@ pub async fn run(g: &Global, args: UpArgs) -> Result<ExitCode> {
     let node = Node::start(NodeConfig {
         data_dir: data_dir.clone(),
         listen: args.listen,
+        advertise: args.advertise,
+        join,
+        timing: Default::default(),
         name: args.name.clone(),
         site: args.site.clone(),
         port_range: args.port_range.clone(),
@@ -115,7 +129,11 @@ pub async fn run(g: &Global, args: UpArgs) -> Result<ExitCode> {
         data_dir.display()
     );
     if let Some(stack) = stack {
-        let client = holdfast_api::Client::new(format!("http://{}", ctx.listen), ctx.identity.admin_token.clone());
+        let client = holdfast_api::Client::new(
+            format!("https://{}", ctx.listen),
+            ctx.identity.admin_token.clone(),
+            &ctx.identity.ca_pem,
+        )?;
         let g = g.clone();
         let stop = ctx.shutdown.clone();
         tokio::spawn(async move {

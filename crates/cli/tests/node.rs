@@ -331,33 +331,50 @@ fn diff_shows_the_plan_without_applying_and_rm_scale_restart_work() {
 }
 
 #[test]
-fn the_api_requires_the_admin_token() {
-    // Proves: without the token (or with a wrong one) the API refuses, with a clear message.
+fn the_api_requires_the_admin_token_and_node_routes_a_cluster_certificate() {
+    // Proves: without the token (or with a wrong one) the API refuses, with a clear message;
+    // node-to-node routes refuse clients without a cluster certificate; only TLS is spoken.
     let d = Daemon::start(21800);
-    let url = format!("http://127.0.0.1:{}/v1/status", d.port);
+    let url = format!("https://127.0.0.1:{}/v1/status", d.port);
+    let ca = d.dir.join("ca.pem");
+    let ca = ca.to_str().expect("utf8");
     let out = std::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        .args(["-s", "--cacert", ca, "-o", "/dev/null", "-w", "%{http_code}", &url])
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
     let out = std::process::Command::new("curl")
-        .args(["-s", "-H", "Authorization: Bearer wrong", &url])
+        .args(["-s", "--cacert", ca, "-H", "Authorization: Bearer wrong", &url])
         .output()
         .expect("curl");
     assert!(String::from_utf8_lossy(&out.stdout).contains("token was refused"));
-    let server = format!("http://127.0.0.1:{}", d.port);
+    let server = format!("https://127.0.0.1:{}", d.port);
     let out = std::process::Command::new(holdfast_bin())
-        .args(["status", "--server", &server, "--token", "wrong"])
+        .args(["status", "--server", &server, "--token", "wrong", "--ca", ca])
         .output()
         .expect("holdfast");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("token was refused"));
     let token = std::fs::read_to_string(d.dir.join("admin.token")).expect("token");
     let out = std::process::Command::new(holdfast_bin())
-        .args(["status", "--server", &server, "--token", token.trim()])
+        .args(["status", "--server", &server, "--token", token.trim(), "--ca", ca])
         .output()
         .expect("holdfast");
     assert!(out.status.success());
+    // Node-to-node endpoints refuse a client without a cluster certificate.
+    let raft = format!("https://127.0.0.1:{}/raft/vote", d.port);
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--cacert", ca, "-X", "POST", "-d", "{}", "-w", " %{http_code}", &raft])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with(" 401") && text.contains("cluster certificate is required"), "{text}");
+    // And plain HTTP is not spoken at all.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://127.0.0.1:{}/healthz", d.port)])
+        .output()
+        .expect("curl");
+    assert_ne!(String::from_utf8_lossy(&out.stdout), "200");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(d.dir.join("admin.token")).expect("meta").permissions(),
     );

@@ -1,7 +1,9 @@
 //! A holdfast node: everything `holdfast up` runs in one process.
 //!
-//! - [`identity`]: the data directory's identity files (node id, admin token, cluster
-//!   secret), created on first start.
+//! - [`identity`]: the data directory's identity files (node id, admin token, CA and
+//!   node certificates), created on first start or by joining.
+//! - [`cluster`]: joining, heartbeats, the leader's failure detector, re-placement of
+//!   down nodes' replicas, voter selection, and the node commands of the API.
 //! - [`workloads`]: the pure mapping from the replicated [`holdfast_state::ClusterState`] to
 //!   the instances this node's agent must run.
 //! - [`server`]: the HTTP server on the holdfast port: the `/v1` API, the `/raft` RPC
@@ -11,6 +13,7 @@
 //! - [`Node`] (this file): ordered start-up and shutdown of Raft, agent and server.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod identity;
 pub mod logs;
 pub mod server;
@@ -24,15 +27,19 @@ use std::time::Duration;
 
 use holdfast_agent::{AgentConfig, AgentHandle, ShutdownMode};
 use holdfast_raft::{ControlPlane, ControlPlaneError, RaftTiming};
-use holdfast_state::{Command, NodeRecord, Request};
 use tokio_util::sync::CancellationToken;
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub data_dir: PathBuf,
-    /// The holdfast port: API, Raft RPC.
+    /// The holdfast port: API, Raft RPC, node-to-node traffic.
     pub listen: SocketAddr,
+    /// The address other nodes use to reach this one (default: `listen`).
+    pub advertise: Option<SocketAddr>,
+    /// A join token: on a new data directory, join that cluster instead of creating one.
+    pub join: Option<String>,
+    pub timing: cluster::ClusterTiming,
     /// Node name; defaults to the host name on first start.
     pub name: Option<String>,
     pub site: String,
@@ -49,6 +56,10 @@ pub enum NodeError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     ControlPlane(#[from] ControlPlaneError),
+    #[error("cannot join: {0}")]
+    Join(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] holdfast_pki::PkiError),
     #[error("agent: {0}")]
     Agent(#[from] holdfast_agent::AgentError),
 }
@@ -76,6 +87,12 @@ pub struct NodeContext {
     pub reexec: Arc<std::sync::atomic::AtomicBool>,
     /// False until this node has registered itself; the `/v1` API answers 503 until then.
     pub started: Arc<std::sync::atomic::AtomicBool>,
+    /// Mutual-TLS HTTPS client for node-to-node calls.
+    pub node_client: holdfast_raft::network::HttpsClient,
+    pub liveness: cluster::SharedLiveness,
+    pub timing: cluster::ClusterTiming,
+    pub advertise: SocketAddr,
+    pub site: String,
 }
 
 /// A started node.
@@ -89,21 +106,47 @@ impl Node {
     /// Starts Raft (bootstrapping a one-voter cluster on a new data directory), the agent
     /// (re-adopting instances left running by a previous process) and the HTTP server.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
-        let identity = Arc::new(identity::load_or_init(&config.data_dir, config.name.as_deref())?);
+        let advertise = config.advertise.unwrap_or(config.listen);
+        let identity = match identity::load(&config.data_dir)? {
+            Some(id) => {
+                if config.join.is_some() {
+                    tracing::warn!(dir = %config.data_dir.display(), "this data directory is already a member of a cluster; the join token is ignored");
+                }
+                id
+            }
+            None => match &config.join {
+                Some(token) => {
+                    if advertise.ip().is_unspecified() {
+                        return Err(NodeError::Join(format!(
+                            "--listen {} is not an address other nodes can reach; pass --advertise IP:PORT",
+                            config.listen
+                        )));
+                    }
+                    cluster::perform_join(&config.data_dir, token, config.name.as_deref(), advertise, &config.site)
+                        .await?
+                }
+                None => identity::bootstrap(&config.data_dir, config.name.as_deref(), advertise)?,
+            },
+        };
+        let identity = Arc::new(identity);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
         let listen = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let advertise = if config.advertise.is_none() { listen } else { advertise };
         identity::write_runtime_files(&config.data_dir, listen)?;
 
-        let network = holdfast_raft::network::Network::new(identity.cluster_secret.clone());
+        let server_tls = holdfast_pki::tls::server_config(&identity.ca_pem, &identity.cert_pem, &identity.key_pem)?;
+        let client_tls =
+            holdfast_pki::tls::node_client_config(&identity.ca_pem, &identity.cert_pem, &identity.key_pem)?;
+        let network = holdfast_raft::network::Network::new(client_tls.clone());
         let control = ControlPlane::start(
             &config.data_dir,
             identity.node_id,
-            &listen.to_string(),
+            &advertise.to_string(),
             RaftTiming::default(),
             network,
-            true,
+            identity.is_founder(),
         )
         .await?;
 
@@ -121,17 +164,34 @@ impl Node {
             shutdown: CancellationToken::new(),
             reexec: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            node_client: holdfast_raft::network::node_https_client(client_tls),
+            liveness: Default::default(),
+            timing: config.timing.clone(),
+            advertise,
+            site: config.site.clone(),
         };
         let tasks_token = CancellationToken::new();
         let tasks = vec![
-            ("http server", tokio::spawn(server::serve(listener, ctx.clone(), tasks_token.child_token()))),
+            (
+                "https server",
+                tokio::spawn(server::serve(listener, Arc::new(server_tls), ctx.clone(), tasks_token.child_token())),
+            ),
             ("workload reconciler", tokio::spawn(workloads::run(ctx.clone(), tasks_token.child_token()))),
+            ("cluster duties", tokio::spawn(cluster::run(ctx.clone(), tasks_token.child_token()))),
         ];
 
-        control.wait_for_leader(Duration::from_secs(10)).await?;
-        register_self(&ctx, &config).await?;
+        // A brand-new cluster waits until it has registered itself, so the first deploy
+        // finds a node to place on. A restarting or joined node never waits for a leader:
+        // it runs its workloads with the state it has (static stability).
+        if identity.is_founder() && !control.state().nodes.contains_key(&identity.node_id) {
+            control.wait_for_leader(Duration::from_secs(10)).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !control.state().nodes.contains_key(&identity.node_id) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         ctx.started.store(true, std::sync::atomic::Ordering::SeqCst);
-        tracing::info!(node = %identity.name, id = identity.node_id, %listen, "node started");
+        tracing::info!(node = %identity.name, id = identity.node_id, %listen, %advertise, "node started");
         Ok(Node { ctx, tasks, tasks_token })
     }
 
@@ -158,23 +218,4 @@ impl Node {
             Exit::Stopped
         }
     }
-}
-
-/// Writes this node's record (address, capacity) into the replicated state.
-async fn register_self(ctx: &NodeContext, config: &NodeConfig) -> Result<(), NodeError> {
-    let record = NodeRecord {
-        id: ctx.identity.node_id,
-        name: ctx.identity.name.clone(),
-        addr: ctx.listen.to_string(),
-        site: config.site.clone(),
-        arch: identity::arch().to_string(),
-        capacity: identity::capacity(),
-        labels: Default::default(),
-        cordoned: false,
-    };
-    if ctx.control.state().nodes.get(&record.id) == Some(&record) {
-        return Ok(());
-    }
-    ctx.control.propose(Request::new(Command::UpsertNode(record))).await?;
-    Ok(())
 }

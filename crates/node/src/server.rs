@@ -1,6 +1,16 @@
-//! The HTTP server on the holdfast port: `/v1` API (admin token), `/raft` RPC (cluster
-//! secret), `/healthz` (open). Handlers plan changes with `holdfast_state::plan` and
-//! propose them through Raft; a bad request changes nothing.
+//! The HTTPS server on the holdfast port — the one port nodes need between them.
+//!
+//! Every connection is TLS with this node's certificate; a client certificate signed by
+//! the cluster CA is optional at the TLS layer and checked per route:
+//! - `/v1/...` — the API: needs the admin token. On a follower, every `/v1` request
+//!   except logs and status-without-quorum is forwarded to the leader.
+//! - `/raft/...`, `/cluster/...` — node-to-node: need a CA-signed certificate that was not
+//!   revoked by `holdfast node rm`.
+//! - `/join` — a new node with a join token (no certificate yet).
+//! - `/healthz` — open.
+//!
+//! Handlers plan changes with `holdfast_state::plan` and propose them through Raft; a bad
+//! request changes nothing.
 use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
@@ -48,32 +58,86 @@ impl From<PlanError> for ApiError {
     }
 }
 
-/// Serves until `cancel` fires.
-pub async fn serve(listener: tokio::net::TcpListener, ctx: NodeContext, cancel: CancellationToken) {
+/// The certificate fingerprint of the client of one connection, if it sent one.
+#[derive(Debug, Clone)]
+pub struct PeerCert(pub Option<String>);
+
+/// Serves HTTPS until `cancel` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    ctx: NodeContext,
+    cancel: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(ctx);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-        tracing::error!(error = %e, "http server failed");
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let peer =
+                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(holdfast_pki::tls::peer_fingerprint);
+            let svc = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(PeerCert(peer))));
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), svc);
+            tokio::select! {
+                r = conn => if let Err(e) = r { tracing::trace!(%remote, error = %e, "connection ended with an error") },
+                _ = cancel.cancelled() => {}
+            }
+        });
     }
 }
 
 /// The whole route table.
 pub fn router(ctx: NodeContext) -> Router {
-    let api = Router::new()
+    let forwarded = Router::new()
         .route("/v1/deploy", post(deploy))
         .route("/v1/status", get(status))
         .route("/v1/services/{name}/restart", post(restart))
         .route("/v1/services/{name}/scale", post(scale))
         .route("/v1/services/{name}", delete(remove))
+        .route("/v1/tokens", post(crate::cluster::create_token))
+        .route("/v1/nodes", get(crate::cluster::list_nodes))
+        .route("/v1/nodes/{name}/drain", post(crate::cluster::drain))
+        .route("/v1/nodes/{name}/uncordon", post(crate::cluster::uncordon))
+        .route("/v1/nodes/{name}", delete(crate::cluster::remove_node))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), forward_to_leader));
+    let api = Router::new()
+        .merge(forwarded)
         .route("/v1/services/{name}/logs", get(logs))
         .route("/v1/node/reexec", post(reexec))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_admin_token));
-    let raft = Router::new()
+    let nodes = Router::new()
         .route("/raft/{rpc}", post(raft_rpc))
-        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_cluster_secret));
+        .route("/cluster/heartbeat", post(crate::cluster::heartbeat))
+        .route("/cluster/logs/{service}", get(local_logs))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_member_cert));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/join", post(crate::cluster::join))
         .merge(api)
-        .merge(raft)
+        .merge(nodes)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(ctx)
 }
@@ -104,11 +168,64 @@ async fn require_admin_token(State(ctx): State<NodeContext>, req: Request, next:
     }
 }
 
-async fn require_cluster_secret(State(ctx): State<NodeContext>, req: Request, next: Next) -> Response {
-    match bearer(&req) {
-        Some(t) if same_secret(t, &ctx.identity.cluster_secret) => next.run(req).await,
-        _ => ApiError(StatusCode::UNAUTHORIZED, "raft rpc refused: wrong cluster secret".into()).into_response(),
+/// Node-to-node routes: a client certificate of this cluster that was not revoked.
+async fn require_member_cert(State(ctx): State<NodeContext>, req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<PeerCert>().and_then(|p| p.0.clone());
+    match peer {
+        None => ApiError(StatusCode::UNAUTHORIZED, "node-to-node endpoint: a cluster certificate is required".into())
+            .into_response(),
+        Some(fp) if ctx.control.state().removed_nodes.values().any(|r| r == &fp) => {
+            ApiError(StatusCode::FORBIDDEN, "this node was removed from the cluster; its certificate is revoked".into())
+                .into_response()
+        }
+        Some(_) => next.run(req).await,
     }
+}
+
+const FORWARDED: &str = "x-holdfast-forwarded";
+
+/// On a follower, sends the request to the leader and returns its answer. Without a
+/// known leader, `GET /v1/status` is answered from this node's own view (the data plane
+/// keeps running without quorum); changes answer 503.
+async fn forward_to_leader(State(ctx): State<NodeContext>, req: Request, next: Next) -> Response {
+    if ctx.control.is_leader() || req.headers().contains_key(FORWARDED) {
+        return next.run(req).await;
+    }
+    let Some((_, addr)) = ctx.control.leader() else {
+        if req.method() == axum::http::Method::GET {
+            return next.run(req).await;
+        }
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control plane has no leader (no quorum): changes are not possible now; running services keep running"
+                .into(),
+        )
+        .into_response();
+    };
+    match forward(&ctx, &addr, req).await {
+        Ok(resp) => resp,
+        Err(e) => ApiError(StatusCode::BAD_GATEWAY, format!("cannot reach the leader at {addr}: {e}")).into_response(),
+    }
+}
+
+async fn forward(ctx: &NodeContext, addr: &str, req: Request) -> Result<Response, String> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut out = hyper::Request::builder().method(parts.method.clone()).uri(format!("https://{addr}{path}"));
+    for (k, v) in parts.headers.iter() {
+        if k == header::AUTHORIZATION || k == header::CONTENT_TYPE || k == header::ACCEPT {
+            out = out.header(k, v);
+        }
+    }
+    let out = out.header(FORWARDED, "1").body(http_body_util::Full::new(body)).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(60), ctx.node_client.request(out))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(parts, Body::new(body)))
 }
 
 async fn raft_rpc(State(ctx): State<NodeContext>, Path(rpc): Path<String>, body: Bytes) -> Response {
@@ -187,7 +304,7 @@ async fn remove(State(ctx): State<NodeContext>, Path(name): Path<String>) -> Res
 }
 
 async fn status(State(ctx): State<NodeContext>) -> Json<holdfast_api::types::StatusResponse> {
-    Json(crate::status::build(&ctx))
+    Json(crate::status::build(&ctx).await)
 }
 
 #[derive(Deserialize)]
@@ -202,30 +319,103 @@ fn default_tail() -> usize {
     100
 }
 
+/// `GET /v1/services/{name}/logs`: this node's instances from their files, other nodes'
+/// instances through those nodes (`/cluster/logs`), merged into one stream.
 async fn logs(
     State(ctx): State<NodeContext>,
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
     let state = ctx.control.state();
-    let Some(nodes) = state.desired.placements.get(&name) else {
+    let Some(placed) = state.desired.placements.get(&name) else {
         let known: Vec<&str> = state.desired.services.keys().map(String::as_str).collect();
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("unknown service `{name}` (services: {})", known.join(", ")),
         ));
     };
-    let files: Vec<(String, std::path::PathBuf)> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n == ctx.identity.node_id)
-        .map(|(i, _)| {
-            let id = holdfast_agent::InstanceId::new(name.clone(), i as u32);
-            (id.to_string(), ctx.agent.log_file(&id))
-        })
-        .collect();
-    let stream = crate::logs::stream(files, q.tail, q.follow, ctx.shutdown.clone());
+    let nodes: std::collections::BTreeSet<u64> = placed.iter().copied().collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
+    for node in nodes {
+        let tx = tx.clone();
+        if node == ctx.identity.node_id {
+            let mut local = Box::pin(local_stream(&ctx, &name, &q));
+            tokio::spawn(async move {
+                while let Some(Ok(chunk)) = local.next().await {
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            continue;
+        }
+        let Some(addr) = state.nodes.get(&node).map(|n| n.addr.clone()) else { continue };
+        let url = format!("https://{addr}/cluster/logs/{name}?tail={}&follow={}", q.tail, q.follow);
+        let client = ctx.node_client.clone();
+        tokio::spawn(async move {
+            let req = match hyper::Request::get(&url).body(http_body_util::Full::new(bytes::Bytes::new())) {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            let note = |m: String| bytes::Bytes::from(format!("(holdfast: logs from {addr} unavailable: {m})\n"));
+            match client.request(req).await {
+                Ok(resp) if resp.status().is_success() => {
+                    let mut body = resp.into_body();
+                    while let Some(Ok(frame)) = body.frame().await {
+                        if let Ok(data) = frame.into_data() {
+                            if tx.send(data).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                Ok(resp) => {
+                    let _ = tx.send(note(format!("HTTP {}", resp.status()))).await;
+                }
+                Err(e) => {
+                    let _ = tx.send(note(e.to_string())).await;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+}
+
+fn local_stream(
+    ctx: &NodeContext,
+    service: &str,
+    q: &LogQuery,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> {
+    let state = ctx.control.state();
+    let files: Vec<(String, std::path::PathBuf)> = state
+        .desired
+        .placements
+        .get(service)
+        .map(|nodes| {
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n == ctx.identity.node_id)
+                .map(|(i, _)| {
+                    let id = holdfast_agent::InstanceId::new(service.to_string(), i as u32);
+                    (id.to_string(), ctx.agent.log_file(&id))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    crate::logs::stream(files, q.tail, q.follow, ctx.shutdown.clone())
+}
+
+/// `GET /cluster/logs/{service}` (node-to-node): this node's instances of a service.
+async fn local_logs(State(ctx): State<NodeContext>, Path(name): Path<String>, Query(q): Query<LogQuery>) -> Response {
+    let stream = local_stream(&ctx, &name, &q);
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response()
 }
 
 async fn reexec(State(ctx): State<NodeContext>) -> impl IntoResponse {

@@ -33,13 +33,13 @@ pub fn cgroup_mode() -> &'static str {
 }
 
 /// Builds `GET /v1/status`.
-pub fn build(ctx: &NodeContext) -> StatusResponse {
+pub async fn build(ctx: &NodeContext) -> StatusResponse {
     let state = ctx.control.state();
     let metrics = {
         use holdfast_raft::WatchReceiver;
         ctx.control.raft.metrics().borrow_watched().clone()
     };
-    let observed = ctx.agent.status();
+    let observed = crate::cluster::observed_by_node(ctx).await;
     let role = format!("{:?}", metrics.state).to_lowercase();
     let voters = metrics.membership_config.membership().voter_ids().count();
     let control_plane = ControlPlaneSummary {
@@ -58,17 +58,21 @@ pub fn build(ctx: &NodeContext) -> StatusResponse {
         version: env!("CARGO_PKG_VERSION").to_string(),
         cgroups: cgroup_mode().to_string(),
     };
-    let (services, warnings) = services_view(&state, ctx.identity.node_id, &observed);
+    let (services, mut warnings) = services_view(&state, &observed);
+    warnings.extend(crate::cluster::cluster_warnings(ctx));
+    for n in state.nodes.values().filter(|n| n.down) {
+        warnings.push(format!("node {} is down; its replicas were placed elsewhere", n.name));
+    }
     StatusResponse { node, control_plane, services, routes: state.desired.routes.clone(), warnings }
 }
 
 /// The pure part of status: services and warnings from state + observations.
 pub fn services_view(
     state: &ClusterState,
-    this_node: u64,
-    observed: &[InstanceStatus],
+    observed: &BTreeMap<u64, Vec<InstanceStatus>>,
 ) -> (Vec<ServiceView>, Vec<String>) {
-    let by_id: BTreeMap<&InstanceId, &InstanceStatus> = observed.iter().map(|s| (&s.id, s)).collect();
+    let by_id: BTreeMap<(u64, &InstanceId), &InstanceStatus> =
+        observed.iter().flat_map(|(node, v)| v.iter().map(move |s| ((*node, &s.id), s))).collect();
     let node_name = |id: u64| state.nodes.get(&id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
     let mut warnings = Vec::new();
     let mut services = Vec::new();
@@ -77,7 +81,7 @@ pub fn services_view(
         let mut instances = Vec::new();
         for (replica, node) in placed.iter().enumerate() {
             let id = InstanceId::new(name.clone(), replica as u32);
-            let seen = if *node == this_node { by_id.get(&id).copied() } else { None };
+            let seen = by_id.get(&(*node, &id)).copied();
             let view = match seen {
                 Some(s) => {
                     if s.state == InstanceState::CrashLoop {
@@ -126,7 +130,7 @@ pub fn services_view(
                     replica: replica as u32,
                     node: node_name(*node),
                     generation: record.generation,
-                    state: if *node == this_node { "pending" } else { "remote" }.to_string(),
+                    state: if observed.contains_key(node) { "pending" } else { "unknown" }.to_string(),
                     ready: false,
                     pid: None,
                     restarts: 0,

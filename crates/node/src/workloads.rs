@@ -110,6 +110,8 @@ mod tests {
             capacity: holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 8 << 30 },
             labels: Default::default(),
             cordoned: false,
+            down: false,
+            cert_fingerprint: String::new(),
         })));
         let stack = holdfast_spec::parse_str("t.yaml", yaml).expect("spec parses");
         let (_, desired) = holdfast_state::plan::plan_deploy(&s, &stack).expect("plan");

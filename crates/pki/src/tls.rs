@@ -62,25 +62,22 @@ pub fn server_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Serv
 /// A node talking to another node: verifies the server, presents its own certificate.
 pub fn node_client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<ClientConfig, PkiError> {
     let verifier = CaVerifier::new(ca_pem)?;
-    let mut cfg = ClientConfig::builder_with_provider(provider())
+    // ALPN is left to the HTTP client (hyper-rustls sets h2/http1.1 itself).
+    Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(certs(cert_pem)?, key(key_pem)?)?;
-    cfg.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(cfg)
+        .with_client_auth_cert(certs(cert_pem)?, key(key_pem)?)?)
 }
 
 /// The CLI: verifies the server against the CA; authenticates with the admin token.
 pub fn cli_client_config(ca_pem: &str) -> Result<ClientConfig, PkiError> {
     let verifier = CaVerifier::new(ca_pem)?;
-    let mut cfg = ClientConfig::builder_with_provider(provider())
+    Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+        .with_no_client_auth())
 }
 
 /// A joining node that knows only the CA fingerprint from its token: accepts the server
@@ -88,13 +85,11 @@ pub fn cli_client_config(ca_pem: &str) -> Result<ClientConfig, PkiError> {
 /// to it.
 pub fn pinned_client_config(ca_fingerprint: &str) -> Result<ClientConfig, PkiError> {
     let verifier = PinnedCa { pin: ca_fingerprint.to_lowercase(), provider: provider() };
-    let mut cfg = ClientConfig::builder_with_provider(provider())
+    Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+        .with_no_client_auth())
 }
 
 /// The server name every node certificate carries.

@@ -142,6 +142,57 @@ impl ControlPlane {
         }
     }
 
+    /// The leader this node currently knows of, with its address.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        use openraft::async_runtime::WatchReceiver;
+        let m = self.raft.metrics().borrow_watched().clone();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// True when this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.leader().map(|(id, _)| id) == Some(self.node_id)
+    }
+
+    /// Voters and learners of the current membership.
+    pub fn membership(&self) -> (std::collections::BTreeSet<NodeId>, std::collections::BTreeSet<NodeId>) {
+        use openraft::async_runtime::WatchReceiver;
+        let m = self.raft.metrics().borrow_watched().clone();
+        let mem = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = mem.voter_ids().collect();
+        let learners: std::collections::BTreeSet<NodeId> = mem.learner_ids().collect();
+        (voters, learners)
+    }
+
+    /// Adds a node as a learner (it receives the log, does not vote); returns at once.
+    pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), ControlPlaneError> {
+        self.raft
+            .add_learner(id, openraft::BasicNode::new(addr), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| ControlPlaneError::Unavailable(e.to_string()))
+    }
+
+    /// Removes nodes from the Raft membership entirely.
+    pub async fn remove_members(&self, ids: std::collections::BTreeSet<NodeId>) -> Result<(), ControlPlaneError> {
+        self.raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| ControlPlaneError::Unavailable(e.to_string()))
+    }
+
+    /// Makes exactly `voters` the voters; other members stay as learners.
+    pub async fn set_voters(&self, voters: std::collections::BTreeSet<NodeId>) -> Result<(), ControlPlaneError> {
+        self.raft
+            .change_membership(voters, true)
+            .await
+            .map(|_| ())
+            .map_err(|e| ControlPlaneError::Unavailable(e.to_string()))
+    }
+
     /// Waits (up to `timeout`) until this node knows a leader.
     pub async fn wait_for_leader(&self, timeout: std::time::Duration) -> Result<NodeId, ControlPlaneError> {
         use openraft::async_runtime::WatchReceiver;

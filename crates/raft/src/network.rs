@@ -1,5 +1,6 @@
-//! Raft RPC between nodes: JSON over HTTP POST to `/raft/<rpc>` on the peer's holdfast
-//! port, authenticated with the cluster secret in a bearer header.
+//! Raft RPC between nodes: JSON over HTTPS POST to `/raft/<rpc>` on the peer's holdfast
+//! port, with mutual TLS under the cluster CA (HTTP/2 when both sides offer it, so one
+//! connection per peer carries every RPC).
 //!
 //! [`Network`] is the client side openraft drives; [`handle_rpc`] is the server side.
 use std::future::Future;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -24,20 +26,34 @@ use serde::Serialize;
 
 use crate::{NodeId, Raft, TypeConfig};
 
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// An HTTPS client presenting this node's certificate (mutual TLS), for any
+/// node-to-node call.
+pub fn node_https_client(tls: rustls::ClientConfig) -> HttpsClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(Duration::from_millis(500)));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+}
+
 /// Creates RPC clients for peers.
 #[derive(Clone)]
 pub struct Network {
-    client: Client<HttpConnector, Full<Bytes>>,
-    secret: String,
+    client: HttpsClient,
 }
 
 impl Network {
-    /// `secret` is sent with every RPC; peers refuse RPCs without it.
-    pub fn new(secret: String) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(500)));
-        connector.set_nodelay(true);
-        Network { client: Client::builder(TokioExecutor::new()).build(connector), secret }
+    /// `tls` is this node's mutual-TLS client configuration.
+    pub fn new(tls: rustls::ClientConfig) -> Self {
+        Network { client: node_https_client(tls) }
     }
 }
 
@@ -45,15 +61,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Peer {
-        Peer { addr: node.addr.clone(), client: self.client.clone(), secret: self.secret.clone() }
+        Peer { addr: node.addr.clone(), client: self.client.clone() }
     }
 }
 
 /// RPC client of one peer.
 pub struct Peer {
     addr: String,
-    client: Client<HttpConnector, Full<Bytes>>,
-    secret: String,
+    client: HttpsClient,
 }
 
 impl Peer {
@@ -63,9 +78,8 @@ impl Peer {
         Resp: DeserializeOwned,
     {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let request = hyper::Request::post(format!("http://{}/raft/{rpc}", self.addr))
+        let request = hyper::Request::post(format!("https://{}/raft/{rpc}", self.addr))
             .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {}", self.secret))
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let fut = async {

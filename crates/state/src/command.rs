@@ -1,7 +1,8 @@
 //! Commands carried by Raft entries and their deterministic application.
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ClusterState, Desired, NodeRecord, FORMAT_VERSION};
+use crate::model::{CaRecord, ClusterState, Desired, JoinTokenRecord, NodeRecord, FORMAT_VERSION};
+use holdfast_placement::NodeId;
 
 /// A Raft entry's payload: a command with the encoding version it was written with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,15 @@ impl std::fmt::Display for Request {
                 desired.services.len(),
                 desired.routes.len()
             ),
+            Command::SetCa(_) => write!(f, "set-ca"),
+            Command::AddJoinToken { id, .. } => write!(f, "add-join-token {id}"),
+            Command::Join { token_id, node, .. } => write!(f, "join {} ({}) with token {token_id}", node.id, node.name),
+            Command::SetNodeFlags { id, cordoned, down } => {
+                write!(f, "set-node-flags {id} cordoned={cordoned:?} down={down:?}")
+            }
+            Command::RemoveNode { id, expected_revision } => {
+                write!(f, "remove-node {id} at revision {expected_revision}")
+            }
         }
     }
 }
@@ -36,6 +46,19 @@ pub enum Command {
     UpsertNode(NodeRecord),
     /// Replace the desired workloads, if nothing changed since `expected_revision`.
     SetDesired { expected_revision: u64, desired: Desired },
+    /// Record the cluster CA (once, by the first node).
+    SetCa(CaRecord),
+    /// Create a join token.
+    AddJoinToken { id: String, secret_hash: String, expires_at_ms: u64 },
+    /// Admit a node with a token: refused unless the token exists, its secret hash
+    /// matches, it is unused and `now_ms` (the leader's clock when proposing) is before
+    /// its expiry. Atomic: the token is consumed and the node added together.
+    Join { token_id: String, secret_hash: String, now_ms: u64, node: NodeRecord },
+    /// Change a node's cordoned/down flags (None leaves one as it is).
+    SetNodeFlags { id: NodeId, cordoned: Option<bool>, down: Option<bool> },
+    /// Remove a node and revoke its certificate; its replicas must already be placed
+    /// elsewhere (planned against `expected_revision`).
+    RemoveNode { id: NodeId, expected_revision: u64 },
 }
 
 /// The outcome of applying a [`Request`].
@@ -49,6 +72,8 @@ pub enum Response {
     UnsupportedVersion { v: u32 },
     /// Entries that carry no command (Raft's own blank and membership entries).
     Nothing,
+    /// Refused with a reason meant for the user (bad token, unknown node).
+    Refused { reason: String },
 }
 
 impl ClusterState {
@@ -73,6 +98,82 @@ impl ClusterState {
                 self.revision += 1;
                 Response::Applied { revision: self.revision }
             }
+            Command::SetCa(ca) => {
+                if self.ca.is_some() {
+                    return Response::Refused { reason: "the cluster already has a CA".into() };
+                }
+                self.ca = Some(ca.clone());
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::AddJoinToken { id, secret_hash, expires_at_ms } => {
+                self.join_tokens.insert(
+                    id.clone(),
+                    JoinTokenRecord { secret_hash: secret_hash.clone(), expires_at_ms: *expires_at_ms, used_by: None },
+                );
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::Join { token_id, secret_hash, now_ms, node } => {
+                let Some(token) = self.join_tokens.get_mut(token_id) else {
+                    return Response::Refused {
+                        reason: "unknown join token (create one with `holdfast token create`)".into(),
+                    };
+                };
+                if &token.secret_hash != secret_hash {
+                    return Response::Refused { reason: "wrong join token secret".into() };
+                }
+                if let Some(by) = token.used_by {
+                    return Response::Refused {
+                        reason: format!("this join token was already used (by node {by}); create a new one"),
+                    };
+                }
+                if *now_ms >= token.expires_at_ms {
+                    return Response::Refused { reason: "this join token has expired; create a new one".into() };
+                }
+                if self.nodes.contains_key(&node.id) || self.removed_nodes.contains_key(&node.id) {
+                    return Response::Refused { reason: format!("node id {} is already taken", node.id) };
+                }
+                if self.nodes.values().any(|n| n.name == node.name) {
+                    return Response::Refused {
+                        reason: format!("a node named `{}` is already a member; choose another --name", node.name),
+                    };
+                }
+                token.used_by = Some(node.id);
+                self.nodes.insert(node.id, node.clone());
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::SetNodeFlags { id, cordoned, down } => {
+                let Some(n) = self.nodes.get_mut(id) else {
+                    return Response::Refused { reason: format!("unknown node {id}") };
+                };
+                let before = (n.cordoned, n.down);
+                if let Some(c) = cordoned {
+                    n.cordoned = *c;
+                }
+                if let Some(d) = down {
+                    n.down = *d;
+                }
+                if (n.cordoned, n.down) != before {
+                    self.revision += 1;
+                }
+                Response::Applied { revision: self.revision }
+            }
+            Command::RemoveNode { id, expected_revision } => {
+                if *expected_revision != self.revision {
+                    return Response::Conflict { current_revision: self.revision };
+                }
+                if self.desired.placements.values().any(|nodes| nodes.contains(id)) {
+                    return Response::Refused { reason: format!("node {id} still has replicas placed on it") };
+                }
+                let Some(n) = self.nodes.remove(id) else {
+                    return Response::Refused { reason: format!("unknown node {id}") };
+                };
+                self.removed_nodes.insert(*id, n.cert_fingerprint);
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
         }
     }
 }
@@ -92,6 +193,8 @@ mod tests {
             capacity: Capacity { cpu_millis: 2000, memory_bytes: 1 << 30 },
             labels: Default::default(),
             cordoned: false,
+            down: false,
+            cert_fingerprint: String::new(),
         }
     }
 
@@ -129,5 +232,76 @@ mod tests {
         let text = serde_json::to_string(&r).expect("encode");
         let back: Request = serde_json::from_str(&text).expect("decode");
         assert_eq!(back, r);
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    //! Join tokens admit exactly one node, only with the right secret, only before expiry.
+    use super::*;
+    use holdfast_placement::Capacity;
+
+    fn node(id: u64, name: &str) -> NodeRecord {
+        NodeRecord {
+            id,
+            name: name.into(),
+            addr: "127.0.0.2:7946".into(),
+            site: "b".into(),
+            arch: "arm64".into(),
+            capacity: Capacity { cpu_millis: 4000, memory_bytes: 1 << 30 },
+            labels: Default::default(),
+            cordoned: false,
+            down: false,
+            cert_fingerprint: "f".into(),
+        }
+    }
+
+    fn with_token() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.apply(&Request::new(Command::AddJoinToken { id: "t".into(), secret_hash: "h".into(), expires_at_ms: 100 }));
+        s
+    }
+
+    fn join(s: &mut ClusterState, secret: &str, now: u64, id: u64, name: &str) -> Response {
+        s.apply(&Request::new(Command::Join {
+            token_id: "t".into(),
+            secret_hash: secret.into(),
+            now_ms: now,
+            node: node(id, name),
+        }))
+    }
+
+    fn refused(r: Response) -> String {
+        match r {
+            Response::Refused { reason } => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn token_rules() {
+        let mut s = with_token();
+        assert!(refused(join(&mut s, "wrong", 1, 2, "b")).contains("wrong join token secret"));
+        assert!(refused(join(&mut s, "h", 100, 2, "b")).contains("expired"));
+        assert!(s.nodes.is_empty(), "nothing half-joined");
+        assert_eq!(join(&mut s, "h", 99, 2, "b"), Response::Applied { revision: 2 });
+        assert!(refused(join(&mut s, "h", 99, 3, "c")).contains("already used (by node 2)"));
+        let mut s2 = with_token();
+        s2.apply(&Request::new(Command::UpsertNode(node(9, "b"))));
+        assert!(refused(join(&mut s2, "h", 1, 3, "b")).contains("already a member"));
+        assert_eq!(s2.join_tokens["t"].used_by, None, "a refused join leaves the token usable");
+    }
+
+    #[test]
+    fn removed_nodes_are_remembered_and_need_no_replicas() {
+        let mut s = with_token();
+        join(&mut s, "h", 1, 2, "b");
+        s.desired.placements.insert("web".into(), vec![2]);
+        let r = s.apply(&Request::new(Command::RemoveNode { id: 2, expected_revision: s.revision }));
+        assert!(refused(r).contains("still has replicas"));
+        s.desired.placements.clear();
+        s.apply(&Request::new(Command::RemoveNode { id: 2, expected_revision: s.revision }));
+        assert!(!s.nodes.contains_key(&2));
+        assert_eq!(s.removed_nodes.get(&2).map(String::as_str), Some("f"));
     }
 }

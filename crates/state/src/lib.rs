@@ -7,6 +7,7 @@
 //! - [`plan`]: pure planning of a change (deploy, scale, restart, remove): from the current
 //!   state and the user's request to a human-readable [`plan::Plan`] and the next desired
 //!   state, with placement computed by `holdfast-placement`.
+//! - [`voters`]: which nodes are Raft voters, spread over sites.
 //!
 //! No IO, no async, no clocks: the same input always yields the same state.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@
 pub mod command;
 pub mod model;
 pub mod plan;
+pub mod voters;
 
 pub use command::{Command, Request, Response};
 pub use model::{ClusterState, Desired, NodeRecord, ServiceRecord, FORMAT_VERSION};

@@ -18,11 +18,46 @@ pub struct ClusterState {
     pub revision: u64,
     pub desired: Desired,
     pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// The cluster CA (certificate and key), so whichever node leads can admit new
+    /// nodes. Stored only in the Raft store, which lives in the 0700 data directory.
+    #[serde(default)]
+    pub ca: Option<CaRecord>,
+    /// Join tokens by id; only the hash of each secret is kept.
+    #[serde(default)]
+    pub join_tokens: BTreeMap<String, JoinTokenRecord>,
+    /// Nodes removed with `holdfast node rm`: their certificates are no longer accepted,
+    /// even if they come back with them.
+    #[serde(default)]
+    pub removed_nodes: BTreeMap<NodeId, String>,
+}
+
+/// The cluster certificate authority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRecord {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A join token as the cluster stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub secret_hash: String,
+    pub expires_at_ms: u64,
+    /// The node that used it; a token admits one node only.
+    pub used_by: Option<NodeId>,
 }
 
 impl Default for ClusterState {
     fn default() -> Self {
-        ClusterState { format: FORMAT_VERSION, revision: 0, desired: Desired::default(), nodes: BTreeMap::new() }
+        ClusterState {
+            format: FORMAT_VERSION,
+            revision: 0,
+            desired: Desired::default(),
+            nodes: BTreeMap::new(),
+            ca: None,
+            join_tokens: BTreeMap::new(),
+            removed_nodes: BTreeMap::new(),
+        }
     }
 }
 
@@ -62,7 +97,15 @@ pub struct NodeRecord {
     pub arch: String,
     pub capacity: Capacity,
     pub labels: BTreeMap<String, String>,
+    /// Drained or cordoned by a user: nothing is placed here.
     pub cordoned: bool,
+    /// Declared down by the leader's failure detector: its replicas are placed elsewhere.
+    #[serde(default)]
+    pub down: bool,
+    /// SHA-256 of the node's certificate: only members' certificates are accepted for
+    /// node-to-node traffic.
+    #[serde(default)]
+    pub cert_fingerprint: String,
 }
 
 impl ClusterState {
@@ -81,7 +124,7 @@ impl ClusterState {
             .map(|n| holdfast_placement::NodeView {
                 id: n.id,
                 name: n.name.clone(),
-                schedulable: !n.cordoned,
+                schedulable: !n.cordoned && !n.down,
                 capacity: n.capacity,
             })
             .collect()

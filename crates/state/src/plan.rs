@@ -223,6 +223,16 @@ pub fn plan_remove(state: &ClusterState, service: &str) -> Result<(Plan, Desired
     Ok((plan, finish(state, services, routes)?))
 }
 
+/// Re-places replicas that sit on nodes that are down, drained or gone; the others stay.
+/// Returns `None` when nothing needs to move.
+pub fn plan_reschedule(state: &ClusterState) -> Result<Option<Desired>, PlanError> {
+    let schedulable = |n: &u64| state.nodes.get(n).is_some_and(|r| !r.cordoned && !r.down);
+    if state.desired.placements.values().all(|nodes| nodes.iter().all(schedulable)) {
+        return Ok(None);
+    }
+    finish(state, state.desired.services.clone(), state.desired.routes.clone()).map(Some)
+}
+
 fn finish(
     state: &ClusterState,
     services: BTreeMap<String, ServiceRecord>,
