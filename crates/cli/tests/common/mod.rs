@@ -74,7 +74,10 @@ pub fn kill(pid: u32, sig: i32) {
 /// One holdfast node process.
 pub struct Daemon {
     pub dir: PathBuf,
+    pub ip: String,
     pub port: u16,
+    /// `up` or `join TOKEN`, plus extra flags (site, name).
+    pub command: Vec<String>,
     pub port_range: String,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
@@ -85,9 +88,16 @@ pub struct Daemon {
 impl Daemon {
     /// A node on a fresh data directory. `range_base` keeps tests' instance ports apart.
     pub fn start(range_base: u16) -> Daemon {
+        Daemon::start_with("127.0.0.1", range_base, &["up", "--name", "test-node"])
+    }
+
+    /// A node on `ip` (any 127.x address) running `command` (`up ...` or `join TOKEN ...`).
+    pub fn start_with(ip: &str, range_base: u16, command: &[&str]) -> Daemon {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut d = Daemon {
             dir: tmp.path().join("data"),
+            ip: ip.to_string(),
+            command: command.iter().map(|s| s.to_string()).collect(),
             port: free_port(),
             port_range: format!("{}-{}", range_base, range_base + 99),
             child: None,
@@ -105,16 +115,10 @@ impl Daemon {
         self.log = self.dir.parent().expect("parent").join(format!("daemon-{}.log", self.run));
         let log = std::fs::File::create(&self.log).expect("daemon log");
         let child = Command::new(holdfast_bin())
-            .args(["up", "--data-dir"])
+            .args(&self.command)
+            .arg("--data-dir")
             .arg(&self.dir)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-                "--port-range",
-                &self.port_range,
-                "--name",
-                "test-node",
-            ])
+            .args(["--listen", &format!("{}:{}", self.ip, self.port), "--port-range", &self.port_range])
             .args(["--log-level", "info,openraft=warn,holdfast_node=debug"])
             .args(extra)
             .env("PATH", test_path())
@@ -124,16 +128,100 @@ impl Daemon {
             .spawn()
             .expect("spawn holdfast up");
         self.child = Some(child);
-        let port = self.port;
+        let addr = format!("{}:{}", self.ip, self.port);
         wait_for("the API to answer", Duration::from_secs(20), || {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    panic!("holdfast up exited early with {st}; log:\n{}", self.log_text());
+                    panic!("holdfast {:?} exited early with {st}; log:\n{}", self.command, self.log_text());
                 }
             }
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+            std::net::TcpStream::connect(&addr).ok().map(|_| ())
         });
         wait_for("status to answer", Duration::from_secs(20), || self.try_status());
+    }
+
+    /// Starts the node process without waiting for its API (a join may be refused).
+    pub fn try_spawn(ip: &str, range_base: u16, command: &[&str]) -> (Daemon, std::process::ExitStatus) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let d = Daemon {
+            dir: tmp.path().join("data"),
+            ip: ip.to_string(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            port: free_port(),
+            port_range: format!("{}-{}", range_base, range_base + 99),
+            child: None,
+            log: tmp.path().join("daemon-0.log"),
+            _tmp: Some(tmp),
+            run: 0,
+        };
+        let log = std::fs::File::create(&d.log).expect("log");
+        let mut child = Command::new(holdfast_bin())
+            .args(command)
+            .arg("--data-dir")
+            .arg(&d.dir)
+            .args(["--listen", &format!("{}:{}", d.ip, d.port), "--port-range", &d.port_range])
+            .env("PATH", test_path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return (d, st);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let st = child.wait().expect("wait");
+                return (d, st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A join token from this node.
+    pub fn token(&self, ttl: &str) -> String {
+        self.cli_ok(&["token", "create", "--ttl", ttl]).trim().to_string()
+    }
+
+    /// `ip:port` of this node.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    /// SIGKILLs the node and every workload it runs: a machine dying.
+    pub fn kill_machine(&mut self) {
+        let pids: Vec<u32> = self
+            .try_status()
+            .map(|st| {
+                st["services"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+                    .filter(|i| i["node"] == self.name())
+                    .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.kill9();
+        for p in pids {
+            for q in pids_in_group(p) {
+                kill(q, 9);
+            }
+        }
+    }
+
+    /// The node name given with --name.
+    pub fn name(&self) -> String {
+        self.command
+            .iter()
+            .position(|a| a == "--name")
+            .and_then(|i| self.command.get(i + 1))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
@@ -263,7 +351,7 @@ impl Drop for Daemon {
             let mut cmd = Command::new(holdfast_bin());
             cmd.args(["up", "--data-dir"])
                 .arg(&self.dir)
-                .args(["--listen", &format!("127.0.0.1:{}", self.port), "--port-range", &self.port_range])
+                .args(["--listen", &format!("{}:{}", self.ip, self.port), "--port-range", &self.port_range])
                 .env("PATH", test_path())
                 .stdin(Stdio::null());
             if let Some(l) = log {
@@ -275,7 +363,7 @@ impl Drop for Daemon {
                 let port = self.port;
                 let start = Instant::now();
                 while start.elapsed() < Duration::from_secs(10)
-                    && std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+                    && std::net::TcpStream::connect((self.ip.as_str(), port)).is_err()
                 {
                     std::thread::sleep(Duration::from_millis(100));
                 }
