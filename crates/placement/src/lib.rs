@@ -10,7 +10,7 @@
 //! This crate does no IO and knows nothing of Raft, processes or the network.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -117,9 +117,16 @@ pub fn place(workloads: &[Workload], nodes: &[NodeView], previous: &Assignment) 
         result.insert(w.service.clone(), slots);
     }
 
-    // Pass 2: place what is left, spreading each service across nodes.
+    // Pass 2: place what is left, spreading each service across nodes. Nodes are kept
+    // ordered by (replicas placed, id); for each replica the first node without a replica
+    // of this service that has room wins, so the common case is O(log nodes).
+    let mut by_load: BTreeSet<(u64, NodeId)> = schedulable.keys().map(|id| (count_on[id], *id)).collect();
     for w in &workloads {
         let Some(slots) = result.get_mut(&w.service) else { continue };
+        let mut same: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for n in slots.iter().flatten() {
+            *same.entry(*n).or_default() += 1;
+        }
         for i in 0..slots.len() {
             if slots[i].is_some() {
                 continue;
@@ -127,19 +134,17 @@ pub fn place(workloads: &[Workload], nodes: &[NodeView], previous: &Assignment) 
             if schedulable.is_empty() {
                 return Err(PlacementError::NoNodes { service: w.service.clone() });
             }
-            let mut best: Option<(u64, u64, NodeId)> = None;
-            for view in schedulable.values() {
-                let free = view.capacity.saturating_sub(&used[&view.id]);
-                if !w.request.fits_in(&free) {
-                    continue;
-                }
-                let same_service = slots.iter().filter(|s| **s == Some(view.id)).count() as u64;
-                let key = (same_service, count_on[&view.id], view.id);
-                if best.is_none_or(|b| key < b) {
-                    best = Some(key);
-                }
-            }
-            let Some((_, _, node)) = best else {
+            let fits = |id: &NodeId, used: &BTreeMap<NodeId, Capacity>| {
+                schedulable.get(id).is_some_and(|v| w.request.fits_in(&v.capacity.saturating_sub(&used[id])))
+            };
+            let fresh = by_load.iter().find(|(_, id)| !same.contains_key(id) && fits(id, &used)).map(|(_, id)| *id);
+            let chosen = fresh.or_else(|| {
+                let mut shared: Vec<(u64, u64, NodeId)> =
+                    same.iter().filter(|(id, _)| fits(id, &used)).map(|(id, c)| (*c, count_on[id], *id)).collect();
+                shared.sort();
+                shared.first().map(|(_, _, id)| *id)
+            });
+            let Some(node) = chosen else {
                 let detail = schedulable
                     .values()
                     .map(|v| format!("{}: {} free", v.name, v.capacity.saturating_sub(&used[&v.id])))
@@ -153,7 +158,10 @@ pub fn place(workloads: &[Workload], nodes: &[NodeView], previous: &Assignment) 
                 });
             };
             slots[i] = Some(node);
+            by_load.remove(&(count_on[&node], node));
             add_use(&mut used, &mut count_on, node, &w.request);
+            by_load.insert((count_on[&node], node));
+            *same.entry(node).or_default() += 1;
         }
     }
 
