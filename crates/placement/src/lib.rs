@@ -127,8 +127,8 @@ pub fn place(workloads: &[Workload], nodes: &[NodeView], previous: &Assignment) 
         for n in slots.iter().flatten() {
             *same.entry(*n).or_default() += 1;
         }
-        for i in 0..slots.len() {
-            if slots[i].is_some() {
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.is_some() {
                 continue;
             }
             if schedulable.is_empty() {
@@ -157,7 +157,7 @@ pub fn place(workloads: &[Workload], nodes: &[NodeView], previous: &Assignment) 
                     detail,
                 });
             };
-            slots[i] = Some(node);
+            *slot = Some(node);
             by_load.remove(&(count_on[&node], node));
             add_use(&mut used, &mut count_on, node, &w.request);
             by_load.insert((count_on[&node], node));
