@@ -191,7 +191,21 @@ async fn forward_to_leader(State(ctx): State<NodeContext>, req: Request, next: N
     if ctx.control.is_leader() || req.headers().contains_key(FORWARDED) {
         return next.run(req).await;
     }
-    let Some((_, addr)) = ctx.control.leader() else {
+    let mut leader = ctx.control.leader();
+    if leader.is_none() {
+        // An election takes about a second, and a node that just joined learns the
+        // leader's address with its first log entries: wait rather than refuse at once.
+        let wait = if req.method() == axum::http::Method::GET { 1000 } else { 3000 };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
+        while leader.is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            leader = ctx.control.leader();
+        }
+        if ctx.control.is_leader() {
+            return next.run(req).await;
+        }
+    }
+    let Some((_, addr)) = leader else {
         if req.method() == axum::http::Method::GET {
             return next.run(req).await;
         }

@@ -147,7 +147,14 @@ impl ControlPlane {
         use openraft::async_runtime::WatchReceiver;
         let m = self.raft.metrics().borrow_watched().clone();
         let id = m.current_leader?;
-        let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())?;
+        // A node that just joined may know the leader's id before its membership config
+        // lists the leader; the replicated node registry has the address too.
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .or_else(|| self.state().nodes.get(&id).map(|n| n.addr.clone()))?;
         Some((id, addr))
     }
 
