@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v curl >/dev/null || need_pkgs+=(curl)
+command -v dig >/dev/null || need_pkgs+=(dnsutils)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v nft >/dev/null || need_pkgs+=(nftables)

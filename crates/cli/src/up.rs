@@ -34,6 +34,12 @@ pub struct UpArgs {
     /// The address other nodes reach this one at, when --listen is 0.0.0.0 or behind NAT.
     #[arg(long)]
     pub advertise: Option<SocketAddr>,
+    /// HTTP ingress: routes requests by Host and path prefix to services ("off" disables).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_optional_addr)]
+    pub http: OptionalAddr,
+    /// Internal DNS server for <service>.<project>.internal names ("off" disables).
+    #[arg(long, default_value = "127.0.0.1:8053", value_parser = parse_optional_addr)]
+    pub dns: OptionalAddr,
     /// Node name (default: the host name); fixed when the data directory is created.
     #[arg(long)]
     pub name: Option<String>,
@@ -54,6 +60,17 @@ pub struct JoinArgs {
     pub token: String,
     #[command(flatten)]
     pub up: UpArgs,
+}
+
+/// An address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> std::result::Result<OptionalAddr, String> {
+    if s == "off" {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse().map(|a| OptionalAddr(Some(a))).map_err(|_| format!("invalid address `{s}`: expected IP:PORT or off"))
 }
 
 fn parse_port_range(s: &str) -> std::result::Result<std::ops::Range<u16>, String> {
@@ -96,6 +113,8 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
         advertise: args.advertise,
         join,
         timing: Default::default(),
+        http: args.http.0,
+        dns: args.dns.0,
         name: args.name.clone(),
         site: args.site.clone(),
         port_range: args.port_range.clone(),
@@ -136,9 +155,10 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
         )?;
         let g = g.clone();
         let stop = ctx.shutdown.clone();
+        let http = args.http.0;
         tokio::spawn(async move {
             match commands::deploy_stack(&g, &client, stack, Duration::from_secs(120), false).await {
-                Ok(_) => print_endpoints(&client).await,
+                Ok(_) => print_endpoints(&client, http).await,
                 Err(e) if stop.is_cancelled() => tracing::debug!(error = %e, "deploy interrupted by shutdown"),
                 Err(e) => eprintln!("error: deploy failed: {e:#}"),
             }
@@ -154,7 +174,7 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
     }
 }
 
-async fn print_endpoints(client: &holdfast_api::Client) {
+async fn print_endpoints(client: &holdfast_api::Client, http: Option<SocketAddr>) {
     let Ok(st) = client.status().await else { return };
     println!("\nEndpoints:");
     for s in &st.services {
@@ -164,8 +184,15 @@ async fn print_endpoints(client: &holdfast_api::Client) {
             }
         }
     }
-    for r in &st.routes {
-        println!("  route {}{} -> {}:{}", r.host, r.path, r.service, r.port);
+    for s in &st.services {
+        for (name, port) in &s.ports {
+            println!("  {:<12} {:<8} {}:{port}  (service address, any ready instance)", s.name, name, s.address);
+        }
+    }
+    if let Some(http) = http {
+        for r in &st.routes {
+            println!("  http://{}:{}{}  ->  {}:{}  (ingress)", r.host, http.port(), r.path, r.service, r.port);
+        }
     }
     println!("\n`holdfast status` shows more; Ctrl-C stops the node and every workload.");
 }

@@ -10,12 +10,15 @@
 //!   endpoints and `/healthz`.
 //! - [`status`]: the status view (desired state joined with what the agent observes).
 //! - [`logs`]: tailing and following instance log files for the API.
+//! - [`network`]: the routing table for this node's proxy, DNS server and HTTP ingress
+//!   (`holdfast-net`), rebuilt on every state or readiness change.
 //! - [`Node`] (this file): ordered start-up and shutdown of Raft, agent and server.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod identity;
 pub mod logs;
+pub mod network;
 pub mod server;
 pub mod status;
 pub mod workloads;
@@ -40,6 +43,10 @@ pub struct NodeConfig {
     /// A join token: on a new data directory, join that cluster instead of creating one.
     pub join: Option<String>,
     pub timing: cluster::ClusterTiming,
+    /// HTTP ingress listen address (routes by Host and path); None: no ingress.
+    pub http: Option<SocketAddr>,
+    /// Internal DNS listen address (UDP and TCP); None: no DNS server.
+    pub dns: Option<SocketAddr>,
     /// Node name; defaults to the host name on first start.
     pub name: Option<String>,
     pub site: String,
@@ -60,6 +67,8 @@ pub enum NodeError {
     Join(String),
     #[error("TLS: {0}")]
     Tls(#[from] holdfast_pki::PkiError),
+    #[error(transparent)]
+    Net(#[from] holdfast_net::NetError),
     #[error("agent: {0}")]
     Agent(#[from] holdfast_agent::AgentError),
 }
@@ -170,8 +179,16 @@ impl Node {
             advertise,
             site: config.site.clone(),
         };
+        let net = holdfast_net::Net::start(holdfast_net::NetConfig {
+            proxy: true,
+            dns_listen: config.dns,
+            http_listen: config.http,
+            ..Default::default()
+        })
+        .await?;
         let tasks_token = CancellationToken::new();
         let tasks = vec![
+            ("service networking", tokio::spawn(network::run(ctx.clone(), net, tasks_token.child_token()))),
             (
                 "https server",
                 tokio::spawn(server::serve(listener, Arc::new(server_tls), ctx.clone(), tasks_token.child_token())),

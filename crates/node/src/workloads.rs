@@ -40,7 +40,11 @@ pub fn desired_instances(state: &ClusterState, node: u64) -> Vec<InstanceSpec> {
             if *n != node {
                 continue;
             }
-            out.push(instance_spec(service, replica as u32, record.generation, &record.project, &record.spec));
+            let mut spec = instance_spec(service, replica as u32, record.generation, &record.project, &record.spec);
+            for (k, v) in crate::network::service_env(state, &record.project) {
+                spec.env.entry(k).or_insert(v);
+            }
+            out.push(spec);
         }
     }
     out

@@ -25,6 +25,17 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A free UDP (and TCP) port on 127.0.0.1.
+pub fn free_udp_port() -> u16 {
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = u.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Waits until `f` returns Some, polling every 100 ms; panics with `what` on timeout.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -76,6 +87,9 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub ip: String,
     pub port: u16,
+    /// HTTP ingress and DNS ports (on `ip`).
+    pub http_port: u16,
+    pub dns_port: u16,
     /// `up` or `join TOKEN`, plus extra flags (site, name).
     pub command: Vec<String>,
     pub port_range: String,
@@ -99,6 +113,8 @@ impl Daemon {
             ip: ip.to_string(),
             command: command.iter().map(|s| s.to_string()).collect(),
             port: free_port(),
+            http_port: free_port(),
+            dns_port: free_udp_port(),
             port_range: format!("{}-{}", range_base, range_base + 99),
             child: None,
             log: tmp.path().join("daemon-0.log"),
@@ -119,6 +135,12 @@ impl Daemon {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--listen", &format!("{}:{}", self.ip, self.port), "--port-range", &self.port_range])
+            .args([
+                "--http",
+                &format!("{}:{}", self.ip, self.http_port),
+                "--dns",
+                &format!("{}:{}", self.ip, self.dns_port),
+            ])
             .args(["--log-level", "info,openraft=warn,holdfast_node=debug"])
             .args(extra)
             .env("PATH", test_path())
@@ -148,6 +170,8 @@ impl Daemon {
             ip: ip.to_string(),
             command: command.iter().map(|s| s.to_string()).collect(),
             port: free_port(),
+            http_port: free_port(),
+            dns_port: free_udp_port(),
             port_range: format!("{}-{}", range_base, range_base + 99),
             child: None,
             log: tmp.path().join("daemon-0.log"),
@@ -160,6 +184,7 @@ impl Daemon {
             .arg("--data-dir")
             .arg(&d.dir)
             .args(["--listen", &format!("{}:{}", d.ip, d.port), "--port-range", &d.port_range])
+            .args(["--http", "off", "--dns", "off"])
             .env("PATH", test_path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone"))
@@ -352,6 +377,7 @@ impl Drop for Daemon {
             cmd.args(["up", "--data-dir"])
                 .arg(&self.dir)
                 .args(["--listen", &format!("{}:{}", self.ip, self.port), "--port-range", &self.port_range])
+                .args(["--http", "off", "--dns", "off"])
                 .env("PATH", test_path())
                 .stdin(Stdio::null());
             if let Some(l) = log {

@@ -1,0 +1,32 @@
+//! `holdfast-net`: the service networking of one node, with no single point of failure.
+//!
+//! Every node runs its own copy of everything here: a TCP proxy listening on each service's
+//! stable loopback address and named ports, an internal DNS server authoritative for the
+//! `internal.` zone, and an HTTP ingress (HTTP/1.1 and h2c) routing by host and path prefix.
+//! The crate knows nothing of Raft, YAML or processes: the daemon hands it a complete
+//! [`NetTable`] with [`NetHandle::update`] whenever anything changes, and every new
+//! connection, request and query uses the new table at once.
+//!
+//! Decisions are pure functions with table-driven unit tests: route matching (`route.rs`),
+//! DNS answers (`dns_answer.rs`), endpoint choice (`balance.rs`) and header rewriting
+//! (`headers.rs`). The IO around them lives in `proxy.rs`, `dns.rs`, `ingress.rs` and
+//! `client.rs`; `net.rs` starts and stops it all.
+
+mod balance;
+mod client;
+mod dns;
+mod dns_answer;
+mod error;
+mod headers;
+mod ingress;
+mod net;
+mod proxy;
+mod route;
+mod state;
+mod stats;
+mod table;
+
+pub use error::NetError;
+pub use net::{Net, NetConfig, NetHandle};
+pub use stats::NetStats;
+pub use table::{service_env, service_env_with_domain, Endpoint, NetTable, Route, ServiceNet, DEFAULT_DOMAIN};

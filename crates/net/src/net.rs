@@ -1,0 +1,193 @@
+//! Starting, updating and stopping the node's networking: [`Net::start`] binds the DNS and
+//! HTTP listeners, [`NetHandle::update`] swaps in a new table and makes the proxy listeners
+//! match it, [`NetHandle::shutdown`] stops everything.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::dns::{self, Handler};
+use crate::error::NetError;
+use crate::ingress;
+use crate::proxy::{bind_tcp, Listeners};
+use crate::state::Compiled;
+use crate::stats::{Counters, NetStats};
+use crate::table::{NetTable, DEFAULT_DOMAIN};
+
+/// What the node's networking runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Run the per-service TCP proxy listeners.
+    pub proxy: bool,
+    /// Where the DNS server listens (UDP and TCP); `None`: no DNS server.
+    pub dns_listen: Option<SocketAddr>,
+    /// Where the HTTP ingress listens; `None`: no ingress.
+    pub http_listen: Option<SocketAddr>,
+    /// The DNS zone, default `internal`.
+    pub domain: String,
+    /// TTL of DNS answers in seconds, default 5.
+    pub dns_ttl: u32,
+    /// How long a connect to an endpoint may take before the next one is tried, default 1 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            proxy: true,
+            dns_listen: None,
+            http_listen: None,
+            domain: DEFAULT_DOMAIN.to_string(),
+            dns_ttl: 5,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// State shared by every listener and connection.
+pub(crate) struct Shared {
+    pub domain: String,
+    pub dns_ttl: u32,
+    pub connect_timeout: Duration,
+    table: RwLock<Arc<Compiled>>,
+    pub stats: Counters,
+    pub client: Arc<crate::client::ClientPool>,
+}
+
+impl Shared {
+    /// The current table (a snapshot: later updates do not change it).
+    pub fn current(&self) -> Arc<Compiled> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Entry point of the crate.
+pub struct Net;
+
+impl Net {
+    /// Binds the DNS and HTTP listeners of `config` (the error names the address that could
+    /// not be bound) and starts serving an empty table; proxy listeners appear with `update`.
+    pub async fn start(config: NetConfig) -> Result<NetHandle, NetError> {
+        let shared = Arc::new(Shared {
+            domain: config.domain.trim_matches('.').to_ascii_lowercase(),
+            dns_ttl: config.dns_ttl,
+            connect_timeout: config.connect_timeout,
+            table: RwLock::new(Arc::new(Compiled::default())),
+            stats: Counters::default(),
+            client: Arc::default(),
+        });
+        let cancel = CancellationToken::new();
+        let mut fixed = Vec::new();
+        let mut tasks = Vec::new();
+        let mut dns_server = None;
+        if let Some(addr) = config.dns_listen {
+            let (server, bound) = dns::start(addr, shared.clone())?;
+            tracing::info!(addr = %bound, zone = %shared.domain, "dns: listening (udp, tcp)");
+            fixed.push(("dns".to_string(), bound));
+            dns_server = Some(server);
+        }
+        if let Some(addr) = config.http_listen {
+            let listener = bind_tcp(addr).map_err(|source| NetError::Bind { what: "http ingress", addr, source })?;
+            let bound =
+                listener.local_addr().map_err(|source| NetError::Bind { what: "http ingress", addr, source })?;
+            tracing::info!(addr = %bound, "http ingress: listening");
+            fixed.push(("http".to_string(), bound));
+            tasks.push(tokio::spawn(ingress::serve(listener, shared.clone(), cancel.clone())));
+        }
+        Ok(NetHandle {
+            inner: Arc::new(Inner {
+                shared,
+                proxy: config.proxy,
+                fixed,
+                listeners: Mutex::new(Listeners::default()),
+                tasks: Mutex::new(tasks),
+                dns: tokio::sync::Mutex::new(dns_server),
+                cancel,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    proxy: bool,
+    fixed: Vec<(String, SocketAddr)>,
+    listeners: Mutex<Listeners>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    dns: tokio::sync::Mutex<Option<hickory_server::Server<Handler>>>,
+    cancel: CancellationToken,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A running node networking; clones share it.
+#[derive(Clone)]
+pub struct NetHandle {
+    inner: Arc<Inner>,
+}
+
+impl NetHandle {
+    /// Replaces the table atomically: new connections, requests and queries use it at once;
+    /// proxy listeners are opened and closed to match (bind failures show in [`Self::bound`]
+    /// and are retried on the next update). May be called from any thread.
+    pub fn update(&self, table: NetTable) {
+        let inner = &self.inner;
+        let _rt = inner.runtime.enter();
+        // One update at a time, so listeners always follow the newest table.
+        let mut listeners = inner.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.cancel.is_cancelled() {
+            return;
+        }
+        // Built outside the write lock (updates are serialized by `listeners`), so requests
+        // never wait for a build.
+        let compiled = Arc::new(Compiled::build(table, &inner.shared.current()));
+        *inner.shared.table.write().unwrap_or_else(|e| e.into_inner()) = compiled.clone();
+        let keep: HashSet<SocketAddr> = compiled.endpoint_addrs().collect();
+        inner.shared.client.retain(&keep);
+        if inner.proxy {
+            let want: BTreeMap<SocketAddr, String> =
+                compiled.listen.iter().map(|(addr, t)| (*addr, t.label.clone())).collect();
+            listeners.sync(&want, &inner.shared);
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> NetStats {
+        self.inner.shared.stats.snapshot()
+    }
+
+    /// What listens where: `("dns", addr, None)`, `("http", addr, None)` and one
+    /// `("proxy:<project>/<service>/<port>", addr, bind error)` per service port.
+    pub fn bound(&self) -> Vec<(String, SocketAddr, Option<String>)> {
+        let mut out: Vec<_> = self.inner.fixed.iter().map(|(what, addr)| (what.clone(), *addr, None)).collect();
+        out.extend(self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner()).bound());
+        out
+    }
+
+    /// Stops accepting and closes every listener; open HTTP connections finish their
+    /// in-flight requests, proxied TCP connections run until either side closes.
+    pub async fn shutdown(self) {
+        let inner = &self.inner;
+        let proxy_tasks = {
+            let mut listeners = inner.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            inner.cancel.cancel();
+            listeners.close_all()
+        };
+        let tasks: Vec<_> = std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in proxy_tasks.into_iter().chain(tasks) {
+            let _ = task.await;
+        }
+        if let Some(mut server) = inner.dns.lock().await.take() {
+            match tokio::time::timeout(Duration::from_secs(2), server.shutdown_gracefully()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "dns: shutdown"),
+                Err(_) => tracing::debug!("dns: shutdown timed out"),
+            }
+        }
+        inner.shared.client.clear();
+    }
+}

@@ -1,0 +1,156 @@
+//! The TCP service proxy: one listener per service address and named port
+//! (`address:port`, SO_REUSEADDR), each accepted connection relayed to a ready endpoint.
+//!
+//! The endpoint is chosen by `balance.rs` (least connections, round-robin ties). A connect
+//! that fails or times out (`connect_timeout`) marks the endpoint passively down and the next
+//! untried ready endpoint is tried; no endpoint is tried twice for one connection. With no
+//! ready endpoint, or when all fail, the client connection is closed at once. Bytes are then
+//! copied both ways with half-close (a FIN from one side shuts down the write half of the
+//! other). A connection keeps the table snapshot it started with: endpoints removed by an
+//! update get no new connections, but established ones run to completion.
+//!
+//! Listeners follow the table: `sync` binds the addresses a new table adds (and retries ones
+//! that failed before) and closes those it drops. A bind failure is logged, shown by
+//! `NetHandle::bound`, and does not stop the other listeners.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::balance::{now_ms, Pool, Tried};
+use crate::net::Shared;
+use crate::stats::inc;
+
+/// Binds a listening socket with SO_REUSEADDR.
+pub(crate) fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+struct Slot {
+    label: String,
+    task: Option<JoinHandle<()>>,
+    error: Option<String>,
+}
+
+/// The proxy listeners of the node.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    slots: BTreeMap<SocketAddr, Slot>,
+}
+
+impl Listeners {
+    /// Makes the listeners match `want` (listen address → label).
+    pub fn sync(&mut self, want: &BTreeMap<SocketAddr, String>, shared: &Arc<Shared>) {
+        self.slots.retain(|addr, slot| {
+            let keep = want.contains_key(addr);
+            if !keep {
+                if let Some(task) = slot.task.take() {
+                    task.abort();
+                }
+                tracing::debug!(%addr, label = %slot.label, "proxy: listener closed");
+            }
+            keep
+        });
+        for (addr, label) in want {
+            let slot =
+                self.slots.entry(*addr).or_insert_with(|| Slot { label: label.clone(), task: None, error: None });
+            slot.label.clone_from(label);
+            if slot.task.as_ref().is_some_and(|t| !t.is_finished()) {
+                continue;
+            }
+            match bind_tcp(*addr) {
+                Ok(listener) => {
+                    tracing::debug!(%addr, %label, "proxy: listening");
+                    slot.error = None;
+                    slot.task = Some(tokio::spawn(accept_loop(listener, *addr, shared.clone())));
+                }
+                Err(error) => {
+                    tracing::warn!(%addr, %label, %error, "proxy: cannot listen; other services are unaffected");
+                    slot.error = Some(error.to_string());
+                    slot.task = None;
+                }
+            }
+        }
+    }
+
+    /// `(label, address, bind error)` for every listener the table asks for.
+    pub fn bound(&self) -> Vec<(String, SocketAddr, Option<String>)> {
+        self.slots.iter().map(|(addr, s)| (s.label.clone(), *addr, s.error.clone())).collect()
+    }
+
+    /// Closes every listener; returns their tasks to wait for.
+    pub fn close_all(&mut self) -> Vec<JoinHandle<()>> {
+        let tasks: Vec<_> = self.slots.values_mut().filter_map(|s| s.task.take()).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        self.slots.clear();
+        tasks
+    }
+}
+
+async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%addr, %error, "proxy: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        inc(&shared.stats.connections);
+        let pool = shared.current().listen.get(&addr).map(|t| t.pool.clone());
+        tokio::spawn(relay(stream, pool, shared.clone()));
+    }
+}
+
+async fn relay(mut inbound: TcpStream, pool: Option<Arc<Pool>>, shared: Arc<Shared>) {
+    let Some(pool) = pool else {
+        inc(&shared.stats.connections_refused);
+        return;
+    };
+    let mut tried = Tried::default();
+    while let Some(i) = pool.choose(&tried, now_ms()) {
+        if !tried.is_empty() {
+            inc(&shared.stats.retries);
+        }
+        tried.insert(i);
+        let backend = &pool.backends[i];
+        let _guard = backend.acquire();
+        let connected = tokio::time::timeout(shared.connect_timeout, TcpStream::connect(backend.addr)).await;
+        match connected {
+            Ok(Ok(mut outbound)) => {
+                backend.mark_up();
+                let _ = outbound.set_nodelay(true);
+                let _ = inbound.set_nodelay(true);
+                if let Err(error) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
+                    tracing::debug!(instance = %backend.instance, %error, "proxy: connection ended with an error");
+                }
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(service = %pool.service, instance = %backend.instance, %error, "proxy: connect failed")
+            }
+            Err(_) => {
+                tracing::debug!(service = %pool.service, instance = %backend.instance, "proxy: connect timed out")
+            }
+        }
+        inc(&shared.stats.failed_connects);
+        backend.mark_down(now_ms());
+    }
+    if tried.is_empty() {
+        tracing::debug!(service = %pool.service, "proxy: no ready endpoint, connection closed");
+    } else {
+        tracing::warn!(service = %pool.service, tried = tried.len(), "proxy: every ready endpoint failed, connection closed");
+    }
+    inc(&shared.stats.connections_refused);
+}

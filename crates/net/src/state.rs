@@ -1,0 +1,134 @@
+//! The compiled form of a [`NetTable`] that the data path reads: endpoint pools per service
+//! port, looked up by proxy listen address and by route. Built once per `update` and swapped
+//! in atomically; connections and requests take a snapshot (`Arc`) when they start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::balance::{Backend, Pool};
+use crate::NetTable;
+
+/// What a proxy listener on one `address:port` serves.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenTarget {
+    /// `proxy:<project>/<service>/<port>`, as shown by `bound()`.
+    pub label: String,
+    pub pool: Arc<Pool>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Compiled {
+    pub table: NetTable,
+    /// Bumped on every update; the DNS SOA serial.
+    pub serial: u32,
+    pub listen: BTreeMap<SocketAddr, ListenTarget>,
+    /// Parallel to `table.routes`: the pool of each route's service port (`None`: unknown
+    /// service or port).
+    pub route_pools: Vec<Option<Arc<Pool>>>,
+    /// Every endpoint address of the table (ready or not), reused by the next compile so
+    /// in-flight counts and passive-down marks survive updates.
+    backends: HashMap<(String, SocketAddr), Arc<Backend>>,
+}
+
+impl Compiled {
+    pub fn build(table: NetTable, previous: &Compiled) -> Compiled {
+        let mut backends = HashMap::new();
+        let mut pools: HashMap<(usize, &str), Arc<Pool>> = HashMap::new();
+        let mut listen = BTreeMap::new();
+        for (si, svc) in table.services.iter().enumerate() {
+            for (port_name, port) in &svc.ports {
+                let mut ready = Vec::new();
+                for ep in &svc.endpoints {
+                    let Some(addr) = ep.ports.get(port_name) else { continue };
+                    let key = (ep.instance.clone(), *addr);
+                    let backend = backends
+                        .entry(key.clone())
+                        .or_insert_with(|| {
+                            previous.backends.get(&key).cloned().unwrap_or_else(|| Arc::new(Backend::new(key.0, key.1)))
+                        })
+                        .clone();
+                    if ep.ready {
+                        ready.push(backend);
+                    }
+                }
+                let pool = Arc::new(Pool::new(svc.name.clone(), ready));
+                pools.insert((si, port_name.as_str()), pool.clone());
+                let label = format!("proxy:{}/{}/{}", svc.project, svc.name, port_name);
+                listen.insert(SocketAddr::from((svc.address, *port)), ListenTarget { label, pool });
+            }
+        }
+        let route_pools = table
+            .routes
+            .iter()
+            .map(|r| {
+                let si = table.find_service(&r.service)?;
+                pools.get(&(si, r.port.as_str())).cloned()
+            })
+            .collect();
+        Compiled { serial: previous.serial.wrapping_add(1), listen, route_pools, backends, table }
+    }
+
+    /// Every endpoint address in the table (for pruning the HTTP client pool).
+    pub fn endpoint_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.backends.keys().map(|(_, a)| *a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Endpoint, Route, ServiceNet};
+    use std::net::Ipv4Addr;
+
+    fn ep(instance: &str, port: u16, ready: bool) -> Endpoint {
+        Endpoint {
+            instance: instance.into(),
+            ports: [("http".to_string(), SocketAddr::from(([127, 0, 0, 1], port)))].into(),
+            ready,
+        }
+    }
+
+    fn table(endpoints: Vec<Endpoint>) -> NetTable {
+        NetTable {
+            services: vec![ServiceNet {
+                project: "demo".into(),
+                name: "web".into(),
+                address: Ipv4Addr::new(127, 77, 0, 1),
+                ports: [("http".to_string(), 8080), ("admin".to_string(), 9000)].into(),
+                endpoints,
+            }],
+            routes: vec![
+                Route { host: "a".into(), path: "/".into(), service: "web".into(), port: "http".into() },
+                Route { host: "b".into(), path: "/".into(), service: "nope".into(), port: "http".into() },
+                Route { host: "c".into(), path: "/".into(), service: "demo/web".into(), port: "nope".into() },
+            ],
+        }
+    }
+
+    #[test]
+    fn pools_hold_ready_endpoints_of_the_port() {
+        let c = Compiled::build(
+            table(vec![ep("web-0", 1, true), ep("web-1", 2, false), ep("web-2", 3, true)]),
+            &Compiled::default(),
+        );
+        let t = &c.listen[&"127.77.0.1:8080".parse().unwrap()];
+        assert_eq!(t.label, "proxy:demo/web/http");
+        let names: Vec<_> = t.pool.backends.iter().map(|b| b.instance.as_str()).collect();
+        assert_eq!(names, ["web-0", "web-2"]);
+        assert!(c.listen[&"127.77.0.1:9000".parse().unwrap()].pool.backends.is_empty());
+        assert_eq!(c.route_pools.iter().map(Option::is_some).collect::<Vec<_>>(), [true, false, false]);
+        assert_eq!(c.serial, 1);
+    }
+
+    #[test]
+    fn backend_state_survives_updates() {
+        let first = Compiled::build(table(vec![ep("web-0", 1, true)]), &Compiled::default());
+        let b0 = first.listen.values().next().unwrap().pool.backends[0].clone();
+        let second = Compiled::build(table(vec![ep("web-0", 1, false), ep("web-1", 2, true)]), &first);
+        let third = Compiled::build(table(vec![ep("web-0", 1, true)]), &second);
+        let again = &third.listen[&"127.77.0.1:8080".parse().unwrap()].pool.backends[0];
+        assert!(Arc::ptr_eq(&b0, again));
+        assert_eq!(third.serial, 3);
+    }
+}

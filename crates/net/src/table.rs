@@ -1,0 +1,139 @@
+//! The routing table the daemon hands to the crate, and the environment variables that tell
+//! workloads where their project's services are.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// The DNS zone the crate serves unless configured otherwise.
+pub const DEFAULT_DOMAIN: &str = "internal";
+
+/// Everything the node's networking needs to know. The daemon builds a complete table and
+/// replaces it (`NetHandle::update`) whenever anything changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetTable {
+    pub services: Vec<ServiceNet>,
+    pub routes: Vec<Route>,
+}
+
+/// One service: its stable address and ports, and the instances behind them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceNet {
+    pub project: String,
+    pub name: String,
+    /// Stable service address in 127.0.0.0/8, chosen by the control plane.
+    pub address: Ipv4Addr,
+    /// Named stable ports, e.g. `http -> 8080`.
+    pub ports: BTreeMap<String, u16>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Instance name, e.g. `web-0`.
+    pub instance: String,
+    /// Where the instance listens for each named port.
+    pub ports: BTreeMap<String, SocketAddr>,
+    /// Only ready endpoints receive new connections and requests.
+    pub ready: bool,
+}
+
+/// One HTTP ingress route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Lowercase host name; may start with `*.` (matches any name below that suffix).
+    pub host: String,
+    /// Path prefix starting with `/`, matched on segment boundaries.
+    pub path: String,
+    /// Target service: its name (service names are unique in a cluster), or `project/name`.
+    pub service: String,
+    /// Name of a port of the target service.
+    pub port: String,
+}
+
+impl NetTable {
+    /// The index of the service a route's `service` field names: `name` or `project/name`.
+    pub(crate) fn find_service(&self, service: &str) -> Option<usize> {
+        match service.split_once('/') {
+            Some((project, name)) => self.services.iter().position(|s| s.project == project && s.name == name),
+            None => self.services.iter().position(|s| s.name == service),
+        }
+    }
+}
+
+/// Environment variables for the workloads of `project`: for each of the project's services
+/// `<NAME>_HOST=<address>` and, per named port, `<NAME>_<PORT>_ADDR=<address>:<port>` (names
+/// uppercased, anything but letters and digits turned into `_`), plus
+/// `HOLDFAST_DNS_DOMAIN=internal` (the default zone; see [`service_env_with_domain`]).
+pub fn service_env(table: &NetTable, project: &str) -> BTreeMap<String, String> {
+    service_env_with_domain(table, project, DEFAULT_DOMAIN)
+}
+
+/// [`service_env`] for a node whose DNS zone is `domain` (`NetConfig::domain`).
+pub fn service_env_with_domain(table: &NetTable, project: &str, domain: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for svc in table.services.iter().filter(|s| s.project == project) {
+        let name = env_name(&svc.name);
+        env.insert(format!("{name}_HOST"), svc.address.to_string());
+        for (port_name, port) in &svc.ports {
+            env.insert(format!("{name}_{}_ADDR", env_name(port_name)), format!("{}:{port}", svc.address));
+        }
+    }
+    env.insert("HOLDFAST_DNS_DOMAIN".to_string(), domain.trim_end_matches('.').to_string());
+    env
+}
+
+fn env_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(project: &str, name: &str, addr: [u8; 4], ports: &[(&str, u16)]) -> ServiceNet {
+        ServiceNet {
+            project: project.into(),
+            name: name.into(),
+            address: Ipv4Addr::from(addr),
+            ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+            endpoints: vec![],
+        }
+    }
+
+    fn table() -> NetTable {
+        NetTable {
+            services: vec![
+                svc("demo", "web", [127, 64, 0, 1], &[("http", 8080)]),
+                svc("demo", "api-v2", [127, 64, 0, 2], &[("http", 80), ("grpc-x", 9000)]),
+                svc("other", "db", [127, 64, 0, 3], &[("pg", 5432)]),
+            ],
+            routes: vec![],
+        }
+    }
+
+    /// `expected` is the environment as `K=V` lines joined by spaces.
+    fn check(project: &str, domain: &str, expected: &str) {
+        let env = service_env_with_domain(&table(), project, domain);
+        let got: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(got.join(" "), expected, "project {project}");
+    }
+
+    #[test]
+    fn env_vars() {
+        check("demo", "internal", "API_V2_GRPC_X_ADDR=127.64.0.2:9000 API_V2_HOST=127.64.0.2 API_V2_HTTP_ADDR=127.64.0.2:80 HOLDFAST_DNS_DOMAIN=internal WEB_HOST=127.64.0.1 WEB_HTTP_ADDR=127.64.0.1:8080");
+        check("other", "internal", "DB_HOST=127.64.0.3 DB_PG_ADDR=127.64.0.3:5432 HOLDFAST_DNS_DOMAIN=internal");
+        check("none", "internal", "HOLDFAST_DNS_DOMAIN=internal");
+        check("none", "cluster.local.", "HOLDFAST_DNS_DOMAIN=cluster.local");
+        assert_eq!(service_env(&table(), "other").get("HOLDFAST_DNS_DOMAIN").map(String::as_str), Some("internal"));
+    }
+
+    #[test]
+    fn find_service_by_name_or_project_slash_name() {
+        let t = table();
+        assert_eq!(t.find_service("db"), Some(2));
+        assert_eq!(t.find_service("demo/web"), Some(0));
+        assert!(t.find_service("other/web").is_none());
+        assert!(t.find_service("nope").is_none());
+    }
+}

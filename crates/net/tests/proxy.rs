@@ -1,0 +1,177 @@
+//! The TCP service proxy, driven with curl through service addresses in 127.77.0.0/16.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_reaches_ready_backends_only_and_follows_updates() {
+    if !have("curl") {
+        return;
+    }
+    let node = start_node().await;
+    let (a, b, c) = (Backend::start("a").await, Backend::start("b").await, Backend::start("c").await);
+    let ip = service_ip();
+    let port = free_port(ip);
+    let eps = |b_ready: bool| {
+        vec![endpoint("web-0", a.addr, true), endpoint("web-1", b.addr, b_ready), endpoint("web-2", c.addr, false)]
+    };
+    node.net.update(table(vec![service("demo", "web", ip, port, eps(true))], vec![]));
+    let url = format!("http://{ip}:{port}/[1-20]");
+    let (code, out) = curl(&["-H", "Connection: close", &url]).await;
+    assert_eq!(code, 0, "{out}");
+    let seen = tally(&out);
+    assert_eq!(seen.get("a").copied().unwrap_or(0) + seen.get("b").copied().unwrap_or(0), 20, "{seen:?}");
+    assert!(seen.contains_key("a") && seen.contains_key("b"), "both ready backends get connections: {seen:?}");
+    assert_eq!(c.hits(), 0, "the unready backend gets nothing");
+
+    // b becomes unready: no new connections for it.
+    node.net.update(table(vec![service("demo", "web", ip, port, eps(false))], vec![]));
+    let before = b.hits();
+    let (code, out) = curl(&["-H", "Connection: close", &url]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tally(&out).get("a"), Some(&20), "{out}");
+    assert_eq!(b.hits(), before);
+    assert_eq!(c.hits(), 0);
+    let stats = node.net.stats();
+    assert!(stats.connections >= 40, "{stats:?}");
+    node.net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_killed_backend_costs_no_request_and_returns() {
+    if !have("curl") {
+        return;
+    }
+    let node = start_node().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let ip = service_ip();
+    let port = free_port(ip);
+    let eps = vec![endpoint("web-0", a.addr, true), endpoint("web-1", b.addr, true)];
+    node.net.update(table(vec![service("demo", "web", ip, port, eps)], vec![]));
+
+    let url = format!("http://{ip}:{port}/[1-200]");
+    let args = ["-H", "Connection: close", "--rate", "50/s", "-o", "/dev/null", "-w", "%{http_code}\n", url.as_str()];
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let looping = tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args).await
+    });
+    wait_for("40 requests", || a.hits() + b.hits() >= 40).await;
+    b.kill().await;
+    let killed_at = b.hits();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.restart();
+    let (_, out) = looping.await.unwrap();
+    assert_eq!(tally(&out).get("200"), Some(&200), "every request succeeds: {:?}", tally(&out));
+    assert!(node.net.stats().failed_connects >= 1, "the dead backend was tried: {:?}", node.net.stats());
+
+    // Back and ready: it gets traffic again (at the latest when its passive-down mark expires).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (code, out) = curl(&["-H", "Connection: close", &format!("http://{ip}:{port}/[1-10]")]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(b.hits() > killed_at, "the restarted backend gets connections again: {out}");
+    node.net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_without_ready_endpoint_closes_at_once() {
+    if !have("curl") {
+        return;
+    }
+    let node = start_node().await;
+    let a = Backend::start("a").await;
+    let ip = service_ip();
+    let port = free_port(ip);
+    node.net.update(table(vec![service("demo", "web", ip, port, vec![endpoint("web-0", a.addr, false)])], vec![]));
+    let started = Instant::now();
+    let (code, _) = curl(&[&format!("http://{ip}:{port}/")]).await;
+    assert!(code == 52 || code == 56, "curl: empty reply or reset, got exit code {code}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(node.net.stats().connections_refused, 1);
+
+    // Every endpoint dead: the connection is closed after trying each once.
+    let ip2 = service_ip();
+    let port2 = free_port(ip2);
+    let dead = vec![endpoint("x-0", dead_addr(), true), endpoint("x-1", dead_addr(), true)];
+    node.net.update(table(vec![service("demo", "x", ip2, port2, dead)], vec![]));
+    let (code, _) = curl(&[&format!("http://{ip2}:{port2}/")]).await;
+    assert!(code == 52 || code == 56, "exit code {code}");
+    let stats = node.net.stats();
+    assert_eq!((stats.failed_connects, stats.retries, stats.connections_refused), (2, 1, 2), "{stats:?}");
+    node.net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_bind_errors_are_reported_and_listeners_follow_the_table() {
+    if !have("curl") {
+        return;
+    }
+    let node = start_node().await;
+    let a = Backend::start("a").await;
+    let (ip1, ip2) = (service_ip(), service_ip());
+    let port1 = free_port(ip1);
+    let taken = std::net::TcpListener::bind((ip2, 0)).unwrap();
+    let port2 = taken.local_addr().unwrap().port();
+    let services = vec![
+        service("demo", "web", ip1, port1, vec![endpoint("web-0", a.addr, true)]),
+        service("demo", "busy", ip2, port2, vec![endpoint("busy-0", a.addr, true)]),
+    ];
+    node.net.update(table(services.clone(), vec![]));
+    let bound = node.net.bound();
+    let find = |label: &str| bound.iter().find(|(l, _, _)| l == label).cloned().unwrap();
+    assert_eq!(find("proxy:demo/web/http"), ("proxy:demo/web/http".into(), (ip1, port1).into(), None));
+    let (_, addr, err) = find("proxy:demo/busy/http");
+    assert_eq!(addr, (ip2, port2).into());
+    assert!(err.unwrap().contains("in use"), "{bound:?}");
+    let (code, out) = curl(&[&format!("http://{ip1}:{port1}/")]).await;
+    assert_eq!((code, out.as_str()), (0, "a\n"), "the other services are served");
+
+    // The port is freed: the next update binds it.
+    drop(taken);
+    node.net.update(table(services.clone(), vec![]));
+    assert!(node.net.bound().iter().all(|(_, _, e)| e.is_none()), "{:?}", node.net.bound());
+    let (code, out) = curl(&[&format!("http://{ip2}:{port2}/")]).await;
+    assert_eq!((code, out.as_str()), (0, "a\n"));
+
+    // A service removed from the table: its listener closes.
+    node.net.update(table(services[..1].to_vec(), vec![]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (code, _) = curl(&[&format!("http://{ip2}:{port2}/")]).await;
+    assert_eq!(code, 7, "curl: connection refused");
+    assert_eq!(node.net.bound().iter().filter(|(l, _, _)| l.starts_with("proxy:")).count(), 1);
+    node.net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_existing_connections_survive_endpoint_removal() {
+    let node = start_node().await;
+    let a = Backend::start("a").await;
+    let ip = service_ip();
+    let port = free_port(ip);
+    node.net.update(table(vec![service("demo", "web", ip, port, vec![endpoint("web-0", a.addr, true)])], vec![]));
+    // A raw WebSocket-style tunnel through the proxy stays open across an update that
+    // removes the endpoint.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((ip, port)).await.unwrap();
+    let req = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    node.net.update(table(vec![service("demo", "web", ip, port, vec![])], vec![]));
+    s.write_all(b"still here").await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"still here");
+    // Half-close: our FIN reaches the backend, whose echo loop ends and closes its side.
+    s.shutdown().await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 0);
+    // New connections find no endpoint.
+    let mut s2 = tokio::net::TcpStream::connect((ip, port)).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s2.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0);
+    node.net.shutdown().await;
+}

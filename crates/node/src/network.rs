@@ -1,0 +1,146 @@
+//! Service networking of this node: builds the `holdfast-net` routing table from the
+//! replicated state and the instances' observed readiness, and hands it to the node's
+//! proxy, DNS server and HTTP ingress whenever anything changes.
+//!
+//! [`net_table`] is pure. An instance that fails its health check becomes unready in the
+//! agent's status, which wakes [`run`] at once, so it leaves rotation within one check
+//! interval.
+//!
+//! Endpoints are this node's own instances: instances on other nodes are not reachable
+//! yet (the cross-node mTLS tunnel is the next step), so a node routes to what it runs.
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use holdfast_agent::{InstanceId, InstanceStatus};
+use holdfast_net::{Endpoint, NetHandle, NetTable, Route, ServiceNet};
+use holdfast_state::ClusterState;
+use tokio_util::sync::CancellationToken;
+
+use crate::NodeContext;
+
+/// The routing table for `this_node`: every service with its stable address and ports,
+/// and as endpoints the instances running here (ready or not).
+pub fn net_table(state: &ClusterState, this_node: u64, observed: &[InstanceStatus]) -> NetTable {
+    let by_id: BTreeMap<&InstanceId, &InstanceStatus> = observed.iter().map(|s| (&s.id, s)).collect();
+    let mut services = Vec::new();
+    for (name, record) in &state.desired.services {
+        let placed = state.desired.placements.get(name).cloned().unwrap_or_default();
+        let mut endpoints = Vec::new();
+        for (replica, node) in placed.iter().enumerate() {
+            if *node != this_node {
+                continue;
+            }
+            let id = InstanceId::new(name.clone(), replica as u32);
+            let Some(s) = by_id.get(&id) else { continue };
+            let ports: BTreeMap<String, SocketAddr> =
+                s.ports.iter().map(|(p, port)| (p.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, *port)))).collect();
+            endpoints.push(Endpoint {
+                instance: id.to_string(),
+                ports,
+                ready: s.ready && s.generation == record.generation,
+            });
+        }
+        services.push(ServiceNet {
+            project: record.project.clone(),
+            name: name.clone(),
+            address: record.address,
+            ports: record.spec.ports.clone(),
+            endpoints,
+        });
+    }
+    let routes = state
+        .desired
+        .routes
+        .iter()
+        .map(|r| Route { host: r.host.clone(), path: r.path.clone(), service: r.service.clone(), port: r.port.clone() })
+        .collect();
+    NetTable { services, routes }
+}
+
+/// Environment for instances of `project`: `<SERVICE>_HOST`, `<SERVICE>_<PORT>_ADDR` for
+/// every service of the project, and `HOLDFAST_DNS_DOMAIN`.
+pub fn service_env(state: &ClusterState, project: &str) -> BTreeMap<String, String> {
+    holdfast_net::service_env(&net_table(state, u64::MAX, &[]), project)
+}
+
+/// Keeps the node's networking in step with state and readiness.
+pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
+    let mut states = ctx.control.subscribe();
+    let mut agent = ctx.agent.subscribe();
+    let mut last = NetTable::default();
+    loop {
+        let table = net_table(&states.borrow_and_update().clone(), ctx.identity.node_id, &ctx.agent.status());
+        if table != last {
+            net.update(table.clone());
+            last = table;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = states.changed() => if r.is_err() { break },
+            r = agent.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    net.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_nodes_current_generation_ready_instances_are_ready_endpoints() {
+        let mut state = ClusterState::default();
+        state.apply(&holdfast_state::Request::new(holdfast_state::Command::UpsertNode(holdfast_state::NodeRecord {
+            id: 1,
+            name: "n1".into(),
+            addr: "127.0.0.1:1".into(),
+            site: "a".into(),
+            arch: "amd64".into(),
+            capacity: holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 4 << 30 },
+            labels: Default::default(),
+            cordoned: false,
+            down: false,
+            cert_fingerprint: String::new(),
+        })));
+        let stack = holdfast_spec::parse_str(
+            "t.yaml",
+            "project: p\nservices:\n  web:\n    run: [x]\n    replicas: 2\n    ports: {http: 8080}\nroutes:\n  - {host: a.example, service: web}\n",
+        )
+        .expect("spec");
+        let (_, desired) = holdfast_state::plan::plan_deploy(&state, &stack).expect("plan");
+        state.apply(&holdfast_state::Request::new(holdfast_state::Command::SetDesired {
+            expected_revision: state.revision,
+            desired,
+        }));
+        let generation = state.desired.services["web"].generation;
+        let mut s0: InstanceStatus = serde_json::from_value(serde_json::json!({
+            "id": {"service": "web", "replica": 0}, "generation": generation, "pid": 1, "state": "Ready", "ready": true,
+            "restarts": 0, "ports": {"http": 20001}, "started_at_ms": null, "last_exit": null,
+            "last_health_error": null, "adopted": false, "memory_bytes": null, "cpu_usage_ns": null
+        }))
+        .expect("status");
+        let mut s1 = s0.clone();
+        s1.id = InstanceId::new("web", 1);
+        s1.ready = false;
+        s1.ports.insert("http".into(), 20002);
+        let t = net_table(&state, 1, &[s0.clone(), s1.clone()]);
+        assert_eq!(t.services.len(), 1);
+        assert_eq!(t.services[0].ports["http"], 8080);
+        let ready: Vec<(String, bool)> =
+            t.services[0].endpoints.iter().map(|e| (e.instance.clone(), e.ready)).collect();
+        assert_eq!(ready, vec![("web-0".to_string(), true), ("web-1".to_string(), false)]);
+        assert_eq!(t.services[0].endpoints[0].ports["http"], "127.0.0.1:20001".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(t.routes[0].host, "a.example");
+        s0.generation = 0;
+        let t = net_table(&state, 1, &[s0]);
+        assert!(!t.services[0].endpoints[0].ready, "an outdated instance takes no new traffic");
+        assert!(
+            net_table(&state, 2, &[s1]).services[0].endpoints.is_empty(),
+            "other nodes' instances are not endpoints"
+        );
+        let env = service_env(&state, "p");
+        assert_eq!(env.get("WEB_HTTP_ADDR"), Some(&format!("{}:8080", state.desired.services["web"].address)));
+    }
+}
