@@ -33,7 +33,7 @@ start_node() { # start_node N SITE [TOKEN]
   local n=$1 site=$2 token=${3:-}
   local cmd=(up); [ -n "$token" ] && cmd=(join "$token")
   holdfast "${cmd[@]}" --data-dir "$work/n$n" --listen "127.0.77.$n:7946" --name "n$n" --site "$site" \
-    --port-range "$((41000 + n * 100))-$((41000 + n * 100 + 99))" --log-level warn >"$work/n$n.log" 2>&1 &
+    --port-range "$((41000 + n * 100))-$((41000 + n * 100 + 99))" --http "127.0.77.$n:8080" --dns "127.0.77.$n:8053" --log-level warn >"$work/n$n.log" 2>&1 &
   for _ in $(seq 100); do hf "$n" status >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "node $n did not start:"; cat "$work/n$n.log"; exit 1
 }

@@ -25,7 +25,7 @@ trap cleanup EXIT
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hf() { holdfast --data-dir "$dd" "$@"; }
 
-holdfast up --data-dir "$dd" --listen "127.0.0.1:$port" --port-range 40000-40999 --log-level warn >"$work/daemon.log" 2>&1 &
+holdfast up --data-dir "$dd" --listen "127.0.0.1:$port" --port-range 40000-40999 --http off --dns off --log-level warn >"$work/daemon.log" 2>&1 &
 daemon=$!
 for _ in $(seq 100); do hf status >/dev/null 2>&1 && break; sleep 0.1; done
 sleep 3

@@ -52,8 +52,9 @@ pub struct ControlPlane {
     state: tokio::sync::watch::Receiver<Arc<ClusterState>>,
 }
 
-/// Timing of the Raft protocol. Defaults suit a LAN or Wi-Fi; the one-voter cluster
-/// elects itself immediately.
+/// Timing of the Raft protocol. Defaults suit a LAN or Wi-Fi (4 heartbeats in a row must
+/// be lost before a follower starts an election); the one-voter cluster elects itself
+/// immediately.
 #[derive(Debug, Clone)]
 pub struct RaftTiming {
     pub heartbeat_ms: u64,
@@ -66,9 +67,9 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
-            heartbeat_ms: 150,
-            election_timeout_min_ms: 600,
-            election_timeout_max_ms: 1200,
+            heartbeat_ms: 120,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 900,
             snapshot_every: 500,
         }
     }
