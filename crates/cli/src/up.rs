@@ -50,7 +50,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "20000-29999", value_parser = parse_port_range)]
     pub port_range: std::ops::Range<u16>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins.
-    #[arg(long, default_value = "info,openraft=warn")]
+    #[arg(long, default_value = "info,openraft=error")]
     pub log_level: String,
 }
 

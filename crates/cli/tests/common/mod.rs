@@ -215,26 +215,19 @@ impl Daemon {
         format!("{}:{}", self.ip, self.port)
     }
 
-    /// SIGKILLs the node and every workload it runs: a machine dying.
+    /// SIGKILLs the node and every workload it runs: a machine dying. The workloads are
+    /// found from the agent's instance records on disk, so this works without a leader.
     pub fn kill_machine(&mut self) {
-        let pids: Vec<u32> = self
-            .try_status()
-            .map(|st| {
-                st["services"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
-                    .filter(|i| i["node"] == self.name())
-                    .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
-                    .collect()
-            })
-            .unwrap_or_default();
         self.kill9();
-        for p in pids {
-            for q in pids_in_group(p) {
-                kill(q, 9);
+        let dir = self.dir.join("agent").join("instances");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        for e in entries.flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            if let Some(pid) = v["pid"].as_u64() {
+                for q in pids_in_group(pid as u32) {
+                    kill(q, 9);
+                }
             }
         }
     }
