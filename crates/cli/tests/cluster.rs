@@ -53,8 +53,10 @@ fn leader_of(d: &Daemon) -> Option<u64> {
     d.try_status()?["control_plane"]["leader"].as_u64()
 }
 
+/// This node's id, from its data directory (status is answered by the leader).
 fn node_id(d: &Daemon) -> u64 {
-    d.status()["node"]["id"].as_u64().expect("node id")
+    let text = std::fs::read_to_string(d.dir.join("node.json")).expect("node.json");
+    serde_json::from_str::<Value>(&text).expect("json")["id"].as_u64().expect("node id")
 }
 
 #[test]
@@ -242,4 +244,61 @@ fn five_nodes_lose_four_and_the_survivor_keeps_serving() {
     let (ok, _, err) = nodes[4].deploy_yaml("web.yaml", WEB);
     assert!(!ok, "changes are refused without quorum");
     assert!(err.contains("no leader") || err.contains("quorum"), "{err}");
+}
+
+fn ingress_get(d: &Daemon, host: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "3", "-w", "\n%{http_code}", "-H", &format!("Host: {host}")])
+        .arg(format!("http://{}:{}/", d.ip, d.http_port))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn ingress_reaches_replicas_on_other_nodes_and_a_node_kill_fails_no_request() {
+    // Proves: a node's ingress sends requests to replicas on every node (through the
+    // mTLS tunnel on the holdfast port), and SIGKILLing a node that holds a replica during
+    // a steady request loop through a surviving node's ingress fails no request; the
+    // replica is replaced elsewhere.
+    let mut nodes = cluster(25, 27000, &["a", "a", "b"]);
+    let spec = WEB.replace("project: demo", "project: xnode") + "routes:\n  - {host: x.localhost, service: web}\n";
+    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &spec);
+    assert!(ok, "{out}\n{err}");
+    nodes[0].wait_ready("web", 3, Duration::from_secs(20));
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for("every replica answering through n1's ingress", Duration::from_secs(10), || {
+        let (code, body) = ingress_get(&nodes[0], "x.localhost");
+        if code == 200 {
+            seen.insert(body.split_whitespace().nth(2).unwrap_or("").to_string());
+        }
+        (seen.len() == 3).then_some(())
+    });
+    let leader = leader_of(&nodes[0]).expect("leader");
+    let victim = (1..3).find(|i| node_id(&nodes[*i]) != leader).expect("a non-leader node besides n1");
+    let victim_name = nodes[victim].name();
+    let mut failures = Vec::new();
+    let start = Instant::now();
+    let mut longest = Duration::ZERO;
+    for i in 0..400 {
+        if i == 100 {
+            nodes[victim].kill_machine();
+        }
+        let t = Instant::now();
+        let (code, body) = ingress_get(&nodes[0], "x.localhost");
+        longest = longest.max(t.elapsed());
+        if code != 200 {
+            failures.push(format!("#{i}: {code} {body}"));
+        }
+    }
+    eprintln!("400 requests in {:?}, longest {:?}", start.elapsed(), longest);
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    wait_for("replacement ready elsewhere", Duration::from_secs(20), || {
+        let st = nodes[0].try_status()?;
+        let s = service_of(&st, "web");
+        let ok = s["ready"] == 3 && s["instances"].as_array()?.iter().all(|i| i["node"] != victim_name.as_str());
+        ok.then_some(())
+    });
 }

@@ -10,6 +10,7 @@
 //!   endpoints and `/healthz`.
 //! - [`status`]: the status view (desired state joined with what the agent observes).
 //! - [`logs`]: tailing and following instance log files for the API.
+//! - [`tunnel`]: cross-node service traffic over mutual TLS through the holdfast port.
 //! - [`network`]: the routing table for this node's proxy, DNS server and HTTP ingress
 //!   (`holdfast-net`), rebuilt on every state or readiness change.
 //! - [`Node`] (this file): ordered start-up and shutdown of Raft, agent and server.
@@ -21,6 +22,7 @@ pub mod logs;
 pub mod network;
 pub mod server;
 pub mod status;
+pub mod tunnel;
 pub mod workloads;
 
 use std::net::SocketAddr;
@@ -102,6 +104,7 @@ pub struct NodeContext {
     pub timing: cluster::ClusterTiming,
     pub advertise: SocketAddr,
     pub site: String,
+    pub tunnels: tunnel::Tunnels,
 }
 
 /// A started node.
@@ -164,6 +167,7 @@ impl Node {
         agent_config.port_range = config.port_range.clone();
         let agent = holdfast_agent::Agent::start(agent_config).await?;
 
+        let tunnels_cancel = CancellationToken::new();
         let ctx = NodeContext {
             identity: identity.clone(),
             control: control.clone(),
@@ -173,7 +177,8 @@ impl Node {
             shutdown: CancellationToken::new(),
             reexec: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            node_client: holdfast_raft::network::node_https_client(client_tls),
+            node_client: holdfast_raft::network::node_https_client(client_tls.clone()),
+            tunnels: tunnel::Tunnels::new(client_tls, tunnels_cancel.clone()),
             liveness: Default::default(),
             timing: config.timing.clone(),
             advertise,
@@ -186,7 +191,7 @@ impl Node {
             ..Default::default()
         })
         .await?;
-        let tasks_token = CancellationToken::new();
+        let tasks_token = tunnels_cancel;
         let tasks = vec![
             ("service networking", tokio::spawn(network::run(ctx.clone(), net, tasks_token.child_token()))),
             (

@@ -6,11 +6,11 @@
 //! agent's status, which wakes [`run`] at once, so it leaves rotation within one check
 //! interval.
 //!
-//! Endpoints are this node's own instances: instances on other nodes are not reachable
-//! yet (the cross-node mTLS tunnel is the next step), so a node routes to what it runs.
+//! Endpoints are this node's own instances (at their loopback ports) and the instances
+//! of other nodes that are not down, reached through [`crate::tunnel`] entrances; their
+//! readiness is what those nodes last reported to the leader.
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use holdfast_agent::{InstanceId, InstanceStatus};
 use holdfast_net::{Endpoint, NetHandle, NetTable, Route, ServiceNet};
@@ -20,21 +20,34 @@ use tokio_util::sync::CancellationToken;
 use crate::NodeContext;
 
 /// The routing table for `this_node`: every service with its stable address and ports,
-/// and as endpoints the instances running here (ready or not).
-pub fn net_table(state: &ClusterState, this_node: u64, observed: &[InstanceStatus]) -> NetTable {
-    let by_id: BTreeMap<&InstanceId, &InstanceStatus> = observed.iter().map(|s| (&s.id, s)).collect();
+/// and as endpoints the instances running here and, through `entrance(node, port)`, the
+/// instances of other nodes that are not down.
+pub fn net_table(
+    state: &ClusterState,
+    this_node: u64,
+    observed: &BTreeMap<u64, Vec<InstanceStatus>>,
+    entrance: &dyn Fn(u64, u16) -> Option<SocketAddr>,
+) -> NetTable {
+    let by_id: BTreeMap<(u64, &InstanceId), &InstanceStatus> =
+        observed.iter().flat_map(|(n, v)| v.iter().map(move |s| ((*n, &s.id), s))).collect();
     let mut services = Vec::new();
     for (name, record) in &state.desired.services {
         let placed = state.desired.placements.get(name).cloned().unwrap_or_default();
         let mut endpoints = Vec::new();
         for (replica, node) in placed.iter().enumerate() {
-            if *node != this_node {
+            if *node != this_node && state.nodes.get(node).is_none_or(|n| n.down) {
                 continue;
             }
             let id = InstanceId::new(name.clone(), replica as u32);
-            let Some(s) = by_id.get(&id) else { continue };
-            let ports: BTreeMap<String, SocketAddr> =
-                s.ports.iter().map(|(p, port)| (p.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, *port)))).collect();
+            let Some(s) = by_id.get(&(*node, &id)) else { continue };
+            let ports: BTreeMap<String, SocketAddr> = if *node == this_node {
+                s.ports.iter().map(|(p, port)| (p.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, *port)))).collect()
+            } else {
+                s.ports.iter().filter_map(|(p, port)| Some((p.clone(), entrance(*node, *port)?))).collect()
+            };
+            if ports.len() < s.ports.len() {
+                continue; // a port without a way to reach it
+            }
             endpoints.push(Endpoint {
                 instance: id.to_string(),
                 ports,
@@ -61,7 +74,7 @@ pub fn net_table(state: &ClusterState, this_node: u64, observed: &[InstanceStatu
 /// Environment for instances of `project`: `<SERVICE>_HOST`, `<SERVICE>_<PORT>_ADDR` for
 /// every service of the project, and `HOLDFAST_DNS_DOMAIN`.
 pub fn service_env(state: &ClusterState, project: &str) -> BTreeMap<String, String> {
-    holdfast_net::service_env(&net_table(state, u64::MAX, &[]), project)
+    holdfast_net::service_env(&net_table(state, u64::MAX, &BTreeMap::new(), &|_, _| None), project)
 }
 
 /// Keeps the node's networking in step with state and readiness.
@@ -70,7 +83,13 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
     let mut agent = ctx.agent.subscribe();
     let mut last = NetTable::default();
     loop {
-        let table = net_table(&states.borrow_and_update().clone(), ctx.identity.node_id, &ctx.agent.status());
+        let state = states.borrow_and_update().clone();
+        let observed = crate::cluster::observed_by_node(&ctx).await;
+        let entrance = |node: u64, port: u16| {
+            let addr = state.nodes.get(&node)?.addr.clone();
+            ctx.tunnels.entrance(&addr, port)
+        };
+        let table = net_table(&state, ctx.identity.node_id, &observed, &entrance);
         if table != last {
             net.update(table.clone());
             last = table;
@@ -79,7 +98,8 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
             _ = cancel.cancelled() => break,
             r = states.changed() => if r.is_err() { break },
             r = agent.changed() => if r.is_err() { break },
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            // Other nodes' readiness arrives with heartbeats.
+            _ = tokio::time::sleep(ctx.timing.heartbeat) => {}
         }
     }
     net.shutdown().await;
@@ -125,7 +145,9 @@ mod tests {
         s1.id = InstanceId::new("web", 1);
         s1.ready = false;
         s1.ports.insert("http".into(), 20002);
-        let t = net_table(&state, 1, &[s0.clone(), s1.clone()]);
+        let none = |_: u64, _: u16| None;
+        let on = |n: u64, v: Vec<InstanceStatus>| BTreeMap::from([(n, v)]);
+        let t = net_table(&state, 1, &on(1, vec![s0.clone(), s1.clone()]), &none);
         assert_eq!(t.services.len(), 1);
         assert_eq!(t.services[0].ports["http"], 8080);
         let ready: Vec<(String, bool)> =
@@ -134,11 +156,19 @@ mod tests {
         assert_eq!(t.services[0].endpoints[0].ports["http"], "127.0.0.1:20001".parse::<SocketAddr>().expect("addr"));
         assert_eq!(t.routes[0].host, "a.example");
         s0.generation = 0;
-        let t = net_table(&state, 1, &[s0]);
+        let t = net_table(&state, 1, &on(1, vec![s0]), &none);
         assert!(!t.services[0].endpoints[0].ready, "an outdated instance takes no new traffic");
         assert!(
-            net_table(&state, 2, &[s1]).services[0].endpoints.is_empty(),
-            "other nodes' instances are not endpoints"
+            net_table(&state, 2, &on(1, vec![s1.clone()]), &none).services[0].endpoints.is_empty(),
+            "another node's instance without a tunnel entrance is not an endpoint"
+        );
+        let tunnel = |_: u64, port: u16| Some(SocketAddr::from(([127, 0, 0, 1], port + 1000)));
+        let t = net_table(&state, 2, &on(1, vec![s1.clone()]), &tunnel);
+        assert_eq!(t.services[0].endpoints[0].ports["http"], "127.0.0.1:21002".parse::<SocketAddr>().expect("addr"));
+        state.nodes.get_mut(&1).expect("node").down = true;
+        assert!(
+            net_table(&state, 2, &on(1, vec![s1]), &tunnel).services[0].endpoints.is_empty(),
+            "down nodes are skipped"
         );
         let env = service_env(&state, "p");
         assert_eq!(env.get("WEB_HTTP_ADDR"), Some(&format!("{}:8080", state.desired.services["web"].address)));

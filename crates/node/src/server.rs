@@ -132,6 +132,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/raft/{rpc}", post(raft_rpc))
         .route("/cluster/heartbeat", post(crate::cluster::heartbeat))
         .route("/cluster/logs/{service}", get(local_logs))
+        .route("/cluster/tunnel/{port}", get(crate::tunnel::accept))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_member_cert));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
