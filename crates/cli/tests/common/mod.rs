@@ -107,8 +107,15 @@ impl Daemon {
 
     /// A node on `ip` (any 127.x address) running `command` (`up ...` or `join TOKEN ...`).
     pub fn start_with(ip: &str, range_base: u16, command: &[&str]) -> Daemon {
+        let mut d = Daemon::new(ip, range_base, command);
+        d.spawn(&[]);
+        d
+    }
+
+    /// A node description with its own temp directory and free ports, not started.
+    fn new(ip: &str, range_base: u16, command: &[&str]) -> Daemon {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut d = Daemon {
+        Daemon {
             dir: tmp.path().join("data"),
             ip: ip.to_string(),
             command: command.iter().map(|s| s.to_string()).collect(),
@@ -120,9 +127,7 @@ impl Daemon {
             log: tmp.path().join("daemon-0.log"),
             _tmp: Some(tmp),
             run: 0,
-        };
-        d.spawn(&[]);
-        d
+        }
     }
 
     /// Starts (again) the daemon process on this data directory.
@@ -164,20 +169,7 @@ impl Daemon {
 
     /// Starts the node process without waiting for its API (a join may be refused).
     pub fn try_spawn(ip: &str, range_base: u16, command: &[&str]) -> (Daemon, std::process::ExitStatus) {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let d = Daemon {
-            dir: tmp.path().join("data"),
-            ip: ip.to_string(),
-            command: command.iter().map(|s| s.to_string()).collect(),
-            port: free_port(),
-            http_port: free_port(),
-            dns_port: free_udp_port(),
-            port_range: format!("{}-{}", range_base, range_base + 99),
-            child: None,
-            log: tmp.path().join("daemon-0.log"),
-            _tmp: Some(tmp),
-            run: 0,
-        };
+        let d = Daemon::new(ip, range_base, command);
         let log = std::fs::File::create(&d.log).expect("log");
         let mut child = Command::new(holdfast_bin())
             .args(command)
