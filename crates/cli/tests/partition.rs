@@ -70,14 +70,36 @@ fn alive(pid: u64) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn minority_site_keeps_serving_majority_keeps_changing_and_heal_converges() {
-    // Proves: cut off from the majority, the minority site keeps running and serving its
-    // replica with the state it had; the majority declares it down, re-places its replica
-    // and accepts changes; after healing there is one state, the change is not lost, and
-    // the minority's stale instance is stopped (no duplicate).
-    let tb = match Testbed::start(TestbedConfig::new("hfpart").site("a", 2).site("b", 1)) {
-        Ok(tb) if tb.mode() == Mode::Namespaces => tb,
+/// Three nodes (sites a, a, b) with `web` deployed one replica per node; returns the
+/// nodes, the spec path and text, and the pid and port of the replica on n3.
+fn three_nodes_with_web(tb: &Testbed, root: &Path) -> (Vec<Node>, PathBuf, &'static str, u64, String) {
+    let mut nodes = vec![start(tb, 0, root, &["up"])];
+    for i in 1..3 {
+        let out = cli(tb, 0, &nodes[0].dir, &["token", "create", "--ttl", "5m"]);
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        nodes.push(start(tb, i, root, &["join", &token]));
+    }
+    wait("3 voters", 20, || {
+        let out = cli(tb, 0, &nodes[0].dir, &["nodes", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let voting = v["nodes"].as_array()?.iter().filter(|n| n["role"] == "voter" || n["role"] == "leader").count();
+        (voting == 3).then_some(())
+    });
+    let spec = root.join("web.yaml");
+    let web = "project: part\nservices:\n  web:\n    run: [\"holdfast-demo-web\"]\n    replicas: 3\n    ports: {http: 8080}\n    health: {http: /healthz, interval: 300ms, timeout: 300ms}\n";
+    std::fs::write(&spec, web).expect("spec");
+    let out = cli(tb, 0, &nodes[0].dir, &["deploy", spec.to_str().expect("utf8"), "--timeout", "30s"]);
+    assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
+    let st = wait("3 ready", 20, || status(tb, 0, &nodes[0].dir).filter(|s| s["services"][0]["ready"] == 3));
+    let stale = instances(&st).into_iter().find(|i| i["node"] == "n3").expect("a replica on n3");
+    let stale_pid = stale["pid"].as_u64().expect("pid");
+    let stale_port = stale["ports"]["http"].as_u64().expect("port").to_string();
+    (nodes, spec, web, stale_pid, stale_port)
+}
+
+fn namespaces_or_skip(name: &str) -> Option<Testbed> {
+    match Testbed::start(TestbedConfig::new(name).site("a", 2).site("b", 1)) {
+        Ok(tb) if tb.mode() == Mode::Namespaces => Some(tb),
         other => {
             let why = match other {
                 Ok(_) => "network namespaces unavailable (not root?)".to_string(),
@@ -85,32 +107,54 @@ fn minority_site_keeps_serving_majority_keeps_changing_and_heal_converges() {
             };
             assert!(std::env::var("CI").is_err(), "CI must run the namespace test: {why}");
             eprintln!("SKIPPED: {why}");
-            return;
+            None
         }
-    };
-    let root = tempfile::tempdir().expect("tempdir");
-    let mut nodes = vec![start(&tb, 0, root.path(), &["up"])];
-    for i in 1..3 {
-        let out = cli(&tb, 0, &nodes[0].dir, &["token", "create", "--ttl", "5m"]);
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        nodes.push(start(&tb, i, root.path(), &["join", &token]));
     }
-    wait("3 voters", 20, || {
-        let out = cli(&tb, 0, &nodes[0].dir, &["nodes", "--json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let voting = v["nodes"].as_array()?.iter().filter(|n| n["role"] == "voter" || n["role"] == "leader").count();
-        (voting == 3).then_some(())
-    });
-    let spec = root.path().join("web.yaml");
-    let web = "project: part\nservices:\n  web:\n    run: [\"holdfast-demo-web\"]\n    replicas: 3\n    ports: {http: 8080}\n    health: {http: /healthz, interval: 300ms, timeout: 300ms}\n";
-    std::fs::write(&spec, web).expect("spec");
-    let out = cli(&tb, 0, &nodes[0].dir, &["deploy", spec.to_str().expect("utf8"), "--timeout", "30s"]);
-    assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
-    let st = wait("3 ready", 20, || status(&tb, 0, &nodes[0].dir).filter(|s| s["services"][0]["ready"] == 3));
-    let stale = instances(&st).into_iter().find(|i| i["node"] == "n3").expect("a replica on n3");
-    let stale_pid = stale["pid"].as_u64().expect("pid");
-    let stale_port = stale["ports"]["http"].as_u64().expect("port").to_string();
+}
 
+#[test]
+fn a_frozen_node_is_replaced_and_stops_its_stale_replica_when_thawed() {
+    // Proves: a node that hangs (all its processes frozen) is declared down and its
+    // replica placed elsewhere; when it thaws it learns the new state and stops the stale
+    // replica, leaving exactly one instance per replica.
+    let Some(tb) = namespaces_or_skip("hffrz") else { return };
+    let root = tempfile::tempdir().expect("tempdir");
+    let (mut nodes, _, _, stale_pid, _) = three_nodes_with_web(&tb, root.path());
+    tb.freeze(2).expect("freeze n3");
+    let frozen = Instant::now();
+    wait("n3's replica re-placed", 20, || {
+        let st = status(&tb, 0, &nodes[0].dir)?;
+        let ok = st["services"][0]["ready"] == 3 && instances(&st).iter().all(|i| i["node"] != "n3");
+        ok.then_some(())
+    });
+    eprintln!("re-placed {:?} after the freeze", frozen.elapsed());
+    assert!(alive(stale_pid), "a frozen process is still there");
+    tb.thaw(2).expect("thaw n3");
+    wait("n3 back and its stale replica stopped", 30, || {
+        let st = status(&tb, 2, &nodes[2].dir)?;
+        let ok =
+            st["services"][0]["ready"] == 3 && !alive(stale_pid) && !st["warnings"].to_string().contains("n3 is down");
+        ok.then_some(())
+    });
+    let st = status(&tb, 0, &nodes[0].dir).expect("status");
+    let names: Vec<String> = instances(&st).iter().map(|i| i["name"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(names, vec!["web-0", "web-1", "web-2"], "no duplicate instances");
+    for n in nodes.iter_mut() {
+        if let Some(mut p) = n.proc.take() {
+            holdfast_testbed_stop(&mut p);
+        }
+    }
+}
+
+#[test]
+fn minority_site_keeps_serving_majority_keeps_changing_and_heal_converges() {
+    // Proves: cut off from the majority, the minority site keeps running and serving its
+    // replica with the state it had; the majority declares it down, re-places its replica
+    // and accepts changes; after healing there is one state, the change is not lost, and
+    // the minority's stale instance is stopped (no duplicate).
+    let Some(tb) = namespaces_or_skip("hfpart") else { return };
+    let root = tempfile::tempdir().expect("tempdir");
+    let (mut nodes, spec, web, stale_pid, stale_port) = three_nodes_with_web(&tb, root.path());
     tb.partition(&[0, 1], &[2]).expect("partition");
     let cut = Instant::now();
     // The minority keeps serving its replica, and answers status from its own view.
