@@ -246,17 +246,6 @@ fn five_nodes_lose_four_and_the_survivor_keeps_serving() {
     assert!(err.contains("no leader") || err.contains("quorum"), "{err}");
 }
 
-fn ingress_get(d: &Daemon, host: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "3", "-w", "\n%{http_code}", "-H", &format!("Host: {host}")])
-        .arg(format!("http://{}:{}/", d.ip, d.http_port))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[test]
 fn ingress_reaches_replicas_on_other_nodes_and_a_node_kill_fails_no_request() {
     // Proves: a node's ingress sends requests to replicas on every node (through the
@@ -270,7 +259,7 @@ fn ingress_reaches_replicas_on_other_nodes_and_a_node_kill_fails_no_request() {
     nodes[0].wait_ready("web", 3, Duration::from_secs(20));
     let mut seen = std::collections::BTreeSet::new();
     wait_for("every replica answering through n1's ingress", Duration::from_secs(10), || {
-        let (code, body) = ingress_get(&nodes[0], "x.localhost");
+        let (code, body) = ingress(&nodes[0], "x.localhost", "/");
         if code == 200 {
             seen.insert(body.split_whitespace().nth(2).unwrap_or("").to_string());
         }
@@ -287,7 +276,7 @@ fn ingress_reaches_replicas_on_other_nodes_and_a_node_kill_fails_no_request() {
             nodes[victim].kill_machine();
         }
         let t = Instant::now();
-        let (code, body) = ingress_get(&nodes[0], "x.localhost");
+        let (code, body) = ingress(&nodes[0], "x.localhost", "/");
         longest = longest.max(t.elapsed());
         if code != 200 {
             failures.push(format!("#{i}: {code} {body}"));

@@ -21,17 +21,6 @@ routes:
   - {host: demo.localhost, service: web}
 "#;
 
-fn ingress(d: &Daemon, host: &str, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "3", "-w", "\n%{http_code}", "-H", &format!("Host: {host}")])
-        .arg(format!("http://{}:{}{path}", d.ip, d.http_port))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 fn service_address(d: &Daemon, name: &str) -> String {
     service_of(&d.status(), name)["address"].as_str().expect("address").to_string()
 }

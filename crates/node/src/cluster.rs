@@ -25,6 +25,8 @@ use holdfast_state::{Command, NodeRecord, Request, Response as Applied};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use holdfast_api::client::error_chain;
+
 use crate::identity::{self, Identity};
 use crate::server::ApiError;
 use crate::{NodeContext, NodeError};
@@ -320,17 +322,6 @@ pub async fn perform_join(
         return Ok(id);
     }
     Err(fail("too many leader redirects while joining; retry".into()))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 // ---------------------------------------------------------------- heartbeats

@@ -61,7 +61,7 @@ pub fn server_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Serv
 
 /// A node talking to another node: verifies the server, presents its own certificate.
 pub fn node_client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<ClientConfig, PkiError> {
-    let verifier = CaVerifier::new(ca_pem)?;
+    let verifier = NodeVerifier::ca(ca_pem)?;
     // ALPN is left to the HTTP client (hyper-rustls sets h2/http1.1 itself).
     Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
@@ -72,7 +72,7 @@ pub fn node_client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result
 
 /// The CLI: verifies the server against the CA; authenticates with the admin token.
 pub fn cli_client_config(ca_pem: &str) -> Result<ClientConfig, PkiError> {
-    let verifier = CaVerifier::new(ca_pem)?;
+    let verifier = NodeVerifier::ca(ca_pem)?;
     Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -84,7 +84,7 @@ pub fn cli_client_config(ca_pem: &str) -> Result<ClientConfig, PkiError> {
 /// only if the CA certificate it sends has that fingerprint and its certificate chains
 /// to it.
 pub fn pinned_client_config(ca_fingerprint: &str) -> Result<ClientConfig, PkiError> {
-    let verifier = PinnedCa { pin: ca_fingerprint.to_lowercase(), provider: provider() };
+    let verifier = NodeVerifier::pinned(ca_fingerprint);
     Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -104,23 +104,37 @@ pub fn peer_fingerprint(cert: &CertificateDer<'_>) -> String {
     fingerprint_of_der(cert)
 }
 
+/// How a client decides to trust a server's chain.
 #[derive(Debug)]
-struct CaVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+enum Trust {
+    /// Chains to the cluster CA the client already has.
+    Ca(Arc<WebPkiServerVerifier>),
+    /// Chains to the CA the server sends, if that CA has this fingerprint (joining).
+    Pinned(String),
+}
+
+/// Verifies servers against [`NODE_SERVER_NAME`] whatever address was dialled.
+#[derive(Debug)]
+struct NodeVerifier {
+    trust: Trust,
     provider: Arc<CryptoProvider>,
 }
 
-impl CaVerifier {
-    fn new(ca_pem: &str) -> Result<Self, PkiError> {
+impl NodeVerifier {
+    fn ca(ca_pem: &str) -> Result<Self, PkiError> {
         let provider = provider();
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca_pem)?), provider.clone())
             .build()
             .map_err(|e| PkiError::Pem(e.to_string()))?;
-        Ok(CaVerifier { inner, provider })
+        Ok(NodeVerifier { trust: Trust::Ca(inner), provider })
+    }
+
+    fn pinned(fingerprint: &str) -> Self {
+        NodeVerifier { trust: Trust::Pinned(fingerprint.to_lowercase()), provider: provider() }
     }
 }
 
-impl ServerCertVerifier for CaVerifier {
+impl ServerCertVerifier for NodeVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -129,59 +143,23 @@ impl ServerCertVerifier for CaVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner.verify_server_cert(end_entity, intermediates, &server_name(), ocsp, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-#[derive(Debug)]
-struct PinnedCa {
-    pin: String,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCa {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(ca) = intermediates.iter().find(|c| fingerprint_of_der(c) == self.pin) else {
-            return Err(rustls::Error::General(
-                "the server's cluster CA does not match the token's fingerprint (wrong cluster, or someone in between)"
-                    .into(),
-            ));
-        };
-        let mut roots = RootCertStore::empty();
-        roots.add(ca.clone().into_owned())?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &[], &server_name(), ocsp, now)
+        match &self.trust {
+            Trust::Ca(inner) => inner.verify_server_cert(end_entity, intermediates, &server_name(), ocsp, now),
+            Trust::Pinned(pin) => {
+                let Some(ca) = intermediates.iter().find(|c| &fingerprint_of_der(c) == pin) else {
+                    return Err(rustls::Error::General(
+                        "the server's cluster CA does not match the token's fingerprint (wrong cluster, or someone in between)"
+                            .into(),
+                    ));
+                };
+                let mut roots = RootCertStore::empty();
+                roots.add(ca.clone().into_owned())?;
+                let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                    .build()
+                    .map_err(|e| rustls::Error::General(e.to_string()))?;
+                inner.verify_server_cert(end_entity, &[], &server_name(), ocsp, now)
+            }
+        }
     }
 
     fn verify_tls12_signature(

@@ -395,3 +395,16 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// GET `path` through a node's HTTP ingress with `Host: host` (real curl); returns the
+/// status code and the body.
+pub fn ingress(d: &Daemon, host: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "3", "-w", "\n%{http_code}", "-H", &format!("Host: {host}")])
+        .arg(format!("http://{}:{}{path}", d.ip, d.http_port))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
