@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::{
-    DeployRequest, ErrorBody, NodeActionResponse, NodesResponse, PlanResponse, ScaleRequest, StatusResponse,
-    TokenRequest, TokenResponse,
+    DeployRequest, ErrorBody, NodeActionResponse, NodesResponse, PlanResponse, ScaleRequest, SettingsChange,
+    SettingsView, StatusResponse, TokenRequest, TokenResponse,
 };
 
 /// Why a call failed.
@@ -152,6 +152,18 @@ impl Client {
 
     pub async fn nodes(&self) -> Result<NodesResponse, ClientError> {
         self.call(Method::GET, "/v1/nodes", None::<&()>).await
+    }
+
+    pub async fn cordon(&self, node: &str) -> Result<NodeActionResponse, ClientError> {
+        self.call(Method::POST, &format!("/v1/nodes/{node}/cordon"), None::<&()>).await
+    }
+
+    pub async fn settings(&self) -> Result<SettingsView, ClientError> {
+        self.call(Method::GET, "/v1/cluster/settings", None::<&()>).await
+    }
+
+    pub async fn change_settings(&self, change: &SettingsChange) -> Result<SettingsView, ClientError> {
+        self.call(Method::PUT, "/v1/cluster/settings", Some(change)).await
     }
 
     pub async fn drain(&self, node: &str) -> Result<NodeActionResponse, ClientError> {

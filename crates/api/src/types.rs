@@ -143,9 +143,12 @@ pub struct NodeView {
     pub arch: String,
     /// leader, voter, learner, or none (not yet in the Raft membership).
     pub role: String,
-    /// alive, suspect, down; `cordoned` is separate.
+    /// alive, suspect, down; `cordoned` and `draining` are separate.
     pub state: String,
     pub cordoned: bool,
+    /// Its replicas are being moved away, one at a time.
+    #[serde(default)]
+    pub draining: bool,
     /// Milliseconds since the leader last heard from the node.
     pub last_seen_ms: Option<u64>,
     pub instances: usize,
@@ -155,7 +158,26 @@ pub struct NodeView {
     pub memory_capacity_bytes: u64,
 }
 
-/// Answer of drain / uncordon / node rm.
+/// `GET /v1/cluster/settings`, and the answer of `PUT`: the cluster's failure-detection
+/// timing in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsView {
+    pub heartbeat_ms: u64,
+    pub suspect_after_ms: u64,
+    pub down_after_ms: u64,
+    pub voter_replace_after_ms: u64,
+}
+
+/// `PUT /v1/cluster/settings`: the settings to change (absent ones stay).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsChange {
+    pub heartbeat_ms: Option<u64>,
+    pub suspect_after_ms: Option<u64>,
+    pub down_after_ms: Option<u64>,
+    pub voter_replace_after_ms: Option<u64>,
+}
+
+/// Answer of cordon / drain / uncordon / node rm.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeActionResponse {
     pub message: String,

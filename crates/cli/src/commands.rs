@@ -65,6 +65,43 @@ pub struct NodeArgs {
     pub node: String,
 }
 
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    /// Node name (or id).
+    pub node: String,
+    /// Start the drain and return without waiting for the node to be empty.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the node to be empty (the drain goes on afterwards).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Show the cluster's settings.
+    Settings,
+    /// Change failure-detection timing for every node of the cluster, e.g.
+    /// `holdfast cluster set --down-after 10s` for machines on a flaky Wi-Fi.
+    /// Settings are checked together (suspect-after at least two heartbeats, down-after
+    /// longer than suspect-after, ...); a bad combination changes nothing.
+    Set {
+        /// How often every node heartbeats to the leader (default 300ms).
+        #[arg(long, value_parser = parse_duration)]
+        heartbeat: Option<Duration>,
+        /// Silence after which a node is shown as suspect (default 1.2s).
+        #[arg(long, value_parser = parse_duration)]
+        suspect_after: Option<Duration>,
+        /// Silence after which a node is declared down and its replicas placed elsewhere
+        /// (default 3s).
+        #[arg(long, value_parser = parse_duration)]
+        down_after: Option<Duration>,
+        /// How long a Raft voter may be down before another node replaces it (default 30s).
+        #[arg(long, value_parser = parse_duration)]
+        voter_replace_after: Option<Duration>,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TokenCmd {
     /// Create a one-time join token for a new machine.
@@ -210,12 +247,13 @@ pub async fn wait_ready(g: &Global, c: &Client, services: &[String], timeout: Du
 }
 
 fn all_current(s: &holdfast_api::types::ServiceView) -> bool {
-    s.instances.iter().all(|i| i.generation == s.generation && i.state != "outdated")
+    // An instance's generation is at least its service's; a moved replica's is higher.
+    s.instances.iter().all(|i| i.generation >= s.generation && i.state != "outdated")
 }
 
 async fn explain_not_ready(c: &Client, st: &StatusResponse, services: &[String]) {
     for s in st.services.iter().filter(|s| services.contains(&s.name)) {
-        for i in s.instances.iter().filter(|i| !i.ready || i.generation != s.generation) {
+        for i in s.instances.iter().filter(|i| !i.ready || i.generation < s.generation || i.state == "outdated") {
             eprintln!("  {} is {} (restarts: {})", i.name, i.state, i.restarts);
             if let Some(e) = &i.last_exit {
                 eprintln!("    last exit: {}", e.description);
@@ -369,9 +407,91 @@ pub async fn nodes(g: &Global) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn drain(g: &Global, args: NodeArgs) -> Result<ExitCode> {
-    let r = client(g)?.drain(&args.node).await?;
+pub async fn cordon(g: &Global, args: NodeArgs) -> Result<ExitCode> {
+    let r = client(g)?.cordon(&args.node).await?;
     print_json_or(g, &r, &r.message)
+}
+
+pub async fn drain(g: &Global, args: DrainArgs) -> Result<ExitCode> {
+    let c = client(g)?;
+    let r = c.drain(&args.node).await?;
+    if args.no_wait {
+        return print_json_or(g, &r, &r.message);
+    }
+    if !g.json {
+        eprintln!("{}", r.message);
+    }
+    let start = Instant::now();
+    let mut last_line = String::new();
+    loop {
+        let nodes = c.nodes().await?;
+        let node = nodes
+            .nodes
+            .iter()
+            .find(|n| n.name == args.node || n.id.to_string() == args.node)
+            .ok_or_else(|| anyhow!("node `{}` is no longer a member", args.node))?;
+        let status = c.status().await?;
+        let moving: Vec<&String> =
+            status.warnings.iter().filter(|w| w.contains("(drain)") || w.contains("cannot leave")).collect();
+        if node.instances == 0 && moving.is_empty() {
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("node {} is drained ({:.1}s)", node.name, start.elapsed().as_secs_f64());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !g.json {
+            let line = format!(
+                "  {} replica(s) left on {}{}",
+                node.instances,
+                node.name,
+                moving.iter().map(|m| format!("\n    {m}")).collect::<String>()
+            );
+            if line != last_line {
+                eprintln!("{line}");
+                last_line = line;
+            }
+        }
+        if start.elapsed() >= args.timeout {
+            bail!(
+                "node {} still holds {} replica(s) after {}s; the drain goes on in the background (see `holdfast status`)",
+                node.name,
+                node.instances,
+                args.timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<ExitCode> {
+    let c = client(g)?;
+    let (settings, changed) = match cmd {
+        ClusterCmd::Settings => (c.settings().await?, false),
+        ClusterCmd::Set { heartbeat, suspect_after, down_after, voter_replace_after } => {
+            let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+            let change = holdfast_api::types::SettingsChange {
+                heartbeat_ms: ms(heartbeat),
+                suspect_after_ms: ms(suspect_after),
+                down_after_ms: ms(down_after),
+                voter_replace_after_ms: ms(voter_replace_after),
+            };
+            if change == Default::default() {
+                bail!("nothing to change: give at least one of --heartbeat, --suspect-after, --down-after, --voter-replace-after");
+            }
+            (c.change_settings(&change).await?, true)
+        }
+    };
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&settings)?);
+    } else {
+        if changed {
+            println!("settings changed; every node follows within a heartbeat");
+        }
+        print!("{}", output::settings(&settings));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn uncordon(g: &Global, args: NodeArgs) -> Result<ExitCode> {

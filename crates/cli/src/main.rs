@@ -88,10 +88,19 @@ enum Cmd {
     Rm(commands::ServiceArgs),
     /// Cluster members: name, address, site, arch, role, state, load.
     Nodes,
+    /// Place nothing new on a node; the replicas already there stay.
+    Cordon(commands::NodeArgs),
     /// Move every replica off a node (for maintenance) and place nothing new there.
-    Drain(commands::NodeArgs),
-    /// Let a drained node take replicas again.
+    ///
+    /// Replicas move one at a time per service, and each new instance is started and
+    /// ready before the old one stops, so traffic never lacks a replica. Waits until the
+    /// node is empty, showing progress (`--no-wait` returns at once).
+    Drain(commands::DrainArgs),
+    /// Let a cordoned or drained node take replicas again (a drain in progress stops).
     Uncordon(commands::NodeArgs),
+    /// Cluster-wide settings: failure detection timing.
+    #[command(subcommand)]
+    Cluster(commands::ClusterCmd),
     /// Join tokens.
     #[command(subcommand)]
     Token(commands::TokenCmd),
@@ -114,7 +123,9 @@ fn main() -> ExitCode {
             Cmd::Up(args) => up::run(&cli.global, args, None).await,
             Cmd::Join(args) => up::run(&cli.global, args.up, Some(args.token)).await,
             Cmd::Nodes => commands::nodes(&cli.global).await,
+            Cmd::Cordon(args) => commands::cordon(&cli.global, args).await,
             Cmd::Drain(args) => commands::drain(&cli.global, args).await,
+            Cmd::Cluster(cmd) => commands::cluster(&cli.global, cmd).await,
             Cmd::Uncordon(args) => commands::uncordon(&cli.global, args).await,
             Cmd::Token(cmd) => commands::token(&cli.global, cmd).await,
             Cmd::Deploy(args) => commands::deploy(&cli.global, args).await,

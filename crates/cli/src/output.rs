@@ -170,7 +170,12 @@ pub fn nodes(r: &NodesResponse) -> String {
                 n.site.clone(),
                 n.arch.clone(),
                 n.role.clone(),
-                if n.cordoned { format!("{},drained", n.state) } else { n.state.clone() },
+                match (n.draining, n.cordoned) {
+                    (true, _) if n.instances > 0 => format!("{},draining", n.state),
+                    (true, _) => format!("{},drained", n.state),
+                    (false, true) => format!("{},cordoned", n.state),
+                    _ => n.state.clone(),
+                },
                 n.instances.to_string(),
                 format!("{:.1}/{:.1}", n.cpu_reserved_millis as f64 / 1000.0, n.cpu_capacity_millis as f64 / 1000.0),
                 format!("{}/{}", mem(Some(n.memory_reserved_bytes)), mem(Some(n.memory_capacity_bytes))),
@@ -183,6 +188,22 @@ pub fn nodes(r: &NodesResponse) -> String {
         for w in &r.warnings {
             let _ = writeln!(out, "  ! {w}");
         }
+    }
+    out
+}
+
+/// `holdfast cluster settings`.
+pub fn settings(s: &holdfast_api::types::SettingsView) -> String {
+    let ms = |v: u64| if v.is_multiple_of(1000) { format!("{}s", v / 1000) } else { format!("{v}ms") };
+    let rows = [
+        ("heartbeat", ms(s.heartbeat_ms), "how often every node reports to the leader"),
+        ("suspect-after", ms(s.suspect_after_ms), "silence before a node is shown as suspect"),
+        ("down-after", ms(s.down_after_ms), "silence before a node is down and its replicas move"),
+        ("voter-replace-after", ms(s.voter_replace_after_ms), "down time before a Raft voter is replaced"),
+    ];
+    let mut out = String::new();
+    for (name, value, what) in rows {
+        out.push_str(&format!("{name:<21} {value:>7}   {what}\n"));
     }
     out
 }

@@ -112,7 +112,6 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
         listen: args.listen,
         advertise: args.advertise,
         join,
-        timing: Default::default(),
         http: args.http.0,
         dns: args.dns.0,
         name: args.name.clone(),

@@ -291,3 +291,157 @@ fn ingress_reaches_replicas_on_other_nodes_and_a_node_kill_fails_no_request() {
         ok.then_some(())
     });
 }
+
+#[test]
+fn drain_starts_each_new_instance_before_stopping_the_old_and_fails_no_request() {
+    // Proves: `holdfast drain` empties a node one replica at a time, starting the new
+    // instance before the old one stops: the service never has fewer ready replicas than
+    // wanted, a steady request loop through another node's ingress sees no failure, and
+    // `uncordon` lets the node take replicas again.
+    let nodes = cluster(26, 28000, &["a", "a", "b"]);
+    let spec = WEB.replace("project: demo", "project: drain") + "routes:\n  - {host: d.localhost, service: web}\n";
+    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &spec);
+    assert!(ok, "{out}\n{err}");
+    nodes[0].wait_ready("web", 3, Duration::from_secs(20));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d1_ip, d1_http, d1_dir) = (nodes[0].ip.clone(), nodes[0].http_port, nodes[0].dir.clone());
+    let loop_stop = stop.clone();
+    let requests = std::thread::spawn(move || {
+        let mut failures = Vec::new();
+        let mut n = 0;
+        while !loop_stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "--max-time", "3", "-w", "\n%{http_code}", "-H", "Host: d.localhost"])
+                .arg(format!("http://{d1_ip}:{d1_http}/"))
+                .output()
+                .expect("curl");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !text.ends_with("\n200") {
+                failures.push(text);
+            }
+            n += 1;
+        }
+        (n, failures)
+    });
+    let watch_stop = stop.clone();
+    let ready_watch = std::thread::spawn(move || {
+        let mut lowest = u64::MAX;
+        while !watch_stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let out = std::process::Command::new(holdfast_bin())
+                .arg("--data-dir")
+                .arg(&d1_dir)
+                .args(["status", "--json"])
+                .output()
+                .expect("status");
+            if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+                if let Some(r) = service_of(&v, "web")["ready"].as_u64() {
+                    lowest = lowest.min(r);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lowest
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let out = nodes[0].cli(&["drain", "n3", "--timeout", "60s"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "drain: {stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is drained"), "{}", String::from_utf8_lossy(&out.stdout));
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (n, failures) = requests.join().expect("request loop");
+    let lowest_ready = ready_watch.join().expect("ready watch");
+    eprintln!("drain took {took:?}; {n} requests, {} failed; lowest ready count {lowest_ready}", failures.len());
+    assert!(failures.is_empty(), "failed requests during the drain: {failures:?}");
+    assert_eq!(lowest_ready, 3, "a replica was stopped before its replacement was ready");
+    let st = nodes[0].status();
+    let web = service_of(&st, "web");
+    assert_eq!(web["ready"], 3);
+    assert!(web["instances"].as_array().expect("instances").iter().all(|i| i["node"] != "n3"), "{web}");
+    let list: Value = serde_json::from_str(&nodes[0].cli_ok(&["nodes", "--json"])).expect("json");
+    let n3 = list["nodes"].as_array().expect("nodes").iter().find(|n| n["name"] == "n3").cloned().expect("n3");
+    assert_eq!(
+        (n3["cordoned"].as_bool(), n3["draining"].as_bool(), n3["instances"].as_u64()),
+        (Some(true), Some(true), Some(0))
+    );
+    assert!(nodes[0].cli_ok(&["nodes"]).contains("drained"));
+    // Back to normal: the next replica can land on n3 again.
+    nodes[0].cli_ok(&["uncordon", "n3"]);
+    nodes[0].cli_ok(&["scale", "web", "4"]);
+    let st = nodes[0].wait_ready("web", 4, Duration::from_secs(20));
+    assert!(service_of(&st, "web")["instances"].to_string().contains("\"n3\""), "uncordoned n3 takes a replica");
+}
+
+#[test]
+fn a_machine_that_comes_back_after_its_replica_moved_does_not_start_it_again() {
+    // Proves fencing by generation: a node powered off while its replica was placed
+    // elsewhere restarts with an old state, and still never starts that replica: it waits
+    // for the leader's word (which fences the old generation) before starting anything.
+    let mut nodes = cluster(27, 29000, &["a", "a", "b"]);
+    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", WEB);
+    assert!(ok, "{out}\n{err}");
+    nodes[0].wait_ready("web", 3, Duration::from_secs(20));
+    let leader = leader_of(&nodes[0]).expect("leader");
+    let victim = (1..3).find(|i| node_id(&nodes[*i]) != leader).expect("a follower");
+    let victim_name = nodes[victim].name();
+    nodes[victim].kill_machine();
+    wait_for("the replica replaced on the survivors", Duration::from_secs(20), || {
+        let st = nodes[0].try_status()?;
+        let s = service_of(&st, "web");
+        (s["ready"] == 3 && s["instances"].as_array()?.iter().all(|i| i["node"] != victim_name.as_str())).then_some(())
+    });
+    nodes[victim].spawn(&[]);
+    wait_for("the machine back and alive", Duration::from_secs(20), || {
+        let v: Value = serde_json::from_str(&nodes[0].cli_ok(&["nodes", "--json"])).ok()?;
+        let n = v["nodes"].as_array()?.iter().find(|n| n["name"] == victim_name.as_str())?.clone();
+        (n["state"] == "alive").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let log = nodes[victim].log_text();
+    let starts: Vec<&str> = log.lines().filter(|l| l.contains("holdfast_agent") && l.contains("started")).collect();
+    assert!(starts.is_empty(), "the returning machine started an instance of a superseded replica: {starts:?}\n{log}");
+    let st = nodes[0].status();
+    assert_eq!(service_of(&st, "web")["ready"], 3);
+    assert!(service_of(&st, "web")["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .all(|i| i["node"] != victim_name.as_str()));
+}
+
+#[test]
+fn failure_detection_timing_is_a_cluster_setting() {
+    // Proves: `holdfast cluster set` changes failure detection for every node (a slower
+    // down-after keeps a silent node "suspect" longer), and a nonsensical combination is
+    // refused with the reason, changing nothing.
+    let mut nodes = cluster(28, 30000, &["a", "a", "b"]);
+    let out = nodes[1].cli(&["cluster", "set", "--down-after", "1s"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("down-after (1000ms) must be longer than suspect-after (1200ms)"), "{err}");
+    let shown: Value = serde_json::from_str(&nodes[2].cli_ok(&["cluster", "settings", "--json"])).expect("json");
+    assert_eq!(shown["down_after_ms"], 3000, "a refused change changes nothing");
+    nodes[1].cli_ok(&["cluster", "set", "--down-after", "10s", "--suspect-after", "1s"]);
+    let shown: Value = serde_json::from_str(&nodes[2].cli_ok(&["cluster", "settings", "--json"])).expect("json");
+    assert_eq!((shown["down_after_ms"].as_u64(), shown["suspect_after_ms"].as_u64()), (Some(10_000), Some(1_000)));
+    assert!(nodes[0].cli_ok(&["cluster", "settings"]).contains("down-after"));
+    let leader = leader_of(&nodes[0]).expect("leader");
+    let victim = (1..3).find(|i| node_id(&nodes[*i]) != leader).expect("a follower");
+    let victim_name = nodes[victim].name();
+    let killed = Instant::now();
+    nodes[victim].kill_machine();
+    let state_of = |d: &Daemon| -> Option<String> {
+        let v: Value = serde_json::from_str(&d.cli_ok(&["nodes", "--json"])).ok()?;
+        let n = v["nodes"].as_array()?.iter().find(|n| n["name"] == victim_name.as_str())?.clone();
+        n["state"].as_str().map(str::to_string)
+    };
+    wait_for("the silent node suspect", Duration::from_secs(5), || (state_of(&nodes[0])? == "suspect").then_some(()));
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(killed.elapsed()));
+    assert_eq!(state_of(&nodes[0]).as_deref(), Some("suspect"), "not down before the 10s down-after");
+    wait_for("the silent node down after 10s", Duration::from_secs(12), || {
+        (state_of(&nodes[0])? == "down").then_some(())
+    });
+    assert!(killed.elapsed() >= Duration::from_secs(9), "declared down after {:?}", killed.elapsed());
+}

@@ -19,9 +19,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use holdfast_agent::InstanceStatus;
-use holdfast_api::types::{NodeActionResponse, NodeView, NodesResponse, TokenRequest, TokenResponse};
+use holdfast_api::types::{
+    NodeActionResponse, NodeView, NodesResponse, SettingsChange, SettingsView, TokenRequest, TokenResponse,
+};
 use holdfast_placement::NodeId;
-use holdfast_state::{Command, NodeRecord, Request, Response as Applied};
+use holdfast_state::{ClusterSettings, Command, NodeRecord, Request, Response as Applied};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -31,9 +33,9 @@ use crate::identity::{self, Identity};
 use crate::server::ApiError;
 use crate::{NodeContext, NodeError};
 
-/// Failure-detection timing. Defaults are tuned for Raspberry Pis on Wi-Fi: a lost packet
-/// or two never flips a node.
-#[derive(Debug, Clone)]
+/// Failure-detection timing, from the cluster's replicated [`ClusterSettings`] (changed
+/// with `holdfast cluster set`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterTiming {
     pub heartbeat: Duration,
     /// No heartbeat for this long: shown as suspect (nothing moves yet).
@@ -44,14 +46,20 @@ pub struct ClusterTiming {
     pub voter_replace_after: Duration,
 }
 
+impl From<&ClusterSettings> for ClusterTiming {
+    fn from(s: &ClusterSettings) -> Self {
+        ClusterTiming {
+            heartbeat: Duration::from_millis(s.heartbeat_ms),
+            suspect_after: Duration::from_millis(s.suspect_after_ms),
+            down_after: Duration::from_millis(s.down_after_ms),
+            voter_replace_after: Duration::from_millis(s.voter_replace_after_ms),
+        }
+    }
+}
+
 impl Default for ClusterTiming {
     fn default() -> Self {
-        ClusterTiming {
-            heartbeat: Duration::from_millis(300),
-            suspect_after: Duration::from_millis(1200),
-            down_after: Duration::from_millis(3000),
-            voter_replace_after: Duration::from_secs(30),
-        }
+        ClusterTiming::from(&ClusterSettings::default())
     }
 }
 
@@ -66,6 +74,8 @@ pub struct Liveness {
     down_since: HashMap<NodeId, Instant>,
     /// The last cluster-wide instance view (from heartbeat answers on followers).
     pub view: BTreeMap<NodeId, Vec<InstanceStatus>>,
+    /// Drain events already logged (a stuck move is logged once, not every tick).
+    drain_notes: BTreeSet<String>,
 }
 
 impl Liveness {
@@ -82,10 +92,18 @@ pub struct Heartbeat {
     pub instances: Vec<InstanceStatus>,
 }
 
-/// The leader's answer: every node's instances as it last heard.
+/// The leader's answer: every node's instances as it last heard, and which of the
+/// sender's own instances are superseded (fencing: stop them now, even before this
+/// node's Raft log has caught up).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub instances: BTreeMap<NodeId, Vec<InstanceStatus>>,
+    #[serde(default)]
+    pub stale: Vec<(holdfast_agent::InstanceId, u64)>,
+    /// The leader's state revision: a node that just started runs nothing new until its
+    /// own state has caught up to it.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// `POST /join` body.
@@ -146,6 +164,7 @@ pub fn own_record(ctx: &NodeContext) -> NodeRecord {
         capacity: identity::capacity(),
         labels: existing.map(|n| n.labels.clone()).unwrap_or_default(),
         cordoned: existing.is_some_and(|n| n.cordoned),
+        draining: existing.is_some_and(|n| n.draining),
         down: existing.is_some_and(|n| n.down),
         cert_fingerprint: ctx.identity.cert_fingerprint(),
     }
@@ -207,6 +226,7 @@ async fn join_inner(ctx: &NodeContext, body: &[u8]) -> Result<JoinReply, JoinErr
         capacity: req.capacity,
         labels: Default::default(),
         cordoned: false,
+        draining: false,
         down: false,
         cert_fingerprint: holdfast_pki::fingerprint_of_pem(&cert_pem).unwrap_or_default(),
     };
@@ -335,11 +355,18 @@ pub async fn heartbeat(State(ctx): State<NodeContext>, body: Bytes) -> Response 
     if !ctx.control.is_leader() {
         return not_leader(&ctx);
     }
+    let state = ctx.control.state();
+    let stale = hb
+        .instances
+        .iter()
+        .filter(|i| state.is_stale(hb.node.id, &i.id.service, i.id.replica, i.generation))
+        .map(|i| (i.id.clone(), i.generation))
+        .collect();
     let mut live = ctx.liveness.lock().await;
     live.seen.insert(hb.node.id, (Instant::now(), hb.instances));
     live.reported.insert(hb.node.id, hb.node);
     let instances = live.seen.iter().map(|(id, (_, i))| (*id, i.clone())).collect();
-    Json(HeartbeatReply { instances }).into_response()
+    Json(HeartbeatReply { instances, stale, revision: state.revision }).into_response()
 }
 
 async fn send_heartbeat(ctx: &NodeContext, leader_addr: &str) -> Result<HeartbeatReply, String> {
@@ -365,13 +392,12 @@ async fn send_heartbeat(ctx: &NodeContext, leader_addr: &str) -> Result<Heartbea
 /// Background duties of every node: heartbeats to the leader, and on the leader the
 /// failure detector, re-placement and voter management.
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(ctx.timing.heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_hb_error: Option<String> = None;
     loop {
+        // The period follows the cluster's settings as they change.
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(ctx.timing().heartbeat) => {}
         }
         if ctx.control.is_leader() {
             {
@@ -383,6 +409,7 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
                 let view = live.seen.iter().map(|(id, (_, i))| (*id, i.clone())).collect();
                 live.view = view;
             }
+            apply_fence(&ctx, &ctx.control.state().clone(), None);
             if let Err(e) = leader_duties(&ctx).await {
                 tracing::debug!(error = %e, "leader duties");
             }
@@ -395,7 +422,9 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
                 if last_hb_error.take().is_some() {
                     tracing::info!(leader = %addr, "heartbeats reach the leader again");
                 }
+                apply_fence(&ctx, &ctx.control.state().clone(), Some(&reply.stale));
                 ctx.liveness.lock().await.view = reply.instances;
+                ctx.leader_contact.send_replace(Some(reply.revision));
             }
             Err(e) => {
                 if last_hb_error.as_deref() != Some(&e) {
@@ -405,6 +434,28 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
             }
         }
     }
+}
+
+/// Records the leader's fencing verdict: `stale` instances are stopped at once. Entries
+/// the local state no longer places here (it has caught up) are forgotten.
+fn apply_fence(
+    ctx: &NodeContext,
+    state: &holdfast_state::ClusterState,
+    stale: Option<&[(holdfast_agent::InstanceId, u64)]>,
+) {
+    let node = ctx.identity.node_id;
+    ctx.fenced.send_if_modified(|fenced| {
+        let before = fenced.len();
+        fenced.retain(|(id, g)| state.is_current(node, &id.service, id.replica, *g));
+        let mut added = false;
+        for (id, generation) in stale.unwrap_or_default() {
+            if fenced.insert((id.clone(), *generation)) {
+                tracing::warn!(instance = %id, generation, "the leader says this instance is superseded: stopping it");
+                added = true;
+            }
+        }
+        added || fenced.len() != before
+    });
 }
 
 async fn propose(ctx: &NodeContext, cmd: Command) -> Result<Applied, String> {
@@ -439,6 +490,7 @@ async fn leader_duties(ctx: &NodeContext) -> Result<(), String> {
         }
         if let Some(existing) = state.nodes.get(&id) {
             rec.cordoned = existing.cordoned;
+            rec.draining = existing.draining;
             rec.down = existing.down;
             rec.labels = existing.labels.clone();
             if &rec != existing {
@@ -454,19 +506,20 @@ async fn leader_duties(ctx: &NodeContext) -> Result<(), String> {
     for (id, node) in &state.nodes {
         if *id == ctx.identity.node_id {
             if node.down {
-                propose(ctx, Command::SetNodeFlags { id: *id, cordoned: None, down: Some(false) }).await?;
+                propose(ctx, Command::SetNodeFlags { id: *id, cordoned: None, down: Some(false), draining: None })
+                    .await?;
             }
             continue;
         }
         let last = seen.get(id).copied().unwrap_or(leader_since).max(leader_since);
         let silent = now.saturating_duration_since(last);
-        if !node.down && silent >= ctx.timing.down_after {
+        if !node.down && silent >= ctx.timing().down_after {
             tracing::warn!(node = %node.name, silent_ms = silent.as_millis() as u64, "node is down; placing its replicas elsewhere");
-            propose(ctx, Command::SetNodeFlags { id: *id, cordoned: None, down: Some(true) }).await?;
+            propose(ctx, Command::SetNodeFlags { id: *id, cordoned: None, down: Some(true), draining: None }).await?;
             ctx.liveness.lock().await.down_since.insert(*id, now);
-        } else if node.down && silent < ctx.timing.suspect_after {
+        } else if node.down && silent < ctx.timing().suspect_after {
             tracing::info!(node = %node.name, "node is back");
-            propose(ctx, Command::SetNodeFlags { id: *id, cordoned: None, down: Some(false) }).await?;
+            propose(ctx, Command::SetNodeFlags { id: *id, cordoned: None, down: Some(false), draining: None }).await?;
             ctx.liveness.lock().await.down_since.remove(id);
         }
     }
@@ -479,6 +532,31 @@ async fn leader_duties(ctx: &NodeContext) -> Result<(), String> {
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "cannot re-place replicas"),
+    }
+    // 4b. Drains: move one replica per service at a time, new instance ready first.
+    let state = ctx.control.state();
+    if !state.desired.moves.is_empty() || state.nodes.values().any(|n| n.draining) {
+        let seen: BTreeMap<NodeId, Vec<InstanceStatus>> = ctx.liveness.lock().await.view.clone();
+        let ready = |node: NodeId, service: &str, replica: u32, generation: u64| {
+            seen.get(&node).is_some_and(|v| {
+                v.iter().any(|i| {
+                    i.id.service == service && i.id.replica == replica && i.generation == generation && i.ready
+                })
+            })
+        };
+        let (next, events) = holdfast_state::drain::plan_drain_step(&state, &ready);
+        let lines: BTreeSet<String> = events.iter().map(|e| e.describe(&state)).collect();
+        let mut live = ctx.liveness.lock().await;
+        for line in &lines {
+            if !live.drain_notes.contains(line) {
+                tracing::info!("drain: {line}");
+            }
+        }
+        live.drain_notes = lines;
+        drop(live);
+        if let Some(desired) = next {
+            propose(ctx, Command::SetDesired { expected_revision: state.revision, desired }).await?;
+        }
     }
     // 5. Raft membership: every member at least a learner, voters spread over sites.
     let state = ctx.control.state();
@@ -505,7 +583,7 @@ async fn leader_duties(ctx: &NodeContext) -> Result<(), String> {
             !n.down
                 || down_since
                     .get(&n.id)
-                    .is_none_or(|t| now.saturating_duration_since(*t) < ctx.timing.voter_replace_after)
+                    .is_none_or(|t| now.saturating_duration_since(*t) < ctx.timing().voter_replace_after)
         })
         .filter(|n| voters.contains(&n.id) || learners.contains(&n.id))
         .map(|n| (n.id, n.site.clone()))
@@ -569,7 +647,7 @@ pub async fn list_nodes(State(ctx): State<NodeContext>) -> Json<NodesResponse> {
         let last_seen_ms = if is_leader { live.last_seen_ms(n.id) } else { None };
         let node_state = if n.down {
             "down"
-        } else if last_seen_ms.is_some_and(|ms| ms >= ctx.timing.suspect_after.as_millis() as u64) {
+        } else if last_seen_ms.is_some_and(|ms| ms >= ctx.timing().suspect_after.as_millis() as u64) {
             "suspect"
         } else {
             "alive"
@@ -592,6 +670,7 @@ pub async fn list_nodes(State(ctx): State<NodeContext>) -> Json<NodesResponse> {
             .to_string(),
             state: node_state.to_string(),
             cordoned: n.cordoned,
+            draining: n.draining,
             last_seen_ms,
             instances,
             cpu_reserved_millis: cpu,
@@ -628,32 +707,69 @@ fn find_node(ctx: &NodeContext, name: &str) -> Result<NodeRecord, ApiError> {
     })
 }
 
-async fn set_cordoned(ctx: &NodeContext, name: &str, cordoned: bool) -> Result<NodeActionResponse, ApiError> {
+/// What a node command does to the node's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeAction {
+    /// Nothing new is placed; replicas stay.
+    Cordon,
+    /// Cordon, and move the replicas away one at a time (start before stop).
+    Drain,
+    /// Back to normal; a drain in progress stops where it is.
+    Uncordon,
+}
+
+async fn set_flags(ctx: &NodeContext, name: &str, action: NodeAction) -> Result<NodeActionResponse, ApiError> {
     let node = find_node(ctx, name)?;
+    let (cordoned, draining) = match action {
+        NodeAction::Cordon => (true, None),
+        NodeAction::Drain => (true, Some(true)),
+        NodeAction::Uncordon => (false, Some(false)),
+    };
     let _guard = ctx.change_lock.lock().await;
-    match ctx
-        .control
-        .propose(Request::new(Command::SetNodeFlags { id: node.id, cordoned: Some(cordoned), down: None }))
-        .await?
-    {
-        Applied::Applied { revision } => Ok(NodeActionResponse {
-            message: if cordoned {
-                format!("node {} drained: nothing new is placed there and its replicas move to other nodes", node.name)
-            } else {
-                format!("node {} accepts replicas again (running replicas stay where they are)", node.name)
-            },
-            revision,
-        }),
+    let cmd = Command::SetNodeFlags { id: node.id, cordoned: Some(cordoned), down: None, draining };
+    match ctx.control.propose(Request::new(cmd)).await? {
+        Applied::Applied { revision } => {
+            let replicas = replicas_on(&ctx.control.state(), node.id);
+            let message = match action {
+                NodeAction::Cordon => format!(
+                    "node {} cordoned: nothing new is placed there; its {replicas} replica(s) stay (use `drain` to move them)",
+                    node.name
+                ),
+                NodeAction::Drain => format!(
+                    "node {} draining: {replicas} replica(s) move to other nodes one at a time, each new instance ready before the old one stops",
+                    node.name
+                ),
+                NodeAction::Uncordon => {
+                    format!("node {} accepts replicas again (running replicas stay where they are)", node.name)
+                }
+            };
+            Ok(NodeActionResponse { message, revision })
+        }
+        Applied::Refused { reason } => Err(ApiError(StatusCode::CONFLICT, reason)),
         other => Err(ApiError(StatusCode::CONFLICT, format!("{other:?}"))),
     }
 }
 
-/// `POST /v1/nodes/{name}/drain`.
+/// Replicas placed on `node`, including those still moving away from it.
+pub fn replicas_on(state: &holdfast_state::ClusterState, node: NodeId) -> usize {
+    state.desired.placements.values().map(|p| p.iter().filter(|n| **n == node).count()).sum()
+}
+
+/// `POST /v1/nodes/{name}/cordon`.
+pub async fn cordon(
+    State(ctx): State<NodeContext>,
+    Path(name): Path<String>,
+) -> Result<Json<NodeActionResponse>, ApiError> {
+    Ok(Json(set_flags(&ctx, &name, NodeAction::Cordon).await?))
+}
+
+/// `POST /v1/nodes/{name}/drain`: starts the drain and answers at once; the leader moves
+/// the replicas (`GET /v1/nodes` shows how many are left).
 pub async fn drain(
     State(ctx): State<NodeContext>,
     Path(name): Path<String>,
 ) -> Result<Json<NodeActionResponse>, ApiError> {
-    Ok(Json(set_cordoned(&ctx, &name, true).await?))
+    Ok(Json(set_flags(&ctx, &name, NodeAction::Drain).await?))
 }
 
 /// `POST /v1/nodes/{name}/uncordon`.
@@ -661,10 +777,49 @@ pub async fn uncordon(
     State(ctx): State<NodeContext>,
     Path(name): Path<String>,
 ) -> Result<Json<NodeActionResponse>, ApiError> {
-    Ok(Json(set_cordoned(&ctx, &name, false).await?))
+    Ok(Json(set_flags(&ctx, &name, NodeAction::Uncordon).await?))
 }
 
-/// `DELETE /v1/nodes/{name}`: drains the node, then removes it and revokes its certificate.
+fn settings_view(s: &ClusterSettings) -> SettingsView {
+    SettingsView {
+        heartbeat_ms: s.heartbeat_ms,
+        suspect_after_ms: s.suspect_after_ms,
+        down_after_ms: s.down_after_ms,
+        voter_replace_after_ms: s.voter_replace_after_ms,
+    }
+}
+
+/// `GET /v1/cluster/settings`.
+pub async fn get_settings(State(ctx): State<NodeContext>) -> Result<Json<SettingsView>, ApiError> {
+    let state = ctx.control.read_linearizable().await?;
+    Ok(Json(settings_view(&state.settings)))
+}
+
+/// `PUT /v1/cluster/settings`: changes the given settings; refused as a whole (nothing
+/// changed) when the result does not make sense.
+pub async fn put_settings(State(ctx): State<NodeContext>, body: Bytes) -> Result<Json<SettingsView>, ApiError> {
+    let change: SettingsChange = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid settings change: {e}")))?;
+    let _guard = ctx.change_lock.lock().await;
+    let state = ctx.control.read_linearizable().await?;
+    let mut next = state.settings;
+    next.heartbeat_ms = change.heartbeat_ms.unwrap_or(next.heartbeat_ms);
+    next.suspect_after_ms = change.suspect_after_ms.unwrap_or(next.suspect_after_ms);
+    next.down_after_ms = change.down_after_ms.unwrap_or(next.down_after_ms);
+    next.voter_replace_after_ms = change.voter_replace_after_ms.unwrap_or(next.voter_replace_after_ms);
+    next.validate().map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    match ctx.control.propose(Request::new(Command::SetSettings(next))).await? {
+        Applied::Applied { .. } => Ok(Json(settings_view(&next))),
+        Applied::Refused { reason } => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, reason)),
+        other => Err(ApiError(StatusCode::CONFLICT, format!("{other:?}"))),
+    }
+}
+
+/// How long `node rm` waits for a drain to finish.
+const REMOVE_DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `DELETE /v1/nodes/{name}`: drains the node (gracefully, or at once when it is down),
+/// then removes it and revokes its certificate.
 pub async fn remove_node(
     State(ctx): State<NodeContext>,
     Path(name): Path<String>,
@@ -676,15 +831,27 @@ pub async fn remove_node(
             "cannot remove the node that answers this request (the leader); run it against another node".into(),
         ));
     }
-    set_cordoned(&ctx, &name, true).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    set_flags(&ctx, &name, NodeAction::Drain).await?;
+    let deadline = Instant::now() + REMOVE_DRAIN_TIMEOUT;
     loop {
+        // The leader's duties move the replicas; wait for them to be gone.
         let state = ctx.control.read_linearizable().await?;
-        if let Ok(Some(desired)) = holdfast_state::plan::plan_reschedule(&state) {
-            let _guard = ctx.change_lock.lock().await;
-            ctx.control
-                .propose(Request::new(Command::SetDesired { expected_revision: state.revision, desired }))
-                .await?;
+        let left = replicas_on(&state, node.id);
+        let moving_in = state.desired.moves.values().any(|m| m.values().any(|n| *n == node.id));
+        if left > 0 || moving_in {
+            if Instant::now() >= deadline {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "node {} still holds {left} replica(s) after {}s of draining (see `holdfast status`); it stays cordoned and draining: run `holdfast node rm {}` again, or `holdfast uncordon {}`",
+                        node.name,
+                        REMOVE_DRAIN_TIMEOUT.as_secs(),
+                        node.name,
+                        node.name
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
         let _guard = ctx.change_lock.lock().await;
@@ -699,11 +866,9 @@ pub async fn remove_node(
                     revision,
                 }))
             }
-            Applied::Conflict { .. } if Instant::now() < deadline => continue,
-            Applied::Refused { reason } if Instant::now() < deadline => {
-                tracing::debug!(%reason, "remove node: retrying");
+            Applied::Conflict { .. } | Applied::Refused { .. } if Instant::now() < deadline => {
                 drop(_guard);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             other => {
                 return Err(ApiError(StatusCode::CONFLICT, format!("cannot remove node {}: {other:?}", node.name)))

@@ -25,6 +25,7 @@ pub mod status;
 pub mod tunnel;
 pub mod workloads;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,7 +45,6 @@ pub struct NodeConfig {
     pub advertise: Option<SocketAddr>,
     /// A join token: on a new data directory, join that cluster instead of creating one.
     pub join: Option<String>,
-    pub timing: cluster::ClusterTiming,
     /// HTTP ingress listen address (routes by Host and path); None: no ingress.
     pub http: Option<SocketAddr>,
     /// Internal DNS listen address (UDP and TCP); None: no DNS server.
@@ -101,10 +101,22 @@ pub struct NodeContext {
     /// Mutual-TLS HTTPS client for node-to-node calls.
     pub node_client: holdfast_raft::network::HttpsClient,
     pub liveness: cluster::SharedLiveness,
-    pub timing: cluster::ClusterTiming,
+    /// Instances the leader said are superseded (instance, generation): not run even if
+    /// this node's state, still catching up, places them here.
+    pub fenced: Arc<tokio::sync::watch::Sender<BTreeSet<(holdfast_agent::InstanceId, u64)>>>,
+    /// The leader's state revision in its last heartbeat answer (None until one came
+    /// back since this process started).
+    pub leader_contact: Arc<tokio::sync::watch::Sender<Option<u64>>>,
     pub advertise: SocketAddr,
     pub site: String,
     pub tunnels: tunnel::Tunnels,
+}
+
+impl NodeContext {
+    /// The cluster's failure-detection timing, as currently replicated.
+    pub fn timing(&self) -> cluster::ClusterTiming {
+        cluster::ClusterTiming::from(&self.control.state().settings)
+    }
 }
 
 /// A started node.
@@ -180,7 +192,8 @@ impl Node {
             node_client: holdfast_raft::network::node_https_client(client_tls.clone()),
             tunnels: tunnel::Tunnels::new(client_tls, tunnels_cancel.clone()),
             liveness: Default::default(),
-            timing: config.timing.clone(),
+            fenced: Arc::new(tokio::sync::watch::Sender::new(BTreeSet::new())),
+            leader_contact: Arc::new(tokio::sync::watch::Sender::new(None)),
             advertise,
             site: config.site.clone(),
         };

@@ -33,17 +33,23 @@ pub fn net_table(
     let mut services = Vec::new();
     for (name, record) in &state.desired.services {
         let placed = state.desired.placements.get(name).cloned().unwrap_or_default();
+        // Every current instance: the placed replicas and the new instances of replicas
+        // being moved off a draining node (both serve until the move completes).
+        let mut current: Vec<(u32, u64)> = placed.iter().enumerate().map(|(i, n)| (i as u32, *n)).collect();
+        if let Some(moves) = state.desired.moves.get(name) {
+            current.extend(moves.iter().map(|(i, n)| (*i, *n)));
+        }
         let mut endpoints = Vec::new();
-        for (replica, node) in placed.iter().enumerate() {
-            if *node != this_node && state.nodes.get(node).is_none_or(|n| n.down) {
+        for (replica, node) in current {
+            if node != this_node && state.nodes.get(&node).is_none_or(|n| n.down) {
                 continue;
             }
-            let id = InstanceId::new(name.clone(), replica as u32);
-            let Some(s) = by_id.get(&(*node, &id)) else { continue };
-            let ports: BTreeMap<String, SocketAddr> = if *node == this_node {
+            let id = InstanceId::new(name.clone(), replica);
+            let Some(s) = by_id.get(&(node, &id)) else { continue };
+            let ports: BTreeMap<String, SocketAddr> = if node == this_node {
                 s.ports.iter().map(|(p, port)| (p.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, *port)))).collect()
             } else {
-                s.ports.iter().filter_map(|(p, port)| Some((p.clone(), entrance(*node, *port)?))).collect()
+                s.ports.iter().filter_map(|(p, port)| Some((p.clone(), entrance(node, *port)?))).collect()
             };
             if ports.len() < s.ports.len() {
                 continue; // a port without a way to reach it
@@ -51,7 +57,9 @@ pub fn net_table(
             endpoints.push(Endpoint {
                 instance: id.to_string(),
                 ports,
-                ready: s.ready && s.generation == record.generation,
+                // Only the current generation on the node the state names: an instance
+                // fenced or left over on a node that was cut off takes no traffic.
+                ready: s.ready && state.is_current(node, name, replica, s.generation),
             });
         }
         services.push(ServiceNet {
@@ -99,7 +107,7 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
             r = states.changed() => if r.is_err() { break },
             r = agent.changed() => if r.is_err() { break },
             // Other nodes' readiness arrives with heartbeats.
-            _ = tokio::time::sleep(ctx.timing.heartbeat) => {}
+            _ = tokio::time::sleep(ctx.timing().heartbeat) => {}
         }
     }
     net.shutdown().await;
@@ -121,6 +129,7 @@ mod tests {
             capacity: holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 4 << 30 },
             labels: Default::default(),
             cordoned: false,
+            draining: false,
             down: false,
             cert_fingerprint: String::new(),
         })));

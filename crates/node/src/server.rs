@@ -119,9 +119,11 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/services/{name}", delete(remove))
         .route("/v1/tokens", post(crate::cluster::create_token))
         .route("/v1/nodes", get(crate::cluster::list_nodes))
+        .route("/v1/nodes/{name}/cordon", post(crate::cluster::cordon))
         .route("/v1/nodes/{name}/drain", post(crate::cluster::drain))
         .route("/v1/nodes/{name}/uncordon", post(crate::cluster::uncordon))
         .route("/v1/nodes/{name}", delete(crate::cluster::remove_node))
+        .route("/v1/cluster/settings", get(crate::cluster::get_settings).put(crate::cluster::put_settings))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), forward_to_leader));
     let api = Router::new()
         .merge(forwarded)

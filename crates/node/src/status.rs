@@ -102,7 +102,9 @@ pub fn services_view(
                         replica: replica as u32,
                         node: node_name(*node),
                         generation: s.generation,
-                        state: if s.generation != record.generation && s.state != InstanceState::Stopping {
+                        state: if !state.is_current(*node, name, replica as u32, s.generation)
+                            && s.state != InstanceState::Stopping
+                        {
                             "outdated".to_string()
                         } else {
                             state_name(s.state).to_string()
@@ -129,7 +131,7 @@ pub fn services_view(
                     name: id.to_string(),
                     replica: replica as u32,
                     node: node_name(*node),
-                    generation: record.generation,
+                    generation: state.instance_generation(name, replica as u32).unwrap_or(record.generation),
                     state: if observed.contains_key(node) { "pending" } else { "unknown" }.to_string(),
                     ready: false,
                     pid: None,
@@ -145,7 +147,10 @@ pub fn services_view(
             };
             instances.push(view);
         }
-        let ready = instances.iter().filter(|i| i.ready && i.generation == record.generation).count() as u32;
+        let ready = instances
+            .iter()
+            .filter(|i| i.ready && state.instance_generation(name, i.replica) == Some(i.generation))
+            .count() as u32;
         services.push(ServiceView {
             name: name.clone(),
             project: record.project.clone(),
@@ -156,6 +161,22 @@ pub fn services_view(
             ports: record.spec.ports.clone(),
             instances,
         });
+    }
+    for (service, moves) in &state.desired.moves {
+        for (replica, to) in moves {
+            let id = InstanceId::new(service.clone(), *replica);
+            let from = state.desired.placements.get(service).and_then(|p| p.get(*replica as usize)).copied();
+            let new_state = match by_id.get(&(*to, &id)) {
+                Some(s) if s.ready => "ready, switching over",
+                Some(s) => state_name(s.state),
+                None => "pending",
+            };
+            warnings.push(format!(
+                "{id} is moving from {} to {} (drain): new instance {new_state}; the old one stops once it is ready",
+                from.map(node_name).unwrap_or_default(),
+                node_name(*to)
+            ));
+        }
     }
     for (service, node, count) in holdfast_placement::shared_nodes(&state.desired.placements) {
         if state.nodes.len() > 1 {

@@ -2,7 +2,7 @@
 //!
 //! [`desired_instances`] is pure (tested below); [`run`] feeds its result to the agent
 //! whenever a new state is applied.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use holdfast_agent::{HealthConfig, HealthProbe, InstanceId, InstanceSpec, Limits, RestartPolicy};
@@ -31,21 +31,25 @@ fn port_order(spec: &ServiceSpec) -> Vec<String> {
     ports
 }
 
-/// Every instance placed on `node`, as the agent runs it.
-pub fn desired_instances(state: &ClusterState, node: u64) -> Vec<InstanceSpec> {
+/// How long a restarted node that reached the leader waits for its state to catch up
+/// before it runs what it has.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+
+/// Every instance placed on `node` (and every replica moving to it), as the agent runs
+/// it, except those the leader has fenced as stale (`fenced`: (instance, generation)).
+pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(InstanceId, u64)>) -> Vec<InstanceSpec> {
     let mut out = Vec::new();
-    for (service, nodes) in &state.desired.placements {
-        let Some(record) = state.desired.services.get(service) else { continue };
-        for (replica, n) in nodes.iter().enumerate() {
-            if *n != node {
-                continue;
-            }
-            let mut spec = instance_spec(service, replica as u32, record.generation, &record.project, &record.spec);
-            for (k, v) in crate::network::service_env(state, &record.project) {
-                spec.env.entry(k).or_insert(v);
-            }
-            out.push(spec);
+    for placed in state.instances_on(node) {
+        let Some(record) = state.desired.services.get(&placed.service) else { continue };
+        let id = InstanceId::new(placed.service.clone(), placed.replica);
+        if fenced.contains(&(id, placed.generation)) {
+            continue;
         }
+        let mut spec = instance_spec(&placed.service, placed.replica, placed.generation, &record.project, &record.spec);
+        for (k, v) in crate::network::service_env(state, &record.project) {
+            spec.env.entry(k).or_insert(v);
+        }
+        out.push(spec);
     }
     out
 }
@@ -83,17 +87,67 @@ fn instance_spec(service: &str, replica: u32, generation: u64, project: &str, sp
     }
 }
 
-/// Hands the agent its desired instances on start and after every applied change.
+/// Hands the agent its desired instances after every applied change and every fencing
+/// verdict from the leader.
+///
+/// After a restart the local state may be old (the machine was off while its replicas
+/// were placed elsewhere), so nothing *new* is started until this node's state has caught
+/// up with the revision the leader reported in its first heartbeat answer, or the node
+/// leads itself. Without any leader for `down_after` it runs what it last knew (a cluster
+/// without quorum keeps serving). Instances still running from before are left alone
+/// meanwhile; the leader fences any that are superseded.
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     let mut states = ctx.control.subscribe();
+    let mut fenced = ctx.fenced.subscribe();
+    let mut contact = ctx.leader_contact.subscribe();
+    let started = tokio::time::Instant::now();
+    let no_leader_limit = ctx.timing().down_after;
+    let mut contact_at: Option<tokio::time::Instant> = None;
+    loop {
+        if ctx.control.is_leader() {
+            break;
+        }
+        let leader_revision = *contact.borrow_and_update();
+        let local_revision = states.borrow_and_update().revision;
+        if let Some(rev) = leader_revision {
+            let at = *contact_at.get_or_insert_with(tokio::time::Instant::now);
+            if local_revision >= rev {
+                break;
+            }
+            if at.elapsed() > CATCH_UP_LIMIT {
+                tracing::warn!(
+                    local = local_revision,
+                    leader = rev,
+                    "state still behind the leader's; running what this node knows"
+                );
+                break;
+            }
+        } else if started.elapsed() > no_leader_limit {
+            tracing::warn!(after = ?no_leader_limit, "no leader reachable: running the instances of the last state this node knows");
+            break;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = contact.changed() => {}
+            _ = states.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
     loop {
         let state = states.borrow_and_update().clone();
-        let desired = desired_instances(&state, ctx.identity.node_id);
-        tracing::debug!(revision = state.revision, instances = desired.len(), "desired instances");
+        let fence = fenced.borrow_and_update().clone();
+        let desired = desired_instances(&state, ctx.identity.node_id, &fence);
+        tracing::debug!(
+            revision = state.revision,
+            instances = desired.len(),
+            fenced = fence.len(),
+            "desired instances"
+        );
         ctx.agent.set_desired(desired);
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = states.changed() => if changed.is_err() { return },
+            changed = fenced.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -114,6 +168,7 @@ mod tests {
             capacity: holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 8 << 30 },
             labels: Default::default(),
             cordoned: false,
+            draining: false,
             down: false,
             cert_fingerprint: String::new(),
         })));
@@ -128,7 +183,7 @@ mod tests {
         let s = state_with(
             "project: p\nservices:\n  web:\n    run: 'echo hi'\n    replicas: 2\n    ports: {admin: 9000, http: 8080}\n    resources: {memory: 64Mi, cpu: 0.5}\n    stop: {signal: SIGINT, grace: 3s}\n",
         );
-        let got = desired_instances(&s, 7);
+        let got = desired_instances(&s, 7, &BTreeSet::new());
         assert_eq!(got.len(), 2);
         let w0 = &got[0];
         assert_eq!(w0.id.to_string(), "web-0");
@@ -138,6 +193,9 @@ mod tests {
         assert_eq!(w0.stop_signal, 2);
         assert_eq!(w0.stop_grace, Duration::from_secs(3));
         assert_eq!(w0.env.get("HOLDFAST_PROJECT").map(String::as_str), Some("p"));
-        assert!(desired_instances(&s, 8).is_empty());
+        assert!(desired_instances(&s, 8, &BTreeSet::new()).is_empty());
+        let fenced = BTreeSet::from([(InstanceId::new("web", 1), w0.generation)]);
+        let left: Vec<String> = desired_instances(&s, 7, &fenced).iter().map(|i| i.id.to_string()).collect();
+        assert_eq!(left, vec!["web-0"], "a fenced instance is not run");
     }
 }

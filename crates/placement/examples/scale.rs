@@ -14,6 +14,7 @@ fn main() {
             id: i + 1,
             name: format!("n{i}"),
             schedulable: i % 50 != 0, // 2% cordoned or down
+            keeps_replicas: false,
             capacity: Capacity { cpu_millis: 64_000, memory_bytes: 256 << 30 },
         })
         .collect();

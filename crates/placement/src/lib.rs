@@ -4,7 +4,8 @@
 //! Invariants, all checked by tests:
 //! - no node is ever filled beyond its CPU or memory capacity;
 //! - replicas of one service are spread: two share a node only when no other node fits;
-//! - a replica that may stay where it is stays there (minimal moves);
+//! - a replica that may stay where it is stays there (minimal moves), also on a cordoned
+//!   node that is alive ([`NodeView::keeps_replicas`]);
 //! - the same input always gives the same output, and placing an assignment again changes nothing.
 //!
 //! This crate does no IO and knows nothing of Raft, processes or the network.
@@ -56,9 +57,13 @@ impl fmt::Display for Capacity {
 pub struct NodeView {
     pub id: NodeId,
     pub name: String,
-    /// False for cordoned, draining or down nodes: nothing new is placed there and
-    /// replicas on it are moved.
+    /// False for cordoned, draining or down nodes: nothing new is placed there.
     pub schedulable: bool,
+    /// True when the replicas already on the node may stay although it is not
+    /// schedulable (a cordoned node that is alive; a draining node's replicas are moved
+    /// one at a time by the caller). False for down nodes: their replicas are moved.
+    #[serde(default)]
+    pub keeps_replicas: bool,
     pub capacity: Capacity,
 }
 
@@ -99,6 +104,8 @@ pub fn place(workloads: &[Workload], nodes: &[NodeView], previous: &Assignment) 
     let mut used: BTreeMap<NodeId, Capacity> = nodes.iter().map(|n| (n.id, Capacity::default())).collect();
     let mut count_on: BTreeMap<NodeId, u64> = nodes.iter().map(|n| (n.id, 0)).collect();
     let schedulable: BTreeMap<NodeId, &NodeView> = nodes.iter().filter(|n| n.schedulable).map(|n| (n.id, *n)).collect();
+    let keeping: BTreeMap<NodeId, &NodeView> =
+        nodes.iter().filter(|n| n.schedulable || n.keeps_replicas).map(|n| (n.id, *n)).collect();
 
     // Pass 1: keep every replica that may stay where it is.
     let mut result: BTreeMap<String, Vec<Option<NodeId>>> = BTreeMap::new();
@@ -106,7 +113,7 @@ pub fn place(workloads: &[Workload], nodes: &[NodeView], previous: &Assignment) 
         let mut slots = vec![None; w.replicas as usize];
         if let Some(prev) = previous.get(&w.service) {
             for (i, node) in prev.iter().take(w.replicas as usize).enumerate() {
-                let Some(view) = schedulable.get(node) else { continue };
+                let Some(view) = keeping.get(node) else { continue };
                 let free = view.capacity.saturating_sub(&used[node]);
                 if w.request.fits_in(&free) {
                     slots[i] = Some(*node);

@@ -7,6 +7,7 @@ fn node(id: NodeId, cpu: u64, mem_mi: u64) -> NodeView {
         id,
         name: format!("node-{id}"),
         schedulable: true,
+        keeps_replicas: false,
         capacity: Capacity { cpu_millis: cpu, memory_bytes: mem_mi << 20 },
     }
 }
@@ -54,6 +55,16 @@ fn moves_replicas_off_unschedulable_nodes() {
 }
 
 #[test]
+fn a_cordoned_node_that_is_alive_keeps_its_replicas_but_gets_no_new_one() {
+    let mut nodes = vec![node(1, 4000, 4096), node(2, 4000, 4096), node(3, 4000, 4096)];
+    nodes[0].schedulable = false;
+    nodes[0].keeps_replicas = true;
+    let prev = Assignment::from([("web".to_string(), vec![1, 2])]);
+    check(&[wl("web", 3, 100, 64)], &nodes, &prev, "web=[1, 2, 3]");
+    check(&[wl("web", 3, 100, 64)], &nodes, &Assignment::new(), "web=[2, 3, 2]");
+}
+
+#[test]
 fn shares_a_node_only_when_no_other_fits() {
     let nodes = [node(1, 4000, 4096), node(2, 100, 64)];
     check(&[wl("web", 2, 500, 64)], &nodes, &Assignment::new(), "web=[1, 1]");
@@ -95,6 +106,7 @@ fn arb_case() -> impl Strategy<Value = (Vec<Workload>, Vec<NodeView>)> {
                 id: i as u64 + 1,
                 name: format!("n{i}"),
                 schedulable: s || i == 0,
+                keeps_replicas: false,
                 capacity: Capacity { cpu_millis: cpu, memory_bytes: mem << 20 },
             })
             .collect::<Vec<_>>()

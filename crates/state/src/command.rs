@@ -1,7 +1,7 @@
 //! Commands carried by Raft entries and their deterministic application.
 use serde::{Deserialize, Serialize};
 
-use crate::model::{CaRecord, ClusterState, Desired, JoinTokenRecord, NodeRecord, FORMAT_VERSION};
+use crate::model::{CaRecord, ClusterSettings, ClusterState, Desired, JoinTokenRecord, NodeRecord, FORMAT_VERSION};
 use holdfast_placement::NodeId;
 
 /// A Raft entry's payload: a command with the encoding version it was written with.
@@ -30,9 +30,10 @@ impl std::fmt::Display for Request {
             Command::SetCa(_) => write!(f, "set-ca"),
             Command::AddJoinToken { id, .. } => write!(f, "add-join-token {id}"),
             Command::Join { token_id, node, .. } => write!(f, "join {} ({}) with token {token_id}", node.id, node.name),
-            Command::SetNodeFlags { id, cordoned, down } => {
-                write!(f, "set-node-flags {id} cordoned={cordoned:?} down={down:?}")
+            Command::SetNodeFlags { id, cordoned, down, draining } => {
+                write!(f, "set-node-flags {id} cordoned={cordoned:?} down={down:?} draining={draining:?}")
             }
+            Command::SetSettings(s) => write!(f, "set-settings {s:?}"),
             Command::RemoveNode { id, expected_revision } => {
                 write!(f, "remove-node {id} at revision {expected_revision}")
             }
@@ -54,8 +55,16 @@ pub enum Command {
     /// matches, it is unused and `now_ms` (the leader's clock when proposing) is before
     /// its expiry. Atomic: the token is consumed and the node added together.
     Join { token_id: String, secret_hash: String, now_ms: u64, node: NodeRecord },
-    /// Change a node's cordoned/down flags (None leaves one as it is).
-    SetNodeFlags { id: NodeId, cordoned: Option<bool>, down: Option<bool> },
+    /// Change a node's cordoned/down/draining flags (None leaves one as it is).
+    SetNodeFlags {
+        id: NodeId,
+        cordoned: Option<bool>,
+        down: Option<bool>,
+        #[serde(default)]
+        draining: Option<bool>,
+    },
+    /// Change the cluster's settings; refused (state untouched) unless they validate.
+    SetSettings(ClusterSettings),
     /// Remove a node and revoke its certificate; its replicas must already be placed
     /// elsewhere (planned against `expected_revision`).
     RemoveNode { id: NodeId, expected_revision: u64 },
@@ -94,7 +103,9 @@ impl ClusterState {
                 if *expected_revision != self.revision {
                     return Response::Conflict { current_revision: self.revision };
                 }
+                let epochs = crate::fencing::next_epochs(self, desired, self.revision + 1);
                 self.desired = desired.clone();
+                self.epochs = epochs;
                 self.revision += 1;
                 Response::Applied { revision: self.revision }
             }
@@ -144,18 +155,31 @@ impl ClusterState {
                 self.revision += 1;
                 Response::Applied { revision: self.revision }
             }
-            Command::SetNodeFlags { id, cordoned, down } => {
+            Command::SetNodeFlags { id, cordoned, down, draining } => {
                 let Some(n) = self.nodes.get_mut(id) else {
                     return Response::Refused { reason: format!("unknown node {id}") };
                 };
-                let before = (n.cordoned, n.down);
+                let before = (n.cordoned, n.down, n.draining);
                 if let Some(c) = cordoned {
                     n.cordoned = *c;
                 }
                 if let Some(d) = down {
                     n.down = *d;
                 }
-                if (n.cordoned, n.down) != before {
+                if let Some(d) = draining {
+                    n.draining = *d;
+                }
+                if (n.cordoned, n.down, n.draining) != before {
+                    self.revision += 1;
+                }
+                Response::Applied { revision: self.revision }
+            }
+            Command::SetSettings(settings) => {
+                if let Err(reason) = settings.validate() {
+                    return Response::Refused { reason };
+                }
+                if &self.settings != settings {
+                    self.settings = *settings;
                     self.revision += 1;
                 }
                 Response::Applied { revision: self.revision }
@@ -164,7 +188,9 @@ impl ClusterState {
                 if *expected_revision != self.revision {
                     return Response::Conflict { current_revision: self.revision };
                 }
-                if self.desired.placements.values().any(|nodes| nodes.contains(id)) {
+                if self.desired.placements.values().any(|nodes| nodes.contains(id))
+                    || self.desired.moves.values().any(|m| m.values().any(|n| n == id))
+                {
                     return Response::Refused { reason: format!("node {id} still has replicas placed on it") };
                 }
                 let Some(n) = self.nodes.remove(id) else {
@@ -193,6 +219,7 @@ mod tests {
             capacity: Capacity { cpu_millis: 2000, memory_bytes: 1 << 30 },
             labels: Default::default(),
             cordoned: false,
+            draining: false,
             down: false,
             cert_fingerprint: String::new(),
         }
@@ -251,6 +278,7 @@ mod join_tests {
             capacity: Capacity { cpu_millis: 4000, memory_bytes: 1 << 30 },
             labels: Default::default(),
             cordoned: false,
+            draining: false,
             down: false,
             cert_fingerprint: "f".into(),
         }

@@ -7,16 +7,21 @@
 //! - [`plan`]: pure planning of a change (deploy, scale, restart, remove): from the current
 //!   state and the user's request to a human-readable [`plan::Plan`] and the next desired
 //!   state, with placement computed by `holdfast-placement`.
+//! - [`fencing`]: instance generations from placement epochs: which instance of a
+//!   replica is current, and which ones a returning node must stop.
+//! - [`drain`]: moving a draining node's replicas away one at a time, start before stop.
 //! - [`voters`]: which nodes are Raft voters, spread over sites.
 //!
 //! No IO, no async, no clocks: the same input always yields the same state.
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod drain;
+pub mod fencing;
 pub mod model;
 pub mod plan;
 pub mod voters;
 
 pub use command::{Command, Request, Response};
-pub use model::{ClusterState, Desired, NodeRecord, ServiceRecord, FORMAT_VERSION};
+pub use model::{ClusterSettings, ClusterState, Desired, NodeRecord, ServiceRecord, FORMAT_VERSION};
 pub use plan::{Plan, PlanError};

@@ -29,6 +29,86 @@ pub struct ClusterState {
     /// even if they come back with them.
     #[serde(default)]
     pub removed_nodes: BTreeMap<NodeId, String>,
+    /// When each replica got the node it is on (see [`crate::fencing`]); maintained by
+    /// [`ClusterState::apply`], never planned.
+    #[serde(default)]
+    pub epochs: Epochs,
+    /// Per-cluster settings (failure detection).
+    #[serde(default)]
+    pub settings: ClusterSettings,
+}
+
+/// The revision at which each replica was assigned to its current node, and at which each
+/// move started. An instance's generation is the larger of its service's generation and
+/// its epoch, so a replica that moves, or comes back to a node it left, is a new instance
+/// there; an older one still running anywhere is stale and is fenced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Epochs {
+    /// `slots[s][i]`: when replica `i` of service `s` got its current node.
+    pub slots: BTreeMap<String, Vec<u64>>,
+    /// `moves[s][i]`: when the move of replica `i` to its target node started.
+    pub moves: BTreeMap<String, BTreeMap<u32, u64>>,
+}
+
+/// Failure-detection timing, the same for every node of the cluster and changed with
+/// `holdfast cluster set`. Defaults are tuned for Raspberry Pis on Wi-Fi: a lost packet or
+/// two never flips a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// How often every node heartbeats to the leader.
+    pub heartbeat_ms: u64,
+    /// No heartbeat for this long: the node is shown as suspect (nothing moves yet).
+    pub suspect_after_ms: u64,
+    /// No heartbeat for this long: the node is declared down and its replicas are placed
+    /// elsewhere.
+    pub down_after_ms: u64,
+    /// A Raft voter down for this long is replaced by another node.
+    pub voter_replace_after_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            heartbeat_ms: 300,
+            suspect_after_ms: 1_200,
+            down_after_ms: 3_000,
+            voter_replace_after_ms: 30_000,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// Checks the settings make sense together; the message names the offending setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = self;
+        if !(50..=10_000).contains(&s.heartbeat_ms) {
+            return Err(format!("heartbeat must be between 50ms and 10s, got {}ms", s.heartbeat_ms));
+        }
+        if s.suspect_after_ms < 2 * s.heartbeat_ms {
+            return Err(format!(
+                "suspect-after ({}ms) must be at least two heartbeats ({}ms), or one lost packet flags a node",
+                s.suspect_after_ms,
+                2 * s.heartbeat_ms
+            ));
+        }
+        if s.down_after_ms <= s.suspect_after_ms {
+            return Err(format!(
+                "down-after ({}ms) must be longer than suspect-after ({}ms)",
+                s.down_after_ms, s.suspect_after_ms
+            ));
+        }
+        if s.down_after_ms > 600_000 {
+            return Err(format!("down-after must be at most 10m, got {}ms", s.down_after_ms));
+        }
+        if s.voter_replace_after_ms < s.down_after_ms {
+            return Err(format!(
+                "voter-replace-after ({}ms) must not be shorter than down-after ({}ms)",
+                s.voter_replace_after_ms, s.down_after_ms
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The cluster certificate authority.
@@ -57,6 +137,8 @@ impl Default for ClusterState {
             ca: None,
             join_tokens: BTreeMap::new(),
             removed_nodes: BTreeMap::new(),
+            epochs: Epochs::default(),
+            settings: ClusterSettings::default(),
         }
     }
 }
@@ -68,6 +150,11 @@ pub struct Desired {
     pub routes: Vec<RouteSpec>,
     /// Replica `i` of service `s` runs on node `placements[s][i]`.
     pub placements: Assignment,
+    /// Replicas being moved off a draining node: `moves[s][i]` is the node where a new
+    /// instance of replica `i` starts *before* the one on `placements[s][i]` stops. The
+    /// leader turns a move into the placement once the new instance is ready.
+    #[serde(default)]
+    pub moves: BTreeMap<String, BTreeMap<u32, NodeId>>,
 }
 
 /// One service as the cluster runs it.
@@ -97,8 +184,13 @@ pub struct NodeRecord {
     pub arch: String,
     pub capacity: Capacity,
     pub labels: BTreeMap<String, String>,
-    /// Drained or cordoned by a user: nothing is placed here.
+    /// Cordoned by a user (`cordon` or `drain`): nothing new is placed here; replicas
+    /// already here stay unless the node is also draining.
     pub cordoned: bool,
+    /// Drained by a user: its replicas move to other nodes one at a time, each new
+    /// instance ready before the old one stops.
+    #[serde(default)]
+    pub draining: bool,
     /// Declared down by the leader's failure detector: its replicas are placed elsewhere.
     #[serde(default)]
     pub down: bool,
@@ -125,6 +217,7 @@ impl ClusterState {
                 id: n.id,
                 name: n.name.clone(),
                 schedulable: !n.cordoned && !n.down,
+                keeps_replicas: !n.down,
                 capacity: n.capacity,
             })
             .collect()

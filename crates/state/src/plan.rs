@@ -223,11 +223,13 @@ pub fn plan_remove(state: &ClusterState, service: &str) -> Result<(Plan, Desired
     Ok((plan, finish(state, services, routes)?))
 }
 
-/// Re-places replicas that sit on nodes that are down, drained or gone; the others stay.
+/// Re-places replicas that sit on nodes that are down or gone, all at once (a replica being
+/// moved off such a node goes where its new instance already runs); the others stay.
+/// Draining nodes are emptied gradually by [`crate::drain::plan_drain_step`] instead.
 /// Returns `None` when nothing needs to move.
 pub fn plan_reschedule(state: &ClusterState) -> Result<Option<Desired>, PlanError> {
-    let schedulable = |n: &u64| state.nodes.get(n).is_some_and(|r| !r.cordoned && !r.down);
-    if state.desired.placements.values().all(|nodes| nodes.iter().all(schedulable)) {
+    let may_stay = |n: &u64| state.nodes.get(n).is_some_and(|r| !r.down);
+    if state.desired.placements.values().all(|nodes| nodes.iter().all(may_stay)) {
         return Ok(None);
     }
     finish(state, state.desired.services.clone(), state.desired.routes.clone()).map(Some)
@@ -238,7 +240,15 @@ fn finish(
     services: BTreeMap<String, ServiceRecord>,
     routes: Vec<RouteSpec>,
 ) -> Result<Desired, PlanError> {
-    let workloads: Vec<Workload> = services
+    let previous = crate::drain::previous_with_moves(state);
+    let placements = holdfast_placement::place(&workloads(&services), &state.node_views(), &previous)?;
+    let moves = crate::drain::carry_moves(state, &services, &placements);
+    Ok(Desired { services, routes, placements, moves })
+}
+
+/// What the scheduler places: every service with its replica count and requests.
+pub(crate) fn workloads(services: &BTreeMap<String, ServiceRecord>) -> Vec<Workload> {
+    services
         .iter()
         .map(|(name, r)| Workload {
             service: name.clone(),
@@ -248,9 +258,7 @@ fn finish(
                 memory_bytes: r.spec.resources.memory_bytes.unwrap_or(0),
             },
         })
-        .collect();
-    let placements = holdfast_placement::place(&workloads, &state.node_views(), &state.desired.placements)?;
-    Ok(Desired { services, routes, placements })
+        .collect()
 }
 
 /// The stable address of a new service: a hash of `project/name` mapped into

@@ -333,7 +333,11 @@ impl Daemon {
             let st = self.try_status()?;
             let s = service_of(&st, service);
             let ready = s["ready"].as_u64()? == n
-                && s["instances"].as_array()?.iter().all(|i| i["generation"] == s["generation"] && i["ready"] == true);
+                && s["instances"].as_array()?.iter().all(|i| {
+                    i["generation"].as_u64() >= s["generation"].as_u64()
+                        && i["state"] != "outdated"
+                        && i["ready"] == true
+                });
             ready.then_some(st)
         })
     }

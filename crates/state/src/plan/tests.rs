@@ -14,6 +14,7 @@ fn one_node_state() -> ClusterState {
         capacity: Capacity { cpu_millis: 2000, memory_bytes: 4 << 30 },
         labels: Default::default(),
         cordoned: false,
+        draining: false,
         down: false,
         cert_fingerprint: String::new(),
     })));
