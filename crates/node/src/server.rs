@@ -162,24 +162,49 @@ async fn require_admin_token(State(ctx): State<NodeContext>, req: Request, next:
     }
     match bearer(&req) {
         Some(t) if same_secret(t.trim(), &ctx.identity.admin_token) => next.run(req).await,
-        Some(_) => ApiError(StatusCode::UNAUTHORIZED, "the API token was refused".into()).into_response(),
-        None => ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing API token: send `Authorization: Bearer <token>` (the token is in admin.token in the data directory)".into(),
-        )
-        .into_response(),
+        Some(_) => refuse(req, ApiError(StatusCode::UNAUTHORIZED, "the API token was refused".into())).await,
+        None => {
+            refuse(
+                req,
+                ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "missing API token: send `Authorization: Bearer <token>` (the token is in admin.token in the data directory)".into(),
+                ),
+            )
+            .await
+        }
     }
+}
+
+/// Answers a refused request after reading (a bounded amount of) its body: over HTTP/2
+/// an answer sent while the client is still sending makes the server reset the stream,
+/// and some clients (curl 7.88) then drop the answer and report no status at all.
+async fn refuse(req: Request, error: ApiError) -> Response {
+    let body = req.into_body();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), axum::body::to_bytes(body, 64 * 1024)).await;
+    error.into_response()
 }
 
 /// Node-to-node routes: a client certificate of this cluster that was not revoked.
 async fn require_member_cert(State(ctx): State<NodeContext>, req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<PeerCert>().and_then(|p| p.0.clone());
     match peer {
-        None => ApiError(StatusCode::UNAUTHORIZED, "node-to-node endpoint: a cluster certificate is required".into())
-            .into_response(),
+        None => {
+            refuse(
+                req,
+                ApiError(StatusCode::UNAUTHORIZED, "node-to-node endpoint: a cluster certificate is required".into()),
+            )
+            .await
+        }
         Some(fp) if ctx.control.state().removed_nodes.values().any(|r| r == &fp) => {
-            ApiError(StatusCode::FORBIDDEN, "this node was removed from the cluster; its certificate is revoked".into())
-                .into_response()
+            refuse(
+                req,
+                ApiError(
+                    StatusCode::FORBIDDEN,
+                    "this node was removed from the cluster; its certificate is revoked".into(),
+                ),
+            )
+            .await
         }
         Some(_) => next.run(req).await,
     }
