@@ -11,6 +11,12 @@
 //!   ties go to the node with the fewest replicas of all services;
 //! - **minimal moves**: a replica that may stay where it is stays there.
 //!
+//! Replicas that stay are kept first; the others are placed service by service, the
+//! service with the fewest allowed nodes (by selector) first, then by name, so a service
+//! that can only run on a few nodes is not crowded out of them by one that could run
+//! anywhere. The hard rules are met greedily: a cluster where only another order would
+//! fit is refused with an explanation, never bent.
+//!
 //! Invariants, all checked by tests: never over capacity, selectors and anti-affinity
 //! always honoured, spread honoured when possible, deterministic, idempotent (placing an
 //! assignment again changes nothing), minimal moves.
@@ -193,6 +199,16 @@ impl PlacementError {
             | PlacementError::NoMatchingNode { service, .. }
             | PlacementError::AntiAffinity { service, .. }
             | PlacementError::Unschedulable { service, .. } => service,
+        }
+    }
+
+    /// The replica the error is about (none when the cluster has no node at all).
+    pub fn replica(&self) -> Option<u32> {
+        match self {
+            PlacementError::NoNodes { .. } => None,
+            PlacementError::NoMatchingNode { replica, .. }
+            | PlacementError::AntiAffinity { replica, .. }
+            | PlacementError::Unschedulable { replica, .. } => Some(*replica),
         }
     }
 }
@@ -524,10 +540,11 @@ impl<'a> Placer<'a> {
             }
         }
         let mut stuck = Vec::new();
-        for w in 0..self.wls.len() {
-            if !needed[w] {
-                continue;
-            }
+        // Most constrained first: the services with the fewest nodes to choose from take
+        // their pick before the others fill those nodes; then by name.
+        let mut order: Vec<usize> = (0..self.wls.len()).filter(|w| needed[*w]).collect();
+        order.sort_by_key(|w| (self.indexes.get(index_of[*w] as usize).map_or(0, |i| i.all.len()), *w));
+        for w in order {
             for i in 0..slots[w].len() {
                 if slots[w][i].is_some() {
                     continue;

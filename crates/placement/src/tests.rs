@@ -240,6 +240,19 @@ fn anti_affinity_errors_name_the_services_in_the_way() {
 }
 
 #[test]
+fn the_most_constrained_service_chooses_first() {
+    // `db` (any node) would take node-2 first by name and load; `ml` can only use the
+    // gpu nodes 2 and 4 and must not share with db: it goes first.
+    let nodes = gpu_cluster();
+    check(
+        &[wl("db", 2, 100, 64), avoiding(selecting(wl("ml", 2, 100, 64), &[("gpu", "true")]), &["db"])],
+        &nodes,
+        &none(),
+        "db=[1, 3] ml=[2, 4]",
+    );
+}
+
+#[test]
 fn new_anti_affinity_moves_the_later_service_only() {
     let nodes = [node(1, 4000, 4096), node(2, 4000, 4096), node(3, 4000, 4096)];
     let prev = Assignment::from([("db".to_string(), vec![1]), ("web".to_string(), vec![1, 2])]);
@@ -488,8 +501,9 @@ fn check_spread(wls: &[Workload], nodes: &[NodeView]) -> Result<(), TestCaseErro
     Ok(())
 }
 
-/// The placement rules written the slow, obvious way: keep what may stay, then give each
-/// missing replica the allowed node with the least (replicas of the service there,
+/// The placement rules written the slow, obvious way: keep what may stay, then (services
+/// with the fewest allowed nodes first) give each missing replica the allowed node with
+/// the least (replicas of the service there,
 /// replicas of the service in its site when spreading over sites, replicas there, id).
 /// The indexed implementation must agree with it exactly.
 fn reference(wls: &[Workload], nodes: &[NodeView], previous: &Assignment) -> Option<Assignment> {
@@ -533,7 +547,10 @@ fn reference(wls: &[Workload], nodes: &[NodeView], previous: &Assignment) -> Opt
         }
         out.insert(w.service.clone(), slots);
     }
-    for w in &wls {
+    // most constrained first: fewest schedulable matching nodes, then by name
+    let mut order = wls.clone();
+    order.sort_by_key(|w| nodes.iter().filter(|n| n.schedulable && n.matches(&w.selector)).count());
+    for w in &order {
         for i in 0..w.replicas as usize {
             if out[&w.service][i].is_some() {
                 continue;

@@ -8,11 +8,14 @@
 //!   state and the user's request to a human-readable [`plan::Plan`] and the next desired
 //!   state, with placement computed by `holdfast-placement`.
 //! - [`voters`]: which nodes are Raft voters, spread over sites.
+//! - [`labels`]: node label rules (`--label`, `holdfast node label`) and a node's full
+//!   label set as selectors see it.
 //!
 //! No IO, no async, no clocks: the same input always yields the same state.
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod labels;
 pub mod model;
 pub mod plan;
 pub mod voters;

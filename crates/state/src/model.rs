@@ -96,7 +96,13 @@ pub struct NodeRecord {
     pub site: String,
     pub arch: String,
     pub capacity: Capacity,
+    /// Labels set by users (`--label`, `holdfast node label`); selectors also see the
+    /// built-ins `name`, `site` and `arch` (see [`crate::labels::node_labels`]).
     pub labels: BTreeMap<String, String>,
+    /// The node process start (a random id per start) whose `--label` flags were last
+    /// applied; a restart with another id applies its flags once. 0: none yet.
+    #[serde(default)]
+    pub labels_start_id: u64,
     /// Drained or cordoned by a user: nothing is placed here.
     pub cordoned: bool,
     /// Declared down by the leader's failure detector: its replicas are placed elsewhere.
@@ -126,6 +132,7 @@ impl ClusterState {
                 name: n.name.clone(),
                 schedulable: !n.cordoned && !n.down,
                 capacity: n.capacity,
+                labels: crate::labels::node_labels(n),
             })
             .collect()
     }
