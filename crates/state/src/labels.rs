@@ -3,7 +3,8 @@
 //! see it (the user's labels plus the built-ins `name`, `site`, `arch`).
 use std::collections::{BTreeMap, BTreeSet};
 
-use holdfast_placement::{BUILTIN_LABELS, LABEL_ARCH, LABEL_NAME, LABEL_SITE};
+pub use holdfast_placement::BUILTIN_LABELS;
+use holdfast_placement::{LABEL_ARCH, LABEL_NAME, LABEL_SITE};
 use holdfast_spec::names::{label_key_problem, label_value_problem};
 
 use crate::model::NodeRecord;
