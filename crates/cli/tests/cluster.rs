@@ -393,7 +393,10 @@ fn labels_select_nodes_and_relabelling_moves_only_what_no_longer_matches() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid label `site=a`: `site` is a built-in label"));
 
-    // n2 restarts with its `--label disk=ssd` flag: labelled again, nothing moves back.
+    // A running node's `--label` flags do not undo a runtime change...
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(labels_of(&nodes[0], "n2").get("disk").is_none(), "disk stays removed while n2 runs");
+    // ...but a restart with them labels the node again; nothing moves back.
     let st = nodes[1].signal_and_wait(15, Duration::from_secs(20));
     assert!(st.success(), "n2 stopped cleanly");
     nodes[1].spawn(&[]);

@@ -448,3 +448,18 @@ fn load_files_reads_and_reports_unreadable_files() -> std::io::Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[test]
+fn the_readme_spec_reference_is_a_valid_spec() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README.md");
+    let section = readme.split("## Spec reference").nth(1).expect("a spec reference section");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let stack = match holdfast_spec::parse_str("README.md", yaml) {
+        Ok(s) => s,
+        Err(e) => panic!("the README's spec example is invalid:\n{e}"),
+    };
+    let web = &stack.services["web"];
+    assert_eq!(web.placement.spread, Spread::Sites);
+    assert_eq!(web.placement.node_selector["gpu"], "true");
+    assert_eq!(web.placement.anti_affinity, ["db"]);
+}
