@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::{
-    DeployRequest, ErrorBody, NodeActionResponse, NodesResponse, PlanResponse, ScaleRequest, SettingsChange,
-    SettingsView, StatusResponse, TokenRequest, TokenResponse,
+    DeployRequest, ErrorBody, NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodesResponse, PlanResponse,
+    ScaleRequest, SettingsChange, SettingsView, StatusResponse, TokenRequest, TokenResponse,
 };
 
 /// Why a call failed.
@@ -172,6 +172,12 @@ impl Client {
 
     pub async fn uncordon(&self, node: &str) -> Result<NodeActionResponse, ClientError> {
         self.call(Method::POST, &format!("/v1/nodes/{node}/uncordon"), None::<&()>).await
+    }
+
+    /// Sets and removes user labels of a node; replicas whose node selector no longer
+    /// matches move.
+    pub async fn label_node(&self, node: &str, req: &NodeLabelsRequest) -> Result<NodeLabelsResponse, ClientError> {
+        self.call(Method::POST, &format!("/v1/nodes/{node}/labels"), Some(req)).await
     }
 
     pub async fn remove_node(&self, node: &str) -> Result<NodeActionResponse, ClientError> {

@@ -15,6 +15,7 @@
 //! | POST | /v1/tokens | [`types::TokenRequest`] | [`types::TokenResponse`] |
 //! | GET | /v1/nodes | | [`types::NodesResponse`] |
 //! | POST | /v1/nodes/{name}/drain, /uncordon | | [`types::NodeActionResponse`] |
+//! | POST | /v1/nodes/{name}/labels | [`types::NodeLabelsRequest`] | [`types::NodeLabelsResponse`] |
 //! | DELETE | /v1/nodes/{name} | | [`types::NodeActionResponse`] |
 //!
 //! Everything is HTTPS; the client verifies the node against the cluster CA (`ca.pem`).

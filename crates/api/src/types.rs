@@ -1,7 +1,7 @@
 //! Request and response bodies of the API (JSON).
 use std::collections::BTreeMap;
 
-use holdfast_spec::{RouteSpec, Stack};
+use holdfast_spec::{PlacementSpec, RouteSpec, Stack};
 use holdfast_state::Plan;
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +77,9 @@ pub struct ServiceView {
     pub address: String,
     /// The stable named ports of the service.
     pub ports: BTreeMap<String, u16>,
+    /// Where its replicas may run (node selector, spread, anti-affinity).
+    #[serde(default)]
+    pub placement: PlacementSpec,
     pub instances: Vec<InstanceView>,
 }
 
@@ -156,6 +159,32 @@ pub struct NodeView {
     pub cpu_capacity_millis: u64,
     pub memory_reserved_bytes: u64,
     pub memory_capacity_bytes: u64,
+    /// Every label node selectors match: the built-ins `name`, `site`, `arch` and the
+    /// labels set with `--label` or `holdfast node label`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `POST /v1/nodes/{name}/labels`: set and remove user labels of a node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeLabelsRequest {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// The node's labels after the change, and the replicas it moved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeLabelsResponse {
+    pub node: String,
+    /// Every label of the node, built-ins included.
+    pub labels: BTreeMap<String, String>,
+    /// False when the node already had these labels.
+    pub changed: bool,
+    /// Replicas moved because of the change, e.g. `web-1: n2 -> n1`.
+    pub moves: Vec<String>,
+    pub revision: u64,
 }
 
 /// `GET /v1/cluster/settings`, and the answer of `PUT`: the cluster's failure-detection

@@ -66,6 +66,15 @@ pub struct NodeArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct LabelArgs {
+    /// Node name (or id).
+    pub node: String,
+    /// KEY=VALUE to set a label, KEY- to remove one.
+    #[arg(required = true, value_name = "KEY=VALUE|KEY-", value_parser = holdfast_state::labels::parse_label_arg)]
+    pub labels: Vec<holdfast_state::labels::LabelChange>,
+}
+
+#[derive(Args, Debug)]
 pub struct DrainArgs {
     /// Node name (or id).
     pub node: String,
@@ -116,6 +125,20 @@ pub enum TokenCmd {
 pub enum NodeCmd {
     /// Remove a node: drain it, then revoke its certificate.
     Rm(NodeArgs),
+    /// Set or remove labels of a node; services choose nodes by label with
+    /// `placement.node_selector`.
+    ///
+    /// Replicas whose node selector no longer matches move to a node that does (the others
+    /// stay). A change that would leave a replica with no node to run on is refused and
+    /// changes nothing. Every node also has the built-in labels name, site and arch, which
+    /// cannot be changed here.
+    ///
+    /// Examples:
+    ///   holdfast node label n1 gpu=true disk=ssd    # set two labels
+    ///   holdfast node label n1 gpu-                 # remove `gpu`
+    ///   holdfast nodes                              # LABELS column; --json for all labels
+    #[command(verbatim_doc_comment)]
+    Label(LabelArgs),
     /// Re-execute the node's binary in place (after replacing it with a new version).
     /// Running workloads are re-adopted, not restarted. Same as `kill -USR2 <pid>`.
     Reexec,
@@ -363,6 +386,12 @@ pub async fn node(g: &Global, cmd: NodeCmd) -> Result<ExitCode> {
         NodeCmd::Rm(args) => {
             let r = client(g)?.remove_node(&args.node).await?;
             print_json_or(g, &r, &r.message)
+        }
+        NodeCmd::Label(args) => {
+            let (set, remove) = holdfast_state::labels::split_changes(&args.labels).map_err(|e| anyhow!(e))?;
+            let req = holdfast_api::types::NodeLabelsRequest { set, remove: remove.into_iter().collect() };
+            let r = client(g)?.label_node(&args.node, &req).await?;
+            print_json_or(g, &r, &output::node_labels(&r))
         }
         NodeCmd::Reexec => {
             let c = client(g)?;

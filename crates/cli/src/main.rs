@@ -30,8 +30,9 @@ use clap::{Args, Parser, Subcommand};
 /// More machines:
 ///   holdfast up --listen 10.0.0.1:7946 --site seoul      # machine 1
 ///   holdfast token create --ttl 1h                        # prints a join token
-///   holdfast join TOKEN --listen 10.0.0.2:7946 --site idc # machines 2..5
-///   holdfast nodes                                        # members, roles, health
+///   holdfast join TOKEN --listen 10.0.0.2:7946 --site idc --label gpu=true  # machines 2..5
+///   holdfast nodes                                        # members, roles, health, labels
+///   holdfast node label n2 disk=ssd                       # services select nodes by label
 #[derive(Parser, Debug)]
 #[command(name = "holdfast", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -86,7 +87,10 @@ enum Cmd {
     Scale(commands::ScaleArgs),
     /// Remove a service (and the routes to it).
     Rm(commands::ServiceArgs),
-    /// Cluster members: name, address, site, arch, role, state, load.
+    /// Cluster members: name, address, site, arch, role, state, load and labels.
+    ///
+    /// LABELS shows the labels set with `--label` or `holdfast node label`; `--json` lists
+    /// every label selectors match, the built-ins name, site and arch included.
     Nodes,
     /// Place nothing new on a node; the replicas already there stay.
     Cordon(commands::NodeArgs),
@@ -104,7 +108,7 @@ enum Cmd {
     /// Join tokens.
     #[command(subcommand)]
     Token(commands::TokenCmd),
-    /// Node maintenance.
+    /// Node maintenance: labels, removal, in-place upgrade.
     #[command(subcommand)]
     Node(commands::NodeCmd),
 }

@@ -1,7 +1,7 @@
 //! Human output: plans and status as aligned tables.
 use std::fmt::Write;
 
-use holdfast_api::types::{NodesResponse, StatusResponse};
+use holdfast_api::types::{NodeLabelsResponse, NodesResponse, StatusResponse};
 use holdfast_state::plan::{Change, ChangeKind, Plan};
 
 /// Renders rows as a left-aligned table with a header.
@@ -179,10 +179,12 @@ pub fn nodes(r: &NodesResponse) -> String {
                 n.instances.to_string(),
                 format!("{:.1}/{:.1}", n.cpu_reserved_millis as f64 / 1000.0, n.cpu_capacity_millis as f64 / 1000.0),
                 format!("{}/{}", mem(Some(n.memory_reserved_bytes)), mem(Some(n.memory_capacity_bytes))),
+                user_labels(&n.labels),
             ]
         })
         .collect();
-    let mut out = table(&["NAME", "ADDRESS", "SITE", "ARCH", "ROLE", "STATE", "INSTANCES", "CPU", "MEMORY"], &rows);
+    let mut out =
+        table(&["NAME", "ADDRESS", "SITE", "ARCH", "ROLE", "STATE", "INSTANCES", "CPU", "MEMORY", "LABELS"], &rows);
     if !r.warnings.is_empty() {
         out.push_str("\nwarnings:\n");
         for w in &r.warnings {
@@ -208,6 +210,32 @@ pub fn settings(s: &holdfast_api::types::SettingsView) -> String {
     out
 }
 
+/// The labels users set (the built-ins name, site, arch have their own columns).
+fn user_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
+    let user: std::collections::BTreeMap<String, String> = labels
+        .iter()
+        .filter(|(k, _)| !holdfast_state::labels::BUILTIN_LABELS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    holdfast_state::labels::format_labels(&user)
+}
+
+/// The answer of `holdfast node label`.
+pub fn node_labels(r: &NodeLabelsResponse) -> String {
+    let mut out = if r.changed {
+        format!("node {} labels: {}\n", r.node, user_labels(&r.labels))
+    } else {
+        format!("node {} already has these labels: {}\n", r.node, user_labels(&r.labels))
+    };
+    for m in &r.moves {
+        let _ = writeln!(out, "  moved {m}");
+    }
+    if r.changed && r.moves.is_empty() {
+        out.push_str("  no replica had to move\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +244,24 @@ mod tests {
     fn table_aligns_columns() {
         let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]]);
         assert_eq!(t, "A    BB\nxxx  y\nz\n");
+    }
+
+    #[test]
+    fn node_label_answers() {
+        let labels = [("arch", "amd64"), ("disk", "ssd"), ("name", "n1"), ("site", "a"), ("zone", "b")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let r = NodeLabelsResponse {
+            node: "n1".into(),
+            labels,
+            changed: true,
+            moves: vec!["web-1: n2 -> n1".into()],
+            revision: 9,
+        };
+        assert_eq!(node_labels(&r), "node n1 labels: disk=ssd,zone=b\n  moved web-1: n2 -> n1\n");
+        let r = NodeLabelsResponse { changed: false, moves: vec![], ..r };
+        assert_eq!(node_labels(&r), "node n1 already has these labels: disk=ssd,zone=b\n");
     }
 
     #[test]

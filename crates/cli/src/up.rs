@@ -43,9 +43,17 @@ pub struct UpArgs {
     /// Node name (default: the host name); fixed when the data directory is created.
     #[arg(long)]
     pub name: Option<String>,
-    /// Site (location) of this machine, used to spread replicas and voters.
-    #[arg(long, default_value = "default")]
+    /// Site (location) of this machine, used to spread replicas and voters; also the
+    /// node's built-in label `site` (e.g. `node_selector: {site: seoul}`).
+    #[arg(long, default_value = "default", value_parser = parse_site)]
     pub site: String,
+    /// A node label KEY=VALUE for placement rules (repeatable), e.g. `--label gpu=true
+    /// --label disk=ssd`; services select nodes with `placement.node_selector`. Applied
+    /// when the node first starts and again on each start that gives it; labels not given
+    /// are left as they are (remove one with `holdfast node label NODE KEY-`). The
+    /// built-in labels name, site and arch cannot be set.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_start_label)]
+    pub labels: Vec<(String, String)>,
     /// Range of listen ports handed to instances, e.g. 20000-29999.
     #[arg(long, default_value = "20000-29999", value_parser = parse_port_range)]
     pub port_range: std::ops::Range<u16>,
@@ -71,6 +79,22 @@ fn parse_optional_addr(s: &str) -> std::result::Result<OptionalAddr, String> {
         return Ok(OptionalAddr(None));
     }
     s.parse().map(|a| OptionalAddr(Some(a))).map_err(|_| format!("invalid address `{s}`: expected IP:PORT or off"))
+}
+
+fn parse_site(s: &str) -> std::result::Result<String, String> {
+    match holdfast_spec::names::label_value_problem("site", s) {
+        None => Ok(s.to_string()),
+        Some(problem) => Err(format!("invalid site: {problem}")),
+    }
+}
+
+fn parse_start_label(s: &str) -> std::result::Result<(String, String), String> {
+    match holdfast_state::labels::parse_label_arg(s)? {
+        holdfast_state::labels::LabelChange::Set(k, v) => Ok((k, v)),
+        holdfast_state::labels::LabelChange::Remove(k) => Err(format!(
+            "`{s}` removes a label; --label only sets one (KEY=VALUE). Remove it with `holdfast node label NODE {k}-`"
+        )),
+    }
 }
 
 fn parse_port_range(s: &str) -> std::result::Result<std::ops::Range<u16>, String> {
@@ -116,6 +140,7 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
         dns: args.dns.0,
         name: args.name.clone(),
         site: args.site.clone(),
+        labels: labels_of(&args)?,
         port_range: args.port_range.clone(),
     })
     .await
@@ -171,6 +196,19 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
             Err(anyhow!("re-exec of {} failed: {err}; workloads are still running and will be adopted by the next `holdfast up`", exe.display()))
         }
     }
+}
+
+/// The `--label` flags as a map; the same key twice is a usage error.
+fn labels_of(args: &UpArgs) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut labels = std::collections::BTreeMap::new();
+    for (k, v) in &args.labels {
+        if let Some(old) = labels.insert(k.clone(), v.clone()) {
+            if &old != v {
+                return Err(anyhow!("--label {k} is given twice ({k}={old} and {k}={v}); give one value"));
+            }
+        }
+    }
+    Ok(labels)
 }
 
 async fn print_endpoints(client: &holdfast_api::Client, http: Option<SocketAddr>) {

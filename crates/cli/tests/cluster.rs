@@ -20,20 +20,25 @@ services:
 
 /// Starts a founder and `n - 1` joined nodes; sites given per node.
 fn cluster(tag: u8, range_base: u16, sites: &[&str]) -> Vec<Daemon> {
+    let flags: Vec<Vec<&str>> = sites.iter().map(|s| vec!["--site", *s]).collect();
+    cluster_with(tag, range_base, &flags)
+}
+
+/// Starts a founder and joined nodes `n1..`, each with its own extra flags (site, labels).
+fn cluster_with(tag: u8, range_base: u16, flags: &[Vec<&str>]) -> Vec<Daemon> {
     let mut nodes = Vec::new();
-    let first = Daemon::start_with(&format!("127.0.{tag}.1"), range_base, &["up", "--name", "n1", "--site", sites[0]]);
-    nodes.push(first);
-    for (i, site) in sites.iter().enumerate().skip(1) {
+    let mut first = vec!["up", "--name", "n1"];
+    first.extend(flags[0].iter().copied());
+    nodes.push(Daemon::start_with(&format!("127.0.{tag}.1"), range_base, &first));
+    for (i, extra) in flags.iter().enumerate().skip(1) {
         let token = nodes[0].token("5m");
         let name = format!("n{}", i + 1);
-        let d = Daemon::start_with(
-            &format!("127.0.{tag}.{}", i + 1),
-            range_base + 100 * i as u16,
-            &["join", &token, "--name", &name, "--site", site],
-        );
+        let mut command = vec!["join", &token, "--name", &name];
+        command.extend(extra.iter().copied());
+        let d = Daemon::start_with(&format!("127.0.{tag}.{}", i + 1), range_base + 100 * i as u16, &command);
         nodes.push(d);
     }
-    let n = sites.len();
+    let n = flags.len();
     let voters = match n {
         1 | 2 => 1,
         3 | 4 => 3,
@@ -444,4 +449,115 @@ fn failure_detection_timing_is_a_cluster_setting() {
         (state_of(&nodes[0])? == "down").then_some(())
     });
     assert!(killed.elapsed() >= Duration::from_secs(9), "declared down after {:?}", killed.elapsed());
+}
+
+const PLACED: &str = r#"
+project: shop
+services:
+  web:
+    run: [sleep, "100000"]
+    replicas: 2
+    placement:
+      node_selector: {disk: ssd}
+  db:
+    run: [sleep, "100000"]
+    placement:
+      anti_affinity: [web]
+"#;
+
+/// (instance, node) of every instance of `service` in a status answer.
+fn placed(st: &Value, service: &str) -> Vec<(String, String)> {
+    service_of(st, service)["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap_or("").to_string(), i["node"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// The labels `holdfast nodes --json` shows for `node`.
+fn labels_of(d: &Daemon, node: &str) -> Value {
+    let v: Value = serde_json::from_str(&d.cli_ok(&["nodes", "--json"])).expect("nodes json");
+    v["nodes"].as_array().and_then(|a| a.iter().find(|n| n["name"] == node).cloned()).unwrap_or(Value::Null)["labels"]
+        .clone()
+}
+
+#[test]
+fn labels_select_nodes_and_relabelling_moves_only_what_no_longer_matches() {
+    // Proves: `--label` on up/join labels nodes (shown by `nodes`); a service with a
+    // node_selector runs only on matching nodes and an anti-affine service never beside
+    // it (as `status --json` shows); `holdfast node label` moves the replica whose node no
+    // longer matches, refuses a change that would strand replicas and built-in labels; a
+    // restart with the same `--label` flags labels the node again and moves nothing.
+    let mut nodes = cluster_with(
+        26,
+        28000,
+        &[
+            vec!["--site", "a", "--label", "disk=ssd"],
+            vec!["--site", "a", "--label", "disk=ssd", "--label", "rack=r2"],
+            vec!["--site", "b"],
+        ],
+    );
+    let n2 = labels_of(&nodes[0], "n2");
+    assert_eq!(n2["disk"], "ssd", "{n2}");
+    assert_eq!(n2["rack"], "r2", "{n2}");
+    assert_eq!((n2["name"].as_str(), n2["site"].as_str()), (Some("n2"), Some("a")), "built-ins: {n2}");
+    assert!(labels_of(&nodes[0], "n3").get("disk").is_none());
+    let table = nodes[0].cli_ok(&["nodes"]);
+    assert!(table.contains("LABELS") && table.contains("disk=ssd,rack=r2"), "{table}");
+
+    let (ok, out, err) = nodes[2].deploy_yaml("shop.yaml", PLACED);
+    assert!(ok, "{out}\n{err}");
+    nodes[0].wait_ready("web", 2, Duration::from_secs(20));
+    let st = nodes[0].wait_ready("db", 1, Duration::from_secs(20));
+    let mut web: Vec<String> = placed(&st, "web").into_iter().map(|(_, n)| n).collect();
+    web.sort();
+    assert_eq!(web, ["n1", "n2"], "web only on the ssd nodes, one each");
+    assert_eq!(placed(&st, "db"), [("db-0".to_string(), "n3".to_string())], "db never beside web");
+    assert_eq!(service_of(&st, "web")["placement"]["node_selector"]["disk"], "ssd");
+    assert_eq!(service_of(&st, "db")["placement"]["anti_affinity"][0], "web");
+
+    // n2 loses its ssd label: its web replica moves. n3 runs db (anti-affinity), so the
+    // only place left is n1, shared.
+    let (on_n2, _) = placed(&st, "web").into_iter().find(|(_, n)| n == "n2").expect("a web replica on n2");
+    let record = nodes[1].dir.join("agent/instances").join(format!("{on_n2}.json"));
+    assert!(record.exists(), "n2 runs {on_n2}");
+    let out = nodes[1].cli_ok(&["node", "label", "n2", "disk-"]);
+    assert!(out.contains("node n2 labels: rack=r2"), "{out}");
+    assert!(out.contains(&format!("moved {on_n2}: n2 -> n1")), "{out}");
+    let st = wait_for("web moved off n2 and ready", Duration::from_secs(20), || {
+        let st = nodes[0].try_status()?;
+        let s = service_of(&st, "web");
+        let ok = s["ready"] == 2 && placed(&st, "web").iter().all(|(_, n)| n == "n1");
+        ok.then_some(st)
+    });
+    assert_eq!(placed(&st, "db"), [("db-0".to_string(), "n3".to_string())], "db did not move");
+    assert!(st["warnings"].to_string().contains("2 replicas of `web` share node n1"), "{}", st["warnings"]);
+    wait_for("n2 to stop its moved instance", Duration::from_secs(15), || (!record.exists()).then_some(()));
+
+    // Removing the last ssd label would leave web nowhere: refused, nothing changes.
+    let out = nodes[0].cli(&["node", "label", "n1", "disk-"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no node matches node_selector {disk=ssd}") && err.contains("nothing was changed"), "{err}");
+    assert_eq!(labels_of(&nodes[0], "n1")["disk"], "ssd");
+    // Built-ins cannot be changed; the bad argument is named (usage error).
+    let out = nodes[0].cli(&["node", "label", "n3", "site=a"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid label `site=a`: `site` is a built-in label"));
+
+    // A running node's `--label` flags do not undo a runtime change...
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(labels_of(&nodes[0], "n2").get("disk").is_none(), "disk stays removed while n2 runs");
+    // ...but a restart with them labels the node again; nothing moves back.
+    let st = nodes[1].signal_and_wait(15, Duration::from_secs(20));
+    assert!(st.success(), "n2 stopped cleanly");
+    nodes[1].spawn(&[]);
+    wait_for("n2 labelled disk=ssd again", Duration::from_secs(20), || {
+        (labels_of(&nodes[0], "n2")["disk"] == "ssd").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let st = nodes[0].status();
+    assert!(placed(&st, "web").iter().all(|(_, n)| n == "n1"), "minimal moves: {:?}", placed(&st, "web"));
 }

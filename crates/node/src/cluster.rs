@@ -8,7 +8,10 @@
 //! - The leader's duties ([`run`]): record the CA and node records, declare nodes down
 //!   after [`ClusterTiming::down_after`] without a heartbeat (and up again), re-place the
 //!   replicas of down or drained nodes, and keep the Raft voters spread over sites.
-//! - Node commands for the API: tokens, `nodes`, drain, uncordon, remove.
+//! - Node labels: `--label` flags reach the cluster with the join, the first
+//!   registration, or (once per start) the heartbeat; `holdfast node label` changes them
+//!   at runtime and moves the replicas whose node selector no longer matches.
+//! - Node commands for the API: tokens, `nodes`, drain, uncordon, labels, remove.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,9 +23,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use holdfast_agent::InstanceStatus;
 use holdfast_api::types::{
-    NodeActionResponse, NodeView, NodesResponse, SettingsChange, SettingsView, TokenRequest, TokenResponse,
+    NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodeView, NodesResponse, SettingsChange, SettingsView,
+    TokenRequest, TokenResponse,
 };
 use holdfast_placement::NodeId;
+use holdfast_state::labels::{node_labels, LabelChange};
 use holdfast_state::{ClusterSettings, Command, NodeRecord, Request, Response as Applied};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -72,6 +77,10 @@ pub struct Liveness {
     reported: HashMap<NodeId, NodeRecord>,
     leader_since: Option<Instant>,
     down_since: HashMap<NodeId, Instant>,
+    /// `--label` flags nodes started with, to be applied once per start by the leader.
+    start_labels: HashMap<NodeId, StartLabels>,
+    /// The replicas that could not be moved, as last logged (logged again on change).
+    last_stuck: Vec<String>,
     /// The last cluster-wide instance view (from heartbeat answers on followers).
     pub view: BTreeMap<NodeId, Vec<InstanceStatus>>,
     /// Drain events already logged (a stuck move is logged once, not every tick).
@@ -85,11 +94,22 @@ impl Liveness {
     }
 }
 
+/// The `--label` flags of one start of a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartLabels {
+    /// Random per process start: the leader applies the labels once per start.
+    pub start_id: u64,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Node-to-node: `POST /cluster/heartbeat`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub node: NodeRecord,
     pub instances: Vec<InstanceStatus>,
+    /// The node's `--label` flags, when it started with some.
+    #[serde(default)]
+    pub start_labels: Option<StartLabels>,
 }
 
 /// The leader's answer: every node's instances as it last heard, and which of the
@@ -117,6 +137,12 @@ pub struct JoinRequest {
     pub arch: String,
     pub capacity: holdfast_placement::Capacity,
     pub public_key_pem: String,
+    /// `--label` flags of the joining node.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The id of the joining node's start (see [`StartLabels`]).
+    #[serde(default)]
+    pub start_id: u64,
 }
 
 /// `POST /join` answer.
@@ -151,10 +177,15 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// This node's own record, keeping the flags the cluster set.
+/// This node's own record, keeping the flags and labels the cluster set (the `--label`
+/// flags when it registers for the first time).
 pub fn own_record(ctx: &NodeContext) -> NodeRecord {
     let state = ctx.control.state();
     let existing = state.nodes.get(&ctx.identity.node_id);
+    let (labels, labels_start_id) = match existing {
+        Some(n) => (n.labels.clone(), n.labels_start_id),
+        None => (ctx.start_labels.labels.clone(), ctx.start_labels.start_id),
+    };
     NodeRecord {
         id: ctx.identity.node_id,
         name: ctx.identity.name.clone(),
@@ -162,7 +193,8 @@ pub fn own_record(ctx: &NodeContext) -> NodeRecord {
         site: ctx.site.clone(),
         arch: identity::arch().to_string(),
         capacity: identity::capacity(),
-        labels: existing.map(|n| n.labels.clone()).unwrap_or_default(),
+        labels,
+        labels_start_id,
         cordoned: existing.is_some_and(|n| n.cordoned),
         draining: existing.is_some_and(|n| n.draining),
         down: existing.is_some_and(|n| n.down),
@@ -206,6 +238,11 @@ async fn join_inner(ctx: &NodeContext, body: &[u8]) -> Result<JoinReply, JoinErr
     if addr.ip().is_unspecified() {
         return Err(bad(format!("node address `{addr}` is not reachable by others; pass --advertise IP:PORT")));
     }
+    for (k, v) in &req.labels {
+        if let Some(problem) = holdfast_state::labels::user_label_problem(k, Some(v)) {
+            return Err(bad(format!("invalid --label {k}={v}: {problem}")));
+        }
+    }
     let _guard = ctx.change_lock.lock().await;
     let state = ctx.control.read_linearizable().await.map_err(ApiError::from)?;
     let ca = state.ca.clone().ok_or_else(|| {
@@ -224,7 +261,8 @@ async fn join_inner(ctx: &NodeContext, body: &[u8]) -> Result<JoinReply, JoinErr
         site: req.site.clone(),
         arch: req.arch.clone(),
         capacity: req.capacity,
-        labels: Default::default(),
+        labels: req.labels.clone(),
+        labels_start_id: req.start_id,
         cordoned: false,
         draining: false,
         down: false,
@@ -266,6 +304,7 @@ pub async fn perform_join(
     name: Option<&str>,
     advertise: std::net::SocketAddr,
     site: &str,
+    start_labels: &StartLabels,
 ) -> Result<Identity, NodeError> {
     use http_body_util::BodyExt;
     let fail = |m: String| NodeError::Join(m);
@@ -284,6 +323,8 @@ pub async fn perform_join(
         arch: identity::arch().to_string(),
         capacity: identity::capacity(),
         public_key_pem: key.public_key_pem().map_err(|e| fail(e.to_string()))?,
+        labels: start_labels.labels.clone(),
+        start_id: start_labels.start_id,
     };
     let tls = holdfast_pki::tls::pinned_client_config(&token.ca).map_err(|e| fail(e.to_string()))?;
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -364,6 +405,9 @@ pub async fn heartbeat(State(ctx): State<NodeContext>, body: Bytes) -> Response 
         .collect();
     let mut live = ctx.liveness.lock().await;
     live.seen.insert(hb.node.id, (Instant::now(), hb.instances));
+    if let Some(labels) = hb.start_labels {
+        live.start_labels.insert(hb.node.id, labels);
+    }
     live.reported.insert(hb.node.id, hb.node);
     let instances = live.seen.iter().map(|(id, (_, i))| (*id, i.clone())).collect();
     Json(HeartbeatReply { instances, stale, revision: state.revision }).into_response()
@@ -371,7 +415,8 @@ pub async fn heartbeat(State(ctx): State<NodeContext>, body: Bytes) -> Response 
 
 async fn send_heartbeat(ctx: &NodeContext, leader_addr: &str) -> Result<HeartbeatReply, String> {
     use http_body_util::BodyExt;
-    let hb = Heartbeat { node: own_record(ctx), instances: ctx.agent.status() };
+    let start_labels = (!ctx.start_labels.labels.is_empty()).then(|| ctx.start_labels.clone());
+    let hb = Heartbeat { node: own_record(ctx), instances: ctx.agent.status(), start_labels };
     let body = serde_json::to_vec(&hb).map_err(|e| e.to_string())?;
     let req = hyper::Request::post(format!("https://{leader_addr}/cluster/heartbeat"))
         .header("content-type", "application/json")
@@ -406,6 +451,9 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
                 let own = ctx.agent.status();
                 live.seen.insert(ctx.identity.node_id, (Instant::now(), own));
                 live.reported.insert(ctx.identity.node_id, own_record(&ctx));
+                if !ctx.start_labels.labels.is_empty() {
+                    live.start_labels.insert(ctx.identity.node_id, ctx.start_labels.clone());
+                }
                 let view = live.seen.iter().map(|(id, (_, i))| (*id, i.clone())).collect();
                 live.view = view;
             }
@@ -479,10 +527,10 @@ async fn leader_duties(ctx: &NodeContext) -> Result<(), String> {
         }
     }
     // 2. Node records as the nodes report them (flags stay the cluster's).
-    let (reported, seen, leader_since) = {
+    let (reported, seen, leader_since, start_labels) = {
         let live = ctx.liveness.lock().await;
         let seen: HashMap<NodeId, Instant> = live.seen.iter().map(|(id, (t, _))| (*id, *t)).collect();
-        (live.reported.clone(), seen, live.leader_since.unwrap_or_else(Instant::now))
+        (live.reported.clone(), seen, live.leader_since.unwrap_or_else(Instant::now), live.start_labels.clone())
     };
     for (id, mut rec) in reported {
         if state.removed_nodes.contains_key(&id) {
@@ -493,11 +541,39 @@ async fn leader_duties(ctx: &NodeContext) -> Result<(), String> {
             rec.draining = existing.draining;
             rec.down = existing.down;
             rec.labels = existing.labels.clone();
+            rec.labels_start_id = existing.labels_start_id;
             if &rec != existing {
                 propose(ctx, Command::UpsertNode(rec)).await?;
             }
         } else if id == ctx.identity.node_id {
             propose(ctx, Command::UpsertNode(rec)).await?;
+        }
+    }
+    // 2b. `--label` flags of a (re)started node, once per start.
+    let state = ctx.control.state();
+    for (id, start) in start_labels {
+        let Some(node) = state.nodes.get(&id) else { continue };
+        if node.labels_start_id == start.start_id {
+            continue;
+        }
+        let set: BTreeMap<String, String> = start
+            .labels
+            .into_iter()
+            .filter(|(k, v)| match holdfast_state::labels::user_label_problem(k, Some(v)) {
+                Some(problem) => {
+                    tracing::warn!(node = %node.name, %problem, "ignoring a --label flag");
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let cmd =
+            Command::SetNodeLabels { id, set: set.clone(), remove: BTreeSet::new(), start_id: Some(start.start_id) };
+        match propose(ctx, cmd).await? {
+            Applied::Applied { .. } => {
+                tracing::info!(node = %node.name, labels = %holdfast_state::labels::format_labels(&set), "applied the node's --label flags")
+            }
+            other => tracing::warn!(node = %node.name, ?other, "the node's --label flags were refused"),
         }
     }
     // 3. Failure detection.
@@ -523,14 +599,24 @@ async fn leader_duties(ctx: &NodeContext) -> Result<(), String> {
             ctx.liveness.lock().await.down_since.remove(id);
         }
     }
-    // 4. Re-place replicas of down, drained or removed nodes.
+    // 4. Re-place replicas of down, drained or removed nodes, and of nodes that no
+    //    longer match a service's placement rules.
     let state = ctx.control.state();
     match holdfast_state::plan::plan_reschedule(&state) {
-        Ok(Some(desired)) => {
-            let r = propose(ctx, Command::SetDesired { expected_revision: state.revision, desired }).await?;
-            tracing::info!(?r, "re-placed replicas");
+        Ok(r) => {
+            if let Some(desired) = r.desired {
+                let applied = propose(ctx, Command::SetDesired { expected_revision: state.revision, desired }).await?;
+                tracing::info!(?applied, moves = %r.moves.join(", "), "re-placed replicas");
+            }
+            let stuck: Vec<String> = r.stuck.iter().map(|e| e.to_string()).collect();
+            let mut live = ctx.liveness.lock().await;
+            if stuck != live.last_stuck {
+                for e in &stuck {
+                    tracing::warn!(error = %e, "a replica cannot move; it stays where it is");
+                }
+                live.last_stuck = stuck;
+            }
         }
-        Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "cannot re-place replicas"),
     }
     // 4b. Drains: move one replica per service at a time, new instance ready first.
@@ -677,6 +763,7 @@ pub async fn list_nodes(State(ctx): State<NodeContext>) -> Json<NodesResponse> {
             cpu_capacity_millis: n.capacity.cpu_millis,
             memory_reserved_bytes: mem,
             memory_capacity_bytes: n.capacity.memory_bytes,
+            labels: node_labels(n),
         });
     }
     Json(NodesResponse { nodes, warnings: cluster_warnings(&ctx) })
@@ -780,6 +867,55 @@ pub async fn uncordon(
     Ok(Json(set_flags(&ctx, &name, NodeAction::Uncordon).await?))
 }
 
+/// `POST /v1/nodes/{name}/labels`: sets and removes user labels, then moves the replicas
+/// whose node selector (or anti-affinity) no longer allows them there. A change that would
+/// leave a replica with no node at all is refused.
+pub async fn label_node(
+    State(ctx): State<NodeContext>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<NodeLabelsResponse>, ApiError> {
+    let req: NodeLabelsRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid labels request: {e}")))?;
+    let mut changes: Vec<LabelChange> = req.set.into_iter().map(|(k, v)| LabelChange::Set(k, v)).collect();
+    changes.extend(req.remove.into_iter().map(LabelChange::Remove));
+    let _guard = ctx.change_lock.lock().await;
+    let state = ctx.control.read_linearizable().await?;
+    let plan = holdfast_state::plan::plan_node_labels(&state, &name, &changes)?;
+    let mut revision = state.revision;
+    if plan.changed {
+        match ctx.control.propose(Request::new(plan.command.clone())).await? {
+            Applied::Applied { revision: r } => revision = r,
+            Applied::Refused { reason } => return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, reason)),
+            other => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("labels: {other:?}"))),
+        }
+        // Move what no longer fits now rather than at the next leader tick.
+        for _ in 0..5 {
+            let state = ctx.control.read_linearizable().await?;
+            let Some(desired) = holdfast_state::plan::plan_reschedule(&state)?.desired else { break };
+            match ctx
+                .control
+                .propose(Request::new(Command::SetDesired { expected_revision: state.revision, desired }))
+                .await?
+            {
+                Applied::Applied { revision: r } => {
+                    revision = r;
+                    break;
+                }
+                Applied::Conflict { .. } => continue,
+                other => {
+                    tracing::warn!(?other, "moving replicas after a label change; the leader retries");
+                    break;
+                }
+            }
+        }
+        tracing::info!(node = %name, moves = %plan.moves.join(", "), "node labels changed");
+    }
+    let state = ctx.control.state();
+    let node = state.nodes.get(&plan.node).map(|n| (n.name.clone(), node_labels(n))).unwrap_or_default();
+    Ok(Json(NodeLabelsResponse { node: node.0, labels: node.1, changed: plan.changed, moves: plan.moves, revision }))
+}
+
 fn settings_view(s: &ClusterSettings) -> SettingsView {
     SettingsView {
         heartbeat_ms: s.heartbeat_ms,
@@ -839,6 +975,23 @@ pub async fn remove_node(
         let left = replicas_on(&state, node.id);
         let moving_in = state.desired.moves.values().any(|m| m.values().any(|n| *n == node.id));
         if left > 0 || moving_in {
+            // A replica that no node may take makes the drain wait forever: say so now.
+            let (_, events) = holdfast_state::drain::plan_drain_step(&state, &|_, _, _, _| false);
+            let stuck: Vec<String> = events
+                .iter()
+                .filter(|e| matches!(e, holdfast_state::drain::DrainEvent::Stuck { from, .. } if *from == node.id))
+                .map(|e| e.describe(&state))
+                .collect();
+            if !stuck.is_empty() {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "cannot remove node {}: replicas on it have nowhere else to go (it stays drained):\n  {}",
+                        node.name,
+                        stuck.join("\n  ")
+                    ),
+                ));
+            }
             if Instant::now() >= deadline {
                 return Err(ApiError(
                     StatusCode::CONFLICT,

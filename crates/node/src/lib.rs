@@ -52,6 +52,9 @@ pub struct NodeConfig {
     /// Node name; defaults to the host name on first start.
     pub name: Option<String>,
     pub site: String,
+    /// User labels from `--label`: set when the node first registers or joins, and again
+    /// (once) on every start that gives them; other labels are left alone.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Listen ports handed to instances.
     pub port_range: std::ops::Range<u16>,
 }
@@ -109,6 +112,9 @@ pub struct NodeContext {
     pub leader_contact: Arc<tokio::sync::watch::Sender<Option<u64>>>,
     pub advertise: SocketAddr,
     pub site: String,
+    /// `--label` flags of this start, and the random id of this start (so the leader
+    /// applies them once per start).
+    pub start_labels: cluster::StartLabels,
     pub tunnels: tunnel::Tunnels,
 }
 
@@ -131,6 +137,8 @@ impl Node {
     /// (re-adopting instances left running by a previous process) and the HTTP server.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let advertise = config.advertise.unwrap_or(config.listen);
+        let start_labels =
+            cluster::StartLabels { start_id: identity::random_node_id()?, labels: config.labels.clone() };
         let identity = match identity::load(&config.data_dir)? {
             Some(id) => {
                 if config.join.is_some() {
@@ -146,8 +154,15 @@ impl Node {
                             config.listen
                         )));
                     }
-                    cluster::perform_join(&config.data_dir, token, config.name.as_deref(), advertise, &config.site)
-                        .await?
+                    cluster::perform_join(
+                        &config.data_dir,
+                        token,
+                        config.name.as_deref(),
+                        advertise,
+                        &config.site,
+                        &start_labels,
+                    )
+                    .await?
                 }
                 None => identity::bootstrap(&config.data_dir, config.name.as_deref(), advertise)?,
             },
@@ -196,6 +211,7 @@ impl Node {
             leader_contact: Arc::new(tokio::sync::watch::Sender::new(None)),
             advertise,
             site: config.site.clone(),
+            start_labels,
         };
         let net = holdfast_net::Net::start(holdfast_net::NetConfig {
             proxy: true,

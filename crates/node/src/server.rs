@@ -48,11 +48,14 @@ impl From<ControlPlaneError> for ApiError {
 impl From<PlanError> for ApiError {
     fn from(e: PlanError) -> Self {
         let status = match e {
-            PlanError::UnknownService { .. } => StatusCode::NOT_FOUND,
-            PlanError::Placement(_) | PlanError::ServiceOwnedByOtherProject { .. } | PlanError::RouteTaken { .. } => {
-                StatusCode::CONFLICT
+            PlanError::UnknownService { .. } | PlanError::UnknownNode { .. } => StatusCode::NOT_FOUND,
+            PlanError::Placement(_)
+            | PlanError::ServiceOwnedByOtherProject { .. }
+            | PlanError::RouteTaken { .. }
+            | PlanError::LabelsStrandReplicas { .. } => StatusCode::CONFLICT,
+            PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
             }
-            PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError(status, e.to_string())
     }
@@ -122,6 +125,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/nodes/{name}/cordon", post(crate::cluster::cordon))
         .route("/v1/nodes/{name}/drain", post(crate::cluster::drain))
         .route("/v1/nodes/{name}/uncordon", post(crate::cluster::uncordon))
+        .route("/v1/nodes/{name}/labels", post(crate::cluster::label_node))
         .route("/v1/nodes/{name}", delete(crate::cluster::remove_node))
         .route("/v1/cluster/settings", get(crate::cluster::get_settings).put(crate::cluster::put_settings))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), forward_to_leader));

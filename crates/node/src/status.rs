@@ -66,6 +66,29 @@ pub async fn build(ctx: &NodeContext) -> StatusResponse {
     StatusResponse { node, control_plane, services, routes: state.desired.routes.clone(), warnings }
 }
 
+/// Replicas that break their placement rules where they run (no other node may take
+/// them), and `spread: sites` services that ended up in one site.
+pub fn placement_warnings(state: &ClusterState) -> Vec<String> {
+    let workloads = holdfast_state::plan::workloads(&state.desired.services);
+    let nodes = state.node_views();
+    let mut out = Vec::new();
+    for v in holdfast_placement::violations(&workloads, &nodes, &state.desired.placements) {
+        out.push(format!(
+            "{}-{} breaks its placement rules: {}; it stays there until another node may take it",
+            v.service, v.replica, v.reason
+        ));
+    }
+    let sites: std::collections::BTreeSet<&str> = state.nodes.values().map(|n| n.site.as_str()).collect();
+    for (service, site) in holdfast_placement::unspread_sites(&workloads, &nodes, &state.desired.placements) {
+        let count = state.desired.placements.get(&service).map_or(0, Vec::len);
+        out.push(format!(
+            "`{service}` asks for spread: sites, but all {count} replicas run in site `{site}` although the cluster has sites {}: losing site `{site}` takes them all down (no node of another site could take one when they were placed: node_selector, anti_affinity or room)",
+            sites.iter().copied().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    out
+}
+
 /// The pure part of status: services and warnings from state + observations.
 pub fn services_view(
     state: &ClusterState,
@@ -159,6 +182,7 @@ pub fn services_view(
             generation: record.generation,
             address: record.address.to_string(),
             ports: record.spec.ports.clone(),
+            placement: record.spec.placement.clone(),
             instances,
         });
     }
@@ -178,6 +202,7 @@ pub fn services_view(
             ));
         }
     }
+    warnings.extend(placement_warnings(state));
     for (service, node, count) in holdfast_placement::shared_nodes(&state.desired.placements) {
         if state.nodes.len() > 1 {
             warnings.push(format!(
@@ -193,4 +218,75 @@ pub fn services_view(
         );
     }
     (services, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Placement warnings from a state: replicas stuck against their rules, services
+    //! asking for site spread that all run in one site.
+    use super::*;
+    use holdfast_state::{Command, NodeRecord, Request};
+
+    /// (id, site, labels) of a test node.
+    type TestNode<'a> = (u64, &'a str, &'a [(&'a str, &'a str)]);
+
+    fn state(yaml: &str, nodes: &[TestNode<'_>]) -> ClusterState {
+        let mut s = ClusterState::default();
+        for (id, site, labels) in nodes {
+            s.apply(&Request::new(Command::UpsertNode(NodeRecord {
+                id: *id,
+                name: format!("n{id}"),
+                addr: format!("127.0.0.{id}:1"),
+                site: site.to_string(),
+                arch: "amd64".into(),
+                capacity: holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 4 << 30 },
+                labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                labels_start_id: 0,
+                cordoned: false,
+                draining: false,
+                down: false,
+                cert_fingerprint: String::new(),
+            })));
+        }
+        let stack = holdfast_spec::parse_str("t.yaml", yaml).expect("spec parses");
+        let (_, desired) = holdfast_state::plan::plan_deploy(&s, &stack).expect("plan");
+        s.apply(&Request::new(Command::SetDesired { expected_revision: s.revision, desired }));
+        s
+    }
+
+    const SITES: &str =
+        "project: p\nservices:\n  web:\n    run: [x]\n    replicas: 2\n    placement: {spread: sites, node_selector: {disk: ssd}}\n";
+
+    #[test]
+    fn site_spread_that_could_not_be_honoured_is_reported() {
+        // only site a has ssd nodes
+        let s = state(SITES, &[(1, "a", &[("disk", "ssd")]), (2, "a", &[("disk", "ssd")]), (3, "b", &[])]);
+        assert_eq!(
+            placement_warnings(&s),
+            ["`web` asks for spread: sites, but all 2 replicas run in site `a` although the cluster has sites a, b: losing site `a` takes them all down (no node of another site could take one when they were placed: node_selector, anti_affinity or room)"]
+        );
+        // honoured: one per site
+        let s =
+            state(SITES, &[(1, "a", &[("disk", "ssd")]), (2, "a", &[("disk", "ssd")]), (3, "b", &[("disk", "ssd")])]);
+        assert_eq!(s.desired.placements["web"].len(), 2);
+        assert!(placement_warnings(&s).is_empty(), "{:?}", placement_warnings(&s));
+        // one site only: nothing to warn about
+        let s = state(SITES, &[(1, "a", &[("disk", "ssd")]), (2, "a", &[("disk", "ssd")])]);
+        assert!(placement_warnings(&s).is_empty());
+    }
+
+    #[test]
+    fn replicas_stuck_against_their_rules_are_reported() {
+        let mut s = state(SITES, &[(1, "a", &[("disk", "ssd")]), (2, "b", &[("disk", "ssd")])]);
+        s.apply(&Request::new(Command::SetNodeLabels {
+            id: 2,
+            set: Default::default(),
+            remove: ["disk".to_string()].into(),
+            start_id: None,
+        }));
+        assert_eq!(
+            placement_warnings(&s),
+            ["web-1 breaks its placement rules: n2 does not match node_selector {disk=ssd}; it stays there until another node may take it"]
+        );
+    }
 }

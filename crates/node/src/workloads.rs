@@ -167,6 +167,7 @@ mod tests {
             arch: "amd64".into(),
             capacity: holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 8 << 30 },
             labels: Default::default(),
+            labels_start_id: 0,
             cordoned: false,
             draining: false,
             down: false,

@@ -35,10 +35,10 @@ mod yaml;
 
 pub use error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 pub use model::{
-    HealthCheck, HealthSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Stack, StopSignal, StopSpec,
-    DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_PROJECT,
-    DEFAULT_REPLICAS, DEFAULT_ROUTE_PATH, DEFAULT_START_GRACE_MS, DEFAULT_STOP_GRACE_MS, DEFAULT_UNHEALTHY_THRESHOLD,
-    MAX_REPLICAS,
+    HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Spread,
+    Stack, StopSignal, StopSpec, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_TIMEOUT_MS,
+    DEFAULT_PROJECT, DEFAULT_REPLICAS, DEFAULT_ROUTE_PATH, DEFAULT_START_GRACE_MS, DEFAULT_STOP_GRACE_MS,
+    DEFAULT_UNHEALTHY_THRESHOLD, MAX_REPLICAS,
 };
 pub use units::{
     format_bytes, format_cpu_millis, format_duration_ms, parse_cpu_millis, parse_duration_ms, parse_memory_bytes,

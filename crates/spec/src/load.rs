@@ -10,9 +10,10 @@ use std::path::PathBuf;
 
 use crate::error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 use crate::model::{
-    HealthCheck, HealthSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Stack, StopSignal, StopSpec,
-    DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_PROJECT, DEFAULT_REPLICAS, DEFAULT_ROUTE_PATH,
-    DEFAULT_START_GRACE_MS, DEFAULT_STOP_GRACE_MS, DEFAULT_UNHEALTHY_THRESHOLD, MAX_REPLICAS,
+    HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Spread,
+    Stack, StopSignal, StopSpec, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_PROJECT,
+    DEFAULT_REPLICAS, DEFAULT_ROUTE_PATH, DEFAULT_START_GRACE_MS, DEFAULT_STOP_GRACE_MS, DEFAULT_UNHEALTHY_THRESHOLD,
+    MAX_REPLICAS,
 };
 use crate::names::normalise_host;
 use crate::path::{FieldPath, Seg};
@@ -29,12 +30,13 @@ struct FieldSet {
 }
 
 const SERVICE_FIELDS: &[&str] =
-    &["run", "replicas", "workdir", "env", "ports", "health", "resources", "restart", "stop"];
+    &["run", "replicas", "workdir", "env", "ports", "health", "resources", "restart", "stop", "placement"];
 const HEALTH_FIELDS: &[&str] =
     &["http", "tcp", "exec", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "start_grace"];
 const RESOURCE_FIELDS: &[&str] = &["cpu", "memory"];
 const STOP_FIELDS: &[&str] = &["signal", "grace"];
 const ROUTE_FIELDS: &[&str] = &["host", "path", "service", "port"];
+const PLACEMENT_FIELDS: &[&str] = &["node_selector", "spread", "anti_affinity"];
 
 const TOP: FieldSet = FieldSet {
     names: &["project", "services", "routes"],
@@ -46,6 +48,7 @@ const SERVICE: FieldSet = FieldSet {
         ("`health`", HEALTH_FIELDS),
         ("`resources`", RESOURCE_FIELDS),
         ("`stop`", STOP_FIELDS),
+        ("`placement`", PLACEMENT_FIELDS),
         ("a route, in the top-level `routes:` list", ROUTE_FIELDS),
     ],
 };
@@ -55,6 +58,7 @@ const TCP_CHECK: FieldSet = FieldSet { names: &["port"], hints: &[] };
 const RESOURCES: FieldSet = FieldSet { names: RESOURCE_FIELDS, hints: &[] };
 const STOP: FieldSet = FieldSet { names: STOP_FIELDS, hints: &[] };
 const ROUTE: FieldSet = FieldSet { names: ROUTE_FIELDS, hints: &[] };
+const PLACEMENT: FieldSet = FieldSet { names: PLACEMENT_FIELDS, hints: &[] };
 
 const RUN_EXAMPLE: &str =
     "a list such as `[\"my-server\", \"--port\", \"8080\"]` or a shell string such as `\"python3 -m http.server $PORT\"`";
@@ -571,7 +575,103 @@ impl Doc<'_> {
         if let Some((_, v)) = f.get("stop") {
             svc.stop = self.stop(v, &sp.field("stop"));
         }
+        if let Some((_, v)) = f.get("placement") {
+            svc.placement = self.placement(v, &sp.field("placement"));
+        }
         svc
+    }
+
+    /// `placement: { node_selector: {...}, spread: nodes|sites, anti_affinity: [...] }`.
+    fn placement(&mut self, node: &Node, p: &FieldPath) -> PlacementSpec {
+        let mut out = PlacementSpec::default();
+        let Some(f) = self.fields(node, p, &PLACEMENT) else {
+            self.poison(p);
+            return out;
+        };
+        if let Some((_, v)) = f.get("node_selector") {
+            let sp = p.field("node_selector");
+            match self.entries(
+                v,
+                &sp,
+                "a mapping of node labels to the values they must have, e.g. `{ arch: arm64, gpu: \"true\" }`",
+                "label",
+            ) {
+                Some(entries) => {
+                    for (key, k, value) in entries {
+                        let lp = sp.key(&key);
+                        self.note(&lp, k.pos, value.pos);
+                        let text = match &value.kind {
+                            Kind::Null => {
+                                self.fail(
+                                    SpecErrorKind::InvalidValue,
+                                    &lp,
+                                    k.pos.or(value.pos),
+                                    format!(
+                                        "label `{}` has no value: give the value nodes must have, e.g. `{}: \"true\"`",
+                                        key.escape_debug(),
+                                        key.escape_debug()
+                                    ),
+                                );
+                                String::new()
+                            }
+                            _ => match value.scalar_text() {
+                                Some(t) => t,
+                                None => {
+                                    self.wrong_type(&lp, value, "a label value such as `arm64` or `\"true\"`");
+                                    String::new()
+                                }
+                            },
+                        };
+                        out.node_selector.insert(key, text);
+                    }
+                }
+                None => self.poison(&sp),
+            }
+        }
+        if let Some((_, v)) = f.get("spread") {
+            let sp = p.field("spread");
+            let valid: Vec<&str> = Spread::ALL.iter().map(|s| s.as_str()).collect();
+            if let Some(text) = self.string(v, &sp, &format!("one of {}", valid.join(", "))) {
+                match text.parse::<Spread>() {
+                    Ok(mode) => out.spread = mode,
+                    Err(_) => self.fail(
+                        SpecErrorKind::InvalidValue,
+                        &sp,
+                        v.pos,
+                        format!(
+                            "invalid spread `{}`{} (valid: nodes = over nodes (the default), sites = over sites first)",
+                            text.escape_debug(),
+                            suggestion_suffix(&text, valid.iter().copied()),
+                        ),
+                    ),
+                }
+            } else {
+                self.poison(&sp);
+            }
+        }
+        if let Some((_, v)) = f.get("anti_affinity") {
+            let ap = p.field("anti_affinity");
+            match &v.kind {
+                Kind::Seq(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let ip = ap.index(i);
+                        self.note(&ip, None, item.pos);
+                        match item.scalar_text() {
+                            Some(name) => out.anti_affinity.push(name),
+                            None => {
+                                self.wrong_type(&ip, item, "a service name");
+                                out.anti_affinity.push(String::new());
+                            }
+                        }
+                    }
+                }
+                Kind::Null => {}
+                _ => {
+                    self.wrong_type(&ap, v, "a list of services of this project, e.g. `[db]`");
+                }
+            }
+        }
+        out
     }
 
     fn command(&mut self, node: &Node, p: &FieldPath) -> RunCommand {

@@ -73,6 +73,10 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// How to stop an instance.
     pub stop: StopSpec,
+    /// Where replicas may run: node selector, spread, anti-affinity. Absent in JSON
+    /// written before it existed (and left out when it is the default).
+    #[serde(default, skip_serializing_if = "PlacementSpec::is_default")]
+    pub placement: PlacementSpec,
 }
 
 impl ServiceSpec {
@@ -88,6 +92,7 @@ impl ServiceSpec {
             resources: Resources::default(),
             restart: RestartPolicy::default(),
             stop: StopSpec::default(),
+            placement: PlacementSpec::default(),
         }
     }
 }
@@ -325,6 +330,67 @@ impl FromStr for StopSignal {
         let upper = s.trim().to_ascii_uppercase();
         let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
         StopSignal::ALL.into_iter().find(|sig| &sig.name()[3..] == bare).ok_or_else(|| format!("unknown signal `{s}`"))
+    }
+}
+
+/// Where a service's replicas may run (`placement:` in YAML).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlacementSpec {
+    /// Labels a node must have for a replica to run there: every key with exactly this
+    /// value. Besides the labels set with `--label` or `holdfast node label`, every node
+    /// has the built-in labels `name`, `site` and `arch`.
+    pub node_selector: BTreeMap<String, String>,
+    /// How replicas are spread.
+    pub spread: Spread,
+    /// Services of the same project whose replicas never share a node with this
+    /// service's (a hard rule, in both directions), in declaration order.
+    pub anti_affinity: Vec<String>,
+}
+
+impl PlacementSpec {
+    /// True when nothing is asked: any node, spread over nodes.
+    pub fn is_default(&self) -> bool {
+        self == &PlacementSpec::default()
+    }
+}
+
+/// How replicas of a service are spread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Spread {
+    /// Over nodes: two replicas share a node only when no other node may take one.
+    #[default]
+    Nodes,
+    /// Over sites first (the site with the fewest replicas of the service), then over
+    /// the nodes of a site.
+    Sites,
+}
+
+impl Spread {
+    /// Every mode, in documentation order.
+    pub const ALL: [Spread; 2] = [Spread::Nodes, Spread::Sites];
+
+    /// The spelling used in YAML and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Spread::Nodes => "nodes",
+            Spread::Sites => "sites",
+        }
+    }
+}
+
+impl fmt::Display for Spread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Spread {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Spread::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| format!("unknown spread `{s}`"))
     }
 }
 

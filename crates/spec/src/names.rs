@@ -1,6 +1,6 @@
 //! Name rules of the spec language: DNS labels (project, service and port
-//! names), environment variable names and route host names, with messages
-//! that say what a valid name looks like.
+//! names), environment variable names, route host names, and node label keys
+//! and values, with messages that say what a valid name looks like.
 
 /// Longest DNS label.
 pub const MAX_LABEL_LEN: usize = 63;
@@ -150,6 +150,86 @@ pub(crate) fn host_problem(s: &str) -> Option<String> {
     ))
 }
 
+/// Longest node label key or value.
+pub const MAX_NODE_LABEL_LEN: usize = 63;
+
+/// True for a node label key: 1–63 characters of `a-z`, `0-9`, `-`, `_`, `.`,
+/// starting with a letter and ending with a letter or digit (e.g. `gpu`,
+/// `disk-type`, `rack.row`).
+pub fn is_label_key(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            bytes.len() <= MAX_NODE_LABEL_LEN
+                && first.is_ascii_lowercase()
+                && (last.is_ascii_lowercase() || last.is_ascii_digit())
+                && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        }
+        _ => false,
+    }
+}
+
+/// True for a node label value: 1–63 characters of letters, digits, `-`, `_`,
+/// `.`, starting and ending with a letter or digit (e.g. `true`, `arm64`,
+/// `Xeon-E5`, `1.10`).
+pub fn is_label_value(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            bytes.len() <= MAX_NODE_LABEL_LEN
+                && first.is_ascii_alphanumeric()
+                && last.is_ascii_alphanumeric()
+                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        }
+        _ => false,
+    }
+}
+
+/// Why `key` is not a node label key.
+pub fn label_key_problem(key: &str) -> Option<String> {
+    if is_label_key(key) {
+        return None;
+    }
+    let fixed: String = key
+        .trim()
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .collect();
+    let fixed = fixed.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
+    let fix = if is_label_key(&fixed) && fixed != key { format!(", e.g. `{fixed}`") } else { String::new() };
+    let why = if key.is_empty() {
+        "it is empty; ".to_string()
+    } else if key.len() > MAX_NODE_LABEL_LEN {
+        format!("it is {} characters long; ", key.len())
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "invalid label key `{}`: {why}use 1-63 lowercase letters, digits, '-', '_' and '.', starting with a letter and ending with a letter or digit{fix}",
+        key.escape_debug()
+    ))
+}
+
+/// Why `value` is not a valid value for node label `key`.
+pub fn label_value_problem(key: &str, value: &str) -> Option<String> {
+    if is_label_value(value) {
+        return None;
+    }
+    let why = if value.is_empty() {
+        "it is empty; ".to_string()
+    } else if value.len() > MAX_NODE_LABEL_LEN {
+        format!("it is {} characters long; ", value.len())
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "invalid value `{}` for label `{}`: {why}use 1-63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+        value.escape_debug(),
+        key.escape_debug()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +263,30 @@ mod tests {
             assert!(!is_valid_host(bad), "{bad}");
         }
         assert_eq!(normalise_host("Demo.LocalHost."), "demo.localhost");
+    }
+
+    #[test]
+    fn node_labels() {
+        for ok in ["gpu", "disk-type", "rack.row", "zone_1", "a", &"a".repeat(63)] {
+            assert!(is_label_key(ok), "{ok}");
+        }
+        for bad in ["", "GPU", "1gpu", "gpu-", "gp u", "gpu=x", "é", &"a".repeat(64)] {
+            assert!(!is_label_key(bad), "{bad}");
+        }
+        for ok in ["true", "arm64", "Xeon-E5", "1.10", "a_b", "0"] {
+            assert!(is_label_value(ok), "{ok}");
+        }
+        for bad in ["", "-x", "x.", "a b", "a/b", &"a".repeat(64)] {
+            assert!(!is_label_value(bad), "{bad}");
+        }
+        assert_eq!(
+            label_key_problem("GPU Type").as_deref(),
+            Some("invalid label key `GPU Type`: use 1-63 lowercase letters, digits, '-', '_' and '.', starting with a letter and ending with a letter or digit, e.g. `gpu-type`")
+        );
+        assert_eq!(
+            label_value_problem("gpu", "").as_deref(),
+            Some("invalid value `` for label `gpu`: it is empty; use 1-63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit")
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Semantic rules of a spec, checked on the canonical [`Stack`]: names,
 //! ranges, health-check timing, references from health checks and routes
-//! to declared ports and services, duplicate ports and routes.
+//! to declared ports and services, duplicate ports and routes, node label
+//! selectors and anti-affinity references.
 //!
 //! The same code serves [`Stack::validate`] (no file positions: errors name
 //! the field path) and the YAML loader, which supplies positions through a
@@ -11,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{HealthCheck, RunCommand, ServiceSpec, Stack, MAX_REPLICAS};
-use crate::names::{dns_label_problem, env_name_problem, host_problem};
+use crate::names::{dns_label_problem, env_name_problem, host_problem, label_key_problem, label_value_problem};
 use crate::path::FieldPath;
 use crate::suggest::suggestion_suffix;
 use crate::units::format_duration_ms;
@@ -89,6 +90,7 @@ pub(crate) fn validate_stack(stack: &Stack, sink: &mut dyn Sink) {
     let services_path = root.field("services");
     for (name, svc) in &stack.services {
         validate_service(name, svc, &services_path.key(name), sink);
+        validate_placement(stack, name, svc, &services_path.key(name), sink);
     }
     validate_routes(stack, sink);
 }
@@ -382,6 +384,79 @@ fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dy
             Target::Value,
             "memory must be greater than 0, e.g. `256Mi`".to_string(),
         );
+    }
+}
+
+/// `placement:`: label keys and values of the node selector, and anti-affinity names
+/// that exist in the project, are not the service itself and are not repeated.
+fn validate_placement(stack: &Stack, name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dyn Sink) {
+    let pp = sp.field("placement");
+    if sink.is_poisoned(sp) || sink.is_poisoned(&pp) {
+        return;
+    }
+    let sel = pp.field("node_selector");
+    if !sink.is_poisoned(&sel) {
+        for (key, value) in &svc.placement.node_selector {
+            let p = sel.key(key);
+            if sink.is_poisoned(&p) {
+                continue;
+            }
+            if let Some(msg) = label_key_problem(key) {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
+            } else if let Some(msg) = label_value_problem(key, value) {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Value, msg);
+            }
+        }
+    }
+    let anti = pp.field("anti_affinity");
+    if sink.is_poisoned(&anti) {
+        return;
+    }
+    let services_path = FieldPath::root().field("services");
+    for (i, other) in svc.placement.anti_affinity.iter().enumerate() {
+        let p = anti.index(i);
+        if sink.is_poisoned(&p) {
+            continue;
+        }
+        if other == name {
+            sink.report(
+                SpecErrorKind::InvalidValue,
+                &p,
+                Target::Value,
+                format!(
+                    "service `{name}` cannot be anti-affine with itself: its replicas already share a node only when no other node fits (use `spread: sites` to spread them over sites too)"
+                ),
+            );
+        } else if let Some(first) = svc.placement.anti_affinity[..i].iter().position(|o| o == other) {
+            let first = sink.describe(&anti.index(first));
+            sink.report(
+                SpecErrorKind::Duplicate,
+                &p,
+                Target::Value,
+                format!("`{}` is listed twice (first at {first}); remove one", other.escape_debug()),
+            );
+        } else if !stack.services.contains_key(other) {
+            let names: Vec<&str> = in_declared_order(sink, &services_path, stack.services.keys())
+                .into_iter()
+                .filter(|n| *n != name)
+                .collect();
+            let msg = if names.is_empty() {
+                format!(
+                    "anti_affinity names unknown service `{}`: project `{}` has no other services (anti_affinity only refers to services of the same project)",
+                    other.escape_debug(),
+                    stack.project
+                )
+            } else {
+                format!(
+                    "anti_affinity names unknown service `{}`{} (services of project `{}`: {})",
+                    other.escape_debug(),
+                    suggestion_suffix(other, names.iter().copied()),
+                    stack.project,
+                    names.join(", ")
+                )
+            };
+            sink.report(SpecErrorKind::UnknownReference, &p, Target::Value, msg);
+        }
     }
 }
 

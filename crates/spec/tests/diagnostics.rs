@@ -20,7 +20,7 @@ macro_rules! err_cases {
 err_cases! {
     // --- structure, unknown and missing fields
     unknown_service_field_suggests: "services:\n  web:\n    run: [srv]\n    replica: 3\n"
-        => "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, ports, health, resources, restart, stop)";
+        => "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, ports, health, resources, restart, stop, placement)";
     unknown_top_field_suggests: "service:\n  web: {run: x}\n"
         => "demo.yaml:1:1: unknown field `service`, did you mean `services`? (valid fields: project, services, routes)";
     misplaced_health_field_hint: "services:\n  web:\n    run: [srv]\n    interval: 3s\n"
@@ -42,7 +42,7 @@ err_cases! {
     service_defined_twice_in_file: "services:\n  web: {run: a}\n  web: {run: b}\n"
         => "demo.yaml:3:3: services.web: service `web` is defined twice (first at demo.yaml:2:3)";
     service_as_string_hints_run: "services:\n  web: python3 app.py\n"
-        => "demo.yaml:2:8: services.web: expected a mapping with fields run, replicas, workdir, env, ports, health, resources, restart, stop, found string `python3 app.py`; to run a command write `web: { run: \"python3 app.py\" }`";
+        => "demo.yaml:2:8: services.web: expected a mapping with fields run, replicas, workdir, env, ports, health, resources, restart, stop, placement, found string `python3 app.py`; to run a command write `web: { run: \"python3 app.py\" }`";
     services_as_list: "services:\n  - web\n"
         => "demo.yaml:2:3: services: expected a mapping of service names to services, e.g. `web: { run: ... }`, found a list";
     top_level_list: "- a\n- b\n"
@@ -215,6 +215,44 @@ err_cases! {
         => "demo.yaml:6:13: routes[0].host: host is empty";
     route_item_not_a_map: &web("routes:\n  - a.b\n")
         => "demo.yaml:6:5: routes[0]: expected a mapping with fields host, path, service, port, found string `a.b`";
+
+    // --- placement
+    placement_unknown_field: &web("    placement: { node_selectr: {gpu: 'true'} }\n")
+        => "demo.yaml:5:18: services.web.placement: unknown field `node_selectr`, did you mean `node_selector`? (valid fields: node_selector, spread, anti_affinity)";
+    placement_camel_case: &web("    placement: { nodeSelector: {gpu: 'true'} }\n")
+        => "services.web.placement: unknown field `nodeSelector`, did you mean `node_selector`?";
+    placement_field_outside_block: &web("    node_selector: {gpu: 'true'}\n")
+        => "demo.yaml:5:5: services.web: unknown field `node_selector`: `node_selector` belongs in `placement`";
+    placement_not_a_map: &web("    placement: sites\n")
+        => "demo.yaml:5:16: services.web.placement: expected a mapping with fields node_selector, spread, anti_affinity, found string `sites`";
+    spread_typo: &web("    placement: { spread: site }\n")
+        => "demo.yaml:5:26: services.web.placement.spread: invalid spread `site`, did you mean `sites`? (valid: nodes = over nodes (the default), sites = over sites first)";
+    spread_list: &web("    placement: { spread: [sites] }\n")
+        => "demo.yaml:5:26: services.web.placement.spread: expected one of nodes, sites, found a list";
+    selector_key_invalid: &web("    placement:\n      node_selector: { GPU: 'true' }\n")
+        => "demo.yaml:6:24: services.web.placement.node_selector.GPU: invalid label key `GPU`: use 1-63 lowercase letters, digits, '-', '_' and '.', starting with a letter and ending with a letter or digit, e.g. `gpu`";
+    selector_value_invalid: &web("    placement:\n      node_selector: { gpu: 'yes please' }\n")
+        => "demo.yaml:6:29: services.web.placement.node_selector.gpu: invalid value `yes please` for label `gpu`: use 1-63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit";
+    selector_value_missing: &web("    placement:\n      node_selector:\n        gpu:\n")
+        => "demo.yaml:7:9: services.web.placement.node_selector.gpu: label `gpu` has no value: give the value nodes must have, e.g. `gpu: \"true\"`";
+    selector_value_list: &web("    placement:\n      node_selector: { gpu: [a, b] }\n")
+        => "demo.yaml:6:29: services.web.placement.node_selector.gpu: expected a label value such as `arm64` or `\"true\"`, found a list";
+    selector_not_a_map: &web("    placement:\n      node_selector: [gpu]\n")
+        => "demo.yaml:6:22: services.web.placement.node_selector: expected a mapping of node labels to the values they must have, e.g. `{ arch: arm64, gpu: \"true\" }`, found a list";
+    selector_key_twice: &web("    placement:\n      node_selector:\n        gpu: a\n        gpu: b\n")
+        => "demo.yaml:8:9: services.web.placement.node_selector.gpu: label `gpu` is defined twice (first at demo.yaml:7:9)";
+    anti_affinity_unknown: "services:\n  web:\n    run: [srv]\n    placement: { anti_affinity: [dbb] }\n  db:\n    run: [pg]\n"
+        => "demo.yaml:4:34: services.web.placement.anti_affinity[0]: anti_affinity names unknown service `dbb`, did you mean `db`? (services of project `default`: db)";
+    anti_affinity_alone: "project: shop\nservices:\n  web:\n    run: [srv]\n    placement: { anti_affinity: [db] }\n"
+        => "demo.yaml:5:34: services.web.placement.anti_affinity[0]: anti_affinity names unknown service `db`: project `shop` has no other services (anti_affinity only refers to services of the same project)";
+    anti_affinity_self: &web("    placement: { anti_affinity: [web] }\n")
+        => "demo.yaml:5:34: services.web.placement.anti_affinity[0]: service `web` cannot be anti-affine with itself";
+    anti_affinity_twice: "services:\n  web:\n    run: [srv]\n    placement: { anti_affinity: [db, db] }\n  db:\n    run: [pg]\n"
+        => "demo.yaml:4:38: services.web.placement.anti_affinity[1]: `db` is listed twice (first at services.web.placement.anti_affinity[0] (demo.yaml:4:34)); remove one";
+    anti_affinity_string: &web("    placement: { anti_affinity: db }\n")
+        => "demo.yaml:5:33: services.web.placement.anti_affinity: expected a list of services of this project, e.g. `[db]`, found string `db`";
+    anti_affinity_item_map: &web("    placement: { anti_affinity: [{name: db}] }\n")
+        => "demo.yaml:5:34: services.web.placement.anti_affinity[0]: expected a service name, found a mapping";
 }
 
 #[test]
@@ -234,7 +272,7 @@ fn all_errors_are_reported_in_order() {
     check_errs_exactly(
         yaml,
         &[
-            "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, ports, health, resources, restart, stop)",
+            "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, ports, health, resources, restart, stop, placement)",
             "demo.yaml:5:26: services.web.resources.memory: invalid memory quantity `256MB`: use a number with Ki, Mi, Gi, Ti (binary) or K, M, G, T (decimal), e.g. `256Mi`",
             "demo.yaml:5:38: services.web.resources.cpu: invalid cpu quantity `x`: use cores (e.g. `0.5`, `2`) or millicores (e.g. `500m`)",
             "demo.yaml:6:3: services.Db: invalid service name `Db`: use 1-63 lowercase letters, digits and '-', starting with a letter and not ending with '-', e.g. `db`",

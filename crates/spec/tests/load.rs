@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use holdfast_spec::{
-    load_files, parse_sources, HealthCheck, HealthSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec,
-    SpecErrorKind, Stack, StopSignal, StopSpec,
+    load_files, parse_sources, HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand,
+    ServiceSpec, SpecErrorKind, Spread, Stack, StopSignal, StopSpec,
 };
 
 const FULL: &str = r#"
@@ -47,6 +47,10 @@ services:
     restart: on-failure
     stop: { signal: int, grace: 1m }
     resources: { cpu: 2, memory: 1G }
+    placement:
+      node_selector: { arch: arm64, disk: ssd, gpu: true, version: 1.10 }
+      spread: sites
+      anti_affinity: [web]
 routes:
   - host: demo.localhost
     path: /
@@ -85,6 +89,16 @@ fn full_expected() -> Stack {
     db.restart = RestartPolicy::OnFailure;
     db.stop = StopSpec { signal: StopSignal::Int, grace_ms: 60_000 };
     db.resources = Resources { cpu_millis: Some(2_000), memory_bytes: Some(1_000_000_000) };
+    db.placement = PlacementSpec {
+        node_selector: BTreeMap::from([
+            ("arch".into(), "arm64".into()),
+            ("disk".into(), "ssd".into()),
+            ("gpu".into(), "true".into()),
+            ("version".into(), "1.10".into()),
+        ]),
+        spread: Spread::Sites,
+        anti_affinity: vec!["web".into()],
+    };
     Stack {
         project: "demo".into(),
         services: BTreeMap::from([("web".into(), web), ("db".into(), db)]),
@@ -120,7 +134,42 @@ fn canonical_model_round_trips_through_json() -> Result<(), serde_json::Error> {
     assert_eq!(v["services"]["web"]["run"]["argv"][0], "holdfast-demo-web");
     assert_eq!(v["services"]["db"]["run"]["shell"], "postgres -D /var/lib/pg");
     assert_eq!(v["services"]["db"]["health"]["check"]["tcp"]["port"], "pg");
+    assert_eq!(v["services"]["db"]["placement"]["node_selector"]["gpu"], "true");
+    assert_eq!(v["services"]["db"]["placement"]["spread"], "sites");
+    assert_eq!(v["services"]["db"]["placement"]["anti_affinity"][0], "web");
+    // A service without placement rules is encoded as before they existed.
+    assert!(v["services"]["web"].get("placement").is_none(), "{}", v["services"]["web"]);
     Ok(())
+}
+
+#[test]
+fn services_stored_before_placement_existed_still_load() -> Result<(), serde_json::Error> {
+    // JSON of a ServiceSpec as written by holdfast before `placement` (Raft log, redb).
+    let old = r#"{"run":{"argv":["srv"]},"env":{},"workdir":null,"replicas":2,"ports":{},"health":null,
+        "resources":{"cpu_millis":null,"memory_bytes":null},"restart":"always","stop":{"signal":"SIGTERM","grace_ms":10000}}"#;
+    let svc: ServiceSpec = serde_json::from_str(old)?;
+    assert_eq!(svc.placement, PlacementSpec::default());
+    assert_eq!(svc.placement.spread, Spread::Nodes);
+    // and a partial placement object fills the rest with defaults
+    let partial: PlacementSpec = serde_json::from_str(r#"{"spread":"sites"}"#)?;
+    assert_eq!(partial, PlacementSpec { spread: Spread::Sites, ..PlacementSpec::default() });
+    Ok(())
+}
+
+#[test]
+fn placement_defaults_and_empty_blocks() {
+    let stack = check_ok(
+        "
+        services:
+          a: { run: x }
+          b: { run: x, placement: }
+          c: { run: x, placement: { node_selector: {}, anti_affinity: [] } }
+          d: { run: x, placement: { spread: nodes } }
+        ",
+    );
+    for name in ["a", "b", "c", "d"] {
+        assert!(stack.services[name].placement.is_default(), "{name}");
+    }
 }
 
 #[test]
@@ -398,4 +447,19 @@ fn load_files_reads_and_reports_unreadable_files() -> std::io::Result<()> {
     assert!(errs[0].to_string().contains("cannot read spec file"));
     std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+#[test]
+fn the_readme_spec_reference_is_a_valid_spec() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README.md");
+    let section = readme.split("## Spec reference").nth(1).expect("a spec reference section");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let stack = match holdfast_spec::parse_str("README.md", yaml) {
+        Ok(s) => s,
+        Err(e) => panic!("the README's spec example is invalid:\n{e}"),
+    };
+    let web = &stack.services["web"];
+    assert_eq!(web.placement.spread, Spread::Sites);
+    assert_eq!(web.placement.node_selector["gpu"], "true");
+    assert_eq!(web.placement.anti_affinity, ["db"]);
 }

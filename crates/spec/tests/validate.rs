@@ -167,6 +167,46 @@ fn every_rule_is_rechecked() {
         },
         "routes[1]: duplicate route: host `demo.localhost` path `/` is already routed by routes[0]",
     );
+    check(
+        |s| {
+            web(s).placement.node_selector.insert("Gpu".into(), "true".into());
+        },
+        "services.web.placement.node_selector.Gpu: invalid label key `Gpu`",
+    );
+    check(
+        |s| {
+            web(s).placement.node_selector.insert("gpu".into(), "".into());
+        },
+        "services.web.placement.node_selector.gpu: invalid value `` for label `gpu`: it is empty",
+    );
+    check(
+        |s| web(s).placement.anti_affinity = vec!["db".into()],
+        "services.web.placement.anti_affinity[0]: anti_affinity names unknown service `db`: project `demo` has no other services",
+    );
+    check(
+        |s| web(s).placement.anti_affinity = vec!["web".into()],
+        "services.web.placement.anti_affinity[0]: service `web` cannot be anti-affine with itself",
+    );
+    check(
+        |s| {
+            let db = ServiceSpec::new(RunCommand::Argv(vec!["pg".into()]));
+            s.services.insert("db".into(), db);
+            web(s).placement.anti_affinity = vec!["db".into(), "db".into()];
+        },
+        "services.web.placement.anti_affinity[1]: `db` is listed twice (first at services.web.placement.anti_affinity[0]); remove one",
+    );
+}
+
+#[test]
+fn placement_rules_accept_a_valid_block() {
+    let mut s = valid();
+    s.services.insert("db".into(), ServiceSpec::new(RunCommand::Argv(vec!["pg".into()])));
+    let w = web(&mut s);
+    w.placement.node_selector.insert("arch".into(), "arm64".into());
+    w.placement.node_selector.insert("name".into(), "pi-1".into());
+    w.placement.spread = holdfast_spec::Spread::Sites;
+    w.placement.anti_affinity = vec!["db".into()];
+    assert_eq!(s.validate(), Ok(()));
 }
 
 #[test]

@@ -1,4 +1,6 @@
 //! Commands carried by Raft entries and their deterministic application.
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CaRecord, ClusterSettings, ClusterState, Desired, JoinTokenRecord, NodeRecord, FORMAT_VERSION};
@@ -37,6 +39,19 @@ impl std::fmt::Display for Request {
             Command::RemoveNode { id, expected_revision } => {
                 write!(f, "remove-node {id} at revision {expected_revision}")
             }
+            Command::SetNodeLabels { id, set, remove, start_id } => {
+                write!(f, "set-node-labels {id}")?;
+                for (k, v) in set {
+                    write!(f, " {k}={v}")?;
+                }
+                for k in remove {
+                    write!(f, " {k}-")?;
+                }
+                match start_id {
+                    Some(s) => write!(f, " (--label flags of start {s:x})"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -68,6 +83,10 @@ pub enum Command {
     /// Remove a node and revoke its certificate; its replicas must already be placed
     /// elsewhere (planned against `expected_revision`).
     RemoveNode { id: NodeId, expected_revision: u64 },
+    /// Set and remove user labels of a node (the built-ins `name`, `site`, `arch` are
+    /// refused). `start_id`, for the `--label` flags of a node start, is recorded so they
+    /// are applied once per start.
+    SetNodeLabels { id: NodeId, set: BTreeMap<String, String>, remove: BTreeSet<String>, start_id: Option<u64> },
 }
 
 /// The outcome of applying a [`Request`].
@@ -200,6 +219,30 @@ impl ClusterState {
                 self.revision += 1;
                 Response::Applied { revision: self.revision }
             }
+            Command::SetNodeLabels { id, set, remove, start_id } => {
+                let problem = set
+                    .iter()
+                    .find_map(|(k, v)| crate::labels::user_label_problem(k, Some(v)))
+                    .or_else(|| remove.iter().find_map(|k| crate::labels::user_label_problem(k, None)));
+                if let Some(reason) = problem {
+                    return Response::Refused { reason };
+                }
+                let Some(n) = self.nodes.get_mut(id) else {
+                    return Response::Refused { reason: format!("unknown node {id}") };
+                };
+                let before = (n.labels.clone(), n.labels_start_id);
+                for k in remove {
+                    n.labels.remove(k);
+                }
+                n.labels.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if let Some(s) = start_id {
+                    n.labels_start_id = *s;
+                }
+                if (n.labels.clone(), n.labels_start_id) != before {
+                    self.revision += 1;
+                }
+                Response::Applied { revision: self.revision }
+            }
         }
     }
 }
@@ -218,6 +261,7 @@ mod tests {
             arch: "amd64".into(),
             capacity: Capacity { cpu_millis: 2000, memory_bytes: 1 << 30 },
             labels: Default::default(),
+            labels_start_id: 0,
             cordoned: false,
             draining: false,
             down: false,
@@ -254,6 +298,62 @@ mod tests {
     }
 
     #[test]
+    fn node_labels_are_set_and_removed_deterministically() {
+        let mut s = ClusterState::default();
+        s.apply(&Request::new(Command::UpsertNode(node(1))));
+        let label = |set: &[(&str, &str)], remove: &[&str], start_id| Command::SetNodeLabels {
+            id: 1,
+            set: set.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            remove: remove.iter().map(|k| k.to_string()).collect(),
+            start_id,
+        };
+        let r = s.apply(&Request::new(label(&[("gpu", "true"), ("zone", "b")], &[], None)));
+        assert_eq!(r, Response::Applied { revision: 2 });
+        let r = s.apply(&Request::new(label(&[("zone", "c")], &["gpu", "absent"], Some(7))));
+        assert_eq!(r, Response::Applied { revision: 3 });
+        assert_eq!(s.nodes[&1].labels, BTreeMap::from([("zone".to_string(), "c".to_string())]));
+        assert_eq!(s.nodes[&1].labels_start_id, 7);
+        // the same again changes nothing
+        assert_eq!(s.apply(&Request::new(label(&[("zone", "c")], &[], Some(7)))), Response::Applied { revision: 3 });
+        // built-ins and bad labels are refused untouched
+        let before = s.clone();
+        for bad in [label(&[("site", "x")], &[], None), label(&[], &["arch"], None), label(&[("Bad", "x")], &[], None)]
+        {
+            assert!(matches!(s.apply(&Request::new(bad)), Response::Refused { .. }));
+        }
+        assert!(matches!(
+            s.apply(&Request::new(Command::SetNodeLabels {
+                id: 9,
+                set: BTreeMap::new(),
+                remove: BTreeSet::new(),
+                start_id: None
+            })),
+            Response::Refused { .. }
+        ));
+        assert_eq!(s, before);
+        // selectors see the built-ins too
+        let views = s.node_views();
+        assert_eq!(
+            views[0].labels,
+            BTreeMap::from([
+                ("arch".to_string(), "amd64".to_string()),
+                ("name".to_string(), "node-1".to_string()),
+                ("site".to_string(), "default".to_string()),
+                ("zone".to_string(), "c".to_string()),
+            ])
+        );
+    }
+
+    #[test]
+    fn node_records_stored_before_labels_start_id_still_load() {
+        let old = r#"{"id":1,"name":"n1","addr":"127.0.0.1:7946","site":"a","arch":"amd64",
+            "capacity":{"cpu_millis":1000,"memory_bytes":1},"labels":{"gpu":"true"},"cordoned":false}"#;
+        let n: NodeRecord = serde_json::from_str(old).expect("old record");
+        assert_eq!(n.labels_start_id, 0);
+        assert_eq!(n.labels["gpu"], "true");
+    }
+
+    #[test]
     fn request_roundtrips_through_json() {
         let r = Request::new(Command::UpsertNode(node(7)));
         let text = serde_json::to_string(&r).expect("encode");
@@ -277,6 +377,7 @@ mod join_tests {
             arch: "arm64".into(),
             capacity: Capacity { cpu_millis: 4000, memory_bytes: 1 << 30 },
             labels: Default::default(),
+            labels_start_id: 0,
             cordoned: false,
             draining: false,
             down: false,

@@ -196,6 +196,7 @@ mod tests {
             arch: "amd64".into(),
             capacity: Capacity { cpu_millis: 4000, memory_bytes: 4 << 30 },
             labels: Default::default(),
+            labels_start_id: 0,
             cordoned: false,
             draining: false,
             down: false,
@@ -235,7 +236,11 @@ mod tests {
         assert_eq!(s.desired.placements["web"], vec![3, 1]);
         assert_eq!(s.desired.placements["api"], vec![1, 2]);
         drain(&mut s, 1);
-        assert_eq!(crate::plan::plan_reschedule(&s).expect("plan"), None, "a draining node is not emptied at once");
+        assert_eq!(
+            crate::plan::plan_reschedule(&s).expect("plan").desired,
+            None,
+            "a draining node is not emptied at once"
+        );
         let never = |_: NodeId, _: &str, _: u32, _: u64| false;
         let ev = step(&mut s, &never);
         let started: Vec<_> = ev.iter().filter(|e| matches!(e, DrainEvent::Started { .. })).collect();
@@ -274,7 +279,7 @@ mod tests {
         // The draining node dies: its replicas go where their new instances run.
         let target = s.move_target("web", 1).expect("moving").0;
         s.apply(&Request::new(Command::SetNodeFlags { id: 1, cordoned: None, down: Some(true), draining: None }));
-        let desired = crate::plan::plan_reschedule(&s).expect("plan").expect("something moves");
+        let desired = crate::plan::plan_reschedule(&s).expect("plan").desired.expect("something moves");
         assert_eq!(desired.placements["web"][1], target);
         assert!(desired.moves.is_empty());
     }

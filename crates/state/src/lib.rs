@@ -11,6 +11,8 @@
 //!   replica is current, and which ones a returning node must stop.
 //! - [`drain`]: moving a draining node's replicas away one at a time, start before stop.
 //! - [`voters`]: which nodes are Raft voters, spread over sites.
+//! - [`labels`]: node label rules (`--label`, `holdfast node label`) and a node's full
+//!   label set as selectors see it.
 //!
 //! No IO, no async, no clocks: the same input always yields the same state.
 #![forbid(unsafe_code)]
@@ -18,6 +20,7 @@
 pub mod command;
 pub mod drain;
 pub mod fencing;
+pub mod labels;
 pub mod model;
 pub mod plan;
 pub mod voters;

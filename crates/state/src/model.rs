@@ -183,7 +183,13 @@ pub struct NodeRecord {
     pub site: String,
     pub arch: String,
     pub capacity: Capacity,
+    /// Labels set by users (`--label`, `holdfast node label`); selectors also see the
+    /// built-ins `name`, `site` and `arch` (see [`crate::labels::node_labels`]).
     pub labels: BTreeMap<String, String>,
+    /// The node process start (a random id per start) whose `--label` flags were last
+    /// applied; a restart with another id applies its flags once. 0: none yet.
+    #[serde(default)]
+    pub labels_start_id: u64,
     /// Cordoned by a user (`cordon` or `drain`): nothing new is placed here; replicas
     /// already here stay unless the node is also draining.
     pub cordoned: bool,
@@ -219,6 +225,7 @@ impl ClusterState {
                 schedulable: !n.cordoned && !n.down,
                 keeps_replicas: !n.down,
                 capacity: n.capacity,
+                labels: crate::labels::node_labels(n),
             })
             .collect()
     }

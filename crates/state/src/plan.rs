@@ -1,16 +1,20 @@
 //! Pure planning of changes to the desired state.
 //!
-//! Every user-facing change (deploy, scale, restart, remove) is planned here from the
-//! current [`ClusterState`]: the result is a [`Plan`] to show the user and the next
-//! [`Desired`] to propose through Raft with the revision it was planned on.
+//! Every user-facing change (deploy, scale, restart, remove, node labels) is planned here
+//! from the current [`ClusterState`]: the result is a [`Plan`] to show the user and the
+//! next [`Desired`] to propose through Raft with the revision it was planned on.
+//! [`plan_reschedule`] moves replicas after the cluster itself changed (a node down,
+//! drained or relabelled).
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use holdfast_placement::{Capacity, PlacementError, Workload};
+use holdfast_placement::{Assignment, Capacity, NodeId, PlacementError, Workload};
 use holdfast_spec::{RouteSpec, ServiceSpec, Stack};
 use serde::{Deserialize, Serialize};
 
+use crate::command::Command;
+use crate::labels::{split_changes, LabelChange};
 use crate::model::{ClusterState, Desired, ServiceRecord};
 
 /// What a change does to one object.
@@ -74,6 +78,14 @@ pub enum PlanError {
     UnknownService { name: String, hint: String },
     #[error("replicas must be between 0 and 1000, got {0}")]
     BadReplicas(u64),
+    #[error("unknown node `{name}`{hint}")]
+    UnknownNode { name: String, hint: String },
+    #[error("{0}")]
+    BadLabel(String),
+    #[error(
+        "changing the labels of node {node} would leave replicas with no node to run on, so nothing was changed:\n  {detail}\n(label another node first, or change the service's placement)"
+    )]
+    LabelsStrandReplicas { node: String, detail: String },
     #[error(transparent)]
     Placement(#[from] PlacementError),
 }
@@ -172,7 +184,23 @@ pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired
     routes.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
 
     let desired = finish(state, services, routes)?;
+    add_moves(state, &mut plan, &desired);
     Ok((plan, desired))
+}
+
+/// Adds the replicas that move to the lines of their services.
+fn add_moves(state: &ClusterState, plan: &mut Plan, desired: &Desired) {
+    for line in describe_moves(state, &state.desired.placements, &desired.placements) {
+        let Some((instance, how)) = line.split_once(": ") else { continue };
+        let Some((service, _)) = instance.rsplit_once('-') else { continue };
+        let target = format!("service {service}");
+        if let Some(c) = plan.changes.iter_mut().find(|c| c.target == target) {
+            if c.kind == ChangeKind::Unchanged {
+                c.kind = ChangeKind::Update;
+            }
+            c.details.push(format!("{instance} moves {how}"));
+        }
+    }
 }
 
 /// Plans a change of one service's replica count. Existing instances keep running.
@@ -223,16 +251,104 @@ pub fn plan_remove(state: &ClusterState, service: &str) -> Result<(Plan, Desired
     Ok((plan, finish(state, services, routes)?))
 }
 
-/// Re-places replicas that sit on nodes that are down or gone, all at once (a replica being
-/// moved off such a node goes where its new instance already runs); the others stay.
-/// Draining nodes are emptied gradually by [`crate::drain::plan_drain_step`] instead.
-/// Returns `None` when nothing needs to move.
-pub fn plan_reschedule(state: &ClusterState) -> Result<Option<Desired>, PlanError> {
-    let may_stay = |n: &u64| state.nodes.get(n).is_some_and(|r| !r.down);
-    if state.desired.placements.values().all(|nodes| nodes.iter().all(may_stay)) {
-        return Ok(None);
+/// The outcome of [`plan_reschedule`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reschedule {
+    /// The next desired state, when some replica moves.
+    pub desired: Option<Desired>,
+    /// The moves, e.g. `web-1: n2 -> n3`.
+    pub moves: Vec<String>,
+    /// Replicas that break a rule where they run (node down or gone, relabelled, an
+    /// anti-affine service beside them) but cannot move anywhere: they stay, and why.
+    pub stuck: Vec<PlacementError>,
+}
+
+/// Re-places replicas that may no longer stay where they are: on nodes that are down or
+/// gone (a replica being moved off such a node goes where its new instance already
+/// runs), that no longer match the service's node selector, or beside an anti-affine
+/// service. The others stay; draining nodes are emptied gradually by
+/// [`crate::drain::plan_drain_step`] instead. A replica that fits nowhere else stays too
+/// and is reported in `stuck`, so it never blocks the others.
+pub fn plan_reschedule(state: &ClusterState) -> Result<Reschedule, PlanError> {
+    let current = &state.desired.placements;
+    let previous = crate::drain::previous_with_moves(state);
+    let r = holdfast_placement::reschedule(&workloads(&state.desired.services), &state.node_views(), &previous)?;
+    if &r.assignment == current {
+        return Ok(Reschedule { desired: None, moves: Vec::new(), stuck: r.stuck });
     }
-    finish(state, state.desired.services.clone(), state.desired.routes.clone()).map(Some)
+    let moves = describe_moves(state, current, &r.assignment);
+    let carried = crate::drain::carry_moves(state, &state.desired.services, &r.assignment);
+    let desired = Desired {
+        services: state.desired.services.clone(),
+        routes: state.desired.routes.clone(),
+        placements: r.assignment,
+        moves: carried,
+    };
+    Ok(Reschedule { desired: Some(desired), moves, stuck: r.stuck })
+}
+
+/// A planned change of one node's labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelPlan {
+    pub node: NodeId,
+    /// The Raft command to propose (a [`Command::SetNodeLabels`]).
+    pub command: Command,
+    /// The node's user labels after the change.
+    pub labels: BTreeMap<String, String>,
+    /// False when the labels are already so.
+    pub changed: bool,
+    /// Replicas that move because of it, e.g. `web-1: n2 -> n3`.
+    pub moves: Vec<String>,
+}
+
+/// Plans `holdfast node label NODE k=v k2-`: checks every change, and refuses one that
+/// would leave a replica with no node to run on (a selector nothing else matches).
+pub fn plan_node_labels(state: &ClusterState, node: &str, changes: &[LabelChange]) -> Result<LabelPlan, PlanError> {
+    let Some(record) = state.nodes.values().find(|n| n.name == node || n.id.to_string() == node) else {
+        let known: Vec<&str> = state.nodes.values().map(|n| n.name.as_str()).collect();
+        return Err(PlanError::UnknownNode { name: node.to_string(), hint: format!(" (nodes: {})", known.join(", ")) });
+    };
+    if changes.is_empty() {
+        return Err(PlanError::BadLabel("no label given: write KEY=VALUE to set a label or KEY- to remove one".into()));
+    }
+    for c in changes {
+        let (key, value, arg) = match c {
+            LabelChange::Set(k, v) => (k, Some(v.as_str()), format!("{k}={v}")),
+            LabelChange::Remove(k) => (k, None, format!("{k}-")),
+        };
+        let problem = match value {
+            Some("") => Some("the value is empty".to_string()),
+            _ => crate::labels::user_label_problem(key, value),
+        };
+        if let Some(p) = problem {
+            return Err(PlanError::BadLabel(format!("invalid label `{arg}`: {p}")));
+        }
+    }
+    let (set, remove) = split_changes(changes).map_err(PlanError::BadLabel)?;
+    let mut labels = record.labels.clone();
+    for k in &remove {
+        labels.remove(k);
+    }
+    labels.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let changed = labels != record.labels;
+    let mut after = state.clone();
+    if let Some(n) = after.nodes.get_mut(&record.id) {
+        n.labels = labels.clone();
+    }
+    let before = plan_reschedule(state)?;
+    let planned = plan_reschedule(&after)?;
+    let was_stuck: Vec<(&str, Option<u32>)> = before.stuck.iter().map(|e| (e.service(), e.replica())).collect();
+    let stranded: Vec<String> = planned
+        .stuck
+        .iter()
+        .filter(|e| !was_stuck.contains(&(e.service(), e.replica())))
+        .map(|e| e.to_string())
+        .collect();
+    if !stranded.is_empty() {
+        return Err(PlanError::LabelsStrandReplicas { node: record.name.clone(), detail: stranded.join("\n  ") });
+    }
+    let command = Command::SetNodeLabels { id: record.id, set, remove, start_id: None };
+    Ok(LabelPlan { node: record.id, command, labels, changed, moves: planned.moves })
 }
 
 fn finish(
@@ -246,19 +362,41 @@ fn finish(
     Ok(Desired { services, routes, placements, moves })
 }
 
-/// What the scheduler places: every service with its replica count and requests.
-pub(crate) fn workloads(services: &BTreeMap<String, ServiceRecord>) -> Vec<Workload> {
+/// Placement input: every service as the scheduler sees it (request, selector, spread,
+/// anti-affinity).
+pub fn workloads(services: &BTreeMap<String, ServiceRecord>) -> Vec<Workload> {
     services
         .iter()
-        .map(|(name, r)| Workload {
-            service: name.clone(),
-            replicas: r.spec.replicas,
-            request: Capacity {
+        .map(|(name, r)| {
+            let request = Capacity {
                 cpu_millis: r.spec.resources.cpu_millis.map(u64::from).unwrap_or(0),
                 memory_bytes: r.spec.resources.memory_bytes.unwrap_or(0),
-            },
+            };
+            let mut w = Workload::new(name.clone(), r.spec.replicas, request);
+            w.selector = r.spec.placement.node_selector.clone();
+            w.spread = match r.spec.placement.spread {
+                holdfast_spec::Spread::Nodes => holdfast_placement::Spread::Nodes,
+                holdfast_spec::Spread::Sites => holdfast_placement::Spread::Sites,
+            };
+            w.anti_affinity = r.spec.placement.anti_affinity.iter().cloned().collect();
+            w
         })
         .collect()
+}
+
+/// Replicas that run on another node in `after` than in `before`, e.g. `web-1: n2 -> n3`.
+pub fn describe_moves(state: &ClusterState, before: &Assignment, after: &Assignment) -> Vec<String> {
+    let name = |id: &NodeId| state.nodes.get(id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
+    let mut out = Vec::new();
+    for (service, new) in after {
+        let Some(old) = before.get(service) else { continue };
+        for (i, (a, b)) in old.iter().zip(new).enumerate() {
+            if a != b {
+                out.push(format!("{service}-{i}: {} -> {}", name(a), name(b)));
+            }
+        }
+    }
+    out
 }
 
 /// The stable address of a new service: a hash of `project/name` mapped into
@@ -291,10 +429,12 @@ fn route_target(r: &RouteSpec) -> String {
 }
 
 /// True when a change from `old` to `new` requires replacing running instances: anything
-/// but the replica count.
+/// but the replica count and the placement rules (a replica that may stay keeps running;
+/// one that must move is started on its new node).
 fn needs_replacement(old: &ServiceSpec, new: &ServiceSpec) -> bool {
     let mut a = old.clone();
     a.replicas = new.replicas;
+    a.placement = new.placement.clone();
     &a != new
 }
 
@@ -351,6 +491,24 @@ fn describe_service_change(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> 
     }
     if old.stop != new.stop {
         out.push("stop: changed".into());
+    }
+    let (a, b) = (&old.placement, &new.placement);
+    if a.node_selector != b.node_selector {
+        out.push(format!(
+            "placement.node_selector: {} -> {}",
+            holdfast_placement::format_selector(&a.node_selector),
+            holdfast_placement::format_selector(&b.node_selector)
+        ));
+    }
+    if a.spread != b.spread {
+        out.push(format!("placement.spread: {} -> {}", a.spread, b.spread));
+    }
+    if a.anti_affinity != b.anti_affinity {
+        out.push(format!(
+            "placement.anti_affinity: [{}] -> [{}]",
+            a.anti_affinity.join(", "),
+            b.anti_affinity.join(", ")
+        ));
     }
     out
 }

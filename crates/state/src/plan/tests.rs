@@ -1,6 +1,7 @@
 //! Plan tests: each case deploys YAML against a state and checks the rendered plan.
 use super::*;
 use crate::command::{Command, Request};
+use crate::labels::LabelChange;
 use crate::model::NodeRecord;
 
 fn one_node_state() -> ClusterState {
@@ -13,6 +14,7 @@ fn one_node_state() -> ClusterState {
         arch: "amd64".into(),
         capacity: Capacity { cpu_millis: 2000, memory_bytes: 4 << 30 },
         labels: Default::default(),
+        labels_start_id: 0,
         cordoned: false,
         draining: false,
         down: false,
@@ -156,4 +158,144 @@ fn services_get_stable_distinct_loopback_addresses() {
     assert_eq!(service_address("demo", "web", &[]), addr, "derived from project/name");
     let moved = service_address("demo", "web", &[addr]);
     assert_ne!(moved, addr, "a taken address is skipped");
+}
+
+// ---------------------------------------------------------------- placement rules
+
+/// Three nodes: n1 (site a, disk=ssd), n2 (site a, disk=ssd), n3 (site b).
+fn three_node_state() -> ClusterState {
+    let mut s = ClusterState::default();
+    for (id, site, ssd) in [(1, "a", true), (2, "a", true), (3, "b", false)] {
+        let labels = if ssd { BTreeMap::from([("disk".to_string(), "ssd".to_string())]) } else { BTreeMap::new() };
+        s.apply(&Request::new(Command::UpsertNode(NodeRecord {
+            id,
+            name: format!("n{id}"),
+            addr: format!("127.0.0.{id}:7946"),
+            site: site.into(),
+            arch: "amd64".into(),
+            capacity: Capacity { cpu_millis: 2000, memory_bytes: 4 << 30 },
+            labels,
+            labels_start_id: 0,
+            cordoned: false,
+            draining: false,
+            down: false,
+            cert_fingerprint: String::new(),
+        })));
+    }
+    s
+}
+
+const PLACED: &str = "project: shop\nservices:\n  web:\n    run: [sleep, '100']\n    replicas: 2\n    placement:\n      node_selector: {disk: ssd}\n  db:\n    run: [sleep, '100']\n    placement:\n      anti_affinity: [web]\n";
+
+fn names(s: &ClusterState, service: &str) -> Vec<String> {
+    s.desired.placements[service].iter().map(|id| s.nodes[id].name.clone()).collect()
+}
+
+fn label(s: &ClusterState, node: &str, args: &[&str]) -> Result<(LabelPlan, ClusterState), PlanError> {
+    let changes: Vec<LabelChange> =
+        args.iter().map(|a| crate::labels::parse_label_arg(a).expect("valid test label")).collect();
+    let plan = plan_node_labels(s, node, &changes)?;
+    let mut next = s.clone();
+    next.apply(&Request::new(plan.command.clone()));
+    if let Some(desired) = plan_reschedule(&next)?.desired {
+        let rev = next.revision;
+        next.apply(&Request::new(Command::SetDesired { expected_revision: rev, desired }));
+    }
+    Ok((plan, next))
+}
+
+#[test]
+fn deploy_honours_selector_and_anti_affinity() {
+    let (plan, s) = deploy(&three_node_state(), PLACED);
+    assert_eq!(plan, "create service db\ncreate service web");
+    assert_eq!(names(&s, "web"), ["n1", "n2"], "only the ssd nodes");
+    assert_eq!(names(&s, "db"), ["n3"], "never beside web");
+}
+
+#[test]
+fn deploy_that_no_node_matches_is_refused_naming_the_selector() {
+    let (err, s) = deploy(&three_node_state(), &PLACED.replace("{disk: ssd}", "{gpu: 'true'}"));
+    assert_eq!(
+        err,
+        "error: cannot place replica 0 of `web`: no node matches node_selector {gpu=true}: no schedulable node has label `gpu`"
+    );
+    assert!(s.desired.services.is_empty(), "nothing changed");
+}
+
+#[test]
+fn changing_placement_moves_replicas_without_replacing_the_others() {
+    let (_, s) = deploy(&three_node_state(), PLACED);
+    let gen = s.desired.services["web"].generation;
+    // web may now only run on n1.
+    let (plan, s2) = deploy(&s, &PLACED.replace("{disk: ssd}", "{name: n1}"));
+    assert_eq!(
+        plan,
+        "unchanged service db\nupdate service web [placement.node_selector: {disk=ssd} -> {name=n1}; web-1 moves n2 -> n1]"
+    );
+    assert_eq!(s2.desired.services["web"].generation, gen, "running instances are not replaced");
+    assert_eq!(names(&s2, "web"), ["n1", "n1"]);
+    let (plan, _) = deploy(&s, &PLACED.replace("anti_affinity: [web]", "anti_affinity: []\n      spread: sites"));
+    assert_eq!(
+        plan,
+        "update service db [placement.spread: nodes -> sites; placement.anti_affinity: [web] -> []]\nunchanged service web"
+    );
+}
+
+#[test]
+fn relabelling_a_node_moves_only_what_no_longer_matches() {
+    let (_, s) = deploy(&three_node_state(), PLACED);
+    let (plan, s2) = label(&s, "n2", &["disk-"]).expect("label");
+    // web-1 cannot go to n3 (db runs there): it shares n1.
+    assert_eq!(plan.moves, ["web-1: n2 -> n1"]);
+    assert!(plan.changed);
+    assert_eq!(names(&s2, "web"), ["n1", "n1"]);
+    assert_eq!(names(&s2, "db"), ["n3"]);
+    assert!(s2.nodes[&2].labels.is_empty());
+    // the label back: nothing moves (minimal moves)
+    let (plan, s3) = label(&s2, "n2", &["disk=ssd", "rack=r1"]).expect("label");
+    assert!(plan.moves.is_empty());
+    assert_eq!(s3.desired.placements, s2.desired.placements);
+    assert_eq!(crate::labels::format_labels(&s3.nodes[&2].labels), "disk=ssd,rack=r1");
+    // the same again: unchanged
+    let (plan, _) = label(&s3, "n2", &["disk=ssd"]).expect("label");
+    assert!(!plan.changed && plan.moves.is_empty());
+}
+
+#[test]
+fn a_label_change_that_strands_replicas_is_refused() {
+    let (_, s) = deploy(&three_node_state(), PLACED);
+    let (_, s2) = label(&s, "n2", &["disk-"]).expect("label");
+    let err = label(&s2, "n1", &["disk-"]).map(|_| ()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "changing the labels of node n1 would leave replicas with no node to run on, so nothing was changed:\n  cannot place replica 0 of `web`: no node matches node_selector {disk=ssd}: no schedulable node has label `disk`\n  cannot place replica 1 of `web`: no node matches node_selector {disk=ssd}: no schedulable node has label `disk`\n(label another node first, or change the service's placement)"
+    );
+    let bad = |node: &str, args: &[LabelChange]| plan_node_labels(&s, node, args).map(|_| ()).unwrap_err().to_string();
+    assert_eq!(bad("n9", &[LabelChange::Remove("x".into())]), "unknown node `n9` (nodes: n1, n2, n3)");
+    assert!(bad("n1", &[LabelChange::Set("site".into(), "b".into())])
+        .starts_with("invalid label `site=b`: `site` is a built-in label"));
+    assert_eq!(
+        bad("n1", &[LabelChange::Set("a".into(), "1".into()), LabelChange::Remove("a".into())]),
+        "label `a` is both set and removed; give one of them"
+    );
+}
+
+#[test]
+fn reschedule_moves_what_it_can_and_reports_what_is_stuck() {
+    let (_, s) = deploy(&three_node_state(), PLACED);
+    let mut s2 = s.clone();
+    // n1 down: web-0 moves to... nowhere allowed but n2 (ssd); db stays.
+    s2.apply(&Request::new(Command::SetNodeFlags { id: 1, cordoned: None, down: Some(true), draining: None }));
+    let r = plan_reschedule(&s2).expect("reschedule");
+    assert_eq!(r.moves, ["web-0: n1 -> n2"]);
+    assert!(r.stuck.is_empty());
+    // n2 down as well: web has no ssd node left; its replicas stay where they are and
+    // are reported, nothing else is blocked.
+    s2.apply(&Request::new(Command::SetNodeFlags { id: 2, cordoned: None, down: Some(true), draining: None }));
+    let r = plan_reschedule(&s2).expect("reschedule");
+    assert!(r.desired.is_none(), "nothing can move");
+    assert_eq!(r.stuck.len(), 2);
+    assert!(r.stuck[0].to_string().contains("n1, n2 match but are drained or down"), "{}", r.stuck[0]);
+    // nothing to do on a healthy cluster
+    assert_eq!(plan_reschedule(&s).expect("reschedule"), Reschedule { desired: None, moves: vec![], stuck: vec![] });
 }
