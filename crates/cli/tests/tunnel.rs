@@ -145,7 +145,14 @@ fn concurrent_tunneled_connections_share_one_link_per_node_pair() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(up(link(from, others[0])) && up(link(from, others[1])), "links of {}: {}", from.name(), links(from));
+    let tunnel_log = |d: &Daemon| d.log_text().lines().filter(|l| l.contains("tunnel")).collect::<Vec<_>>().join("\n");
+    assert!(
+        up(link(from, others[0])) && up(link(from, others[1])),
+        "links of {}: {}\n{}",
+        from.name(),
+        links(from),
+        tunnel_log(from)
+    );
     let before = established_to(&others);
     let mut held = Vec::new();
     let mut remote = 0;

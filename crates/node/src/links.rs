@@ -181,6 +181,8 @@ pub enum LinkError {
     Http(#[from] hyper::Error),
     #[error("the peer refused this node: HTTP {0}")]
     Refused(StatusCode),
+    #[error("the peer runs an older holdfast without multiplexed tunnels")]
+    OlderPeer,
     #[error("not a usable node address: {0}")]
     BadAddress(String),
 }
@@ -494,8 +496,10 @@ async fn connect(inner: &Inner, addr: &str) -> Result<(Sender, Driver), LinkErro
         .body(Empty::new())
         .map_err(|_| LinkError::BadAddress(addr.to_string()))?;
     let resp = send.send_request(req).await?;
-    if resp.status() != StatusCode::OK {
-        return Err(LinkError::Refused(resp.status()));
+    match resp.status() {
+        StatusCode::OK => {}
+        StatusCode::NOT_FOUND => return Err(LinkError::OlderPeer),
+        other => return Err(LinkError::Refused(other)),
     }
     let _ = resp.into_body().collect().await;
     guard.disarm();
