@@ -10,7 +10,8 @@
 #   - tunnel: HTTP through a node's ingress to a replica on that node (local) and to the
 #     same replica from the other node's ingress (through the multiplexed mTLS tunnel):
 #     req/s and p99 with wrk, 3 interleaved rounds, medians. On loopback both nodes share
-#     this machine's cores, so the tunnel's TLS and framing cost shows in full.
+#     this machine's cores, so the tunnel's TLS and framing cost shows in full; and one
+#     200 MB download each way (MB/s).
 # Peer figures (defaults, from their documentation): Kubernetes stops routing to a dead
 # node after 40-50 s and replaces its pods after ~5 min 40 s; Nomad 20-30 s; Swarm ~15 s.
 set -euo pipefail
@@ -132,6 +133,16 @@ wrk -t2 -c32 -d2s -H 'Host: tp.localhost' "http://127.0.77.$on:8080/" >/dev/null
 for round in 1 2 3; do tun_wrk local "$hn"; tun_wrk tunnel "$on"; done
 tun_local_rps=$(awk '{print $1}' "$work/tun-local" | median); tun_local_p99=$(awk '{print $2}' "$work/tun-local" | median)
 tun_rps=$(awk '{print $1}' "$work/tun-tunnel" | median); tun_p99=$(awk '{print $2}' "$work/tun-tunnel" | median)
+# bulk: one 200 MB download through each ingress (python http.server), median of 3, MB/s
+mkdir -p "$work/files"; head -c 200M /dev/zero >"$work/files/big"
+printf 'project: tpb\nservices:\n  files:\n    run: "exec python3 -m http.server $PORT --bind 127.0.0.1"\n    workdir: %s\n    ports: {http: 8080}\n    health: {tcp: http}\nroutes:\n  - {host: tpb.localhost, service: files}\n' "$work/files" >"$work/tpb.yaml"
+hf 1 deploy "$work/tpb.yaml" --timeout 30s >/dev/null
+bhome=$(hf 1 status --json | python3 -c "import json,sys; print(next(s for s in json.load(sys.stdin)['services'] if s['name']=='files')['instances'][0]['node'])")
+bhn=${bhome#n}; bon=$([ "$bhn" = 1 ] && echo 2 || echo 1)
+for _ in $(seq 100); do curl -sf -o /dev/null -H 'Host: tpb.localhost' "http://127.0.77.$bon:8080/" && break; sleep 0.1; done
+mbps() { curl -s -o /dev/null -w '%{speed_download}\n' -H 'Host: tpb.localhost' "http://127.0.77.$1:8080/big" | awk '{printf "%.0f\n", $1 / 1e6}'; }
+for _ in 1 2 3; do mbps "$bhn" >>"$work/bulk-local"; mbps "$bon" >>"$work/bulk-tunnel"; done
+bulk_local=$(median <"$work/bulk-local"); bulk_tunnel=$(median <"$work/bulk-tunnel")
 tun_links=$(curl -s --cacert "$work/n$on/ca.pem" --cert "$work/n$on/node.pem" --key "$work/n$on/node.key" "https://127.0.77.$on:7946/cluster/links" | python3 -c 'import json,sys; print(" ".join("%s:connects=%d,streams=%d" % (l["peer"], l["connects"], l["streams_opened"]) for l in json.load(sys.stdin)["links"]))')
 
 sched=$("$PWD/target/release/examples/scale" 5000 10000 10)
@@ -148,9 +159,10 @@ printf '%-52s %-26s %s\n' "dead node's replica ready elsewhere (s)" "$replace_s"
 printf '%-52s %-26s %s\n' "schedule 100k replicas on 5k nodes (ms)" "$sched_ms" "< 1000 ms"
 printf '%-52s %-26s %s\n' "ingress -> replica on the same node (req/s, p99 ms)" "$tun_local_rps, $tun_local_p99" "wrk -c32, median of 3"
 printf '%-52s %-26s %s\n' "ingress -> replica on another node (req/s, p99 ms)" "$tun_rps, $tun_p99" "through the mTLS tunnel: one HTTP/2 link per node pair"
+printf '%-52s %-26s %s\n' "one 200 MB download, same node / other node (MB/s)" "$bulk_local / $bulk_tunnel" "one tunneled stream: TLS + HTTP/2 framing"
 echo "  links of n$on after the run: $tun_links"
 out="bench/results/cluster-$(date +%Y%m%d-%H%M%S).json"
-printf '{"rss_idle_mb": [%s], "rss_20svc_mb": [%s], "leader_failover_s": [%s], "replacement_s": %s, "drill_requests": %s, "drill_failed": %s, "drill_longest_s": %s, "schedule_100k_ms": %s, "ingress_local_rps": %s, "ingress_local_p99_ms": %s, "ingress_tunnel_rps": %s, "ingress_tunnel_p99_ms": %s}\n' \
+printf '{"rss_idle_mb": [%s], "rss_20svc_mb": [%s], "leader_failover_s": [%s], "replacement_s": %s, "drill_requests": %s, "drill_failed": %s, "drill_longest_s": %s, "schedule_100k_ms": %s, "ingress_local_rps": %s, "ingress_local_p99_ms": %s, "ingress_tunnel_rps": %s, "ingress_tunnel_p99_ms": %s, "bulk_local_mb_s": %s, "bulk_tunnel_mb_s": %s}\n' \
   "$(IFS=,; echo "${idle[*]}")" "$(IFS=,; echo "${busy[*]}")" "$(IFS=,; echo "${failovers[*]}")" "$replace_s" "$drill_total" "$drill_failed" "$drill_longest" "$sched_ms" \
-  "$tun_local_rps" "$tun_local_p99" "$tun_rps" "$tun_p99" >"$out"
+  "$tun_local_rps" "$tun_local_p99" "$tun_rps" "$tun_p99" "$bulk_local" "$bulk_tunnel" >"$out"
 echo "results written to $out"

@@ -78,9 +78,12 @@ impl Default for LinkTiming {
     }
 }
 
-/// HTTP/2 flow-control windows of a link (per stream and per connection), large enough
-/// that one stream can fill a LAN link without waiting for window updates.
-pub const STREAM_WINDOW: u32 = 2 << 20;
+/// HTTP/2 flow-control windows of a link, per stream and per connection (both ways: the
+/// server side uses them too). A stream may have this much in flight unread: 1 MiB fills
+/// a LAN link and ~20 MB/s at 50 ms RTT. The connection window caps what a link buffers
+/// in memory (16 MiB), and is large against the stream window so a few tunneled
+/// connections whose instance stopped reading cannot starve the others of window.
+pub const STREAM_WINDOW: u32 = 1 << 20;
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
 /// Streams (tunneled connections) one link may carry at once; the holdfast port's server
 /// allows this many per connection.
