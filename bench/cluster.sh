@@ -8,6 +8,11 @@
 #     full readiness elsewhere (target < 10 s);
 #   - scheduler: 100,000 replicas on 5,000 nodes over 10 sites, with node selectors, site
 #     spread and anti-affinity (target < 1 s), and without any constraint.
+#   - tunnel: HTTP through a node's ingress to a replica on that node (local) and to the
+#     same replica from the other node's ingress (through the multiplexed mTLS tunnel):
+#     req/s and p99 with wrk, 3 interleaved rounds, medians. On loopback both nodes share
+#     this machine's cores, so the tunnel's TLS and framing cost shows in full; and one
+#     200 MB download each way (MB/s).
 # Peer figures (defaults, from their documentation): Kubernetes stops routing to a dead
 # node after 40-50 s and replaces its pods after ~5 min 40 s; Nomad 20-30 s; Swarm ~15 s.
 set -euo pipefail
@@ -104,6 +109,43 @@ drill_total=$(wc -l <"$work/drill.txt")
 drill_failed=$(awk '$1 != 200' "$work/drill.txt" | wc -l)
 drill_longest=$(awk 'BEGIN {m = 0} $2 > m {m = $2} END {printf "%.3f", m}' "$work/drill.txt")
 
+for n in 1 2 3; do [ -f "$work/n$n/holdfast.pid" ] && kill -TERM "$(cat "$work/n$n/holdfast.pid")" 2>/dev/null || true; done
+sleep 3; rm -rf "$work"/n*
+
+# --- tunnel throughput: one replica, wrk through its own node's ingress and the other's
+start_node 1 a
+start_node 2 a "$(hf 1 token create --ttl 5m 2>/dev/null)"
+sleep 2
+printf 'project: tp\nservices:\n  one:\n    run: ["holdfast-demo-web"]\n    ports: {http: 8080}\n    health: {http: /healthz, interval: 300ms, timeout: 300ms}\nroutes:\n  - {host: tp.localhost, service: one}\n' >"$work/tp.yaml"
+hf 1 deploy "$work/tp.yaml" --timeout 30s >/dev/null
+home=$(hf 1 status --json | python3 -c "import json,sys; print(json.load(sys.stdin)['services'][0]['instances'][0]['node'])")
+hn=${home#n}; on=$([ "$hn" = 1 ] && echo 2 || echo 1)
+for n in "$hn" "$on"; do # both ingresses answer before measuring
+  for _ in $(seq 100); do curl -sf -H 'Host: tp.localhost' "http://127.0.77.$n:8080/" >/dev/null && break; sleep 0.1; done
+done
+to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v } else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 } else printf "%.3f", v }'; }
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+tun_wrk() { # name node -> appends "rps p99_ms" to $work/tun-<name>
+  wrk -t2 -c32 -d8s --latency -H 'Host: tp.localhost' "http://127.0.77.$2:8080/" >"$work/wrk.txt"
+  grep -q 'Non-2xx\|Socket errors' "$work/wrk.txt" && { echo "warning: $1 had errors:" >&2; grep 'Non-2xx\|Socket errors' "$work/wrk.txt" >&2; }
+  echo "$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$work/wrk.txt") $(to_ms "$(awk '$1 == "99%" {print $2}' "$work/wrk.txt")")" >>"$work/tun-$1"
+}
+wrk -t2 -c32 -d2s -H 'Host: tp.localhost' "http://127.0.77.$on:8080/" >/dev/null 2>&1
+for round in 1 2 3; do tun_wrk local "$hn"; tun_wrk tunnel "$on"; done
+tun_local_rps=$(awk '{print $1}' "$work/tun-local" | median); tun_local_p99=$(awk '{print $2}' "$work/tun-local" | median)
+tun_rps=$(awk '{print $1}' "$work/tun-tunnel" | median); tun_p99=$(awk '{print $2}' "$work/tun-tunnel" | median)
+# bulk: one 200 MB download through each ingress (python http.server), median of 3, MB/s
+mkdir -p "$work/files"; head -c 200M /dev/zero >"$work/files/big"
+printf 'project: tpb\nservices:\n  files:\n    run: "exec python3 -m http.server $PORT --bind 127.0.0.1"\n    workdir: %s\n    ports: {http: 8080}\n    health: {tcp: http}\nroutes:\n  - {host: tpb.localhost, service: files}\n' "$work/files" >"$work/tpb.yaml"
+hf 1 deploy "$work/tpb.yaml" --timeout 30s >/dev/null
+bhome=$(hf 1 status --json | python3 -c "import json,sys; print(next(s for s in json.load(sys.stdin)['services'] if s['name']=='files')['instances'][0]['node'])")
+bhn=${bhome#n}; bon=$([ "$bhn" = 1 ] && echo 2 || echo 1)
+for _ in $(seq 100); do curl -sf -o /dev/null -H 'Host: tpb.localhost' "http://127.0.77.$bon:8080/" && break; sleep 0.1; done
+mbps() { curl -s -o /dev/null -w '%{speed_download}\n' -H 'Host: tpb.localhost' "http://127.0.77.$1:8080/big" | awk '{printf "%.0f\n", $1 / 1e6}'; }
+for _ in 1 2 3; do mbps "$bhn" >>"$work/bulk-local"; mbps "$bon" >>"$work/bulk-tunnel"; done
+bulk_local=$(median <"$work/bulk-local"); bulk_tunnel=$(median <"$work/bulk-tunnel")
+tun_links=$(curl -s --cacert "$work/n$on/ca.pem" --cert "$work/n$on/node.pem" --key "$work/n$on/node.key" "https://127.0.77.$on:7946/cluster/links" | python3 -c 'import json,sys; print(" ".join("%s:connects=%d,streams=%d" % (l["peer"], l["connects"], l["streams_opened"]) for l in json.load(sys.stdin)["links"]))')
+
 sched=$("$PWD/target/release/examples/scale" 5000 10000 10 10)
 sched_ms=$(echo "$sched" | python3 -c 'import json,sys; print(json.load(sys.stdin)["first_ms"])')
 sched_plain_ms=$(echo "$sched" | python3 -c 'import json,sys; print(json.load(sys.stdin)["plain_ms"])')
@@ -116,10 +158,16 @@ printf '%-52s %-26s %s\n' "leader failover, 3 rounds (s)" "${failovers[*]}" "< 2
 printf '%-52s %-26s %s\n' "drill: failed requests (of $drill_total) via a survivor" "$drill_failed" "0; k8s routes to the dead node for 40-50 s"
 printf '%-52s %-26s %s\n' "drill: longest request during the kill (s)" "$drill_longest" "< 1.5 s"
 printf '%-52s %-26s %s\n' "dead node's replica ready elsewhere (s)" "$replace_s" "< 10 s; k8s ~340 s, Nomad 20-30 s, Swarm ~15 s"
+
 printf '%-52s %-26s %s\n' "schedule 100k replicas on 5k nodes, no rules (ms)" "$sched_plain_ms" "< 1000 ms"
 printf '%-52s %-26s %s\n' "... with selectors, site spread, anti-affinity (ms)" "$sched_ms" "< 1000 ms"
 printf '%-52s %-26s %s\n' "... then 1% nodes down, 1% relabelled (ms)" "$sched_move_ms" "minimal moves"
+printf '%-52s %-26s %s\n' "ingress -> replica on the same node (req/s, p99 ms)" "$tun_local_rps, $tun_local_p99" "wrk -c32, median of 3"
+printf '%-52s %-26s %s\n' "ingress -> replica on another node (req/s, p99 ms)" "$tun_rps, $tun_p99" "through the mTLS tunnel: one HTTP/2 link per node pair"
+printf '%-52s %-26s %s\n' "one 200 MB download, same node / other node (MB/s)" "$bulk_local / $bulk_tunnel" "one tunneled stream: TLS + HTTP/2 framing"
+echo "  links of n$on after the run: $tun_links"
 out="bench/results/cluster-$(date +%Y%m%d-%H%M%S).json"
-printf '{"rss_idle_mb": [%s], "rss_20svc_mb": [%s], "leader_failover_s": [%s], "replacement_s": %s, "drill_requests": %s, "drill_failed": %s, "drill_longest_s": %s, "schedule_100k_ms": %s, "schedule_100k_plain_ms": %s}\n' \
-  "$(IFS=,; echo "${idle[*]}")" "$(IFS=,; echo "${busy[*]}")" "$(IFS=,; echo "${failovers[*]}")" "$replace_s" "$drill_total" "$drill_failed" "$drill_longest" "$sched_ms" "$sched_plain_ms" >"$out"
+printf '{"rss_idle_mb": [%s], "rss_20svc_mb": [%s], "leader_failover_s": [%s], "replacement_s": %s, "drill_requests": %s, "drill_failed": %s, "drill_longest_s": %s, "schedule_100k_ms": %s, "schedule_100k_plain_ms": %s, "ingress_local_rps": %s, "ingress_local_p99_ms": %s, "ingress_tunnel_rps": %s, "ingress_tunnel_p99_ms": %s, "bulk_local_mb_s": %s, "bulk_tunnel_mb_s": %s}\n' \
+  "$(IFS=,; echo "${idle[*]}")" "$(IFS=,; echo "${busy[*]}")" "$(IFS=,; echo "${failovers[*]}")" "$replace_s" "$drill_total" "$drill_failed" "$drill_longest" "$sched_ms" "$sched_plain_ms" \
+  "$tun_local_rps" "$tun_local_p99" "$tun_rps" "$tun_p99" "$bulk_local" "$bulk_tunnel" >"$out"
 echo "results written to $out"

@@ -18,52 +18,6 @@ services:
     health: {http: /healthz, interval: 300ms, timeout: 300ms}
 "#;
 
-/// Starts a founder and `n - 1` joined nodes; sites given per node.
-fn cluster(tag: u8, range_base: u16, sites: &[&str]) -> Vec<Daemon> {
-    let flags: Vec<Vec<&str>> = sites.iter().map(|s| vec!["--site", *s]).collect();
-    cluster_with(tag, range_base, &flags)
-}
-
-/// Starts a founder and joined nodes `n1..`, each with its own extra flags (site, labels).
-fn cluster_with(tag: u8, range_base: u16, flags: &[Vec<&str>]) -> Vec<Daemon> {
-    let mut nodes = Vec::new();
-    let mut first = vec!["up", "--name", "n1"];
-    first.extend(flags[0].iter().copied());
-    nodes.push(Daemon::start_with(&format!("127.0.{tag}.1"), range_base, &first));
-    for (i, extra) in flags.iter().enumerate().skip(1) {
-        let token = nodes[0].token("5m");
-        let name = format!("n{}", i + 1);
-        let mut command = vec!["join", &token, "--name", &name];
-        command.extend(extra.iter().copied());
-        let d = Daemon::start_with(&format!("127.0.{tag}.{}", i + 1), range_base + 100 * i as u16, &command);
-        nodes.push(d);
-    }
-    let n = flags.len();
-    let voters = match n {
-        1 | 2 => 1,
-        3 | 4 => 3,
-        _ => 5,
-    };
-    wait_for("every node to be a member, voters chosen", Duration::from_secs(20), || {
-        let out = nodes[0].cli(&["nodes", "--json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let list = v["nodes"].as_array()?;
-        let voting = list.iter().filter(|x| x["role"] == "voter" || x["role"] == "leader").count();
-        (list.len() == n && voting == voters && list.iter().all(|x| x["state"] == "alive")).then_some(())
-    });
-    nodes
-}
-
-fn leader_of(d: &Daemon) -> Option<u64> {
-    d.try_status()?["control_plane"]["leader"].as_u64()
-}
-
-/// This node's id, from its data directory (status is answered by the leader).
-fn node_id(d: &Daemon) -> u64 {
-    let text = std::fs::read_to_string(d.dir.join("node.json")).expect("node.json");
-    serde_json::from_str::<Value>(&text).expect("json")["id"].as_u64().expect("node id")
-}
-
 #[test]
 fn three_nodes_over_two_sites_survive_leader_loss() {
     // Proves: nodes join with tokens, replicas spread over every node, killing the leader
@@ -491,8 +445,8 @@ fn labels_select_nodes_and_relabelling_moves_only_what_no_longer_matches() {
     // longer matches, refuses a change that would strand replicas and built-in labels; a
     // restart with the same `--label` flags labels the node again and moves nothing.
     let mut nodes = cluster_with(
-        26,
-        28000,
+        29,
+        31000,
         &[
             vec!["--site", "a", "--label", "disk=ssd"],
             vec!["--site", "a", "--label", "disk=ssd", "--label", "rack=r2"],

@@ -79,7 +79,7 @@ async fn node(args: &[String]) -> Result<(), Error> {
             ports: BTreeMap::from([("http".to_string(), service.port())]),
             endpoints: vec![Endpoint {
                 instance: "web-0".into(),
-                ports: BTreeMap::from([("http".to_string(), backend)]),
+                ports: BTreeMap::from([("http".to_string(), backend.into())]),
                 ready: true,
             }],
         }],

@@ -14,10 +14,11 @@
 //! with it the daemon's next table) notices. Down endpoints are still tried when nothing else
 //! is left: a passive mark is a hint, not a verdict.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::dial::Target;
 
 /// How long an endpoint whose connect failed gets no new work unless nothing else is left.
 pub(crate) const PASSIVE_DOWN: Duration = Duration::from_secs(2);
@@ -57,19 +58,19 @@ pub(crate) fn pick(n: usize, start: usize, candidate: impl Fn(usize) -> Candidat
     best.map(|(_, _, i)| i)
 }
 
-/// One endpoint address with its live counters. Shared across table updates (same instance
-/// and address → same `Backend`), so the in-flight count and the down mark survive an update.
+/// One endpoint target with its live counters. Shared across table updates (same instance
+/// and target → same `Backend`), so the in-flight count and the down mark survive an update.
 #[derive(Debug)]
 pub(crate) struct Backend {
     pub instance: String,
-    pub addr: SocketAddr,
+    pub target: Target,
     active: AtomicUsize,
     down_until_ms: AtomicU64,
 }
 
 impl Backend {
-    pub fn new(instance: String, addr: SocketAddr) -> Self {
-        Backend { instance, addr, active: AtomicUsize::new(0), down_until_ms: AtomicU64::new(0) }
+    pub fn new(instance: String, target: Target) -> Self {
+        Backend { instance, target, active: AtomicUsize::new(0), down_until_ms: AtomicU64::new(0) }
     }
 
     pub fn candidate(&self, now_ms: u64, tried: bool) -> Candidate {
@@ -172,6 +173,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     /// `endpoints`: one word per endpoint, the active count followed by `d` (down) and/or `t`
     /// (tried); `expected`: the chosen index.
@@ -212,8 +214,9 @@ mod tests {
 
     #[test]
     fn round_robin_when_idle() {
-        let b =
-            |i: u8| Arc::new(Backend::new(format!("web-{i}"), SocketAddr::from(([127, 0, 0, 1], 1000 + u16::from(i)))));
+        let b = |i: u8| {
+            Arc::new(Backend::new(format!("web-{i}"), SocketAddr::from(([127, 0, 0, 1], 1000 + u16::from(i))).into()))
+        };
         let pool = Pool::new("web".into(), vec![b(0), b(1), b(2)]);
         let seq: Vec<_> = (0..6).map(|_| pool.choose(&Tried::default(), 1).unwrap()).collect();
         assert_eq!(seq, [0, 1, 2, 0, 1, 2]);
@@ -221,8 +224,8 @@ mod tests {
 
     #[test]
     fn least_connections_and_down_marks() {
-        let b0 = Arc::new(Backend::new("web-0".into(), SocketAddr::from(([127, 0, 0, 1], 1))));
-        let b1 = Arc::new(Backend::new("web-1".into(), SocketAddr::from(([127, 0, 0, 1], 2))));
+        let b0 = Arc::new(Backend::new("web-0".into(), SocketAddr::from(([127, 0, 0, 1], 1)).into()));
+        let b1 = Arc::new(Backend::new("web-1".into(), SocketAddr::from(([127, 0, 0, 1], 2)).into()));
         let pool = Pool::new("web".into(), vec![b0.clone(), b1.clone()]);
         let tried = |ix: &[usize]| {
             let mut t = Tried::default();

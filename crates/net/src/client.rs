@@ -2,13 +2,14 @@
 //!
 //! Why not `hyper_util::client::legacy::Client`: it consumes the request, and when the
 //! connect fails the request (with its body) is gone, so it could not be retried on another
-//! endpoint. Here the ingress connects itself (with its timeout), keeps the request until a
-//! connection is ready, and gets it back from `try_send_request` when it was never written.
+//! endpoint. Here the ingress connects itself (through the configured dialer, with its
+//! timeout), keeps the request until a connection is ready, and gets it back from
+//! `try_send_request` when it was never written.
 //!
 //! A [`BackendConn`] is driven by whoever uses it: the request future while waiting for the
 //! response head, then the response body as the client reads it. No task of its own, so a
 //! request costs no hop between tasks. When the body has been read the connection goes back
-//! to the pool; idle connections are kept per endpoint address (at most [`MAX_IDLE`] each),
+//! to the pool; idle connections are kept per endpoint target (at most [`MAX_IDLE`] each),
 //! checked at checkout (a closed one is dropped) and dropped after [`IDLE_TIMEOUT`], shorter
 //! than common server keep-alive timeouts (Node.js: 5 s), so the ingress rarely writes to a
 //! connection the backend is closing. Upgrade requests (WebSocket) use a fresh connection
@@ -16,8 +17,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::{poll_fn, Future};
-use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -30,7 +29,9 @@ use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper::client::conn::TrySendError;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+use crate::dial::{Conn, Target};
+use crate::net::{DialError, Shared};
 
 /// The body of a request sent to a backend: the client's, or empty when replayed.
 pub(crate) type ReqBody = Either<Incoming, Empty<Bytes>>;
@@ -43,21 +44,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Why a connection to a backend could not be had.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
-    #[error("connect timeout after {0:?}")]
-    Timeout(Duration),
-    #[error("{0}")]
-    Io(#[from] io::Error),
+    #[error(transparent)]
+    Dial(#[from] DialError),
     #[error("{0}")]
     Handshake(#[from] hyper::Error),
 }
 
 /// One HTTP/1.1 connection to a backend, driven by its user.
 pub(crate) struct BackendConn {
-    pub addr: SocketAddr,
+    pub target: Target,
     tx: SendRequest<ReqBody>,
     /// `None` once the connection has ended. Dropping it matters: that cancels requests still
     /// queued for it, so their senders get them back instead of waiting forever.
-    conn: Option<Connection<TokioIo<TcpStream>, ReqBody>>,
+    conn: Option<Connection<TokioIo<Conn>, ReqBody>>,
 }
 
 impl BackendConn {
@@ -67,7 +66,7 @@ impl BackendConn {
             if let Poll::Ready(result) = Pin::new(conn).poll(cx) {
                 self.conn = None;
                 if let Err(error) = result {
-                    tracing::debug!(addr = %self.addr, %error, "backend connection ended");
+                    tracing::debug!(target = %self.target, %error, "backend connection ended");
                 }
             }
         }
@@ -95,34 +94,25 @@ impl BackendConn {
     }
 }
 
-/// Opens a new pooled-kind connection to `addr` within `timeout`.
+/// Opens a new pooled-kind connection to `target` (dialed within the connect timeout).
 /// (Boxed: the connection with its buffers is large, and it moves between pool and bodies.)
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Box<BackendConn>, ConnectError> {
-    let stream = tcp(addr, timeout).await?;
+pub(crate) async fn connect(shared: &Shared, target: &Target) -> Result<Box<BackendConn>, ConnectError> {
+    let stream = shared.dial(target).await?;
     let (tx, conn) = http1::Builder::new().writev(false).handshake(TokioIo::new(stream)).await?;
-    Ok(Box::new(BackendConn { addr, tx, conn: Some(conn) }))
+    Ok(Box::new(BackendConn { target: target.clone(), tx, conn: Some(conn) }))
 }
 
 /// Opens a connection for an upgrade request, driven by its own task (never pooled).
-pub(crate) async fn connect_upgradable(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<SendRequest<ReqBody>, ConnectError> {
-    let stream = tcp(addr, timeout).await?;
+pub(crate) async fn connect_upgradable(shared: &Shared, target: &Target) -> Result<SendRequest<ReqBody>, ConnectError> {
+    let stream = shared.dial(target).await?;
     let (tx, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+    let target = target.clone();
     tokio::spawn(async move {
         if let Err(error) = conn.with_upgrades().await {
-            tracing::debug!(%addr, %error, "backend connection ended");
+            tracing::debug!(%target, %error, "backend connection ended");
         }
     });
     Ok(tx)
-}
-
-async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let stream =
-        tokio::time::timeout(timeout, TcpStream::connect(addr)).await.map_err(|_| ConnectError::Timeout(timeout))??;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 /// An idle connection and since when it is idle.
@@ -130,15 +120,15 @@ type Idle = (Box<BackendConn>, Instant);
 
 #[derive(Default)]
 pub(crate) struct ClientPool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<HashMap<Target, Vec<Idle>>>,
 }
 
 impl ClientPool {
-    /// A pooled connection to `addr` that is ready for a request, if there is one.
-    pub fn checkout(&self, addr: SocketAddr) -> Option<Box<BackendConn>> {
+    /// A pooled connection to `target` that is ready for a request, if there is one.
+    pub fn checkout(&self, target: &Target) -> Option<Box<BackendConn>> {
         loop {
             // The lock is held only to pop; the check below may read from the socket.
-            let (mut conn, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&addr)?.pop()?;
+            let (mut conn, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).get_mut(target)?.pop()?;
             if since.elapsed() < IDLE_TIMEOUT && conn.usable() {
                 return Some(conn);
             }
@@ -176,18 +166,21 @@ impl ClientPool {
 
     fn put(&self, conn: Box<BackendConn>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(conn.addr).or_default();
+        let list = match idle.get_mut(&conn.target) {
+            Some(list) => list,
+            None => idle.entry(conn.target.clone()).or_default(),
+        };
         if list.len() < MAX_IDLE {
             list.push((conn, Instant::now()));
         }
     }
 
-    /// Forgets idle connections to addresses no longer in the table, and closed ones.
-    pub fn retain(&self, keep: &HashSet<SocketAddr>) {
+    /// Forgets idle connections to targets no longer in the table, and closed ones.
+    pub fn retain(&self, keep: &HashSet<&Target>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|addr, list| {
+        idle.retain(|target, list| {
             list.retain_mut(|(conn, since)| since.elapsed() < IDLE_TIMEOUT && conn.usable());
-            keep.contains(addr) && !list.is_empty()
+            keep.contains(target) && !list.is_empty()
         });
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP ingress: HTTP/1.1 (keep-alive) and HTTP/2 prior knowledge (h2c) on one listener,
 //! routing by host and path prefix (`route.rs`) to a ready endpoint of the route's service
-//! port over pooled HTTP/1.1 connections (`client.rs`), with WebSocket pass-through.
+//! port over pooled HTTP/1.1 connections (`client.rs`, opened by the configured dialer, so
+//! an endpoint on another machine is reached the same way), with WebSocket pass-through.
 //!
 //! Retries: when the request could not be sent (connect refused, timed out, or a pooled
 //! connection found closed before the request was written) it goes to another ready endpoint
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::balance::{now_ms, ActiveGuard, Pool, Tried};
 use crate::client::{self, ReqBody, RespBody};
 use crate::headers;
-use crate::net::Shared;
+use crate::net::{DialError, Shared};
 use crate::route::{match_route, normalize_host};
 use crate::stats::inc;
 
@@ -172,6 +173,9 @@ impl Replay {
 
 /// A short description of why a backend failed, e.g. `connection refused`.
 fn describe_io(error: &io::Error) -> String {
+    if error.get_ref().is_some() {
+        return error.to_string(); // a dialer's own words, e.g. "link to 10.0.0.2:7946 is down"
+    }
     match error.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".into(),
         io::ErrorKind::ConnectionReset => "connection reset".into(),
@@ -183,7 +187,7 @@ fn describe_io(error: &io::Error) -> String {
 
 fn describe_connect(error: &client::ConnectError) -> String {
     match error {
-        client::ConnectError::Io(e) => describe_io(e),
+        client::ConnectError::Dial(DialError::Io(e)) => describe_io(e),
         other => other.to_string(),
     }
 }
@@ -236,14 +240,14 @@ async fn forward(
         let guard = backend.acquire();
         let mut use_pooled = client_upgrade.is_none();
         loop {
-            let pooled = if use_pooled { shared.client.checkout(backend.addr) } else { None };
+            let pooled = if use_pooled { shared.client.checkout(&backend.target) } else { None };
             let reused = pooled.is_some();
             let connected = match pooled {
                 Some(conn) => Ok(Link::Pooled(conn)),
                 None if client_upgrade.is_some() => {
-                    client::connect_upgradable(backend.addr, shared.connect_timeout).await.map(Link::Upgrade)
+                    client::connect_upgradable(shared, &backend.target).await.map(Link::Upgrade)
                 }
-                None => client::connect(backend.addr, shared.connect_timeout).await.map(Link::Pooled),
+                None => client::connect(shared, &backend.target).await.map(Link::Pooled),
             };
             let mut link = match connected {
                 Ok(link) => link,
@@ -251,7 +255,7 @@ async fn forward(
                     inc(&shared.stats.failed_connects);
                     backend.mark_down(now_ms());
                     last_error = describe_connect(&error);
-                    tracing::debug!(instance = %backend.instance, addr = %backend.addr, %error, "ingress: connect failed");
+                    tracing::debug!(instance = %backend.instance, target = %backend.target, %error, "ingress: connect failed");
                     break;
                 }
             };

@@ -7,13 +7,18 @@
 //! [`NetTable`] with [`NetHandle::update`] whenever anything changes, and every new
 //! connection, request and query uses the new table at once.
 //!
+//! Endpoints are [`Target`]s: a local address, or a port on another machine that the
+//! daemon's [`Dialer`] reaches (holdfast: through its tunnel to that node). A failed dial is
+//! a connect failure like any other, so the proxy and the ingress retry another endpoint.
+//!
 //! Decisions are pure functions with table-driven unit tests: route matching (`route.rs`),
 //! DNS answers (`dns_answer.rs`), endpoint choice (`balance.rs`) and header rewriting
-//! (`headers.rs`). The IO around them lives in `proxy.rs`, `dns.rs`, `ingress.rs` and
-//! `client.rs`; `net.rs` starts and stops it all.
+//! (`headers.rs`). The IO around them lives in `proxy.rs`, `dns.rs`, `ingress.rs`,
+//! `client.rs` and `dial.rs`; `net.rs` starts and stops it all.
 
 mod balance;
 mod client;
+mod dial;
 mod dns;
 mod dns_answer;
 mod error;
@@ -26,6 +31,7 @@ mod state;
 mod stats;
 mod table;
 
+pub use dial::{Conn, Dialer, Io, Target, TcpDialer};
 pub use error::NetError;
 pub use net::{Net, NetConfig, NetHandle};
 pub use stats::NetStats;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::dial::{Conn, Dialer, Target, TcpDialer};
 use crate::dns::{self, Handler};
 use crate::error::NetError;
 use crate::ingress;
@@ -19,7 +20,7 @@ use crate::stats::{Counters, NetStats};
 use crate::table::{NetTable, DEFAULT_DOMAIN};
 
 /// What the node's networking runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct NetConfig {
     /// Run the per-service TCP proxy listeners.
     pub proxy: bool,
@@ -33,6 +34,21 @@ pub struct NetConfig {
     pub dns_ttl: u32,
     /// How long a connect to an endpoint may take before the next one is tried, default 1 s.
     pub connect_timeout: Duration,
+    /// Opens streams to endpoints; default [`TcpDialer`] (local addresses only).
+    pub dialer: Arc<dyn Dialer>,
+}
+
+impl std::fmt::Debug for NetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetConfig")
+            .field("proxy", &self.proxy)
+            .field("dns_listen", &self.dns_listen)
+            .field("http_listen", &self.http_listen)
+            .field("domain", &self.domain)
+            .field("dns_ttl", &self.dns_ttl)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for NetConfig {
@@ -44,6 +60,7 @@ impl Default for NetConfig {
             domain: DEFAULT_DOMAIN.to_string(),
             dns_ttl: 5,
             connect_timeout: Duration::from_secs(1),
+            dialer: Arc::new(TcpDialer),
         }
     }
 }
@@ -53,6 +70,7 @@ pub(crate) struct Shared {
     pub domain: String,
     pub dns_ttl: u32,
     pub connect_timeout: Duration,
+    dialer: Arc<dyn Dialer>,
     table: RwLock<Arc<Compiled>>,
     pub stats: Counters,
     pub client: Arc<crate::client::ClientPool>,
@@ -63,6 +81,24 @@ impl Shared {
     pub fn current(&self) -> Arc<Compiled> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Connects to `target` within `connect_timeout`. An error means nothing was sent.
+    pub async fn dial(&self, target: &Target) -> Result<Conn, DialError> {
+        match tokio::time::timeout(self.connect_timeout, self.dialer.dial(target)).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(error)) => Err(DialError::Io(error)),
+            Err(_) => Err(DialError::Timeout(self.connect_timeout)),
+        }
+    }
+}
+
+/// Why an endpoint could not be connected.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DialError {
+    #[error("connect timeout after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Entry point of the crate.
@@ -76,6 +112,7 @@ impl Net {
             domain: config.domain.trim_matches('.').to_ascii_lowercase(),
             dns_ttl: config.dns_ttl,
             connect_timeout: config.connect_timeout,
+            dialer: config.dialer.clone(),
             table: RwLock::new(Arc::new(Compiled::default())),
             stats: Counters::default(),
             client: Arc::default(),
@@ -146,7 +183,7 @@ impl NetHandle {
         // never wait for a build.
         let compiled = Arc::new(Compiled::build(table, &inner.shared.current()));
         *inner.shared.table.write().unwrap_or_else(|e| e.into_inner()) = compiled.clone();
-        let keep: HashSet<SocketAddr> = compiled.endpoint_addrs().collect();
+        let keep: HashSet<&Target> = compiled.endpoint_targets().collect();
         inner.shared.client.retain(&keep);
         if inner.proxy {
             let want: BTreeMap<SocketAddr, String> =

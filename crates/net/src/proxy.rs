@@ -1,9 +1,10 @@
 //! The TCP service proxy: one listener per service address and named port
 //! (`address:port`, SO_REUSEADDR), each accepted connection relayed to a ready endpoint.
 //!
-//! The endpoint is chosen by `balance.rs` (least connections, round-robin ties). A connect
-//! that fails or times out (`connect_timeout`) marks the endpoint passively down and the next
-//! untried ready endpoint is tried; no endpoint is tried twice for one connection. With no
+//! The endpoint is chosen by `balance.rs` (least connections, round-robin ties) and dialed
+//! with the configured dialer (`dial.rs`: TCP for local instances, the daemon's tunnel for
+//! instances on other machines). A dial that fails or times out (`connect_timeout`) marks
+//! the endpoint passively down and the next untried ready endpoint is tried; no endpoint is tried twice for one connection. With no
 //! ready endpoint, or when all fail, the client connection is closed at once. Bytes are then
 //! copied both ways with half-close (a FIN from one side shuts down the write half of the
 //! other). A connection keeps the table snapshot it started with: endpoints removed by an
@@ -126,22 +127,17 @@ async fn relay(mut inbound: TcpStream, pool: Option<Arc<Pool>>, shared: Arc<Shar
         tried.insert(i);
         let backend = &pool.backends[i];
         let _guard = backend.acquire();
-        let connected = tokio::time::timeout(shared.connect_timeout, TcpStream::connect(backend.addr)).await;
-        match connected {
-            Ok(Ok(mut outbound)) => {
+        match shared.dial(&backend.target).await {
+            Ok(mut outbound) => {
                 backend.mark_up();
-                let _ = outbound.set_nodelay(true);
                 let _ = inbound.set_nodelay(true);
                 if let Err(error) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
                     tracing::debug!(instance = %backend.instance, %error, "proxy: connection ended with an error");
                 }
                 return;
             }
-            Ok(Err(error)) => {
-                tracing::debug!(service = %pool.service, instance = %backend.instance, %error, "proxy: connect failed")
-            }
-            Err(_) => {
-                tracing::debug!(service = %pool.service, instance = %backend.instance, "proxy: connect timed out")
+            Err(error) => {
+                tracing::debug!(service = %pool.service, instance = %backend.instance, target = %backend.target, %error, "proxy: connect failed")
             }
         }
         inc(&shared.stats.failed_connects);

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::balance::{Backend, Pool};
+use crate::dial::Target;
 use crate::NetTable;
 
 /// What a proxy listener on one `address:port` serves.
@@ -26,9 +27,9 @@ pub(crate) struct Compiled {
     /// Parallel to `table.routes`: the pool of each route's service port (`None`: unknown
     /// service or port).
     pub route_pools: Vec<Option<Arc<Pool>>>,
-    /// Every endpoint address of the table (ready or not), reused by the next compile so
+    /// Every endpoint target of the table (ready or not), reused by the next compile so
     /// in-flight counts and passive-down marks survive updates.
-    backends: HashMap<(String, SocketAddr), Arc<Backend>>,
+    backends: HashMap<(String, Target), Arc<Backend>>,
 }
 
 impl Compiled {
@@ -40,8 +41,8 @@ impl Compiled {
             for (port_name, port) in &svc.ports {
                 let mut ready = Vec::new();
                 for ep in &svc.endpoints {
-                    let Some(addr) = ep.ports.get(port_name) else { continue };
-                    let key = (ep.instance.clone(), *addr);
+                    let Some(target) = ep.ports.get(port_name) else { continue };
+                    let key = (ep.instance.clone(), target.clone());
                     let backend = backends
                         .entry(key.clone())
                         .or_insert_with(|| {
@@ -69,9 +70,9 @@ impl Compiled {
         Compiled { serial: previous.serial.wrapping_add(1), listen, route_pools, backends, table }
     }
 
-    /// Every endpoint address in the table (for pruning the HTTP client pool).
-    pub fn endpoint_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.backends.keys().map(|(_, a)| *a)
+    /// Every endpoint target in the table (for pruning the HTTP client pool).
+    pub fn endpoint_targets(&self) -> impl Iterator<Item = &Target> + '_ {
+        self.backends.keys().map(|(_, t)| t)
     }
 }
 
@@ -84,7 +85,7 @@ mod tests {
     fn ep(instance: &str, port: u16, ready: bool) -> Endpoint {
         Endpoint {
             instance: instance.into(),
-            ports: [("http".to_string(), SocketAddr::from(([127, 0, 0, 1], port)))].into(),
+            ports: [("http".to_string(), SocketAddr::from(([127, 0, 0, 1], port)).into())].into(),
             ready,
         }
     }

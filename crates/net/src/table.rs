@@ -2,7 +2,9 @@
 //! workloads where their project's services are.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
+
+use crate::dial::Target;
 
 /// The DNS zone the crate serves unless configured otherwise.
 pub const DEFAULT_DOMAIN: &str = "internal";
@@ -32,8 +34,10 @@ pub struct ServiceNet {
 pub struct Endpoint {
     /// Instance name, e.g. `web-0`.
     pub instance: String,
-    /// Where the instance listens for each named port.
-    pub ports: BTreeMap<String, SocketAddr>,
+    /// Where the instance is reached for each named port: a local address, or a port on
+    /// another machine (dialed through `NetConfig::dialer`). A port left out gets no
+    /// traffic from this node (e.g. its far end failed a check).
+    pub ports: BTreeMap<String, Target>,
     /// Only ready endpoints receive new connections and requests.
     pub ready: bool,
 }

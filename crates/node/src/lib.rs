@@ -10,7 +10,10 @@
 //!   endpoints and `/healthz`.
 //! - [`status`]: the status view (desired state joined with what the agent observes).
 //! - [`logs`]: tailing and following instance log files for the API.
-//! - [`tunnel`]: cross-node service traffic over mutual TLS through the holdfast port.
+//! - [`tunnel`]: cross-node service traffic over mutual TLS through the holdfast port: the
+//!   server side and the `holdfast-net` dialer.
+//! - [`links`]: one multiplexed HTTP/2 link per peer node, with keepalive pings and active
+//!   checks of the endpoints behind it.
 //! - [`network`]: the routing table for this node's proxy, DNS server and HTTP ingress
 //!   (`holdfast-net`), rebuilt on every state or readiness change.
 //! - [`Node`] (this file): ordered start-up and shutdown of Raft, agent and server.
@@ -18,6 +21,7 @@
 
 pub mod cluster;
 pub mod identity;
+pub mod links;
 pub mod logs;
 pub mod network;
 pub mod server;
@@ -115,7 +119,8 @@ pub struct NodeContext {
     /// `--label` flags of this start, and the random id of this start (so the leader
     /// applies them once per start).
     pub start_labels: cluster::StartLabels,
-    pub tunnels: tunnel::Tunnels,
+    /// This node's links to other nodes (tunnels and their health).
+    pub links: links::Links,
 }
 
 impl NodeContext {
@@ -194,7 +199,8 @@ impl Node {
         agent_config.port_range = config.port_range.clone();
         let agent = holdfast_agent::Agent::start(agent_config).await?;
 
-        let tunnels_cancel = CancellationToken::new();
+        let tasks_token = CancellationToken::new();
+        let links = links::Links::new(client_tls.clone(), links::LinkTiming::default(), tasks_token.child_token());
         let ctx = NodeContext {
             identity: identity.clone(),
             control: control.clone(),
@@ -205,7 +211,7 @@ impl Node {
             reexec: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             node_client: holdfast_raft::network::node_https_client(client_tls.clone()),
-            tunnels: tunnel::Tunnels::new(client_tls, tunnels_cancel.clone()),
+            links: links.clone(),
             liveness: Default::default(),
             fenced: Arc::new(tokio::sync::watch::Sender::new(BTreeSet::new())),
             leader_contact: Arc::new(tokio::sync::watch::Sender::new(None)),
@@ -217,10 +223,12 @@ impl Node {
             proxy: true,
             dns_listen: config.dns,
             http_listen: config.http,
+            // A stream open through a link includes the far node's connect to the instance.
+            connect_timeout: links.timing().open_timeout,
+            dialer: std::sync::Arc::new(tunnel::TunnelDialer(links)),
             ..Default::default()
         })
         .await?;
-        let tasks_token = tunnels_cancel;
         let tasks = vec![
             ("service networking", tokio::spawn(network::run(ctx.clone(), net, tasks_token.child_token()))),
             (

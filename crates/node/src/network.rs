@@ -1,35 +1,38 @@
 //! Service networking of this node: builds the `holdfast-net` routing table from the
-//! replicated state and the instances' observed readiness, and hands it to the node's
-//! proxy, DNS server and HTTP ingress whenever anything changes.
+//! replicated state, the instances' observed readiness and this node's own view of its
+//! links to other nodes, and hands it to the node's proxy, DNS server and HTTP ingress
+//! whenever anything changes.
 //!
-//! [`net_table`] is pure. An instance that fails its health check becomes unready in the
-//! agent's status, which wakes [`run`] at once, so it leaves rotation within one check
-//! interval.
+//! [`net_table`], [`remote_ports`] and [`reachable_only`] are pure. An instance that fails
+//! its health check becomes unready in the agent's status, which wakes [`run`] at once, so
+//! it leaves rotation within one check interval.
 //!
-//! Endpoints are this node's own instances (at their loopback ports) and the instances
-//! of other nodes that are not down, reached through [`crate::tunnel`] entrances; their
-//! readiness is what those nodes last reported to the leader.
-use std::collections::BTreeMap;
+//! Endpoints are this node's own instances (at their loopback ports) and the instances of
+//! other nodes that are not down, as [`Target::Remote`] ports reached through this node's
+//! link to that node ([`crate::links`], dialed by [`crate::tunnel::TunnelDialer`]). Their
+//! readiness is what those nodes last reported to the leader, *and* what this node sees
+//! itself: a remote endpoint is unready while the link to its node is down (no answer to
+//! pings for about 1.5 s), and a port whose last check failed is left out, so traffic
+//! leaves a dead or frozen node before the leader has declared it down.
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use holdfast_agent::{InstanceId, InstanceStatus};
-use holdfast_net::{Endpoint, NetHandle, NetTable, Route, ServiceNet};
+use holdfast_net::{Endpoint, NetHandle, NetTable, Route, ServiceNet, Target};
 use holdfast_state::ClusterState;
 use tokio_util::sync::CancellationToken;
 
+use crate::links::Reachability;
 use crate::NodeContext;
 
-/// The routing table for `this_node`: every service with its stable address and ports,
-/// and as endpoints the instances running here and, through `entrance(node, port)`, the
-/// instances of other nodes that are not down.
-pub fn net_table(
-    state: &ClusterState,
-    this_node: u64,
-    observed: &BTreeMap<u64, Vec<InstanceStatus>>,
-    entrance: &dyn Fn(u64, u16) -> Option<SocketAddr>,
-) -> NetTable {
+/// The complete routing table for `this_node`: every service with its stable address and
+/// ports, and as endpoints the instances running here and the instances of other nodes
+/// that are not down (as ports on those nodes, named by their addresses).
+pub fn net_table(state: &ClusterState, this_node: u64, observed: &BTreeMap<u64, Vec<InstanceStatus>>) -> NetTable {
     let by_id: BTreeMap<(u64, &InstanceId), &InstanceStatus> =
         observed.iter().flat_map(|(n, v)| v.iter().map(move |s| ((*n, &s.id), s))).collect();
+    let mut peers: BTreeMap<u64, Arc<str>> = BTreeMap::new();
     let mut services = Vec::new();
     for (name, record) in &state.desired.services {
         let placed = state.desired.placements.get(name).cloned().unwrap_or_default();
@@ -41,19 +44,21 @@ pub fn net_table(
         }
         let mut endpoints = Vec::new();
         for (replica, node) in current {
-            if node != this_node && state.nodes.get(&node).is_none_or(|n| n.down) {
-                continue;
-            }
             let id = InstanceId::new(name.clone(), replica);
             let Some(s) = by_id.get(&(node, &id)) else { continue };
-            let ports: BTreeMap<String, SocketAddr> = if node == this_node {
-                s.ports.iter().map(|(p, port)| (p.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, *port)))).collect()
+            let ports: BTreeMap<String, Target> = if node == this_node {
+                s.ports
+                    .iter()
+                    .map(|(p, port)| (p.clone(), Target::Addr(SocketAddr::from((Ipv4Addr::LOCALHOST, *port)))))
+                    .collect()
             } else {
-                s.ports.iter().filter_map(|(p, port)| Some((p.clone(), entrance(node, *port)?))).collect()
+                let Some(n) = state.nodes.get(&node).filter(|n| !n.down) else { continue };
+                let peer = peers.entry(node).or_insert_with(|| Arc::from(n.addr.as_str())).clone();
+                s.ports
+                    .iter()
+                    .map(|(p, port)| (p.clone(), Target::Remote { peer: peer.clone(), port: *port }))
+                    .collect()
             };
-            if ports.len() < s.ports.len() {
-                continue; // a port without a way to reach it
-            }
             endpoints.push(Endpoint {
                 instance: id.to_string(),
                 ports,
@@ -79,25 +84,54 @@ pub fn net_table(
     NetTable { services, routes }
 }
 
+/// The remote endpoint ports of `table` by peer: the links this node needs and the ports
+/// to check through them.
+pub fn remote_ports(table: &NetTable) -> BTreeMap<String, BTreeSet<u16>> {
+    let mut out: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    for target in table.services.iter().flat_map(|s| &s.endpoints).flat_map(|e| e.ports.values()) {
+        if let Target::Remote { peer, port } = target {
+            out.entry(peer.to_string()).or_default().insert(*port);
+        }
+    }
+    out
+}
+
+/// `table` as this node can serve it now: remote endpoints behind a link that is down are
+/// unready; remote ports whose last check failed are left out.
+pub fn reachable_only(mut table: NetTable, reach: &Reachability) -> NetTable {
+    for endpoint in table.services.iter_mut().flat_map(|s| &mut s.endpoints) {
+        let remote = |t: &Target| match t {
+            Target::Remote { peer, port } => Some((peer.clone(), *port)),
+            Target::Addr(_) => None,
+        };
+        if endpoint.ports.values().filter_map(remote).any(|(peer, _)| !reach.link_up(&peer)) {
+            endpoint.ready = false; // kept (with its counters), but gets no new traffic
+            continue;
+        }
+        endpoint.ports.retain(|_, t| remote(t).is_none_or(|(peer, port)| reach.port_ok(&peer, port)));
+    }
+    table
+}
+
 /// Environment for instances of `project`: `<SERVICE>_HOST`, `<SERVICE>_<PORT>_ADDR` for
 /// every service of the project, and `HOLDFAST_DNS_DOMAIN`.
 pub fn service_env(state: &ClusterState, project: &str) -> BTreeMap<String, String> {
-    holdfast_net::service_env(&net_table(state, u64::MAX, &BTreeMap::new(), &|_, _| None), project)
+    holdfast_net::service_env(&net_table(state, u64::MAX, &BTreeMap::new()), project)
 }
 
 /// Keeps the node's networking in step with state and readiness.
 pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
     let mut states = ctx.control.subscribe();
     let mut agent = ctx.agent.subscribe();
+    let mut links = ctx.links.subscribe();
     let mut last = NetTable::default();
     loop {
         let state = states.borrow_and_update().clone();
+        links.borrow_and_update();
         let observed = crate::cluster::observed_by_node(&ctx).await;
-        let entrance = |node: u64, port: u16| {
-            let addr = state.nodes.get(&node)?.addr.clone();
-            ctx.tunnels.entrance(&addr, port)
-        };
-        let table = net_table(&state, ctx.identity.node_id, &observed, &entrance);
+        let full = net_table(&state, ctx.identity.node_id, &observed);
+        ctx.links.sync(&remote_ports(&full));
+        let table = reachable_only(full, &ctx.links.reachability());
         if table != last {
             net.update(table.clone());
             last = table;
@@ -106,6 +140,8 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
             _ = cancel.cancelled() => break,
             r = states.changed() => if r.is_err() { break },
             r = agent.changed() => if r.is_err() { break },
+            // A link went up or down, or an endpoint check changed its verdict.
+            r = links.changed() => if r.is_err() { break },
             // Other nodes' readiness arrives with heartbeats.
             _ = tokio::time::sleep(ctx.timing().heartbeat) => {}
         }
@@ -155,32 +191,100 @@ mod tests {
         s1.id = InstanceId::new("web", 1);
         s1.ready = false;
         s1.ports.insert("http".into(), 20002);
-        let none = |_: u64, _: u16| None;
         let on = |n: u64, v: Vec<InstanceStatus>| BTreeMap::from([(n, v)]);
-        let t = net_table(&state, 1, &on(1, vec![s0.clone(), s1.clone()]), &none);
+        let t = net_table(&state, 1, &on(1, vec![s0.clone(), s1.clone()]));
         assert_eq!(t.services.len(), 1);
         assert_eq!(t.services[0].ports["http"], 8080);
-        let ready: Vec<(String, bool)> =
-            t.services[0].endpoints.iter().map(|e| (e.instance.clone(), e.ready)).collect();
-        assert_eq!(ready, vec![("web-0".to_string(), true), ("web-1".to_string(), false)]);
-        assert_eq!(t.services[0].endpoints[0].ports["http"], "127.0.0.1:20001".parse::<SocketAddr>().expect("addr"));
         assert_eq!(t.routes[0].host, "a.example");
+        check(&t, "web-0 http=127.0.0.1:20001 ready | web-1 http=127.0.0.1:20002");
         s0.generation = 0;
-        let t = net_table(&state, 1, &on(1, vec![s0]), &none);
-        assert!(!t.services[0].endpoints[0].ready, "an outdated instance takes no new traffic");
-        assert!(
-            net_table(&state, 2, &on(1, vec![s1.clone()]), &none).services[0].endpoints.is_empty(),
-            "another node's instance without a tunnel entrance is not an endpoint"
-        );
-        let tunnel = |_: u64, port: u16| Some(SocketAddr::from(([127, 0, 0, 1], port + 1000)));
-        let t = net_table(&state, 2, &on(1, vec![s1.clone()]), &tunnel);
-        assert_eq!(t.services[0].endpoints[0].ports["http"], "127.0.0.1:21002".parse::<SocketAddr>().expect("addr"));
+        check(&net_table(&state, 1, &on(1, vec![s0])), "web-0 http=127.0.0.1:20001");
+        let remote = net_table(&state, 2, &on(1, vec![s1.clone()]));
+        check(&remote, "web-1 http=20002@127.0.0.1:1");
+        assert_eq!(remote_ports(&remote), BTreeMap::from([("127.0.0.1:1".to_string(), BTreeSet::from([20002]))]));
         state.nodes.get_mut(&1).expect("node").down = true;
-        assert!(
-            net_table(&state, 2, &on(1, vec![s1]), &tunnel).services[0].endpoints.is_empty(),
-            "down nodes are skipped"
-        );
+        check(&net_table(&state, 2, &on(1, vec![s1])), "");
         let env = service_env(&state, "p");
         assert_eq!(env.get("WEB_HTTP_ADDR"), Some(&format!("{}:8080", state.desired.services["web"].address)));
+    }
+
+    /// The endpoints of the first service as `instance port=target [ready]`, joined by ` | `;
+    /// a remote target is `port@peer`.
+    fn check(t: &NetTable, expected: &str) {
+        let got: Vec<String> = t.services[0]
+            .endpoints
+            .iter()
+            .map(|e| {
+                let mut words = vec![e.instance.clone()];
+                for (name, target) in &e.ports {
+                    words.push(match target {
+                        Target::Addr(a) => format!("{name}={a}"),
+                        Target::Remote { peer, port } => format!("{name}={port}@{peer}"),
+                    });
+                }
+                if e.ready {
+                    words.push("ready".into());
+                }
+                words.join(" ")
+            })
+            .collect();
+        assert_eq!(got.join(" | "), expected);
+    }
+
+    fn ep(instance: &str, ports: &[(&str, &str, u16)]) -> Endpoint {
+        let ports = ports
+            .iter()
+            .map(|(name, peer, port)| {
+                let target = if peer.is_empty() {
+                    Target::Addr(SocketAddr::from((Ipv4Addr::LOCALHOST, *port)))
+                } else {
+                    Target::Remote { peer: Arc::from(*peer), port: *port }
+                };
+                (name.to_string(), target)
+            })
+            .collect();
+        Endpoint { instance: instance.into(), ports, ready: true }
+    }
+
+    #[test]
+    fn reachability_filters_remote_endpoints_only() {
+        let table = NetTable {
+            services: vec![ServiceNet {
+                project: "p".into(),
+                name: "web".into(),
+                address: Ipv4Addr::new(127, 64, 0, 1),
+                ports: BTreeMap::from([("http".to_string(), 80), ("admin".to_string(), 81)]),
+                endpoints: vec![
+                    ep("web-0", &[("http", "", 20001), ("admin", "", 20002)]),
+                    ep("web-1", &[("http", "n2", 20101), ("admin", "n2", 20102)]),
+                    ep("web-2", &[("http", "n3", 20201)]),
+                ],
+            }],
+            routes: vec![],
+        };
+        assert_eq!(
+            remote_ports(&table),
+            BTreeMap::from([
+                ("n2".to_string(), BTreeSet::from([20101, 20102])),
+                ("n3".to_string(), BTreeSet::from([20201])),
+            ])
+        );
+        let reach = |up: &[(&str, &[u16])]| Reachability {
+            up: up.iter().map(|(p, failed)| (p.to_string(), failed.iter().copied().collect())).collect(),
+        };
+        let all = "web-0 admin=127.0.0.1:20002 http=127.0.0.1:20001 ready | web-1 admin=20102@n2 http=20101@n2 ready | web-2 http=20201@n3 ready";
+        check(&reachable_only(table.clone(), &reach(&[("n2", &[]), ("n3", &[])])), all);
+        check(
+            &reachable_only(table.clone(), &reach(&[("n2", &[])])),
+            "web-0 admin=127.0.0.1:20002 http=127.0.0.1:20001 ready | web-1 admin=20102@n2 http=20101@n2 ready | web-2 http=20201@n3",
+        );
+        check(
+            &reachable_only(table.clone(), &reach(&[("n2", &[20102]), ("n3", &[20201])])),
+            "web-0 admin=127.0.0.1:20002 http=127.0.0.1:20001 ready | web-1 http=20101@n2 ready | web-2 ready",
+        );
+        check(
+            &reachable_only(table, &reach(&[])),
+            "web-0 admin=127.0.0.1:20002 http=127.0.0.1:20001 ready | web-1 admin=20102@n2 http=20101@n2 | web-2 http=20201@n3",
+        );
     }
 }

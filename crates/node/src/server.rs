@@ -5,7 +5,8 @@
 //! - `/v1/...` — the API: needs the admin token. On a follower, every `/v1` request
 //!   except logs and status-without-quorum is forwarded to the leader.
 //! - `/raft/...`, `/cluster/...` — node-to-node: need a CA-signed certificate that was not
-//!   revoked by `holdfast node rm`.
+//!   revoked by `holdfast node rm`. Among them `CONNECT /cluster/tunnel/{port}`: HTTP/2
+//!   extended CONNECT is enabled so one connection per peer carries all its tunnels.
 //! - `/join` — a new node with a join token (no certificate yet).
 //! - `/healthz` — open.
 //!
@@ -18,7 +19,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{connect, delete, get, post};
 use axum::{Json, Router};
 use holdfast_api::types::{DeployRequest, ErrorBody, PlanResponse, ScaleRequest};
 use holdfast_raft::ControlPlaneError;
@@ -73,6 +74,20 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // HTTP/2 carries the node-to-node tunnels (extended CONNECT, one stream per tunneled
+    // connection, see links.rs); pings reap the streams of a peer that vanished.
+    let ping = ctx.links.timing().server_ping_interval;
+    builder
+        .http2()
+        .enable_connect_protocol()
+        .max_concurrent_streams(crate::links::MAX_STREAMS)
+        .initial_stream_window_size(crate::links::STREAM_WINDOW)
+        .initial_connection_window_size(crate::links::CONNECTION_WINDOW)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(ping);
+    let builder = std::sync::Arc::new(builder);
     let app = router(ctx);
     loop {
         let (tcp, remote) = tokio::select! {
@@ -90,6 +105,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let cancel = cancel.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -102,7 +118,6 @@ pub async fn serve(
             let peer =
                 tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(holdfast_pki::tls::peer_fingerprint);
             let svc = hyper_util::service::TowerToHyperService::new(app.layer(axum::Extension(PeerCert(peer))));
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), svc);
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::trace!(%remote, error = %e, "connection ended with an error") },
@@ -138,7 +153,8 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/raft/{rpc}", post(raft_rpc))
         .route("/cluster/heartbeat", post(crate::cluster::heartbeat))
         .route("/cluster/logs/{service}", get(local_logs))
-        .route("/cluster/tunnel/{port}", get(crate::tunnel::accept))
+        .route("/cluster/tunnel/{port}", connect(crate::tunnel::accept).get(crate::tunnel::accept))
+        .route("/cluster/links", get(crate::tunnel::links))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_member_cert));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

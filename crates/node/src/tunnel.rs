@@ -1,148 +1,148 @@
-//! Cross-node service traffic: a node reaches instances on other nodes through those
-//! nodes' holdfast port, over mutual TLS, so only that one port must be reachable between
+//! Cross-node service traffic: a node reaches instances on other nodes through those nodes'
+//! holdfast port, over mutual TLS, so only that one port must be reachable between
 //! machines and workload ports stay on loopback.
 //!
-//! For every remote (node, instance port) this node opens a local listener on
-//! 127.0.0.1 (the "tunnel entrance"); the proxy and ingress use it as the endpoint
-//! address. Each accepted connection becomes one `GET /cluster/tunnel/{port}` with
-//! `Upgrade: holdfast-tunnel` to the remote node, which checks that the port belongs to
-//! one of its instances, answers 101, and splices the bytes to 127.0.0.1:port.
-//! (One TLS connection per tunneled connection for now; multiplexing them over HTTP/2
-//! streams is the next step.)
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+//! Client side: [`TunnelDialer`] is the `holdfast-net` dialer of this node. A local
+//! endpoint is a plain TCP connect; an endpoint on another node is a new stream on this
+//! node's one HTTP/2 link to that node ([`crate::links`]): an extended CONNECT (RFC 8441,
+//! `:protocol holdfast-tunnel`) to `/cluster/tunnel/{port}`. No loopback listeners, no
+//! connection per tunneled connection.
+//!
+//! Server side: [`accept`] answers that CONNECT only for a member node (the route needs
+//! a cluster certificate that was not revoked) and only for a port of one of this node's
+//! instances; it connects to `127.0.0.1:port` *before* answering 200, so a dead instance
+//! is a failed stream open on the caller's side — a connect error that the proxy and the
+//! ingress retry on another endpoint — and then splices the stream and the connection.
+//! The older form, an HTTP/1.1 `GET` with `Upgrade: holdfast-tunnel` (answered 101), is
+//! still accepted, so nodes of the previous version keep reaching this one during a
+//! rolling upgrade.
+use std::io;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio_util::sync::CancellationToken;
+use axum::Json;
+use holdfast_net::{Conn, Dialer, Target, TcpDialer};
+use hyper_util::rt::TokioIo;
 
+use crate::links::{Links, LinksView};
 use crate::server::ApiError;
 use crate::NodeContext;
 
-const PROTOCOL: &str = "holdfast-tunnel";
+/// The tunnel protocol: HTTP/2 `:protocol` of the extended CONNECT (and the HTTP/1.1
+/// `Upgrade` token of the older form).
+pub const PROTOCOL: &str = "holdfast-tunnel";
 
-/// `GET /cluster/tunnel/{port}` (node-to-node): splices an upgraded connection to a local
-/// instance port.
+/// How the request asks for a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// HTTP/2 extended CONNECT with `:protocol holdfast-tunnel`: answered 200.
+    Connect,
+    /// HTTP/1.1 GET with `Upgrade: holdfast-tunnel`: answered 101.
+    Upgrade,
+}
+
+/// Which form of tunnel request this is, if any (pure).
+pub fn ask(method: &Method, version: Version, protocol: Option<&str>, upgrade: Option<&str>) -> Option<Ask> {
+    let is = |v: Option<&str>| v.is_some_and(|v| v.eq_ignore_ascii_case(PROTOCOL));
+    if method == Method::CONNECT && version == Version::HTTP_2 && is(protocol) {
+        Some(Ask::Connect)
+    } else if method == Method::GET && version == Version::HTTP_11 && is(upgrade) {
+        Some(Ask::Upgrade)
+    } else {
+        None
+    }
+}
+
+/// `CONNECT /cluster/tunnel/{port}` (and the older `GET` + upgrade), node-to-node: a
+/// stream spliced to a local instance port.
 pub async fn accept(State(ctx): State<NodeContext>, Path(port): Path<u16>, mut req: Request) -> Response {
+    let protocol = req.extensions().get::<hyper::ext::Protocol>().map(|p| p.as_str().to_string());
+    let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok());
+    let Some(ask) = ask(req.method(), req.version(), protocol.as_deref(), upgrade) else {
+        return ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("a tunnel is an HTTP/2 CONNECT with :protocol {PROTOCOL} (or an HTTP/1.1 upgrade to it)"),
+        )
+        .into_response();
+    };
     let ours = ctx.agent.status().iter().any(|s| s.ports.values().any(|p| *p == port));
     if !ours {
         return ApiError(StatusCode::NOT_FOUND, format!("no instance listens on port {port} here")).into_response();
     }
+    // Connect first: a refused instance is a failed open for the caller, who tries another.
+    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+    let mut local = match tokio::time::timeout(ctx.links.timing().open_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return ApiError(StatusCode::BAD_GATEWAY, format!("the instance on port {port} refused: {e}"))
+                .into_response()
+        }
+        Err(_) => {
+            return ApiError(StatusCode::GATEWAY_TIMEOUT, format!("the instance on port {port} did not accept"))
+                .into_response()
+        }
+    };
+    let _ = local.set_nodelay(true);
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let upgraded = match upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "tunnel upgrade failed");
-                return;
+        match upgrade.await {
+            Ok(upgraded) => {
+                let mut remote = TokioIo::new(upgraded);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut remote, &mut local).await {
+                    tracing::trace!(port, error = %e, "tunnel: stream ended with an error");
+                }
             }
-        };
-        let mut remote = TokioIo::new(upgraded);
-        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(mut local) => {
-                let _ = local.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut remote, &mut local).await;
-            }
-            Err(e) => tracing::debug!(port, error = %e, "tunnel: local instance refused"),
+            Err(e) => tracing::debug!(port, error = %e, "tunnel: upgrade failed"),
         }
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, PROTOCOL)
-        .body(Body::empty())
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-/// Tunnel entrances of this node, by (remote node address, remote port).
-#[derive(Clone)]
-pub struct Tunnels {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
-    entrances: Arc<Mutex<HashMap<(String, u16), SocketAddr>>>,
-    cancel: CancellationToken,
-}
-
-impl Tunnels {
-    /// `tls`: this node's mutual-TLS client configuration.
-    pub fn new(tls: rustls::ClientConfig, cancel: CancellationToken) -> Tunnels {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(Duration::from_millis(500)));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        // HTTP/1.1 only: the tunnel is an HTTP/1.1 upgrade.
-        let conn = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
-        Tunnels {
-            client: Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(conn),
-            entrances: Default::default(),
-            cancel,
-        }
-    }
-
-    /// The local address that leads to `port` on the node at `node_addr`, opening the
-    /// entrance on first use.
-    pub fn entrance(&self, node_addr: &str, port: u16) -> Option<SocketAddr> {
-        let key = (node_addr.to_string(), port);
-        let mut map = self.entrances.lock().ok()?;
-        if let Some(a) = map.get(&key) {
-            return Some(*a);
-        }
-        let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0)).ok()?;
-        std_listener.set_nonblocking(true).ok()?;
-        let local = std_listener.local_addr().ok()?;
-        let listener = tokio::net::TcpListener::from_std(std_listener).ok()?;
-        map.insert(key, local);
-        let this = self.clone();
-        let node_addr = node_addr.to_string();
-        tokio::spawn(async move {
-            loop {
-                let (conn, _) = tokio::select! {
-                    _ = this.cancel.cancelled() => return,
-                    a = listener.accept() => match a { Ok(v) => v, Err(_) => continue },
-                };
-                let this = this.clone();
-                let node_addr = node_addr.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = this.carry(conn, &node_addr, port).await {
-                        tracing::debug!(node = %node_addr, port, error = %e, "tunnel failed");
-                    }
-                });
-            }
-        });
-        Some(local)
-    }
-
-    async fn carry(&self, conn: tokio::net::TcpStream, node_addr: &str, port: u16) -> Result<(), String> {
-        let _ = conn.set_nodelay(true);
-        let req = hyper::Request::get(format!("https://{node_addr}/cluster/tunnel/{port}"))
+    let resp = match ask {
+        Ask::Connect => Response::builder().status(StatusCode::OK).body(Body::empty()),
+        Ask::Upgrade => Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, PROTOCOL)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(Duration::from_secs(2), self.client.request(req))
-            .await
-            .map_err(|_| "timeout".to_string())?
-            .map_err(|e| e.to_string())?;
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(format!("HTTP {}", resp.status()));
+            .body(Body::empty()),
+    };
+    resp.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// `GET /cluster/links` (node-to-node): this node's links, their state and counters. Also
+/// the first request of every new link, proving the certificate is accepted.
+pub async fn links(State(ctx): State<NodeContext>) -> Json<LinksView> {
+    Json(ctx.links.view())
+}
+
+/// The node's dialer for `holdfast-net`: TCP to local instances, a tunnel stream to
+/// instances on other nodes.
+pub struct TunnelDialer(pub Links);
+
+#[async_trait::async_trait]
+impl Dialer for TunnelDialer {
+    async fn dial(&self, target: &Target) -> io::Result<Conn> {
+        match target {
+            Target::Addr(addr) => TcpDialer::connect(*addr).await,
+            Target::Remote { peer, port } => Ok(Conn::other(self.0.open(peer, *port).await?)),
         }
-        let upgraded = hyper::upgrade::on(resp).await.map_err(|e| e.to_string())?;
-        let mut remote = TokioIo::new(upgraded);
-        let mut local = conn;
-        tokio::io::copy_bidirectional(&mut local, &mut remote).await.map_err(|e| e.to_string())?;
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_requests() {
+        let (h1, h2) = (Version::HTTP_11, Version::HTTP_2);
+        let p = Some(PROTOCOL);
+        assert_eq!(ask(&Method::CONNECT, h2, p, None), Some(Ask::Connect));
+        assert_eq!(ask(&Method::CONNECT, h2, Some("HOLDFAST-TUNNEL"), None), Some(Ask::Connect));
+        assert_eq!(ask(&Method::GET, h1, None, p), Some(Ask::Upgrade));
+        assert_eq!(ask(&Method::CONNECT, h2, Some("websocket"), None), None, "another protocol");
+        assert_eq!(ask(&Method::CONNECT, h2, None, None), None, "plain CONNECT");
+        assert_eq!(ask(&Method::GET, h1, None, Some("websocket")), None);
+        assert_eq!(ask(&Method::GET, h2, None, p), None, "no upgrade in HTTP/2");
+        assert_eq!(ask(&Method::POST, h1, None, p), None);
     }
 }

@@ -250,7 +250,7 @@ pub fn dead_addr() -> SocketAddr {
 }
 
 pub fn endpoint(instance: &str, addr: SocketAddr, ready: bool) -> Endpoint {
-    Endpoint { instance: instance.into(), ports: BTreeMap::from([("http".to_string(), addr)]), ready }
+    Endpoint { instance: instance.into(), ports: BTreeMap::from([("http".to_string(), addr.into())]), ready }
 }
 
 pub fn service(project: &str, name: &str, ip: Ipv4Addr, port: u16, endpoints: Vec<Endpoint>) -> ServiceNet {
