@@ -6,6 +6,8 @@
 #     new leader (target < 2 s), over several rounds;
 #   - replacement: SIGKILL a node holding a replica, time until the service is back to
 #     full readiness elsewhere (target < 10 s);
+#   - drain: a node holding 2 of 6 replicas drained under steady HTTP load (failed
+#     requests, target 0; time until the node is empty);
 #   - scheduler: 100,000 replicas on 5,000 nodes over 10 sites, with node selectors, site
 #     spread and anti-affinity (target < 1 s), and without any constraint.
 #   - tunnel: HTTP through a node's ingress to a replica on that node (local) and to the
@@ -112,6 +114,29 @@ drill_longest=$(awk 'BEGIN {m = 0} $2 > m {m = $2} END {printf "%.3f", m}' "$wor
 for n in 1 2 3; do [ -f "$work/n$n/holdfast.pid" ] && kill -TERM "$(cat "$work/n$n/holdfast.pid")" 2>/dev/null || true; done
 sleep 3; rm -rf "$work"/n*
 
+# --- zero-downtime drain: steady HTTP load through n1's ingress, drain n3 (2 replicas)
+start_node 1 a
+start_node 2 a "$(hf 1 token create --ttl 5m 2>/dev/null)"
+start_node 3 b "$(hf 1 token create --ttl 5m 2>/dev/null)"
+sleep 2
+sed 's/replicas: 3/replicas: 6/; s/drill.localhost/drain.localhost/' "$work/web.yaml" >"$work/drain.yaml"
+hf 1 deploy "$work/drain.yaml" --timeout 30s >/dev/null
+sleep 1
+( end=$(( $(date +%s) + 10 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' --max-time 5 -H 'Host: drain.localhost' http://127.0.77.1:8080/
+  done >"$work/drain.txt" ) &
+load=$!
+sleep 2
+t0=$(now); hf 1 drain n3 --timeout 60s >/dev/null 2>&1; t1=$(now)
+drain_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+wait "$load"
+drain_total=$(wc -l <"$work/drain.txt")
+drain_failed=$(awk '$1 != 200' "$work/drain.txt" | wc -l)
+drain_left=$(hf 1 nodes --json | python3 -c "import json,sys; print(next(n['instances'] for n in json.load(sys.stdin)['nodes'] if n['name']=='n3'))")
+for n in 1 2 3; do [ -f "$work/n$n/holdfast.pid" ] && kill -TERM "$(cat "$work/n$n/holdfast.pid")" 2>/dev/null || true; done
+sleep 3; rm -rf "$work"/n*
+
 # --- tunnel throughput: one replica, wrk through its own node's ingress and the other's
 start_node 1 a
 start_node 2 a "$(hf 1 token create --ttl 5m 2>/dev/null)"
@@ -158,6 +183,8 @@ printf '%-52s %-26s %s\n' "leader failover, 3 rounds (s)" "${failovers[*]}" "< 2
 printf '%-52s %-26s %s\n' "drill: failed requests (of $drill_total) via a survivor" "$drill_failed" "0; k8s routes to the dead node for 40-50 s"
 printf '%-52s %-26s %s\n' "drill: longest request during the kill (s)" "$drill_longest" "< 1.5 s"
 printf '%-52s %-26s %s\n' "dead node's replica ready elsewhere (s)" "$replace_s" "< 10 s; k8s ~340 s, Nomad 20-30 s, Swarm ~15 s"
+printf '%-52s %-26s %s\n' "drain of a node with 2 replicas: time (s), left" "$drain_s, $drain_left left" "one move per service, start before stop"
+printf '%-52s %-26s %s\n' "drain: failed requests (of $drain_total) via n1" "$drain_failed" "0"
 
 printf '%-52s %-26s %s\n' "schedule 100k replicas on 5k nodes, no rules (ms)" "$sched_plain_ms" "< 1000 ms"
 printf '%-52s %-26s %s\n' "... with selectors, site spread, anti-affinity (ms)" "$sched_ms" "< 1000 ms"
@@ -167,7 +194,7 @@ printf '%-52s %-26s %s\n' "ingress -> replica on another node (req/s, p99 ms)" "
 printf '%-52s %-26s %s\n' "one 200 MB download, same node / other node (MB/s)" "$bulk_local / $bulk_tunnel" "one tunneled stream: TLS + HTTP/2 framing"
 echo "  links of n$on after the run: $tun_links"
 out="bench/results/cluster-$(date +%Y%m%d-%H%M%S).json"
-printf '{"rss_idle_mb": [%s], "rss_20svc_mb": [%s], "leader_failover_s": [%s], "replacement_s": %s, "drill_requests": %s, "drill_failed": %s, "drill_longest_s": %s, "schedule_100k_ms": %s, "schedule_100k_plain_ms": %s, "ingress_local_rps": %s, "ingress_local_p99_ms": %s, "ingress_tunnel_rps": %s, "ingress_tunnel_p99_ms": %s, "bulk_local_mb_s": %s, "bulk_tunnel_mb_s": %s}\n' \
+printf '{"rss_idle_mb": [%s], "rss_20svc_mb": [%s], "leader_failover_s": [%s], "replacement_s": %s, "drill_requests": %s, "drill_failed": %s, "drill_longest_s": %s, "schedule_100k_ms": %s, "schedule_100k_plain_ms": %s, "ingress_local_rps": %s, "ingress_local_p99_ms": %s, "ingress_tunnel_rps": %s, "ingress_tunnel_p99_ms": %s, "bulk_local_mb_s": %s, "bulk_tunnel_mb_s": %s, "drain_s": %s, "drain_requests": %s, "drain_failed": %s}\n' \
   "$(IFS=,; echo "${idle[*]}")" "$(IFS=,; echo "${busy[*]}")" "$(IFS=,; echo "${failovers[*]}")" "$replace_s" "$drill_total" "$drill_failed" "$drill_longest" "$sched_ms" "$sched_plain_ms" \
-  "$tun_local_rps" "$tun_local_p99" "$tun_rps" "$tun_p99" "$bulk_local" "$bulk_tunnel" >"$out"
+  "$tun_local_rps" "$tun_local_p99" "$tun_rps" "$tun_p99" "$bulk_local" "$bulk_tunnel" "$drain_s" "$drain_total" "$drain_failed" >"$out"
 echo "results written to $out"
