@@ -976,8 +976,7 @@ pub async fn remove_node(
         let moving_in = state.desired.moves.values().any(|m| m.values().any(|n| *n == node.id));
         if left > 0 || moving_in {
             // A replica that no node may take makes the drain wait forever: say so now.
-            let (_, events) = holdfast_state::drain::plan_drain_step(&state, &|_, _, _, _| false);
-            let stuck: Vec<String> = events
+            let stuck: Vec<String> = holdfast_state::drain::stuck(&state)
                 .iter()
                 .filter(|e| matches!(e, holdfast_state::drain::DrainEvent::Stuck { from, .. } if *from == node.id))
                 .map(|e| e.describe(&state))

@@ -78,6 +78,9 @@ pub fn placement_warnings(state: &ClusterState) -> Vec<String> {
             v.service, v.replica, v.reason
         ));
     }
+    for e in holdfast_state::drain::stuck(state) {
+        out.push(format!("drain: {}; the node keeps it until a node may take it", e.describe(state)));
+    }
     let sites: std::collections::BTreeSet<&str> = state.nodes.values().map(|n| n.site.as_str()).collect();
     for (service, site) in holdfast_placement::unspread_sites(&workloads, &nodes, &state.desired.placements) {
         let count = state.desired.placements.get(&service).map_or(0, Vec::len);
@@ -288,5 +291,19 @@ mod tests {
             placement_warnings(&s),
             ["web-1 breaks its placement rules: n2 does not match node_selector {disk=ssd}; it stays there until another node may take it"]
         );
+    }
+
+    #[test]
+    fn a_drain_that_cannot_finish_says_why() {
+        // Only n2 has an ssd: draining it leaves web-0 nowhere to go.
+        let yaml = "project: p\nservices:\n  web:\n    run: [x]\n    placement: {node_selector: {disk: ssd}}\n";
+        let mut s = state(yaml, &[(1, "a", &[]), (2, "b", &[("disk", "ssd")])]);
+        assert_eq!(s.desired.placements["web"], [2]);
+        assert!(placement_warnings(&s).is_empty());
+        s.apply(&Request::new(Command::SetNodeFlags { id: 2, cordoned: Some(true), down: None, draining: Some(true) }));
+        let w = placement_warnings(&s);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("drain: web-0 cannot leave n2: "), "{w:?}");
+        assert!(w[0].contains("node_selector {disk=ssd}"), "{w:?}");
     }
 }

@@ -107,6 +107,16 @@ pub fn plan_drain_step(
     (changed.then_some(desired), events)
 }
 
+/// The replicas on draining nodes that no node may take (the drain cannot finish), as the
+/// next drain step would report them. Pure; for `status` and `node rm`.
+pub fn stuck(state: &ClusterState) -> Vec<DrainEvent> {
+    if !state.nodes.values().any(|n| n.draining) {
+        return Vec::new();
+    }
+    let (_, events) = plan_drain_step(state, &|_, _, _, _| false);
+    events.into_iter().filter(|e| matches!(e, DrainEvent::Stuck { .. })).collect()
+}
+
 /// Where the scheduler would put `replica` of `service` if it had to leave its node, with
 /// every other replica staying where it is.
 fn move_target(state: &ClusterState, desired: &Desired, service: &str, replica: usize) -> Result<NodeId, String> {
@@ -306,6 +316,7 @@ mod tests {
         for id in 1..=3 {
             drain(&mut s, id);
         }
+        assert_eq!(stuck(&s).len(), 1, "the dry step reports it too");
         let ev = step(&mut s, &|_, _, _, _| false);
         assert!(
             matches!(&ev[..], [DrainEvent::Stuck { reason, .. }] if reason.contains("no schedulable node")),
