@@ -457,7 +457,7 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
                 let view = live.seen.iter().map(|(id, (_, i))| (*id, i.clone())).collect();
                 live.view = view;
             }
-            apply_fence(&ctx, &ctx.control.state().clone(), None);
+            apply_fence(&ctx, &ctx.control.state(), None);
             if let Err(e) = leader_duties(&ctx).await {
                 tracing::debug!(error = %e, "leader duties");
             }
@@ -470,7 +470,7 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
                 if last_hb_error.take().is_some() {
                     tracing::info!(leader = %addr, "heartbeats reach the leader again");
                 }
-                apply_fence(&ctx, &ctx.control.state().clone(), Some(&reply.stale));
+                apply_fence(&ctx, &ctx.control.state(), Some(&reply.stale));
                 ctx.liveness.lock().await.view = reply.instances;
                 ctx.leader_contact.send_replace(Some(reply.revision));
             }
@@ -578,6 +578,7 @@ async fn leader_duties(ctx: &NodeContext) -> Result<(), String> {
     }
     // 3. Failure detection.
     let state = ctx.control.state();
+    let timing = ClusterTiming::from(&state.settings);
     let now = Instant::now();
     for (id, node) in &state.nodes {
         if *id == ctx.identity.node_id {
@@ -589,11 +590,11 @@ async fn leader_duties(ctx: &NodeContext) -> Result<(), String> {
         }
         let last = seen.get(id).copied().unwrap_or(leader_since).max(leader_since);
         let silent = now.saturating_duration_since(last);
-        if !node.down && silent >= ctx.timing().down_after {
+        if !node.down && silent >= timing.down_after {
             tracing::warn!(node = %node.name, silent_ms = silent.as_millis() as u64, "node is down; placing its replicas elsewhere");
             propose(ctx, Command::SetNodeFlags { id: *id, cordoned: None, down: Some(true), draining: None }).await?;
             ctx.liveness.lock().await.down_since.insert(*id, now);
-        } else if node.down && silent < ctx.timing().suspect_after {
+        } else if node.down && silent < timing.suspect_after {
             tracing::info!(node = %node.name, "node is back");
             propose(ctx, Command::SetNodeFlags { id: *id, cordoned: None, down: Some(false), draining: None }).await?;
             ctx.liveness.lock().await.down_since.remove(id);
@@ -667,9 +668,7 @@ async fn leader_duties(ctx: &NodeContext) -> Result<(), String> {
         .values()
         .filter(|n| {
             !n.down
-                || down_since
-                    .get(&n.id)
-                    .is_none_or(|t| now.saturating_duration_since(*t) < ctx.timing().voter_replace_after)
+                || down_since.get(&n.id).is_none_or(|t| now.saturating_duration_since(*t) < timing.voter_replace_after)
         })
         .filter(|n| voters.contains(&n.id) || learners.contains(&n.id))
         .map(|n| (n.id, n.site.clone()))
