@@ -262,56 +262,43 @@ fn drain_starts_each_new_instance_before_stopping_the_old_and_fails_no_request()
     let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &spec);
     assert!(ok, "{out}\n{err}");
     nodes[0].wait_ready("web", 3, Duration::from_secs(20));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (d1_ip, d1_http, d1_dir) = (nodes[0].ip.clone(), nodes[0].http_port, nodes[0].dir.clone());
-    let loop_stop = stop.clone();
-    let requests = std::thread::spawn(move || {
-        let mut failures = Vec::new();
-        let mut n = 0;
-        while !loop_stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let out = std::process::Command::new("curl")
-                .args(["-s", "--max-time", "3", "-w", "\n%{http_code}", "-H", "Host: d.localhost"])
-                .arg(format!("http://{d1_ip}:{d1_http}/"))
-                .output()
-                .expect("curl");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if !text.ends_with("\n200") {
-                failures.push(text);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let running = || !stop.load(std::sync::atomic::Ordering::SeqCst);
+    let (n, failures, lowest_ready, took, out) = std::thread::scope(|scope| {
+        let requests = scope.spawn(|| {
+            let mut failures = Vec::new();
+            let mut n = 0;
+            while running() {
+                let (code, body) = ingress(&nodes[0], "d.localhost", "/");
+                if code != 200 {
+                    failures.push(format!("{code} {body}"));
+                }
+                n += 1;
             }
-            n += 1;
-        }
-        (n, failures)
-    });
-    let watch_stop = stop.clone();
-    let ready_watch = std::thread::spawn(move || {
-        let mut lowest = u64::MAX;
-        while !watch_stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let out = std::process::Command::new(holdfast_bin())
-                .arg("--data-dir")
-                .arg(&d1_dir)
-                .args(["status", "--json"])
-                .output()
-                .expect("status");
-            if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
-                if let Some(r) = service_of(&v, "web")["ready"].as_u64() {
+            (n, failures)
+        });
+        let ready_watch = scope.spawn(|| {
+            let mut lowest = u64::MAX;
+            while running() {
+                if let Some(r) = nodes[0].try_status().and_then(|v| service_of(&v, "web")["ready"].as_u64()) {
                     lowest = lowest.min(r);
                 }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        lowest
+            lowest
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        let out = nodes[0].cli(&["drain", "n3", "--timeout", "60s"]);
+        let took = started.elapsed();
+        std::thread::sleep(Duration::from_millis(1000));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (n, failures) = requests.join().expect("request loop");
+        (n, failures, ready_watch.join().expect("ready watch"), took, out)
     });
-    std::thread::sleep(Duration::from_millis(500));
-    let started = Instant::now();
-    let out = nodes[0].cli(&["drain", "n3", "--timeout", "60s"]);
-    let took = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "drain: {stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("is drained"), "{}", String::from_utf8_lossy(&out.stdout));
-    std::thread::sleep(Duration::from_millis(1000));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (n, failures) = requests.join().expect("request loop");
-    let lowest_ready = ready_watch.join().expect("ready watch");
     eprintln!("drain took {took:?}; {n} requests, {} failed; lowest ready count {lowest_ready}", failures.len());
     assert!(failures.is_empty(), "failed requests during the drain: {failures:?}");
     assert_eq!(lowest_ready, 3, "a replica was stopped before its replacement was ready");
