@@ -258,7 +258,12 @@ fn drain_starts_each_new_instance_before_stopping_the_old_and_fails_no_request()
     // wanted, a steady request loop through another node's ingress sees no failure, and
     // `uncordon` lets the node take replicas again.
     let nodes = cluster(26, 28000, &["a", "a", "b"]);
-    let spec = WEB.replace("project: demo", "project: drain") + "routes:\n  - {host: d.localhost, service: web}\n";
+    // A new instance needs three passing checks (about a second) to be ready, so stopping
+    // an old one before its replacement is ready would show in the ready count.
+    let spec = WEB
+        .replace("project: demo", "project: drain")
+        .replace("timeout: 300ms}", "timeout: 300ms, healthy_threshold: 3}")
+        + "routes:\n  - {host: d.localhost, service: web}\n";
     let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &spec);
     assert!(ok, "{out}\n{err}");
     nodes[0].wait_ready("web", 3, Duration::from_secs(20));
