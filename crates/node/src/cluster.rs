@@ -255,18 +255,10 @@ async fn join_inner(ctx: &NodeContext, body: &[u8]) -> Result<JoinReply, JoinErr
         .issue_node_cert(&req.name, node_id, &identity::cert_addrs(addr), &req.public_key_pem)
         .map_err(|e| bad(format!("cannot certify the node's public key: {e}")))?;
     let node = NodeRecord {
-        id: node_id,
-        name: req.name.clone(),
-        addr: addr.to_string(),
-        site: req.site.clone(),
-        arch: req.arch.clone(),
-        capacity: req.capacity,
         labels: req.labels.clone(),
         labels_start_id: req.start_id,
-        cordoned: false,
-        draining: false,
-        down: false,
         cert_fingerprint: holdfast_pki::fingerprint_of_pem(&cert_pem).unwrap_or_default(),
+        ..NodeRecord::new(node_id, &req.name, addr.to_string(), &req.site, &req.arch, req.capacity)
     };
     let cmd = Command::Join {
         token_id: req.token_id.clone(),

@@ -156,20 +156,16 @@ mod tests {
     #[test]
     fn only_this_nodes_current_generation_ready_instances_are_ready_endpoints() {
         let mut state = ClusterState::default();
-        state.apply(&holdfast_state::Request::new(holdfast_state::Command::UpsertNode(holdfast_state::NodeRecord {
-            id: 1,
-            name: "n1".into(),
-            addr: "127.0.0.1:1".into(),
-            site: "a".into(),
-            arch: "amd64".into(),
-            capacity: holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 4 << 30 },
-            labels: Default::default(),
-            labels_start_id: 0,
-            cordoned: false,
-            draining: false,
-            down: false,
-            cert_fingerprint: String::new(),
-        })));
+        state.apply(&holdfast_state::Request::new(holdfast_state::Command::UpsertNode(
+            holdfast_state::NodeRecord::new(
+                1,
+                "n1",
+                "127.0.0.1:1",
+                "a",
+                "amd64",
+                holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 4 << 30 },
+            ),
+        )));
         let stack = holdfast_spec::parse_str(
             "t.yaml",
             "project: p\nservices:\n  web:\n    run: [x]\n    replicas: 2\n    ports: {http: 8080}\nroutes:\n  - {host: a.example, service: web}\n",

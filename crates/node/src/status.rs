@@ -237,18 +237,15 @@ mod tests {
         let mut s = ClusterState::default();
         for (id, site, labels) in nodes {
             s.apply(&Request::new(Command::UpsertNode(NodeRecord {
-                id: *id,
-                name: format!("n{id}"),
-                addr: format!("127.0.0.{id}:1"),
-                site: site.to_string(),
-                arch: "amd64".into(),
-                capacity: holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 4 << 30 },
                 labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                labels_start_id: 0,
-                cordoned: false,
-                draining: false,
-                down: false,
-                cert_fingerprint: String::new(),
+                ..NodeRecord::new(
+                    *id,
+                    format!("n{id}"),
+                    format!("127.0.0.{id}:1"),
+                    site.to_string(),
+                    "amd64",
+                    holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 4 << 30 },
+                )
             })));
         }
         let stack = holdfast_spec::parse_str("t.yaml", yaml).expect("spec parses");

@@ -159,20 +159,14 @@ mod tests {
 
     fn state_with(yaml: &str) -> ClusterState {
         let mut s = ClusterState::default();
-        s.apply(&Request::new(Command::UpsertNode(holdfast_state::NodeRecord {
-            id: 7,
-            name: "n".into(),
-            addr: "127.0.0.1:1".into(),
-            site: "s".into(),
-            arch: "amd64".into(),
-            capacity: holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 8 << 30 },
-            labels: Default::default(),
-            labels_start_id: 0,
-            cordoned: false,
-            draining: false,
-            down: false,
-            cert_fingerprint: String::new(),
-        })));
+        s.apply(&Request::new(Command::UpsertNode(holdfast_state::NodeRecord::new(
+            7,
+            "n",
+            "127.0.0.1:1",
+            "s",
+            "amd64",
+            holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 8 << 30 },
+        ))));
         let stack = holdfast_spec::parse_str("t.yaml", yaml).expect("spec parses");
         let (_, desired) = holdfast_state::plan::plan_deploy(&s, &stack).expect("plan");
         s.apply(&Request::new(Command::SetDesired { expected_revision: s.revision, desired }));

@@ -253,20 +253,14 @@ mod tests {
     use holdfast_placement::Capacity;
 
     fn node(id: u64) -> NodeRecord {
-        NodeRecord {
+        NodeRecord::new(
             id,
-            name: format!("node-{id}"),
-            addr: "127.0.0.1:7946".into(),
-            site: "default".into(),
-            arch: "amd64".into(),
-            capacity: Capacity { cpu_millis: 2000, memory_bytes: 1 << 30 },
-            labels: Default::default(),
-            labels_start_id: 0,
-            cordoned: false,
-            draining: false,
-            down: false,
-            cert_fingerprint: String::new(),
-        }
+            format!("node-{id}"),
+            "127.0.0.1:7946",
+            "default",
+            "amd64",
+            Capacity { cpu_millis: 2000, memory_bytes: 1 << 30 },
+        )
     }
 
     #[test]
@@ -370,18 +364,15 @@ mod join_tests {
 
     fn node(id: u64, name: &str) -> NodeRecord {
         NodeRecord {
-            id,
-            name: name.into(),
-            addr: "127.0.0.2:7946".into(),
-            site: "b".into(),
-            arch: "arm64".into(),
-            capacity: Capacity { cpu_millis: 4000, memory_bytes: 1 << 30 },
-            labels: Default::default(),
-            labels_start_id: 0,
-            cordoned: false,
-            draining: false,
-            down: false,
             cert_fingerprint: "f".into(),
+            ..NodeRecord::new(
+                id,
+                name,
+                "127.0.0.2:7946",
+                "b",
+                "arm64",
+                Capacity { cpu_millis: 4000, memory_bytes: 1 << 30 },
+            )
         }
     }
 

@@ -198,20 +198,14 @@ mod tests {
     use holdfast_placement::Capacity;
 
     fn node(id: u64) -> NodeRecord {
-        NodeRecord {
+        NodeRecord::new(
             id,
-            name: format!("n{id}"),
-            addr: format!("127.0.0.{id}:7946"),
-            site: "s".into(),
-            arch: "amd64".into(),
-            capacity: Capacity { cpu_millis: 4000, memory_bytes: 4 << 30 },
-            labels: Default::default(),
-            labels_start_id: 0,
-            cordoned: false,
-            draining: false,
-            down: false,
-            cert_fingerprint: String::new(),
-        }
+            format!("n{id}"),
+            format!("127.0.0.{id}:7946"),
+            "s",
+            "amd64",
+            Capacity { cpu_millis: 4000, memory_bytes: 4 << 30 },
+        )
     }
 
     fn cluster(yaml: &str) -> ClusterState {

@@ -206,6 +206,33 @@ pub struct NodeRecord {
     pub cert_fingerprint: String,
 }
 
+impl NodeRecord {
+    /// A member as it describes itself: no labels, no flags, no certificate recorded.
+    pub fn new(
+        id: NodeId,
+        name: impl Into<String>,
+        addr: impl Into<String>,
+        site: impl Into<String>,
+        arch: impl Into<String>,
+        capacity: Capacity,
+    ) -> NodeRecord {
+        NodeRecord {
+            id,
+            name: name.into(),
+            addr: addr.into(),
+            site: site.into(),
+            arch: arch.into(),
+            capacity,
+            labels: BTreeMap::new(),
+            labels_start_id: 0,
+            cordoned: false,
+            draining: false,
+            down: false,
+            cert_fingerprint: String::new(),
+        }
+    }
+}
+
 impl ClusterState {
     /// Services that belong to `project`.
     pub fn project_services<'a>(

@@ -6,20 +6,14 @@ use crate::model::NodeRecord;
 
 fn one_node_state() -> ClusterState {
     let mut s = ClusterState::default();
-    s.apply(&Request::new(Command::UpsertNode(NodeRecord {
-        id: 1,
-        name: "node-1".into(),
-        addr: "127.0.0.1:7946".into(),
-        site: "default".into(),
-        arch: "amd64".into(),
-        capacity: Capacity { cpu_millis: 2000, memory_bytes: 4 << 30 },
-        labels: Default::default(),
-        labels_start_id: 0,
-        cordoned: false,
-        draining: false,
-        down: false,
-        cert_fingerprint: String::new(),
-    })));
+    s.apply(&Request::new(Command::UpsertNode(NodeRecord::new(
+        1,
+        "node-1",
+        "127.0.0.1:7946",
+        "default",
+        "amd64",
+        Capacity { cpu_millis: 2000, memory_bytes: 4 << 30 },
+    ))));
     s
 }
 
@@ -168,18 +162,15 @@ fn three_node_state() -> ClusterState {
     for (id, site, ssd) in [(1, "a", true), (2, "a", true), (3, "b", false)] {
         let labels = if ssd { BTreeMap::from([("disk".to_string(), "ssd".to_string())]) } else { BTreeMap::new() };
         s.apply(&Request::new(Command::UpsertNode(NodeRecord {
-            id,
-            name: format!("n{id}"),
-            addr: format!("127.0.0.{id}:7946"),
-            site: site.into(),
-            arch: "amd64".into(),
-            capacity: Capacity { cpu_millis: 2000, memory_bytes: 4 << 30 },
             labels,
-            labels_start_id: 0,
-            cordoned: false,
-            draining: false,
-            down: false,
-            cert_fingerprint: String::new(),
+            ..NodeRecord::new(
+                id,
+                format!("n{id}"),
+                format!("127.0.0.{id}:7946"),
+                site,
+                "amd64",
+                Capacity { cpu_millis: 2000, memory_bytes: 4 << 30 },
+            )
         })));
     }
     s
