@@ -128,7 +128,7 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
     loop {
         let state = states.borrow_and_update().clone();
         links.borrow_and_update();
-        let observed = crate::cluster::observed_by_node(&ctx).await;
+        let observed = crate::peer::heartbeat::observed_by_node(&ctx).await;
         let full = net_table(&state, ctx.identity.node_id, &observed);
         ctx.links.sync(&remote_ports(&full));
         let table = reachable_only(full, &ctx.links.reachability());
@@ -143,7 +143,7 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
             // A link went up or down, or an endpoint check changed its verdict.
             r = links.changed() => if r.is_err() { break },
             // Other nodes' readiness arrives with heartbeats.
-            _ = tokio::time::sleep(ctx.timing().heartbeat) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(ctx.control.state().settings.heartbeat_ms)) => {}
         }
     }
     net.shutdown().await;
