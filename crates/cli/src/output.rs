@@ -238,6 +238,34 @@ pub fn node_labels(r: &NodeLabelsResponse) -> String {
     out
 }
 
+/// `holdfast workers`: one row per background loop of a node.
+pub fn workers(r: &holdfast_api::types::WorkersResponse) -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let ago = |t: Option<u64>| match t {
+        Some(t) => format!("{:.1}s ago", now.saturating_sub(t) as f64 / 1000.0),
+        None => "-".to_string(),
+    };
+    let rows: Vec<Vec<String>> = r
+        .workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.state.clone(),
+                ago(w.last_run_ms),
+                ago(w.last_progress_ms),
+                w.consecutive_errors.to_string(),
+                match (&w.last_error, w.consecutive_errors) {
+                    (Some(e), n) if n > 0 => e.clone(),
+                    _ => w.detail.clone(),
+                },
+            ]
+        })
+        .collect();
+    format!("node {}\n{}", r.node, table(&["WORKER", "STATE", "LAST RUN", "LAST PROGRESS", "ERRORS", "DETAIL"], &rows))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,32 +300,4 @@ mod tests {
         assert_eq!(ago(200_000, 0), "3m20s");
         assert_eq!(ago(7_300_000, 0), "2h1m");
     }
-}
-
-/// `holdfast workers`: one row per background loop of a node.
-pub fn workers(r: &holdfast_api::types::WorkersResponse) -> String {
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let ago = |t: Option<u64>| match t {
-        Some(t) => format!("{:.1}s ago", now.saturating_sub(t) as f64 / 1000.0),
-        None => "-".to_string(),
-    };
-    let rows: Vec<Vec<String>> = r
-        .workers
-        .iter()
-        .map(|w| {
-            vec![
-                w.name.clone(),
-                w.state.clone(),
-                ago(w.last_run_ms),
-                ago(w.last_progress_ms),
-                w.consecutive_errors.to_string(),
-                match (&w.last_error, w.consecutive_errors) {
-                    (Some(e), n) if n > 0 => e.clone(),
-                    _ => w.detail.clone(),
-                },
-            ]
-        })
-        .collect();
-    format!("node {}\n{}", r.node, table(&["WORKER", "STATE", "LAST RUN", "LAST PROGRESS", "ERRORS", "DETAIL"], &rows))
 }
