@@ -175,6 +175,26 @@ impl ControlPlane {
             Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                 Err(ControlPlaneError::NotLeader { leader: f.leader_node.map(|n| n.addr) })
             }
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => {
+                // Raft just asked the voters and too few answered: name those that did not.
+                let (voters, _) = self.membership();
+                let silent = self.voters_silent_for(std::time::Duration::ZERO);
+                let state = self.state();
+                let unreachable = voters
+                    .iter()
+                    .filter(|id| !q.got.contains(id))
+                    .map(|id| {
+                        let name = state.nodes.get(id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
+                        let ms = silent.iter().find(|(n, _)| *n == name).and_then(|(_, ms)| *ms);
+                        (name, ms)
+                    })
+                    .collect();
+                Err(ControlPlaneError::NoQuorum {
+                    what: "reading the cluster state",
+                    voters: voters.len(),
+                    unreachable,
+                })
+            }
             Ok(Err(e)) => Err(ControlPlaneError::Unavailable(e.to_string())),
         }
     }
@@ -198,6 +218,11 @@ impl ControlPlane {
     /// On the leader: the voters that have not acknowledged it within
     /// [`UNREACHABLE_AFTER`] (name, ms since their last acknowledgement).
     pub fn unreachable_voters(&self) -> Vec<(String, Option<u64>)> {
+        self.voters_silent_for(UNREACHABLE_AFTER)
+    }
+
+    /// On the leader: the voters whose last acknowledgement is older than `silent`.
+    fn voters_silent_for(&self, silent: std::time::Duration) -> Vec<(String, Option<u64>)> {
         use openraft::async_runtime::WatchReceiver;
         use openraft::rt::Instant as _;
         let m = self.raft.metrics().borrow_watched().clone();
@@ -211,7 +236,7 @@ impl ControlPlane {
                 let since = acks.get(&id).and_then(|t| t.as_ref()).map(|t| t.elapsed());
                 let name = state.nodes.get(&id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
                 match since {
-                    Some(d) if d < UNREACHABLE_AFTER => None,
+                    Some(d) if d < silent => None,
                     Some(d) => Some((name, Some(d.as_millis() as u64))),
                     None => Some((name, None)),
                 }
