@@ -73,7 +73,7 @@ pub enum NodeError {
     DataDir { path: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
-    #[error("cannot listen for {what} on {addr}: {source} (nothing was changed: this node did not join or start)")]
+    #[error("cannot listen for {what} on {addr} (nothing was changed: this node did not join or start)")]
     Preflight { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     ControlPlane(#[from] ControlPlaneError),

@@ -143,7 +143,12 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
             fenced = fence.len(),
             "desired instances"
         );
+        let count = desired.len();
         ctx.agent.set_desired(desired);
+        ctx.workers.report(
+            "workload reconciler",
+            crate::workers::Pass::Progress(format!("{count} instance(s) wanted here at revision {}", state.revision)),
+        );
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = states.changed() => if changed.is_err() { return },
