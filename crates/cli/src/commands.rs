@@ -528,13 +528,10 @@ pub async fn drain(g: &Global, args: DrainArgs) -> Result<ExitCode> {
 }
 
 pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<ExitCode> {
-    if let ClusterCmd::Recover { yes } = cmd {
-        return crate::recover::run(g, yes);
-    }
-    let c = client(g)?;
     let (settings, changed) = match cmd {
-        ClusterCmd::Settings => (c.settings().await?, false),
-        ClusterCmd::Recover { .. } => unreachable_recover()?,
+        // Offline: there is no node to talk to.
+        ClusterCmd::Recover { yes } => return crate::recover::run(g, yes),
+        ClusterCmd::Settings => (client(g)?.settings().await?, false),
         ClusterCmd::Set { heartbeat, suspect_after, down_after, voter_replace_after, promote_after } => {
             let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
             let change = holdfast_api::types::SettingsChange {
@@ -547,7 +544,7 @@ pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<ExitCode> {
             if change == Default::default() {
                 bail!("nothing to change: give at least one of --heartbeat, --suspect-after, --down-after, --voter-replace-after, --promote-after");
             }
-            (c.change_settings(&change).await?, true)
+            (client(g)?.change_settings(&change).await?, true)
         }
     };
     if g.json {
@@ -559,10 +556,6 @@ pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<ExitCode> {
         print!("{}", output::settings(&settings));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn unreachable_recover() -> Result<(holdfast_api::types::SettingsView, bool)> {
-    bail!("`cluster recover` runs offline, without a node to talk to")
 }
 
 /// `holdfast node rm`: starts the removal, then follows it until the node is gone.
