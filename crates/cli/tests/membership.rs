@@ -88,6 +88,10 @@ fn a_node_that_dies_right_after_joining_costs_no_quorum() {
     for name in ["n2", "n3"] {
         assert_eq!(role_of(&n1, name).as_deref(), Some("learner"), "{name} starts as a learner");
     }
+    let why = wait_for("nodes says why n3 does not vote yet", Duration::from_secs(5), || {
+        nodes_json(&n1).iter().find(|n| n["name"] == "n3")?["not_voting_because"].as_str().map(str::to_string)
+    });
+    assert!(why.contains("of the 5000ms a new voter needs") || why.contains("not replicating"), "{why}");
     n2.kill_machine();
     n3.kill_machine();
     // Long past promote_after: they are down learners, never voters.

@@ -154,13 +154,14 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
 /// Reports this pass of the networking loop and the state of the links to the workers.
 fn report(ctx: &NodeContext, net: &NetHandle, table: &NetTable, changed: bool) {
     use crate::workers::Pass;
+    // A service port this node cannot bind (several nodes on one machine share its
+    // loopback) is logged by the proxy and shown here; the loop itself still works.
     let failed: Vec<String> =
         net.bound().into_iter().filter_map(|(what, addr, err)| err.map(|e| format!("{what} on {addr}: {e}"))).collect();
-    let pass = if !failed.is_empty() {
-        Pass::Error(format!("cannot listen: {}", failed.join("; ")))
-    } else if changed {
+    let unbound = if failed.is_empty() { String::new() } else { format!("; cannot listen: {}", failed.join("; ")) };
+    let pass = if changed {
         Pass::Progress(format!(
-            "routing table updated: {} service(s), {} route(s)",
+            "routing table updated: {} service(s), {} route(s){unbound}",
             table.services.len(),
             table.routes.len()
         ))

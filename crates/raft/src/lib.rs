@@ -318,10 +318,21 @@ impl ControlPlane {
             .await
     }
 
-    /// Removes nodes from the Raft membership entirely.
+    /// Removes nodes from the Raft membership entirely: voters among them are removed
+    /// as voters (and from the node list) first, then the learners.
     pub async fn remove_members(&self, ids: std::collections::BTreeSet<NodeId>) -> Result<(), ControlPlaneError> {
-        let change = self.raft.change_membership(openraft::ChangeMembers::RemoveNodes(ids), false);
-        self.membership_change("removing members", change).await
+        let (voters, learners) = self.membership();
+        let voting: std::collections::BTreeSet<NodeId> = ids.intersection(&voters).copied().collect();
+        if !voting.is_empty() {
+            let change = self.raft.change_membership(openraft::ChangeMembers::RemoveVoters(voting), false);
+            self.membership_change("removing voters", change).await?;
+        }
+        let rest: std::collections::BTreeSet<NodeId> = ids.intersection(&learners).copied().collect();
+        if !rest.is_empty() {
+            let change = self.raft.change_membership(openraft::ChangeMembers::RemoveNodes(rest), false);
+            self.membership_change("removing learners", change).await?;
+        }
+        Ok(())
     }
 
     /// Makes exactly `voters` the voters; other members stay as learners.
