@@ -283,8 +283,12 @@ fn drain_starts_each_new_instance_before_stopping_the_old_and_fails_no_request()
     let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &spec);
     assert!(ok, "{out}\n{err}");
     nodes[0].wait_ready("web", 3, Duration::from_secs(20));
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let running = || !stop.load(std::sync::atomic::Ordering::SeqCst);
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = AtomicBool::new(false);
+    let running = || !stop.load(Ordering::SeqCst);
+    // How many requests were answered and how many ready counts were read so far: the
+    // points the test waits for instead of fixed sleeps.
+    let (answered, samples) = (AtomicU64::new(0), AtomicU64::new(0));
     let (n, failures, lowest_ready, took, out) = std::thread::scope(|scope| {
         let requests = scope.spawn(|| {
             let mut failures = Vec::new();
@@ -295,6 +299,7 @@ fn drain_starts_each_new_instance_before_stopping_the_old_and_fails_no_request()
                     failures.push(format!("{code} {body}"));
                 }
                 n += 1;
+                answered.fetch_add(1, Ordering::SeqCst);
             }
             (n, failures)
         });
@@ -303,17 +308,30 @@ fn drain_starts_each_new_instance_before_stopping_the_old_and_fails_no_request()
             while running() {
                 if let Some(r) = nodes[0].try_status().ok().and_then(|v| service_of(&v, "web")["ready"].as_u64()) {
                     lowest = lowest.min(r);
+                    samples.fetch_add(1, Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
             lowest
         });
-        std::thread::sleep(Duration::from_millis(500));
+        let (requests_going, watching) = (|| answered.load(Ordering::SeqCst), || samples.load(Ordering::SeqCst));
+        wait_for("requests and the ready watch under way", Duration::from_secs(10), || {
+            seen_unless(requests_going() >= 5 && watching() >= 3, (), (requests_going(), watching()))
+        });
         let started = Instant::now();
         let out = nodes[0].cli(&["drain", "n3", "--timeout", "60s"]);
         let took = started.elapsed();
-        std::thread::sleep(Duration::from_millis(1000));
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Watch on until n3 runs nothing any more, and a few ready counts after that.
+        wait_for("n3 empty", Duration::from_secs(20), || {
+            let n3 = nodes[0].node_view("n3")?;
+            seen_unless(n3["instances"] == 0, (), n3.to_string())
+        });
+        let (after, seen_after) = (answered.load(Ordering::SeqCst), samples.load(Ordering::SeqCst));
+        wait_for("requests and ready counts after the drain", Duration::from_secs(10), || {
+            let more = (requests_going() - after, watching() - seen_after);
+            seen_unless(more.0 >= 5 && more.1 >= 3, (), more)
+        });
+        stop.store(true, Ordering::SeqCst);
         let (n, failures) = requests.join().expect("request loop");
         (n, failures, ready_watch.join().expect("ready watch"), took, out)
     });

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -196,10 +196,12 @@ fn a_frozen_node_leaves_rotation_before_the_leader_declares_it_down() {
 
     // Two request loops through `via`: the ingress (curl) and the service address (raw TCP).
     let stop = Arc::new(AtomicBool::new(false));
+    // Requests done: the ingress loop's in the low 32 bits, the proxy loop's above.
+    let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     type Log = Vec<(Duration, Duration, Result<String, String>)>;
     let ingress_loop = {
-        let (stop, ip, port) = (stop.clone(), nodes[via].ip.clone(), nodes[via].http_port);
+        let (stop, done, ip, port) = (stop.clone(), done.clone(), nodes[via].ip.clone(), nodes[via].http_port);
         std::thread::spawn(move || {
             let mut log: Log = Vec::new();
             while !stop.load(Ordering::SeqCst) {
@@ -215,24 +217,30 @@ fn a_frozen_node_leaves_rotation_before_the_leader_declares_it_down() {
                     _ => Err(text),
                 };
                 log.push((t, start.elapsed() - t, r));
+                done.fetch_add(1, Ordering::SeqCst);
             }
             log
         })
     };
     let proxy_loop = {
-        let (stop, addr) = (stop.clone(), addr.clone());
+        let (stop, done, addr) = (stop.clone(), done.clone(), addr.clone());
         std::thread::spawn(move || {
             let mut log: Log = Vec::new();
             while !stop.load(Ordering::SeqCst) {
                 let t = start.elapsed();
                 let r = via_service(&addr);
                 log.push((t, start.elapsed() - t, r));
+                done.fetch_add(1 << 32, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(5));
             }
             log
         })
     };
-    std::thread::sleep(Duration::from_secs(1));
+    wait_for("both request loops under way", Duration::from_secs(10), || {
+        let n = done.load(Ordering::SeqCst);
+        let (ingress, proxy) = (n & 0xffff_ffff, n >> 32);
+        seen_unless(ingress >= 10 && proxy >= 10, (), (ingress, proxy))
+    });
     let frozen_at = start.elapsed();
     signal(nodes[victim].pid(), libc_sig::STOP);
     let link_down =
