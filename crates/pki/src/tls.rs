@@ -237,38 +237,37 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_client_refuses_a_server_of_another_cluster() {
+    /// A handshake between a server of cluster `a` and a client holding a certificate of
+    /// cluster `b`; the client trusts its own CA (b) or the server's (a).
+    fn intruder(client_trusts_own_ca: bool) -> Result<Option<String>, String> {
         let ca = Ca::generate("a").unwrap();
         let other = Ca::generate("b").unwrap();
         let (sc, sk) = node(&ca, "server");
         let (cc, ck) = node(&other, "intruder");
+        let trusted = if client_trusts_own_ca { &other.cert_pem } else { &ca.cert_pem };
+        handshake(node_client_config(trusted, &cc, &ck).unwrap(), server_config(&ca.cert_pem, &sc, &sk).unwrap())
+    }
+
+    #[test]
+    fn a_client_refuses_a_server_of_another_cluster() {
         // The intruder trusts only its own CA: it refuses the server's chain.
-        let err = handshake(
-            node_client_config(&other.cert_pem, &cc, &ck).unwrap(),
-            server_config(&ca.cert_pem, &sc, &sk).unwrap(),
-        )
-        .expect_err("refused");
+        let err = intruder(true).expect_err("refused");
         assert!(err.starts_with("client: ") && err.contains("UnknownIssuer"), "{err}");
-        assert!(node_client_config(&ca.cert_pem, &node(&ca, "x").0, &ck).is_err(), "certificate/key mismatch refused");
+        let ca = Ca::generate("a").unwrap();
+        let (_, key) = node(&ca, "y");
+        assert!(node_client_config(&ca.cert_pem, &node(&ca, "x").0, &key).is_err(), "certificate/key mismatch refused");
     }
 
     #[test]
     fn the_server_refuses_a_client_certificate_of_another_cluster() {
-        let ca = Ca::generate("a").unwrap();
-        let other = Ca::generate("b").unwrap();
-        let (sc, sk) = node(&ca, "server");
-        let (cc, ck) = node(&other, "intruder");
         // The client trusts the right CA (so it accepts the server), but presents a
         // certificate of another CA: only the server can refuse, and it does.
-        let err = handshake(
-            node_client_config(&ca.cert_pem, &cc, &ck).unwrap(),
-            server_config(&ca.cert_pem, &sc, &sk).unwrap(),
-        )
-        .expect_err("refused");
+        let err = intruder(false).expect_err("refused");
         assert!(err.starts_with("server: ") && err.contains("UnknownIssuer"), "{err}");
-        // The same client with a member certificate gets through: the refusal was the
+        // A client with a member certificate gets through: the refusal was the
         // certificate's issuer, nothing else.
+        let ca = Ca::generate("a").unwrap();
+        let (sc, sk) = node(&ca, "server");
         let (mc, mk) = node(&ca, "member");
         let seen = handshake(
             node_client_config(&ca.cert_pem, &mc, &mk).unwrap(),
