@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::types::{
     DeployRequest, ErrorBody, NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodesResponse, PlanResponse,
-    ScaleRequest, SettingsChange, SettingsView, StatusResponse, TokenRequest, TokenResponse,
+    ScaleRequest, SettingsChange, SettingsView, StatusResponse, TokenRequest, TokenResponse, WorkersResponse,
 };
 
 /// Why a call failed.
@@ -35,6 +35,8 @@ pub struct Client {
     base: String,
     token: String,
     http: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Sent as `x-holdfast-commit-timeout-ms`: how long the node may wait for the voters.
+    commit_timeout: Option<Duration>,
 }
 
 impl Client {
@@ -55,7 +57,15 @@ impl Client {
             base: base.into().trim_end_matches('/').to_string(),
             token: token.into(),
             http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
+            commit_timeout: None,
         })
+    }
+
+    /// Bounds how long each change may wait for the control plane's voters (the node's
+    /// default is 10 s); past it the change fails, naming the voters that do not answer.
+    pub fn with_commit_timeout(mut self, timeout: Duration) -> Client {
+        self.commit_timeout = Some(timeout);
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -74,6 +84,9 @@ impl Client {
             .method(method)
             .uri(&url)
             .header("authorization", format!("Bearer {}", self.token));
+        if let Some(t) = self.commit_timeout {
+            builder = builder.header("x-holdfast-commit-timeout-ms", t.as_millis().to_string());
+        }
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
         }
@@ -182,6 +195,11 @@ impl Client {
 
     pub async fn remove_node(&self, node: &str) -> Result<NodeActionResponse, ClientError> {
         self.call(Method::DELETE, &format!("/v1/nodes/{node}"), None::<&()>).await
+    }
+
+    /// The background loops of the node this client talks to.
+    pub async fn workers(&self) -> Result<WorkersResponse, ClientError> {
+        self.call(Method::GET, "/v1/workers", None::<&()>).await
     }
 
     /// Asks the node to re-execute its binary in place (upgrade); workloads keep running.

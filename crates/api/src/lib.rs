@@ -1,4 +1,5 @@
-//! holdfast's HTTP API surface: the JSON types ([`types`]) and a client ([`client`]).
+//! holdfast's HTTP API surface: the JSON types ([`types`]), the node-to-node messages
+//! ([`peer`]) and a client ([`client`]).
 //!
 //! The CLI depends on this crate only, never on the server's internals. Every endpoint
 //! lives under `/v1` on the node's holdfast port and needs `Authorization: Bearer <token>`.
@@ -16,12 +17,17 @@
 //! | GET | /v1/nodes | | [`types::NodesResponse`] |
 //! | POST | /v1/nodes/{name}/drain, /uncordon | | [`types::NodeActionResponse`] |
 //! | POST | /v1/nodes/{name}/labels | [`types::NodeLabelsRequest`] | [`types::NodeLabelsResponse`] |
-//! | DELETE | /v1/nodes/{name} | | [`types::NodeActionResponse`] |
+//! | DELETE | /v1/nodes/{name} | | [`types::NodeActionResponse`] (202: the leader drains, then removes it) |
+//! | POST | /v1/nodes/{name}/rm-cancel | | [`types::NodeActionResponse`] |
+//! | GET | /v1/workers | | [`types::WorkersResponse`] |
+//!
+//! Node-to-node messages (join, heartbeat) are in [`peer`], each with a version.
 //!
 //! Everything is HTTPS; the client verifies the node against the cluster CA (`ca.pem`).
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod peer;
 pub mod types;
 
 pub use client::{Client, ClientError};

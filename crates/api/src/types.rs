@@ -163,6 +163,12 @@ pub struct NodeView {
     /// labels set with `--label` or `holdfast node label`.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Being removed (`holdfast node rm`): drained, then removed by the leader.
+    #[serde(default)]
+    pub removing: bool,
+    /// Raft log entries the node is behind the leader (answered by the leader only).
+    #[serde(default)]
+    pub lag_entries: Option<u64>,
 }
 
 /// `POST /v1/nodes/{name}/labels`: set and remove user labels of a node.
@@ -195,6 +201,8 @@ pub struct SettingsView {
     pub suspect_after_ms: u64,
     pub down_after_ms: u64,
     pub voter_replace_after_ms: u64,
+    #[serde(default)]
+    pub promote_after_ms: u64,
 }
 
 /// `PUT /v1/cluster/settings`: the settings to change (absent ones stay).
@@ -204,6 +212,8 @@ pub struct SettingsChange {
     pub suspect_after_ms: Option<u64>,
     pub down_after_ms: Option<u64>,
     pub voter_replace_after_ms: Option<u64>,
+    #[serde(default)]
+    pub promote_after_ms: Option<u64>,
 }
 
 /// Answer of cordon / drain / uncordon / node rm.
@@ -211,4 +221,29 @@ pub struct SettingsChange {
 pub struct NodeActionResponse {
     pub message: String,
     pub revision: u64,
+}
+
+/// One background loop of a node (a controller, the heartbeats, the links, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerView {
+    pub name: String,
+    /// running, idle (e.g. a leader duty on a follower), failing.
+    pub state: String,
+    /// Unix ms of the last pass, of the last pass that changed something, of the last error.
+    pub last_run_ms: Option<u64>,
+    pub last_progress_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<u64>,
+    /// Errors in a row (0 once a pass succeeds).
+    pub consecutive_errors: u32,
+    pub runs: u64,
+    /// What the last pass did, in a few words.
+    pub detail: String,
+}
+
+/// `GET /v1/workers`: the background loops of the node that answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkersResponse {
+    pub node: String,
+    pub workers: Vec<WorkerView>,
 }

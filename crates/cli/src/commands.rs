@@ -108,6 +108,28 @@ pub enum ClusterCmd {
         /// How long a Raft voter may be down before another node replaces it (default 30s).
         #[arg(long, value_parser = parse_duration)]
         voter_replace_after: Option<Duration>,
+        /// How long a new member must be alive and caught up with the log before it may
+        /// vote (default 5s); until then it is a learner and costs no quorum.
+        #[arg(long, value_parser = parse_duration)]
+        promote_after: Option<Duration>,
+    },
+    /// Disaster recovery when a majority of the voters is gone for good: makes THIS
+    /// node the only voter, from the state it has, so the cluster can change again.
+    ///
+    /// Run it on a surviving node with that node stopped (Ctrl-C its `holdfast up`),
+    /// then start the node again. Changes that only the lost voters had are lost. The
+    /// other nodes stay members (down ones are re-placed as usual); remove the dead ones
+    /// with `holdfast node rm`, and join new machines as usual. Never run it on two
+    /// nodes of one cluster: each would lead its own copy.
+    ///
+    /// Example (5 nodes, 4 destroyed):
+    ///   holdfast --data-dir /var/lib/holdfast cluster recover      # asks to confirm
+    ///   holdfast up --data-dir /var/lib/holdfast ...              # leads alone
+    #[command(verbatim_doc_comment)]
+    Recover {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -121,10 +143,24 @@ pub enum TokenCmd {
     },
 }
 
+#[derive(Args, Debug)]
+pub struct NodeRmArgs {
+    /// Node name (or id).
+    pub node: String,
+    /// Start the removal and return at once (the leader finishes it).
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the removal to finish (it goes on afterwards).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
-    /// Remove a node: drain it, then revoke its certificate.
-    Rm(NodeArgs),
+    /// Remove a node: its replicas move away (each new instance ready before the old one
+    /// stops; at once if the node is down), then the leader removes it and revokes its
+    /// certificate. Waits with progress; `holdfast uncordon NODE` cancels.
+    Rm(NodeRmArgs),
     /// Set or remove labels of a node; services choose nodes by label with
     /// `placement.node_selector`.
     ///
@@ -165,7 +201,7 @@ pub fn client(g: &Global) -> Result<Client> {
         } else {
             format!("https://{}", server.trim_start_matches("http://"))
         };
-        return Ok(Client::new(server, token, &ca)?);
+        return Ok(Client::new(server, token, &ca)?.with_commit_timeout(g.commit_timeout));
     }
     let dir = g.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     let addr_file = dir.join("api.addr");
@@ -187,7 +223,7 @@ pub fn client(g: &Global) -> Result<Client> {
     let ca_file = dir.join("ca.pem");
     let ca = std::fs::read_to_string(&ca_file)
         .with_context(|| format!("cannot read the cluster CA {}", ca_file.display()))?;
-    Ok(Client::new(format!("https://{addr}"), token, &ca)?)
+    Ok(Client::new(format!("https://{addr}"), token, &ca)?.with_commit_timeout(g.commit_timeout))
 }
 
 fn load_stack(files: &[PathBuf]) -> Result<holdfast_spec::Stack> {
@@ -383,10 +419,7 @@ pub async fn remove(g: &Global, args: ServiceArgs) -> Result<ExitCode> {
 
 pub async fn node(g: &Global, cmd: NodeCmd) -> Result<ExitCode> {
     match cmd {
-        NodeCmd::Rm(args) => {
-            let r = client(g)?.remove_node(&args.node).await?;
-            print_json_or(g, &r, &r.message)
-        }
+        NodeCmd::Rm(args) => node_rm(g, args).await,
         NodeCmd::Label(args) => {
             let (set, remove) = holdfast_state::labels::split_changes(&args.labels).map_err(|e| anyhow!(e))?;
             let req = holdfast_api::types::NodeLabelsRequest { set, remove: remove.into_iter().collect() };
@@ -495,21 +528,23 @@ pub async fn drain(g: &Global, args: DrainArgs) -> Result<ExitCode> {
 }
 
 pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<ExitCode> {
-    let c = client(g)?;
     let (settings, changed) = match cmd {
-        ClusterCmd::Settings => (c.settings().await?, false),
-        ClusterCmd::Set { heartbeat, suspect_after, down_after, voter_replace_after } => {
+        // Offline: there is no node to talk to.
+        ClusterCmd::Recover { yes } => return crate::recover::run(g, yes),
+        ClusterCmd::Settings => (client(g)?.settings().await?, false),
+        ClusterCmd::Set { heartbeat, suspect_after, down_after, voter_replace_after, promote_after } => {
             let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
             let change = holdfast_api::types::SettingsChange {
                 heartbeat_ms: ms(heartbeat),
                 suspect_after_ms: ms(suspect_after),
                 down_after_ms: ms(down_after),
                 voter_replace_after_ms: ms(voter_replace_after),
+                promote_after_ms: ms(promote_after),
             };
             if change == Default::default() {
-                bail!("nothing to change: give at least one of --heartbeat, --suspect-after, --down-after, --voter-replace-after");
+                bail!("nothing to change: give at least one of --heartbeat, --suspect-after, --down-after, --voter-replace-after, --promote-after");
             }
-            (c.change_settings(&change).await?, true)
+            (client(g)?.change_settings(&change).await?, true)
         }
     };
     if g.json {
@@ -521,6 +556,61 @@ pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<ExitCode> {
         print!("{}", output::settings(&settings));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `holdfast node rm`: starts the removal, then follows it until the node is gone.
+async fn node_rm(g: &Global, args: NodeRmArgs) -> Result<ExitCode> {
+    let c = client(g)?;
+    let r = c.remove_node(&args.node).await?;
+    if args.no_wait {
+        return print_json_or(g, &r, &r.message);
+    }
+    if !g.json {
+        eprintln!("{}", r.message);
+    }
+    let start = Instant::now();
+    let mut last_line = String::new();
+    loop {
+        let nodes = c.nodes().await?;
+        let Some(node) = nodes.nodes.iter().find(|n| n.name == args.node || n.id.to_string() == args.node) else {
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "node {} removed ({:.1}s); its certificate is no longer accepted",
+                    args.node,
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        };
+        if !node.removing {
+            bail!("the removal of node {} was cancelled (uncordoned); it stays a member", node.name);
+        }
+        if !g.json {
+            let line = format!("  {} replica(s) left on {}", node.instances, node.name);
+            if line != last_line {
+                eprintln!("{line}");
+                last_line = line;
+            }
+        }
+        if start.elapsed() >= args.timeout {
+            bail!(
+                "node {} still holds {} replica(s) after {}s; the removal goes on in the background (see `holdfast nodes`; `holdfast uncordon {}` cancels it)",
+                node.name,
+                node.instances,
+                args.timeout.as_secs(),
+                node.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `holdfast workers`: the background loops of the node this CLI talks to.
+pub async fn workers(g: &Global) -> Result<ExitCode> {
+    let r = client(g)?.workers().await?;
+    print_json_or(g, &r, &output::workers(&r))
 }
 
 pub async fn uncordon(g: &Global, args: NodeArgs) -> Result<ExitCode> {

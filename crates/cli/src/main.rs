@@ -9,6 +9,7 @@
 
 mod commands;
 mod output;
+mod recover;
 mod up;
 
 use std::path::PathBuf;
@@ -60,6 +61,10 @@ pub struct Global {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How long a change may wait for the control plane's voters before it fails,
+    /// naming the voters that do not answer (nothing is changed then), e.g. 30s.
+    #[arg(long, global = true, default_value = "10s", value_parser = commands::parse_duration, env = "HOLDFAST_COMMIT_TIMEOUT")]
+    pub commit_timeout: std::time::Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,9 +107,12 @@ enum Cmd {
     Drain(commands::DrainArgs),
     /// Let a cordoned or drained node take replicas again (a drain in progress stops).
     Uncordon(commands::NodeArgs),
-    /// Cluster-wide settings: failure detection timing.
+    /// Cluster-wide settings (failure detection, learner promotion) and disaster recovery.
     #[command(subcommand)]
     Cluster(commands::ClusterCmd),
+    /// What each background loop of a node is doing: leader duties, heartbeats, links,
+    /// reconcilers — last run, last progress, errors in a row, last error.
+    Workers,
     /// Join tokens.
     #[command(subcommand)]
     Token(commands::TokenCmd),
@@ -140,6 +148,7 @@ fn main() -> ExitCode {
             Cmd::Scale(args) => commands::scale(&cli.global, args).await,
             Cmd::Rm(args) => commands::remove(&cli.global, args).await,
             Cmd::Node(cmd) => commands::node(&cli.global, cmd).await,
+            Cmd::Workers => commands::workers(&cli.global).await,
         }
     });
     match result {

@@ -171,6 +171,7 @@ pub fn nodes(r: &NodesResponse) -> String {
                 n.arch.clone(),
                 n.role.clone(),
                 match (n.draining, n.cordoned) {
+                    _ if n.removing => format!("{},removing", n.state),
                     (true, _) if n.instances > 0 => format!("{},draining", n.state),
                     (true, _) => format!("{},drained", n.state),
                     (false, true) => format!("{},cordoned", n.state),
@@ -202,6 +203,7 @@ pub fn settings(s: &holdfast_api::types::SettingsView) -> String {
         ("suspect-after", ms(s.suspect_after_ms), "silence before a node is shown as suspect"),
         ("down-after", ms(s.down_after_ms), "silence before a node is down and its replicas move"),
         ("voter-replace-after", ms(s.voter_replace_after_ms), "down time before a Raft voter is replaced"),
+        ("promote-after", ms(s.promote_after_ms), "alive and caught up before a new member votes"),
     ];
     let mut out = String::new();
     for (name, value, what) in rows {
@@ -234,6 +236,34 @@ pub fn node_labels(r: &NodeLabelsResponse) -> String {
         out.push_str("  no replica had to move\n");
     }
     out
+}
+
+/// `holdfast workers`: one row per background loop of a node.
+pub fn workers(r: &holdfast_api::types::WorkersResponse) -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let ago = |t: Option<u64>| match t {
+        Some(t) => format!("{:.1}s ago", now.saturating_sub(t) as f64 / 1000.0),
+        None => "-".to_string(),
+    };
+    let rows: Vec<Vec<String>> = r
+        .workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.state.clone(),
+                ago(w.last_run_ms),
+                ago(w.last_progress_ms),
+                w.consecutive_errors.to_string(),
+                match (&w.last_error, w.consecutive_errors) {
+                    (Some(e), n) if n > 0 => e.clone(),
+                    _ => w.detail.clone(),
+                },
+            ]
+        })
+        .collect();
+    format!("node {}\n{}", r.node, table(&["WORKER", "STATE", "LAST RUN", "LAST PROGRESS", "ERRORS", "DETAIL"], &rows))
 }
 
 #[cfg(test)]

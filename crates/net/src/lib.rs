@@ -34,5 +34,6 @@ mod table;
 pub use dial::{Conn, Dialer, Io, Target, TcpDialer};
 pub use error::NetError;
 pub use net::{Net, NetConfig, NetHandle};
+pub use proxy::bind_tcp;
 pub use stats::NetStats;
 pub use table::{service_env, service_env_with_domain, Endpoint, NetTable, Route, ServiceNet, DEFAULT_DOMAIN};

@@ -27,7 +27,7 @@ use crate::net::Shared;
 use crate::stats::inc;
 
 /// Binds a listening socket with SO_REUSEADDR.
-pub(crate) fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;

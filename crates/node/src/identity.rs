@@ -35,9 +35,10 @@ impl Identity {
         self.ca_key_pem.is_some()
     }
 
-    /// SHA-256 of this node's certificate.
-    pub fn cert_fingerprint(&self) -> String {
-        holdfast_pki::fingerprint_of_pem(&self.cert_pem).unwrap_or_default()
+    /// SHA-256 of this node's certificate. An unreadable certificate is an error, never
+    /// an empty fingerprint (which a revocation could not match).
+    pub fn cert_fingerprint(&self) -> Result<String, holdfast_pki::PkiError> {
+        holdfast_pki::fingerprint_of_pem(&self.cert_pem)
     }
 }
 

@@ -2,32 +2,35 @@
 //!
 //! - [`identity`]: the data directory's identity files (node id, admin token, CA and
 //!   node certificates), created on first start or by joining.
-//! - [`cluster`]: joining, heartbeats, the leader's failure detector, re-placement of
-//!   down nodes' replicas, voter selection, and the node commands of the API.
+//! - [`controller`]: the leader's duties: runs `holdfast_control::Engine::tick` every
+//!   heartbeat period and executes what it decides (proposals, membership changes).
+//! - [`peer`]: node-to-node protocols: join, heartbeats, links, tunnels.
+//! - [`api`]: the `/v1` handlers, one module per resource.
+//! - [`workers`]: what each background loop is doing (`holdfast workers`).
 //! - [`workloads`]: the pure mapping from the replicated [`holdfast_state::ClusterState`] to
 //!   the instances this node's agent must run.
-//! - [`server`]: the HTTP server on the holdfast port: the `/v1` API, the `/raft` RPC
-//!   endpoints and `/healthz`.
+//! - [`server`]: the HTTPS server on the holdfast port: TLS, routing, authentication,
+//!   forwarding to the leader, the `/raft` RPC endpoints and `/healthz`.
 //! - [`status`]: the status view (desired state joined with what the agent observes).
 //! - [`logs`]: tailing and following instance log files for the API.
-//! - [`tunnel`]: cross-node service traffic over mutual TLS through the holdfast port: the
-//!   server side and the `holdfast-net` dialer.
-//! - [`links`]: one multiplexed HTTP/2 link per peer node, with keepalive pings and active
-//!   checks of the endpoints behind it.
 //! - [`network`]: the routing table for this node's proxy, DNS server and HTTP ingress
 //!   (`holdfast-net`), rebuilt on every state or readiness change.
 //! - [`Node`] (this file): ordered start-up and shutdown of Raft, agent and server.
 #![forbid(unsafe_code)]
 
-pub mod cluster;
+pub mod api;
+pub mod controller;
 pub mod identity;
-pub mod links;
 pub mod logs;
 pub mod network;
+pub mod peer;
+pub mod recover;
 pub mod server;
 pub mod status;
-pub mod tunnel;
+pub mod workers;
 pub mod workloads;
+
+pub use peer::{links, tunnel};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -70,6 +73,8 @@ pub enum NodeError {
     DataDir { path: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen for {what} on {addr} (nothing was changed: this node did not join or start)")]
+    Preflight { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     ControlPlane(#[from] ControlPlaneError),
     #[error("cannot join: {0}")]
@@ -107,7 +112,7 @@ pub struct NodeContext {
     pub started: Arc<std::sync::atomic::AtomicBool>,
     /// Mutual-TLS HTTPS client for node-to-node calls.
     pub node_client: holdfast_raft::network::HttpsClient,
-    pub liveness: cluster::SharedLiveness,
+    pub liveness: peer::heartbeat::SharedLiveness,
     /// Instances the leader said are superseded (instance, generation): not run even if
     /// this node's state, still catching up, places them here.
     pub fenced: Arc<tokio::sync::watch::Sender<BTreeSet<(holdfast_agent::InstanceId, u64)>>>,
@@ -118,16 +123,32 @@ pub struct NodeContext {
     pub site: String,
     /// `--label` flags of this start, and the random id of this start (so the leader
     /// applies them once per start).
-    pub start_labels: cluster::StartLabels,
+    pub start_labels: holdfast_state::labels::StartLabels,
     /// This node's links to other nodes (tunnels and their health).
     pub links: links::Links,
+    /// SHA-256 of this node's certificate (checked readable at start: never empty).
+    pub cert_fingerprint: String,
+    /// What each background loop is doing.
+    pub workers: workers::Workers,
 }
 
-impl NodeContext {
-    /// The cluster's failure-detection timing, as currently replicated.
-    pub fn timing(&self) -> cluster::ClusterTiming {
-        cluster::ClusterTiming::from(&self.control.state().settings)
+/// Checks, before anything is written or any cluster is asked, that the listeners this
+/// node needs are free (the holdfast port itself is already bound by the caller): the
+/// DNS server's UDP and TCP sockets and the HTTP ingress.
+fn preflight(config: &NodeConfig) -> Result<(), NodeError> {
+    let probe = |what: &'static str, addr: SocketAddr, udp: bool| -> Result<(), NodeError> {
+        let r =
+            if udp { std::net::UdpSocket::bind(addr).map(drop) } else { std::net::TcpListener::bind(addr).map(drop) };
+        r.map_err(|source| NodeError::Preflight { what, addr, source })
+    };
+    if let Some(dns) = config.dns {
+        probe("dns (udp)", dns, true)?;
+        probe("dns (tcp)", dns, false)?;
     }
+    if let Some(http) = config.http {
+        probe("http ingress", http, false)?;
+    }
+    Ok(())
 }
 
 /// A started node.
@@ -142,8 +163,17 @@ impl Node {
     /// (re-adopting instances left running by a previous process) and the HTTP server.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let advertise = config.advertise.unwrap_or(config.listen);
-        let start_labels =
-            cluster::StartLabels { start_id: identity::random_node_id()?, labels: config.labels.clone() };
+        let start_labels = holdfast_state::labels::StartLabels {
+            start_id: identity::random_node_id()?,
+            labels: config.labels.clone(),
+        };
+        // Everything that can fail is checked before a join: a node that cannot start
+        // must never become a member.
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let listen = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        preflight(&config)?;
         let identity = match identity::load(&config.data_dir)? {
             Some(id) => {
                 if config.join.is_some() {
@@ -159,7 +189,7 @@ impl Node {
                             config.listen
                         )));
                     }
-                    cluster::perform_join(
+                    peer::join::perform_join(
                         &config.data_dir,
                         token,
                         config.name.as_deref(),
@@ -173,10 +203,7 @@ impl Node {
             },
         };
         let identity = Arc::new(identity);
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
-        let listen = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let cert_fingerprint = identity.cert_fingerprint()?;
         let advertise = if config.advertise.is_none() { listen } else { advertise };
         identity::write_runtime_files(&config.data_dir, listen)?;
 
@@ -218,6 +245,8 @@ impl Node {
             advertise,
             site: config.site.clone(),
             start_labels,
+            cert_fingerprint,
+            workers: workers::Workers::default(),
         };
         let net = holdfast_net::Net::start(holdfast_net::NetConfig {
             proxy: true,
@@ -236,7 +265,8 @@ impl Node {
                 tokio::spawn(server::serve(listener, Arc::new(server_tls), ctx.clone(), tasks_token.child_token())),
             ),
             ("workload reconciler", tokio::spawn(workloads::run(ctx.clone(), tasks_token.child_token()))),
-            ("cluster duties", tokio::spawn(cluster::run(ctx.clone(), tasks_token.child_token()))),
+            ("heartbeats", tokio::spawn(peer::heartbeat::run(ctx.clone(), tasks_token.child_token()))),
+            ("leader duties", tokio::spawn(controller::run(ctx.clone(), tasks_token.child_token()))),
         ];
 
         // A brand-new cluster waits until it has registered itself, so the first deploy

@@ -128,14 +128,16 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
     loop {
         let state = states.borrow_and_update().clone();
         links.borrow_and_update();
-        let observed = crate::cluster::observed_by_node(&ctx).await;
+        let observed = crate::peer::heartbeat::observed_by_node(&ctx).await;
         let full = net_table(&state, ctx.identity.node_id, &observed);
         ctx.links.sync(&remote_ports(&full));
         let table = reachable_only(full, &ctx.links.reachability());
-        if table != last {
+        let changed = table != last;
+        if changed {
             net.update(table.clone());
             last = table;
         }
+        report(&ctx, &net, &last, changed);
         tokio::select! {
             _ = cancel.cancelled() => break,
             r = states.changed() => if r.is_err() { break },
@@ -143,10 +145,41 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
             // A link went up or down, or an endpoint check changed its verdict.
             r = links.changed() => if r.is_err() { break },
             // Other nodes' readiness arrives with heartbeats.
-            _ = tokio::time::sleep(ctx.timing().heartbeat) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(ctx.control.state().settings.heartbeat_ms)) => {}
         }
     }
     net.shutdown().await;
+}
+
+/// Reports this pass of the networking loop and the state of the links to the workers.
+fn report(ctx: &NodeContext, net: &NetHandle, table: &NetTable, changed: bool) {
+    use crate::workers::Pass;
+    let failed: Vec<String> =
+        net.bound().into_iter().filter_map(|(what, addr, err)| err.map(|e| format!("{what} on {addr}: {e}"))).collect();
+    let pass = if !failed.is_empty() {
+        Pass::Error(format!("cannot listen: {}", failed.join("; ")))
+    } else if changed {
+        Pass::Progress(format!(
+            "routing table updated: {} service(s), {} route(s)",
+            table.services.len(),
+            table.routes.len()
+        ))
+    } else {
+        Pass::Steady
+    };
+    ctx.workers.report("service networking", pass);
+    let links = ctx.links.view().links;
+    let down: Vec<String> = links
+        .iter()
+        .filter(|l| !l.up)
+        .map(|l| format!("{} ({})", l.peer, l.last_error.as_deref().unwrap_or("connecting")))
+        .collect();
+    let detail = if down.is_empty() {
+        format!("{} link(s) up", links.len())
+    } else {
+        format!("{} link(s) up, down: {}", links.len() - down.len(), down.join(", "))
+    };
+    ctx.workers.report("links", Pass::Progress(detail));
 }
 
 #[cfg(test)]

@@ -10,57 +10,22 @@
 //! - `/join` — a new node with a join token (no certificate yet).
 //! - `/healthz` — open.
 //!
-//! Handlers plan changes with `holdfast_state::plan` and propose them through Raft; a bad
-//! request changes nothing.
+//! The handlers are in [`crate::api`] (by resource) and [`crate::peer`]; a `/v1` request's
+//! proposals and reads wait at most its commit timeout (header
+//! [`COMMIT_TIMEOUT_HEADER`], default 10 s) for the voters.
 use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{connect, delete, get, post};
-use axum::{Json, Router};
-use holdfast_api::types::{DeployRequest, ErrorBody, PlanResponse, ScaleRequest};
-use holdfast_raft::ControlPlaneError;
-use holdfast_state::plan::{self, Plan, PlanError};
-use holdfast_state::{ClusterState, Command, Desired, Response as ApplyResponse};
-use serde::Deserialize;
+use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{local, logs, nodes, services, settings, tokens, ApiError};
 use crate::NodeContext;
-
-/// An error answer with its HTTP status.
-#[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: self.1 })).into_response()
-    }
-}
-
-impl From<ControlPlaneError> for ApiError {
-    fn from(e: ControlPlaneError) -> Self {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-    }
-}
-
-impl From<PlanError> for ApiError {
-    fn from(e: PlanError) -> Self {
-        let status = match e {
-            PlanError::UnknownService { .. } | PlanError::UnknownNode { .. } => StatusCode::NOT_FOUND,
-            PlanError::Placement(_)
-            | PlanError::ServiceOwnedByOtherProject { .. }
-            | PlanError::RouteTaken { .. }
-            | PlanError::LabelsStrandReplicas { .. } => StatusCode::CONFLICT,
-            PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-        };
-        ApiError(status, e.to_string())
-    }
-}
 
 /// The certificate fingerprint of the client of one connection, if it sent one.
 #[derive(Debug, Clone)]
@@ -130,39 +95,65 @@ pub async fn serve(
 /// The whole route table.
 pub fn router(ctx: NodeContext) -> Router {
     let forwarded = Router::new()
-        .route("/v1/deploy", post(deploy))
-        .route("/v1/status", get(status))
-        .route("/v1/services/{name}/restart", post(restart))
-        .route("/v1/services/{name}/scale", post(scale))
-        .route("/v1/services/{name}", delete(remove))
-        .route("/v1/tokens", post(crate::cluster::create_token))
-        .route("/v1/nodes", get(crate::cluster::list_nodes))
-        .route("/v1/nodes/{name}/cordon", post(crate::cluster::cordon))
-        .route("/v1/nodes/{name}/drain", post(crate::cluster::drain))
-        .route("/v1/nodes/{name}/uncordon", post(crate::cluster::uncordon))
-        .route("/v1/nodes/{name}/labels", post(crate::cluster::label_node))
-        .route("/v1/nodes/{name}", delete(crate::cluster::remove_node))
-        .route("/v1/cluster/settings", get(crate::cluster::get_settings).put(crate::cluster::put_settings))
+        .route("/v1/deploy", post(services::deploy))
+        .route("/v1/status", get(services::status))
+        .route("/v1/services/{name}/restart", post(services::restart))
+        .route("/v1/services/{name}/scale", post(services::scale))
+        .route("/v1/services/{name}", delete(services::remove))
+        .route("/v1/tokens", post(tokens::create_token))
+        .route("/v1/nodes", get(nodes::list_nodes))
+        .route("/v1/nodes/{name}/cordon", post(nodes::cordon))
+        .route("/v1/nodes/{name}/drain", post(nodes::drain))
+        .route("/v1/nodes/{name}/uncordon", post(nodes::uncordon))
+        .route("/v1/nodes/{name}/labels", post(nodes::label_node))
+        .route("/v1/nodes/{name}", delete(nodes::remove_node))
+        .route("/v1/cluster/settings", get(settings::get_settings).put(settings::put_settings))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), forward_to_leader));
     let api = Router::new()
         .merge(forwarded)
-        .route("/v1/services/{name}/logs", get(logs))
-        .route("/v1/node/reexec", post(reexec))
+        .route("/v1/services/{name}/logs", get(logs::logs))
+        .route("/v1/node/reexec", post(local::reexec))
+        .route("/v1/workers", get(local::workers))
+        .route_layer(middleware::from_fn(commit_timeout))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_admin_token));
-    let nodes = Router::new()
+    let peers = Router::new()
         .route("/raft/{rpc}", post(raft_rpc))
-        .route("/cluster/heartbeat", post(crate::cluster::heartbeat))
-        .route("/cluster/logs/{service}", get(local_logs))
+        .route("/cluster/heartbeat", post(crate::peer::heartbeat::handle))
+        .route("/cluster/logs/{service}", get(logs::local_logs))
         .route("/cluster/tunnel/{port}", connect(crate::tunnel::accept).get(crate::tunnel::accept))
         .route("/cluster/links", get(crate::tunnel::links))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_member_cert));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/join", post(crate::cluster::join))
+        .route("/join", post(crate::peer::join::join))
         .merge(api)
-        .merge(nodes)
+        .merge(peers)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(ctx)
+}
+
+/// The header the CLI sends its `--commit-timeout` in (milliseconds).
+pub const COMMIT_TIMEOUT_HEADER: &str = "x-holdfast-commit-timeout-ms";
+
+/// Bounds how long the request's proposals and linearizable reads wait for the voters:
+/// the CLI's `--commit-timeout` (1 s to 10 min), else the default of 10 s.
+async fn commit_timeout(req: Request, next: Next) -> Response {
+    let asked = req.headers().get(COMMIT_TIMEOUT_HEADER).and_then(|v| v.to_str().ok()).map(str::parse::<u64>);
+    let timeout = match asked {
+        None => holdfast_raft::DEFAULT_COMMIT_TIMEOUT,
+        Some(Ok(ms)) if (1_000..=600_000).contains(&ms) => std::time::Duration::from_millis(ms),
+        Some(_) => {
+            return refuse(
+                req,
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("{COMMIT_TIMEOUT_HEADER} must be milliseconds between 1000 and 600000"),
+                ),
+            )
+            .await
+        }
+    };
+    holdfast_raft::with_commit_timeout(timeout, next.run(req)).await
 }
 
 /// Compares without an early exit, so the time taken does not leak the secret.
@@ -277,7 +268,8 @@ async fn forward(ctx: &NodeContext, addr: &str, req: Request) -> Result<Response
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut out = hyper::Request::builder().method(parts.method.clone()).uri(format!("https://{addr}{path}"));
     for (k, v) in parts.headers.iter() {
-        if k == header::AUTHORIZATION || k == header::CONTENT_TYPE || k == header::ACCEPT {
+        if k == header::AUTHORIZATION || k == header::CONTENT_TYPE || k == header::ACCEPT || k == COMMIT_TIMEOUT_HEADER
+        {
             out = out.header(k, v);
         }
     }
@@ -301,188 +293,4 @@ async fn raft_rpc(State(ctx): State<NodeContext>, Path(rpc): Path<String>, body:
         }
         Err(e) => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
-}
-
-/// Plans a change against a linearizable read of the state and proposes it with that
-/// revision; retried when another change slipped in between.
-async fn change(
-    ctx: &NodeContext,
-    dry_run: bool,
-    planner: impl Fn(&ClusterState) -> Result<(Plan, Desired), PlanError>,
-) -> Result<PlanResponse, ApiError> {
-    let _guard = ctx.change_lock.lock().await;
-    for _ in 0..5 {
-        let state = ctx.control.read_linearizable().await?;
-        let (plan, desired) = planner(&state)?;
-        if dry_run || plan.is_noop() {
-            return Ok(PlanResponse { plan, applied: false, revision: state.revision });
-        }
-        let req = holdfast_state::Request::new(Command::SetDesired { expected_revision: state.revision, desired });
-        match ctx.control.propose(req).await? {
-            ApplyResponse::Applied { revision } => {
-                tracing::info!(revision, changes = plan.changes.len(), "change applied");
-                return Ok(PlanResponse { plan, applied: true, revision });
-            }
-            ApplyResponse::Conflict { current_revision } => {
-                tracing::debug!(current_revision, "change conflicted; planning again");
-            }
-            other => {
-                return Err(ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("change refused by the state machine: {other:?}"),
-                ))
-            }
-        }
-    }
-    Err(ApiError(StatusCode::CONFLICT, "the state kept changing while planning; try again".into()))
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid {what} request body: {e}")))
-}
-
-async fn deploy(State(ctx): State<NodeContext>, body: Bytes) -> Result<Json<PlanResponse>, ApiError> {
-    let req: DeployRequest = json_body("deploy", &body)?;
-    let resp = change(&ctx, req.dry_run, |s| plan::plan_deploy(s, &req.stack)).await?;
-    Ok(Json(resp))
-}
-
-async fn restart(State(ctx): State<NodeContext>, Path(name): Path<String>) -> Result<Json<PlanResponse>, ApiError> {
-    Ok(Json(change(&ctx, false, |s| plan::plan_restart(s, &name)).await?))
-}
-
-async fn scale(
-    State(ctx): State<NodeContext>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Json<PlanResponse>, ApiError> {
-    let req: ScaleRequest = json_body("scale", &body)?;
-    Ok(Json(change(&ctx, false, |s| plan::plan_scale(s, &name, req.replicas)).await?))
-}
-
-async fn remove(State(ctx): State<NodeContext>, Path(name): Path<String>) -> Result<Json<PlanResponse>, ApiError> {
-    Ok(Json(change(&ctx, false, |s| plan::plan_remove(s, &name)).await?))
-}
-
-async fn status(State(ctx): State<NodeContext>) -> Json<holdfast_api::types::StatusResponse> {
-    Json(crate::status::build(&ctx).await)
-}
-
-#[derive(Deserialize)]
-struct LogQuery {
-    #[serde(default = "default_tail")]
-    tail: usize,
-    #[serde(default)]
-    follow: bool,
-}
-
-fn default_tail() -> usize {
-    100
-}
-
-/// `GET /v1/services/{name}/logs`: this node's instances from their files, other nodes'
-/// instances through those nodes (`/cluster/logs`), merged into one stream.
-async fn logs(
-    State(ctx): State<NodeContext>,
-    Path(name): Path<String>,
-    Query(q): Query<LogQuery>,
-) -> Result<Response, ApiError> {
-    use futures::StreamExt;
-    use http_body_util::BodyExt;
-    let state = ctx.control.state();
-    let Some(placed) = state.desired.placements.get(&name) else {
-        let known: Vec<&str> = state.desired.services.keys().map(String::as_str).collect();
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("unknown service `{name}` (services: {})", known.join(", ")),
-        ));
-    };
-    let nodes: std::collections::BTreeSet<u64> = placed.iter().copied().collect();
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
-    for node in nodes {
-        let tx = tx.clone();
-        if node == ctx.identity.node_id {
-            let mut local = Box::pin(local_stream(&ctx, &name, &q));
-            tokio::spawn(async move {
-                while let Some(Ok(chunk)) = local.next().await {
-                    if tx.send(chunk).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            continue;
-        }
-        let Some(addr) = state.nodes.get(&node).map(|n| n.addr.clone()) else { continue };
-        let url = format!("https://{addr}/cluster/logs/{name}?tail={}&follow={}", q.tail, q.follow);
-        let client = ctx.node_client.clone();
-        tokio::spawn(async move {
-            let req = match hyper::Request::get(&url).body(http_body_util::Full::new(bytes::Bytes::new())) {
-                Ok(r) => r,
-                Err(_) => return,
-            };
-            let note = |m: String| bytes::Bytes::from(format!("(holdfast: logs from {addr} unavailable: {m})\n"));
-            match client.request(req).await {
-                Ok(resp) if resp.status().is_success() => {
-                    let mut body = resp.into_body();
-                    while let Some(Ok(frame)) = body.frame().await {
-                        if let Ok(data) = frame.into_data() {
-                            if tx.send(data).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                Ok(resp) => {
-                    let _ = tx.send(note(format!("HTTP {}", resp.status()))).await;
-                }
-                Err(e) => {
-                    let _ = tx.send(note(e.to_string())).await;
-                }
-            }
-        });
-    }
-    drop(tx);
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
-    });
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
-}
-
-fn local_stream(
-    ctx: &NodeContext,
-    service: &str,
-    q: &LogQuery,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> {
-    let state = ctx.control.state();
-    let files: Vec<(String, std::path::PathBuf)> = state
-        .desired
-        .placements
-        .get(service)
-        .map(|nodes| {
-            nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n == ctx.identity.node_id)
-                .map(|(i, _)| {
-                    let id = holdfast_agent::InstanceId::new(service.to_string(), i as u32);
-                    (id.to_string(), ctx.agent.log_file(&id))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    crate::logs::stream(files, q.tail, q.follow, ctx.shutdown.clone())
-}
-
-/// `GET /cluster/logs/{service}` (node-to-node): this node's instances of a service.
-async fn local_logs(State(ctx): State<NodeContext>, Path(name): Path<String>, Query(q): Query<LogQuery>) -> Response {
-    let stream = local_stream(&ctx, &name, &q);
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response()
-}
-
-async fn reexec(State(ctx): State<NodeContext>) -> impl IntoResponse {
-    tracing::info!("re-exec requested through the API");
-    ctx.reexec.store(true, Ordering::SeqCst);
-    ctx.shutdown.cancel();
-    (StatusCode::ACCEPTED, "re-executing; workloads keep running\n")
 }

@@ -39,7 +39,7 @@ pub async fn build(ctx: &NodeContext) -> StatusResponse {
         use holdfast_raft::WatchReceiver;
         ctx.control.raft.metrics().borrow_watched().clone()
     };
-    let observed = crate::cluster::observed_by_node(ctx).await;
+    let observed = crate::peer::heartbeat::observed_by_node(ctx).await;
     let role = format!("{:?}", metrics.state).to_lowercase();
     let voters = metrics.membership_config.membership().voter_ids().count();
     let control_plane = ControlPlaneSummary {
@@ -59,7 +59,8 @@ pub async fn build(ctx: &NodeContext) -> StatusResponse {
         cgroups: cgroup_mode().to_string(),
     };
     let (services, mut warnings) = services_view(&state, &observed);
-    warnings.extend(crate::cluster::cluster_warnings(ctx));
+    warnings.extend(crate::api::nodes::cluster_warnings(ctx));
+    warnings.extend(ctx.workers.warnings());
     for n in state.nodes.values().filter(|n| n.down) {
         warnings.push(format!("node {} is down; its replicas were placed elsewhere", n.name));
     }

@@ -101,7 +101,7 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     let mut fenced = ctx.fenced.subscribe();
     let mut contact = ctx.leader_contact.subscribe();
     let started = tokio::time::Instant::now();
-    let no_leader_limit = ctx.timing().down_after;
+    let no_leader_limit = Duration::from_millis(ctx.control.state().settings.down_after_ms);
     let mut contact_at: Option<tokio::time::Instant> = None;
     loop {
         if ctx.control.is_leader() {
@@ -143,7 +143,12 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
             fenced = fence.len(),
             "desired instances"
         );
+        let count = desired.len();
         ctx.agent.set_desired(desired);
+        ctx.workers.report(
+            "workload reconciler",
+            crate::workers::Pass::Progress(format!("{count} instance(s) wanted here at revision {}", state.revision)),
+        );
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = states.changed() => if changed.is_err() { return },

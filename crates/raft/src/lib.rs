@@ -19,6 +19,8 @@ pub use openraft::async_runtime::WatchReceiver;
 pub mod network;
 pub mod store;
 
+pub use store::{force_single_voter, Recovered};
+
 openraft::declare_raft_types!(
     /// Types holdfast's Raft runs with.
     pub TypeConfig:
@@ -42,6 +44,46 @@ pub enum ControlPlaneError {
     NotLeader { leader: Option<String> },
     #[error("the control plane has no quorum or is shutting down: {0}")]
     Unavailable(String),
+    /// A change or read that needs the voters could not get a majority of them.
+    #[error("{what} needs a majority of the {voters} control-plane voters, but {}; nothing was changed. Bring them back, or if they are gone for good, see `holdfast cluster recover --help`", describe_unreachable(unreachable))]
+    NoQuorum { what: &'static str, voters: usize, unreachable: Vec<(String, Option<u64>)> },
+    /// A change was sent to the voters but did not commit in time.
+    #[error("{what} did not commit within {}s ({}); it is not applied, and applies only if those voters come back first", after_ms / 1000, describe_unreachable(unreachable))]
+    Timeout { what: &'static str, after_ms: u64, unreachable: Vec<(String, Option<u64>)> },
+}
+
+fn describe_unreachable(unreachable: &[(String, Option<u64>)]) -> String {
+    if unreachable.is_empty() {
+        return "every voter answers".into();
+    }
+    let each: Vec<String> = unreachable
+        .iter()
+        .map(|(name, ms)| match ms {
+            Some(ms) => format!("{name} (last answered {:.1}s ago)", *ms as f64 / 1000.0),
+            None => format!("{name} (never answered this leader)"),
+        })
+        .collect();
+    format!("{} {} unreachable", each.join(", "), if unreachable.len() == 1 { "is" } else { "are" })
+}
+
+/// How long a change or linearizable read may wait for the voters by default.
+pub const DEFAULT_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A voter that has not acknowledged the leader for this long counts as unreachable.
+const UNREACHABLE_AFTER: std::time::Duration = std::time::Duration::from_millis(1500);
+
+tokio::task_local! {
+    static COMMIT_TIMEOUT: std::time::Duration;
+}
+
+/// Runs `fut` with another bound on how long its proposals and linearizable reads wait
+/// for the voters (e.g. an API request's `--commit-timeout`).
+pub async fn with_commit_timeout<F: std::future::Future>(timeout: std::time::Duration, fut: F) -> F::Output {
+    COMMIT_TIMEOUT.scope(timeout, fut).await
+}
+
+fn commit_timeout() -> std::time::Duration {
+    COMMIT_TIMEOUT.try_with(|t| *t).unwrap_or(DEFAULT_COMMIT_TIMEOUT)
 }
 
 /// A running Raft node with its store.
@@ -120,27 +162,122 @@ impl ControlPlane {
 
     /// Waits until this node is leader with its log applied, and returns the state as of
     /// a linearizable read: planning against it cannot miss a committed change.
+    ///
+    /// Bounded: without a majority of voters answering it fails at once (or after the
+    /// commit timeout), naming the voters that do not answer.
     pub async fn read_linearizable(&self) -> Result<Arc<ClusterState>, ControlPlaneError> {
         use openraft::errors::{LinearizableReadError, RaftError};
-        match self.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(self.state()),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+        self.check_quorum("reading the cluster state")?;
+        let timeout = commit_timeout();
+        match tokio::time::timeout(timeout, self.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex)).await {
+            Err(_) => Err(self.timed_out("reading the cluster state", timeout)),
+            Ok(Ok(_)) => Ok(self.state()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                 Err(ControlPlaneError::NotLeader { leader: f.leader_node.map(|n| n.addr) })
             }
-            Err(e) => Err(ControlPlaneError::Unavailable(e.to_string())),
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => {
+                // Raft just asked the voters and too few answered: name those that did not.
+                let (voters, _) = self.membership();
+                let silent = self.voters_silent_for(std::time::Duration::ZERO);
+                let state = self.state();
+                let unreachable = voters
+                    .iter()
+                    .filter(|id| !q.got.contains(id))
+                    .map(|id| {
+                        let name = state.nodes.get(id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
+                        let ms = silent.iter().find(|(n, _)| *n == name).and_then(|(_, ms)| *ms);
+                        (name, ms)
+                    })
+                    .collect();
+                Err(ControlPlaneError::NoQuorum {
+                    what: "reading the cluster state",
+                    voters: voters.len(),
+                    unreachable,
+                })
+            }
+            Ok(Err(e)) => Err(ControlPlaneError::Unavailable(e.to_string())),
         }
     }
 
-    /// Proposes a command and waits until it is committed and applied here.
+    /// Proposes a command and waits until it is committed and applied here. Bounded as
+    /// [`ControlPlane::read_linearizable`] is; a command is applied whole or not at all.
     pub async fn propose(&self, req: Request) -> Result<Response, ControlPlaneError> {
         use openraft::errors::{ClientWriteError, RaftError};
-        match self.raft.client_write(req).await {
-            Ok(resp) => Ok(resp.response().clone()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+        self.check_quorum("this change")?;
+        let timeout = commit_timeout();
+        match tokio::time::timeout(timeout, self.raft.client_write(req)).await {
+            Err(_) => Err(self.timed_out("this change", timeout)),
+            Ok(Ok(resp)) => Ok(resp.response().clone()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(ControlPlaneError::NotLeader { leader: f.leader_node.map(|n| n.addr) })
             }
-            Err(e) => Err(ControlPlaneError::Unavailable(e.to_string())),
+            Ok(Err(e)) => Err(ControlPlaneError::Unavailable(e.to_string())),
         }
+    }
+
+    /// On the leader: the voters that have not acknowledged it within
+    /// [`UNREACHABLE_AFTER`] (name, ms since their last acknowledgement).
+    pub fn unreachable_voters(&self) -> Vec<(String, Option<u64>)> {
+        self.voters_silent_for(UNREACHABLE_AFTER)
+    }
+
+    /// On the leader: the voters whose last acknowledgement is older than `silent`.
+    fn voters_silent_for(&self, silent: std::time::Duration) -> Vec<(String, Option<u64>)> {
+        use openraft::async_runtime::WatchReceiver;
+        use openraft::rt::Instant as _;
+        let m = self.raft.metrics().borrow_watched().clone();
+        let Some(acks) = m.heartbeat.as_ref() else { return Vec::new() };
+        let state = self.state();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != self.node_id)
+            .filter_map(|id| {
+                let since = acks.get(&id).and_then(|t| t.as_ref()).map(|t| t.elapsed());
+                let name = state.nodes.get(&id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
+                match since {
+                    Some(d) if d < silent => None,
+                    Some(d) => Some((name, Some(d.as_millis() as u64))),
+                    None => Some((name, None)),
+                }
+            })
+            .collect()
+    }
+
+    /// Refuses at once when this leader knows a majority of voters does not answer.
+    fn check_quorum(&self, what: &'static str) -> Result<(), ControlPlaneError> {
+        if !self.is_leader() {
+            return Ok(());
+        }
+        let (voters, _) = self.membership();
+        let unreachable = self.unreachable_voters();
+        let reachable = voters.len().saturating_sub(unreachable.len());
+        if reachable * 2 <= voters.len() {
+            return Err(ControlPlaneError::NoQuorum { what, voters: voters.len(), unreachable });
+        }
+        Ok(())
+    }
+
+    fn timed_out(&self, what: &'static str, after: std::time::Duration) -> ControlPlaneError {
+        ControlPlaneError::Timeout { what, after_ms: after.as_millis() as u64, unreachable: self.unreachable_voters() }
+    }
+
+    /// On the leader: per member, how many log entries it is behind the leader's log
+    /// (members not replicating yet are absent).
+    pub fn replication_lag(&self) -> std::collections::BTreeMap<NodeId, u64> {
+        use openraft::async_runtime::WatchReceiver;
+        let m = self.raft.metrics().borrow_watched().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(rep) = m.replication.as_ref() {
+            for (id, matched) in rep {
+                if let Some(matched) = matched {
+                    out.insert(*id, last.saturating_sub(matched.index));
+                }
+            }
+        }
+        out.insert(self.node_id, 0);
+        out
     }
 
     /// The leader this node currently knows of, with its address.
@@ -174,31 +311,35 @@ impl ControlPlane {
         (voters, learners)
     }
 
-    /// Adds a node as a learner (it receives the log, does not vote); returns at once.
+    /// Adds a node as a learner (it receives the log, does not vote); returns once the
+    /// membership entry committed, without waiting for the learner to catch up.
     pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), ControlPlaneError> {
-        self.raft
-            .add_learner(id, openraft::BasicNode::new(addr), false)
+        self.membership_change("adding a learner", self.raft.add_learner(id, openraft::BasicNode::new(addr), false))
             .await
-            .map(|_| ())
-            .map_err(|e| ControlPlaneError::Unavailable(e.to_string()))
     }
 
     /// Removes nodes from the Raft membership entirely.
     pub async fn remove_members(&self, ids: std::collections::BTreeSet<NodeId>) -> Result<(), ControlPlaneError> {
-        self.raft
-            .change_membership(openraft::ChangeMembers::RemoveNodes(ids), false)
-            .await
-            .map(|_| ())
-            .map_err(|e| ControlPlaneError::Unavailable(e.to_string()))
+        let change = self.raft.change_membership(openraft::ChangeMembers::RemoveNodes(ids), false);
+        self.membership_change("removing members", change).await
     }
 
     /// Makes exactly `voters` the voters; other members stay as learners.
     pub async fn set_voters(&self, voters: std::collections::BTreeSet<NodeId>) -> Result<(), ControlPlaneError> {
-        self.raft
-            .change_membership(voters, true)
-            .await
-            .map(|_| ())
-            .map_err(|e| ControlPlaneError::Unavailable(e.to_string()))
+        self.membership_change("changing the voters", self.raft.change_membership(voters, true)).await
+    }
+
+    async fn membership_change<T, E: std::fmt::Display>(
+        &self,
+        what: &'static str,
+        change: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<(), ControlPlaneError> {
+        self.check_quorum(what)?;
+        let timeout = commit_timeout();
+        match tokio::time::timeout(timeout, change).await {
+            Err(_) => Err(self.timed_out(what, timeout)),
+            Ok(r) => r.map(|_| ()).map_err(|e| ControlPlaneError::Unavailable(e.to_string())),
+        }
     }
 
     /// Waits (up to `timeout`) until this node knows a leader.

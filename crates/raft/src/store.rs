@@ -406,3 +406,78 @@ mod tests {
         Suite::test_all(Builder).await
     }
 }
+
+/// What [`force_single_voter`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// The index of the membership entry written.
+    pub index: u64,
+    /// The voters of the configuration it replaced.
+    pub old_voters: Vec<u64>,
+}
+
+/// Disaster recovery, with the node stopped: appends a membership entry that makes
+/// `me` (at `addr`) the only voter, after everything this store holds. Raft takes the
+/// last membership entry of a log as the configuration at once, committed or not, so on
+/// the next start this node elects itself and commits the entry (and every entry before
+/// it that it has) alone; the other nodes are added back as learners by the leader.
+/// Entries that only the lost voters had are gone; that is the price, and why it asks.
+pub fn force_single_voter(path: &Path, me: u64, addr: &str) -> Result<Recovered, StoreError> {
+    let shown = path.display().to_string();
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt { path: shown.clone(), message: e.to_string() };
+    let db = Database::create(path).map_err(|source| StoreError::Open { path: shown.clone(), source })?;
+    let txn = db.begin_write().map_err(|e| corrupt(&e))?;
+    let (index, old_voters) = {
+        let mut log = txn.open_table(LOG).map_err(|e| corrupt(&e))?;
+        let meta = txn.open_table(META).map_err(|e| corrupt(&e))?;
+        let sm = txn.open_table(SM).map_err(|e| corrupt(&e))?;
+        let read = |t: &redb::Table<&str, &[u8]>, key: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(t.get(key).map_err(|e| corrupt(&e))?.map(|v| v.value().to_vec()))
+        };
+        // The last log id anywhere: the log's tail, else what was purged or applied.
+        let last_entry: Option<EntryOf<TypeConfig>> = match log.last().map_err(|e| corrupt(&e))? {
+            Some((_, v)) => Some(decode(v.value()).map_err(|e| corrupt(&e))?),
+            None => None,
+        };
+        let mut last: Option<LogIdOf<TypeConfig>> = last_entry.as_ref().map(|e| e.log_id());
+        let mut membership: Option<StoredMembershipOf<TypeConfig>> = None;
+        if let Some(b) = read(&meta, KEY_PURGED)? {
+            let purged: LogIdOf<TypeConfig> = decode(&b).map_err(|e| corrupt(&e))?;
+            last = last.max(Some(purged));
+        }
+        if let Some(b) = read(&sm, KEY_APPLIED)? {
+            let applied: Option<LogIdOf<TypeConfig>> = decode(&b).map_err(|e| corrupt(&e))?;
+            last = last.max(applied);
+        }
+        if let Some(b) = read(&sm, KEY_MEMBERSHIP)? {
+            membership = Some(decode(&b).map_err(|e| corrupt(&e))?);
+        }
+        let Some(last) = last else {
+            return Err(corrupt(&"the store is empty: this data directory never was a cluster member"));
+        };
+        // The configuration being replaced: the log's last membership entry, else the
+        // state machine's.
+        let mut old: Option<Vec<u64>> = None;
+        for item in log.iter().map_err(|e| corrupt(&e))?.rev() {
+            let (_, v) = item.map_err(|e| corrupt(&e))?;
+            let e: EntryOf<TypeConfig> = decode(v.value()).map_err(|e| corrupt(&e))?;
+            if let EntryPayload::Membership(m) = &e.payload {
+                old = Some(m.voter_ids().collect());
+                break;
+            }
+        }
+        let old = old.or_else(|| membership.map(|m| m.membership().voter_ids().collect())).unwrap_or_default();
+        let config = openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([me])],
+            std::collections::BTreeMap::from([(me, openraft::BasicNode::new(addr))]),
+        )
+        .map_err(|e| corrupt(&e))?;
+        let index = last.index() + 1;
+        let entry = EntryOf::<TypeConfig>::new_membership(openraft::LogId::new(last.leader_id, index), config);
+        let bytes = encode(&entry).map_err(|e| corrupt(&e))?;
+        log.insert(index, bytes.as_slice()).map_err(|e| corrupt(&e))?;
+        (index, old)
+    };
+    txn.commit().map_err(|e| corrupt(&e))?;
+    Ok(Recovered { index, old_voters })
+}

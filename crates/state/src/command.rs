@@ -36,6 +36,7 @@ impl std::fmt::Display for Request {
                 write!(f, "set-node-flags {id} cordoned={cordoned:?} down={down:?} draining={draining:?}")
             }
             Command::SetSettings(s) => write!(f, "set-settings {s:?}"),
+            Command::SetRemoving { id, removing } => write!(f, "set-removing {id} {removing}"),
             Command::RemoveNode { id, expected_revision } => {
                 write!(f, "remove-node {id} at revision {expected_revision}")
             }
@@ -87,6 +88,10 @@ pub enum Command {
     /// refused). `start_id`, for the `--label` flags of a node start, is recorded so they
     /// are applied once per start.
     SetNodeLabels { id: NodeId, set: BTreeMap<String, String>, remove: BTreeSet<String>, start_id: Option<u64> },
+    /// Start (or cancel) the removal of a node: it is cordoned and drained, and the
+    /// leader removes it once nothing is placed on it. Refused for a node whose
+    /// certificate fingerprint is unknown (its removal could not revoke it).
+    SetRemoving { id: NodeId, removing: bool },
 }
 
 /// The outcome of applying a [`Request`].
@@ -212,11 +217,41 @@ impl ClusterState {
                 {
                     return Response::Refused { reason: format!("node {id} still has replicas placed on it") };
                 }
+                match self.nodes.get(id) {
+                    None => return Response::Refused { reason: format!("unknown node {id}") },
+                    // Fail closed: a revocation that matches no certificate revokes nothing.
+                    Some(n) if n.cert_fingerprint.is_empty() => {
+                        return Response::Refused {
+                            reason: format!("node {id} has no recorded certificate fingerprint, so removing it could not revoke its certificate"),
+                        }
+                    }
+                    Some(_) => {}
+                }
                 let Some(n) = self.nodes.remove(id) else {
                     return Response::Refused { reason: format!("unknown node {id}") };
                 };
                 self.removed_nodes.insert(*id, n.cert_fingerprint);
                 self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::SetRemoving { id, removing } => {
+                let Some(n) = self.nodes.get_mut(id) else {
+                    return Response::Refused { reason: format!("unknown node {id}") };
+                };
+                if *removing && n.cert_fingerprint.is_empty() {
+                    return Response::Refused {
+                        reason: format!("node {} has no recorded certificate fingerprint, so removing it could not revoke its certificate", n.name),
+                    };
+                }
+                let before = (n.removing, n.cordoned, n.draining);
+                n.removing = *removing;
+                if *removing {
+                    n.cordoned = true;
+                    n.draining = true;
+                }
+                if (n.removing, n.cordoned, n.draining) != before {
+                    self.revision += 1;
+                }
                 Response::Applied { revision: self.revision }
             }
             Command::SetNodeLabels { id, set, remove, start_id } => {
@@ -423,5 +458,35 @@ mod join_tests {
         s.apply(&Request::new(Command::RemoveNode { id: 2, expected_revision: s.revision }));
         assert!(!s.nodes.contains_key(&2));
         assert_eq!(s.removed_nodes.get(&2).map(String::as_str), Some("f"));
+    }
+
+    #[test]
+    fn a_node_without_a_recorded_fingerprint_cannot_be_removed() {
+        // Fail closed: an empty revocation entry would match no certificate.
+        let mut s = with_token();
+        let mut n = node(2, "b");
+        n.cert_fingerprint.clear();
+        s.apply(&Request::new(Command::UpsertNode(n)));
+        let r = s.apply(&Request::new(Command::SetRemoving { id: 2, removing: true }));
+        assert!(refused(r).contains("no recorded certificate fingerprint"));
+        let r = s.apply(&Request::new(Command::RemoveNode { id: 2, expected_revision: s.revision }));
+        assert!(refused(r).contains("no recorded certificate fingerprint"));
+        assert!(s.nodes.contains_key(&2) && s.removed_nodes.is_empty());
+    }
+
+    #[test]
+    fn removing_a_node_drains_it_and_cancelling_keeps_it_cordoned() {
+        let mut s = with_token();
+        s.apply(&Request::new(Command::UpsertNode(node(2, "b"))));
+        let r0 = s.revision;
+        s.apply(&Request::new(Command::SetRemoving { id: 2, removing: true }));
+        let n = &s.nodes[&2];
+        assert!(n.removing && n.cordoned && n.draining);
+        assert_eq!(s.revision, r0 + 1);
+        s.apply(&Request::new(Command::SetRemoving { id: 2, removing: true }));
+        assert_eq!(s.revision, r0 + 1, "no change, no revision");
+        s.apply(&Request::new(Command::SetRemoving { id: 2, removing: false }));
+        let n = &s.nodes[&2];
+        assert!(!n.removing && n.cordoned && n.draining);
     }
 }

@@ -34,6 +34,16 @@ pub fn user_label_problem(key: &str, value: Option<&str>) -> Option<String> {
     label_key_problem(key).or_else(|| value.and_then(|v| label_value_problem(key, v)))
 }
 
+/// The `--label` flags of one start of a node: the leader applies them once per start
+/// (a restart with the same flags re-applies them, a label changed at runtime in between
+/// is not overwritten by the same start again).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StartLabels {
+    /// Random per process start.
+    pub start_id: u64,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Parses `KEY=VALUE` (set) or `KEY-` (remove), checking the rules; the error names the
 /// argument and says what is wrong.
 pub fn parse_label_arg(arg: &str) -> Result<LabelChange, String> {

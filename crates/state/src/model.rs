@@ -65,6 +65,10 @@ pub struct ClusterSettings {
     pub down_after_ms: u64,
     /// A Raft voter down for this long is replaced by another node.
     pub voter_replace_after_ms: u64,
+    /// A new member votes only after it has been alive and caught up with the log for
+    /// this long (it starts as a non-voting learner), so a node that dies at once costs
+    /// no quorum.
+    pub promote_after_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -74,6 +78,7 @@ impl Default for ClusterSettings {
             suspect_after_ms: 1_200,
             down_after_ms: 3_000,
             voter_replace_after_ms: 30_000,
+            promote_after_ms: 5_000,
         }
     }
 }
@@ -100,6 +105,9 @@ impl ClusterSettings {
         }
         if s.down_after_ms > 600_000 {
             return Err(format!("down-after must be at most 10m, got {}ms", s.down_after_ms));
+        }
+        if s.promote_after_ms > 600_000 {
+            return Err(format!("promote-after must be at most 10m, got {}ms", s.promote_after_ms));
         }
         if s.voter_replace_after_ms < s.down_after_ms {
             return Err(format!(
@@ -200,6 +208,10 @@ pub struct NodeRecord {
     /// Declared down by the leader's failure detector: its replicas are placed elsewhere.
     #[serde(default)]
     pub down: bool,
+    /// Being removed (`holdfast node rm`): drained like `draining`, then removed and its
+    /// certificate revoked by the leader once nothing is placed on it.
+    #[serde(default)]
+    pub removing: bool,
     /// SHA-256 of the node's certificate: only members' certificates are accepted for
     /// node-to-node traffic.
     #[serde(default)]
@@ -228,12 +240,18 @@ impl NodeRecord {
             cordoned: false,
             draining: false,
             down: false,
+            removing: false,
             cert_fingerprint: String::new(),
         }
     }
 }
 
 impl ClusterState {
+    /// A node's name for people (`node 42` once it is gone).
+    pub fn node_name(&self, id: NodeId) -> String {
+        self.nodes.get(&id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"))
+    }
+
     /// Services that belong to `project`.
     pub fn project_services<'a>(
         &'a self,

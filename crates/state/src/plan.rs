@@ -190,15 +190,19 @@ pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired
 
 /// Adds the replicas that move to the lines of their services.
 fn add_moves(state: &ClusterState, plan: &mut Plan, desired: &Desired) {
-    for line in describe_moves(state, &state.desired.placements, &desired.placements) {
-        let Some((instance, how)) = line.split_once(": ") else { continue };
-        let Some((service, _)) = instance.rsplit_once('-') else { continue };
-        let target = format!("service {service}");
+    for m in moves_between(&state.desired.placements, &desired.placements) {
+        let target = format!("service {}", m.service);
         if let Some(c) = plan.changes.iter_mut().find(|c| c.target == target) {
             if c.kind == ChangeKind::Unchanged {
                 c.kind = ChangeKind::Update;
             }
-            c.details.push(format!("{instance} moves {how}"));
+            c.details.push(format!(
+                "{}-{} moves {} -> {}",
+                m.service,
+                m.replica,
+                state.node_name(m.from),
+                state.node_name(m.to)
+            ));
         }
     }
 }
@@ -256,8 +260,8 @@ pub fn plan_remove(state: &ClusterState, service: &str) -> Result<(Plan, Desired
 pub struct Reschedule {
     /// The next desired state, when some replica moves.
     pub desired: Option<Desired>,
-    /// The moves, e.g. `web-1: n2 -> n3`.
-    pub moves: Vec<String>,
+    /// The replicas that move.
+    pub moves: Vec<Move>,
     /// Replicas that break a rule where they run (node down or gone, relabelled, an
     /// anti-affine service beside them) but cannot move anywhere: they stay, and why.
     pub stuck: Vec<PlacementError>,
@@ -276,7 +280,7 @@ pub fn plan_reschedule(state: &ClusterState) -> Result<Reschedule, PlanError> {
     if &r.assignment == current {
         return Ok(Reschedule { desired: None, moves: Vec::new(), stuck: r.stuck });
     }
-    let moves = describe_moves(state, current, &r.assignment);
+    let moves = moves_between(current, &r.assignment);
     let carried = crate::drain::carry_moves(state, &state.desired.services, &r.assignment);
     let desired = Desired {
         services: state.desired.services.clone(),
@@ -297,8 +301,8 @@ pub struct LabelPlan {
     pub labels: BTreeMap<String, String>,
     /// False when the labels are already so.
     pub changed: bool,
-    /// Replicas that move because of it, e.g. `web-1: n2 -> n3`.
-    pub moves: Vec<String>,
+    /// Replicas that move because of it.
+    pub moves: Vec<Move>,
 }
 
 /// Plans `holdfast node label NODE k=v k2-`: checks every change, and refuses one that
@@ -384,19 +388,39 @@ pub fn workloads(services: &BTreeMap<String, ServiceRecord>) -> Vec<Workload> {
         .collect()
 }
 
-/// Replicas that run on another node in `after` than in `before`, e.g. `web-1: n2 -> n3`.
-pub fn describe_moves(state: &ClusterState, before: &Assignment, after: &Assignment) -> Vec<String> {
-    let name = |id: &NodeId| state.nodes.get(id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
+/// One replica that runs on another node after a change.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Move {
+    pub service: String,
+    pub replica: u32,
+    pub from: NodeId,
+    pub to: NodeId,
+}
+
+impl Move {
+    /// One line for people, with node names from `state`: `web-1: n2 -> n3`.
+    pub fn describe(&self, state: &ClusterState) -> String {
+        format!("{}-{}: {} -> {}", self.service, self.replica, state.node_name(self.from), state.node_name(self.to))
+    }
+}
+
+/// Replicas that run on another node in `after` than in `before`.
+pub fn moves_between(before: &Assignment, after: &Assignment) -> Vec<Move> {
     let mut out = Vec::new();
     for (service, new) in after {
         let Some(old) = before.get(service) else { continue };
         for (i, (a, b)) in old.iter().zip(new).enumerate() {
             if a != b {
-                out.push(format!("{service}-{i}: {} -> {}", name(a), name(b)));
+                out.push(Move { service: service.clone(), replica: i as u32, from: *a, to: *b });
             }
         }
     }
     out
+}
+
+/// [`Move::describe`] for each move.
+pub fn describe_moves(state: &ClusterState, moves: &[Move]) -> Vec<String> {
+    moves.iter().map(|m| m.describe(state)).collect()
 }
 
 /// The stable address of a new service: a hash of `project/name` mapped into

@@ -244,7 +244,7 @@ fn relabelling_a_node_moves_only_what_no_longer_matches() {
     let (_, s) = deploy(&three_node_state(), PLACED);
     let (plan, s2) = label(&s, "n2", &["disk-"]).expect("label");
     // web-1 cannot go to n3 (db runs there): it shares n1.
-    assert_eq!(plan.moves, ["web-1: n2 -> n1"]);
+    assert_eq!(describe_moves(&s, &plan.moves), ["web-1: n2 -> n1"]);
     assert!(plan.changed);
     assert_eq!(names(&s2, "web"), ["n1", "n1"]);
     assert_eq!(names(&s2, "db"), ["n3"]);
@@ -285,7 +285,7 @@ fn reschedule_moves_what_it_can_and_reports_what_is_stuck() {
     // n1 down: web-0 moves to... nowhere allowed but n2 (ssd); db stays.
     s2.apply(&Request::new(Command::SetNodeFlags { id: 1, cordoned: None, down: Some(true), draining: None }));
     let r = plan_reschedule(&s2).expect("reschedule");
-    assert_eq!(r.moves, ["web-0: n1 -> n2"]);
+    assert_eq!(describe_moves(&s2, &r.moves), ["web-0: n1 -> n2"]);
     assert!(r.stuck.is_empty());
     // n2 down as well: web has no ssd node left; its replicas stay where they are and
     // are reported, nothing else is blocked.

@@ -26,8 +26,8 @@ use axum::Json;
 use holdfast_net::{Conn, Dialer, Target, TcpDialer};
 use hyper_util::rt::TokioIo;
 
+use crate::api::ApiError;
 use crate::links::{Links, LinksView};
-use crate::server::ApiError;
 use crate::NodeContext;
 
 /// The tunnel protocol: HTTP/2 `:protocol` of the extended CONNECT (and the HTTP/1.1

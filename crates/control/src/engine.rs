@@ -1,0 +1,196 @@
+//! [`Engine::tick`]: one pass of every leader duty, in order, against one simulated state.
+//!
+//! Each proposal is applied to a copy of the state as it is decided (with the same
+//! deterministic `ClusterState::apply` every node runs), so the next duty plans on the
+//! revision that proposal produces: a `SetDesired` after a node was declared down
+//! carries the right `expected_revision`, and if anything else writes in between, the
+//! compare-and-set fails and the runner ticks again on the new state.
+//!
+//! The engine keeps a little memory between ticks — when this leader took over, since
+//! when nodes have been alive or down, which recurring notes were already said — and
+//! forgets it all when leadership is lost ([`Engine::step_down`]).
+use std::collections::{BTreeMap, BTreeSet};
+
+use holdfast_placement::NodeId;
+use holdfast_state::drain::plan_drain_step;
+use holdfast_state::plan::{describe_moves, plan_reschedule};
+use holdfast_state::{ClusterState, Command, Request, Response};
+
+use crate::membership::MemberHealth;
+use crate::{detector, membership, records, removal, Input, Millis, Note, Output};
+
+/// The leader's memory between ticks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Engine {
+    leader_since: Option<Millis>,
+    down_since: BTreeMap<NodeId, Millis>,
+    alive_since: BTreeMap<NodeId, Millis>,
+    /// Recurring notes (a stuck replica, a drain step) said on the last tick: said again
+    /// only when they change.
+    said: BTreeSet<Note>,
+}
+
+/// Applies `cmd` to the simulated state and proposes it; a command the state would
+/// refuse (a bug in a duty) is reported instead of proposed.
+fn simulate(sim: &mut ClusterState, out: &mut Output, cmd: Command) -> bool {
+    match sim.apply(&Request::new(cmd.clone())) {
+        Response::Applied { .. } => {
+            out.proposals.push(cmd);
+            true
+        }
+        other => {
+            out.notes
+                .push(Note::warn(format!("not proposing `{}`: it would be refused ({other:?})", Request::new(cmd))));
+            false
+        }
+    }
+}
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine::default()
+    }
+
+    /// Leadership lost: a later term starts from scratch.
+    pub fn step_down(&mut self) {
+        *self = Engine::default();
+    }
+
+    /// Since when this node has been leading, if it is.
+    pub fn leader_since(&self) -> Option<Millis> {
+        self.leader_since
+    }
+
+    /// Since when each node has been heartbeating without a gap.
+    pub fn alive_since(&self) -> &BTreeMap<NodeId, Millis> {
+        &self.alive_since
+    }
+
+    /// Why each learner is not a voter yet (for `holdfast nodes`).
+    pub fn promotion_blockers(&self, input: Input<'_>) -> BTreeMap<NodeId, String> {
+        let health =
+            MemberHealth { alive_since: &self.alive_since, down_since: &self.down_since, lag: &input.observations.lag };
+        input
+            .observations
+            .membership
+            .learners
+            .iter()
+            .filter_map(|id| membership::promotion_blocker(input.state, *id, health, input.now).map(|why| (*id, why)))
+            .collect()
+    }
+
+    /// One pass of every duty.
+    pub fn tick(&mut self, input: Input<'_>) -> Output {
+        let Input { now, me, state, observations: obs, own_ca } = input;
+        let leader_since = *self.leader_since.get_or_insert(now);
+        let mut out = Output::default();
+        let mut sim = state.clone();
+        let mut recurring: BTreeSet<Note> = BTreeSet::new();
+
+        // 1. The CA, once (only the founder has its key).
+        if sim.ca.is_none() {
+            if let Some(ca) = own_ca {
+                simulate(&mut sim, &mut out, Command::SetCa(ca.clone()));
+            }
+        }
+
+        // 2. Node records as the nodes report them; `--label` flags once per start.
+        for report in obs.nodes.values() {
+            if let Some(rec) = records::merge(&sim, me, &report.record) {
+                simulate(&mut sim, &mut out, Command::UpsertNode(rec));
+            }
+        }
+        for report in obs.nodes.values() {
+            if let Some((cmd, notes)) = records::start_labels(&sim, report) {
+                if simulate(&mut sim, &mut out, cmd) {
+                    out.notes.extend(notes);
+                }
+            }
+        }
+
+        // 3. Failure detection.
+        let suspect_after = sim.settings.suspect_after_ms;
+        let seen: BTreeMap<NodeId, Millis> = obs.nodes.iter().map(|(id, r)| (*id, r.seen_at)).collect();
+        for (id, at) in &seen {
+            if now.saturating_sub(*at) < suspect_after {
+                self.alive_since.entry(*id).or_insert(*at);
+            } else {
+                self.alive_since.remove(id);
+            }
+        }
+        self.alive_since.retain(|id, _| seen.contains_key(id));
+        self.alive_since.insert(me, *self.alive_since.get(&me).unwrap_or(&now));
+        for v in detector::verdicts(&sim, me, &seen, leader_since, now) {
+            let name = sim.node_name(v.node);
+            let cmd = Command::SetNodeFlags { id: v.node, cordoned: None, down: Some(v.down), draining: None };
+            if !simulate(&mut sim, &mut out, cmd) {
+                continue;
+            }
+            if v.down {
+                out.notes.push(Note::warn(format!(
+                    "node {name} is down (silent for {}ms); placing its replicas elsewhere",
+                    v.silent_ms
+                )));
+                self.down_since.insert(v.node, now);
+            } else {
+                out.notes.push(Note::info(format!("node {name} is back")));
+                self.down_since.remove(&v.node);
+            }
+        }
+        self.down_since.retain(|id, _| sim.nodes.get(id).is_some_and(|n| n.down));
+
+        // 4. Re-place replicas that may not stay where they are (down, gone, relabelled).
+        match plan_reschedule(&sim) {
+            Ok(r) => {
+                for e in &r.stuck {
+                    recurring.insert(Note::warn(format!("a replica cannot move; it stays where it is: {e}")));
+                }
+                if let Some(desired) = r.desired {
+                    let moves = describe_moves(&sim, &r.moves).join(", ");
+                    let cmd = Command::SetDesired { expected_revision: sim.revision, desired };
+                    if simulate(&mut sim, &mut out, cmd) {
+                        out.notes.push(Note::info(format!("re-placed replicas: {moves}")));
+                    }
+                }
+            }
+            Err(e) => {
+                recurring.insert(Note::warn(format!("cannot re-place replicas: {e}")));
+            }
+        }
+
+        // 5. Drains (and removals): one replica per service at a time, new instance
+        //    ready before the old one stops.
+        if !sim.desired.moves.is_empty() || sim.nodes.values().any(|n| n.draining) {
+            let ready = |node: NodeId, service: &str, replica: u32, generation: u64| {
+                obs.nodes.get(&node).is_some_and(|r| {
+                    r.instances
+                        .iter()
+                        .any(|i| i.service == service && i.replica == replica && i.generation == generation && i.ready)
+                })
+            };
+            let (next, events) = plan_drain_step(&sim, &ready);
+            for e in &events {
+                let level = matches!(e, holdfast_state::drain::DrainEvent::Stuck { .. });
+                let text = format!("drain: {}", e.describe(&sim));
+                recurring.insert(if level { Note::warn(text) } else { Note::info(text) });
+            }
+            if let Some(desired) = next {
+                let cmd = Command::SetDesired { expected_revision: sim.revision, desired };
+                simulate(&mut sim, &mut out, cmd);
+            }
+        }
+        if let Some((cmd, note)) = removal::finish(&sim) {
+            if simulate(&mut sim, &mut out, cmd) {
+                out.notes.push(note);
+            }
+        }
+
+        // 6. Raft membership, against the state as it will be after the proposals.
+        let health = MemberHealth { alive_since: &self.alive_since, down_since: &self.down_since, lag: &obs.lag };
+        out.membership = membership::plan(&sim, me, &obs.membership, health, now);
+
+        out.notes.extend(recurring.difference(&self.said).cloned());
+        self.said = recurring;
+        out
+    }
+}

@@ -1,0 +1,143 @@
+//! The leader's decisions, as pure functions.
+//!
+//! Every duty the leader has — judging which nodes are down, writing the node records the
+//! nodes report, applying `--label` flags once per start, re-placing replicas, stepping
+//! drains, finishing node removals, and keeping the Raft membership safe — is decided
+//! here from (replicated state, observations, time passed in), and comes back as a list
+//! of actions. The node crate runs [`Engine::tick`] on the leader, executes the actions
+//! and reports how that went; nothing here reads a clock, touches a socket or awaits.
+//!
+//! - [`detector`]: the failure detector (node verdicts from heartbeat silence).
+//! - [`records`]: merging the records nodes report about themselves with the flags and
+//!   labels the cluster owns, and `--label` flags applied once per node start.
+//! - [`membership`]: Raft learners and voters: every member a learner first, promoted
+//!   only once alive and caught up for a while; voters spread over sites.
+//! - [`removal`]: `holdfast node rm` as a state the leader finishes.
+//! - [`fence`]: the fencing verdict the leader puts in a heartbeat answer.
+//! - [`engine`]: [`Engine::tick`] sequences all of them against one simulated state, so
+//!   each proposal is planned on the revision the previous one produces.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use holdfast_placement::NodeId;
+use holdfast_state::labels::StartLabels;
+use holdfast_state::Command;
+use serde::{Deserialize, Serialize};
+
+pub mod detector;
+pub mod engine;
+pub mod fence;
+pub mod membership;
+pub mod records;
+pub mod removal;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::Engine;
+
+/// Milliseconds on the runner's monotonic clock (any origin; only differences count).
+pub type Millis = u64;
+
+/// One instance as a node reports it: enough to judge readiness and fencing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub service: String,
+    pub replica: u32,
+    pub generation: u64,
+    pub ready: bool,
+}
+
+/// What the leader last heard from one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeReport {
+    /// When the last heartbeat arrived.
+    pub seen_at: Millis,
+    /// The node's record as it describes itself (the cluster's flags and labels are
+    /// kept when it is merged).
+    pub record: holdfast_state::NodeRecord,
+    pub instances: Vec<InstanceReport>,
+    pub start_labels: Option<StartLabels>,
+}
+
+/// The Raft membership as the leader sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+}
+
+impl Membership {
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+}
+
+/// Everything the leader observed that is not in the replicated state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observations {
+    /// Per node, its last heartbeat (the leader's own report is refreshed every tick).
+    pub nodes: BTreeMap<NodeId, NodeReport>,
+    pub membership: Membership,
+    /// Per member, how many log entries it is behind the leader's log (absent: not known
+    /// to be replicating).
+    pub lag: BTreeMap<NodeId, u64>,
+}
+
+/// One tick's input.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub now: Millis,
+    /// The leader (this node).
+    pub me: NodeId,
+    pub state: &'a holdfast_state::ClusterState,
+    pub observations: &'a Observations,
+    /// The CA this node can record when the state has none (the founder holds the key).
+    pub own_ca: Option<&'a holdfast_state::model::CaRecord>,
+}
+
+/// A change of the Raft membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Replicate the log to a node that does not vote (yet).
+    AddLearner { id: NodeId, addr: String },
+    /// Members that are no longer nodes of the cluster.
+    Remove(BTreeSet<NodeId>),
+    /// Exactly these vote; the other members stay learners.
+    SetVoters(BTreeSet<NodeId>),
+}
+
+/// How loud a note is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Info,
+    /// Needs a human's attention.
+    Warn,
+}
+
+/// Something for the log, said once where it is decided.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Note {
+    pub level: Level,
+    pub text: String,
+}
+
+impl Note {
+    pub fn info(text: impl Into<String>) -> Note {
+        Note { level: Level::Info, text: text.into() }
+    }
+    pub fn warn(text: impl Into<String>) -> Note {
+        Note { level: Level::Warn, text: text.into() }
+    }
+}
+
+/// One tick's decisions, to be executed in order: the proposals one after the other
+/// (each planned on the state the previous one leaves, so a conflict stops the rest),
+/// then — only when every proposal applied — the membership changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    pub proposals: Vec<Command>,
+    pub membership: Vec<MembershipChange>,
+    pub notes: Vec<Note>,
+}

@@ -1,0 +1,102 @@
+//! The `/v1` API handlers, one module per resource. `server.rs` owns TLS, routing and
+//! authentication; these only turn a request into a plan or a read, and a plan into
+//! proposals. A bad request changes nothing.
+//!
+//! - [`services`]: deploy, restart, scale, remove, status.
+//! - [`logs`]: cluster-wide service logs (and the node-to-node side of them).
+//! - [`nodes`]: `nodes`, cordon, drain, uncordon, labels, removal.
+//! - [`tokens`]: join tokens.
+//! - [`settings`]: cluster settings (failure detection, learner promotion).
+//! - [`local`]: this node only: its background loops, re-exec.
+pub mod local;
+pub mod logs;
+pub mod nodes;
+pub mod services;
+pub mod settings;
+pub mod tokens;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use holdfast_api::types::{ErrorBody, PlanResponse};
+use holdfast_raft::ControlPlaneError;
+use holdfast_state::plan::{Plan, PlanError};
+use holdfast_state::{ClusterState, Command, Desired, Response as ApplyResponse};
+
+use crate::NodeContext;
+
+/// An error answer with its HTTP status.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<ControlPlaneError> for ApiError {
+    fn from(e: ControlPlaneError) -> Self {
+        let status = match e {
+            ControlPlaneError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<PlanError> for ApiError {
+    fn from(e: PlanError) -> Self {
+        let status = match e {
+            PlanError::UnknownService { .. } | PlanError::UnknownNode { .. } => StatusCode::NOT_FOUND,
+            PlanError::Placement(_)
+            | PlanError::ServiceOwnedByOtherProject { .. }
+            | PlanError::RouteTaken { .. }
+            | PlanError::LabelsStrandReplicas { .. } => StatusCode::CONFLICT,
+            PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// Plans a change against a linearizable read of the state and proposes it with that
+/// revision; retried when another change slipped in between.
+pub async fn change(
+    ctx: &NodeContext,
+    dry_run: bool,
+    planner: impl Fn(&ClusterState) -> Result<(Plan, Desired), PlanError>,
+) -> Result<PlanResponse, ApiError> {
+    let _guard = ctx.change_lock.lock().await;
+    for _ in 0..5 {
+        let state = ctx.control.read_linearizable().await?;
+        let (plan, desired) = planner(&state)?;
+        if dry_run || plan.is_noop() {
+            return Ok(PlanResponse { plan, applied: false, revision: state.revision });
+        }
+        let req = holdfast_state::Request::new(Command::SetDesired { expected_revision: state.revision, desired });
+        match ctx.control.propose(req).await? {
+            ApplyResponse::Applied { revision } => {
+                tracing::info!(revision, changes = plan.changes.len(), "change applied");
+                return Ok(PlanResponse { plan, applied: true, revision });
+            }
+            ApplyResponse::Conflict { current_revision } => {
+                tracing::debug!(current_revision, "change conflicted; planning again");
+            }
+            other => {
+                return Err(ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("change refused by the state machine: {other:?}"),
+                ))
+            }
+        }
+    }
+    Err(ApiError(StatusCode::CONFLICT, "the state kept changing while planning; try again".into()))
+}
+
+/// Parses a JSON request body, naming what it was for.
+pub fn json_body<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid {what} request body: {e}")))
+}

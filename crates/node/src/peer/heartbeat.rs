@@ -1,0 +1,201 @@
+//! Heartbeats: every node tells the leader it is alive, with its instances' status, every
+//! `heartbeat` period (a cluster setting). The leader keeps what it heard in
+//! [`Liveness`] — the controller's observations — and answers with every node's instances
+//! (so followers can show cluster-wide status and route with the last view they had) and
+//! a fencing verdict: the sender's instances that a newer placement superseded.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use holdfast_agent::InstanceStatus;
+use holdfast_api::client::error_chain;
+use holdfast_api::peer::{Heartbeat, HeartbeatReply, PeerMessage, PEER_VERSION};
+use holdfast_placement::NodeId;
+use holdfast_state::NodeRecord;
+use tokio_util::sync::CancellationToken;
+
+use super::not_leader;
+use crate::api::ApiError;
+use crate::identity;
+use crate::workers::Pass;
+use crate::NodeContext;
+
+/// The worker name heartbeats report under.
+pub const WORKER: &str = "heartbeats";
+
+/// What the leader heard from each node (in memory; a new leader starts fresh and gives
+/// every node `down_after` before judging it), and on followers the last cluster-wide
+/// instance view from the leader's answers.
+#[derive(Default)]
+pub struct Liveness {
+    /// Per node: when its last heartbeat arrived, and the heartbeat.
+    pub seen: HashMap<NodeId, (Instant, Heartbeat)>,
+    /// The last cluster-wide instance view.
+    pub view: BTreeMap<NodeId, Vec<InstanceStatus>>,
+}
+
+impl Liveness {
+    /// Milliseconds since the node was last heard from.
+    pub fn last_seen_ms(&self, id: NodeId) -> Option<u64> {
+        self.seen.get(&id).map(|(t, _)| t.elapsed().as_millis() as u64)
+    }
+}
+
+/// Shared `Arc` so the context stays cheap to clone.
+pub type SharedLiveness = Arc<tokio::sync::Mutex<Liveness>>;
+
+/// This node's own record, keeping the flags and labels the cluster set (the `--label`
+/// flags when it registers for the first time).
+pub fn own_record(ctx: &NodeContext) -> NodeRecord {
+    let state = ctx.control.state();
+    let existing = state.nodes.get(&ctx.identity.node_id);
+    let (labels, labels_start_id) = match existing {
+        Some(n) => (n.labels.clone(), n.labels_start_id),
+        None => (ctx.start_labels.labels.clone(), ctx.start_labels.start_id),
+    };
+    NodeRecord {
+        labels,
+        labels_start_id,
+        cordoned: existing.is_some_and(|n| n.cordoned),
+        draining: existing.is_some_and(|n| n.draining),
+        down: existing.is_some_and(|n| n.down),
+        removing: existing.is_some_and(|n| n.removing),
+        cert_fingerprint: ctx.cert_fingerprint.clone(),
+        ..NodeRecord::new(
+            ctx.identity.node_id,
+            ctx.identity.name.clone(),
+            ctx.advertise.to_string(),
+            ctx.site.clone(),
+            identity::arch(),
+            identity::capacity(),
+        )
+    }
+}
+
+/// This node's heartbeat as it would send it now.
+pub fn own_heartbeat(ctx: &NodeContext) -> Heartbeat {
+    let start_labels = (!ctx.start_labels.labels.is_empty()).then(|| ctx.start_labels.clone());
+    Heartbeat { v: PEER_VERSION, node: own_record(ctx), instances: ctx.agent.status(), start_labels }
+}
+
+/// `POST /cluster/heartbeat` (leader).
+pub async fn handle(State(ctx): State<NodeContext>, body: Bytes) -> Response {
+    let hb = match Heartbeat::decode(&body) {
+        Ok(h) => h,
+        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    if !ctx.control.is_leader() {
+        return not_leader(&ctx);
+    }
+    let state = ctx.control.state();
+    let reports: Vec<holdfast_control::InstanceReport> = hb.instances.iter().map(instance_report).collect();
+    let stale = holdfast_control::fence::stale(&state, hb.node.id, &reports)
+        .into_iter()
+        .map(|(service, replica, generation)| (holdfast_agent::InstanceId::new(service, replica), generation))
+        .collect();
+    let mut live = ctx.liveness.lock().await;
+    live.seen.insert(hb.node.id, (Instant::now(), hb));
+    let instances = live.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect();
+    Json(HeartbeatReply { v: PEER_VERSION, instances, stale, revision: state.revision }).into_response()
+}
+
+/// What the controller needs of an instance's status.
+pub fn instance_report(i: &InstanceStatus) -> holdfast_control::InstanceReport {
+    holdfast_control::InstanceReport {
+        service: i.id.service.clone(),
+        replica: i.id.replica,
+        generation: i.generation,
+        ready: i.ready,
+    }
+}
+
+async fn send(ctx: &NodeContext, leader_addr: &str) -> Result<HeartbeatReply, String> {
+    use http_body_util::BodyExt;
+    let body = serde_json::to_vec(&own_heartbeat(ctx)).map_err(|e| e.to_string())?;
+    let req = hyper::Request::post(format!("https://{leader_addr}/cluster/heartbeat"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(1), ctx.node_client.request(req))
+        .await
+        .map_err(|_| "no answer within 1s".to_string())?
+        .map_err(|e| error_chain(&e))?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    HeartbeatReply::decode(&bytes).map_err(|e| e.to_string())
+}
+
+/// Every node: heartbeats to the leader (on the leader: records its own).
+pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
+    loop {
+        // The period follows the cluster's settings as they change.
+        let period = Duration::from_millis(ctx.control.state().settings.heartbeat_ms);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let pass = beat(&ctx).await;
+        ctx.workers.report(WORKER, pass);
+    }
+}
+
+async fn beat(ctx: &NodeContext) -> Pass {
+    if ctx.control.is_leader() {
+        let hb = own_heartbeat(ctx);
+        let mut live = ctx.liveness.lock().await;
+        live.seen.insert(ctx.identity.node_id, (Instant::now(), hb));
+        let view = live.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect();
+        live.view = view;
+        drop(live);
+        apply_fence(ctx, &ctx.control.state(), None);
+        return Pass::Idle("this node is the leader");
+    }
+    ctx.liveness.lock().await.seen.clear();
+    let Some((_, addr)) = ctx.control.leader() else { return Pass::Error("no leader known".into()) };
+    match send(ctx, &addr).await {
+        Ok(reply) => {
+            apply_fence(ctx, &ctx.control.state(), Some(&reply.stale));
+            ctx.liveness.lock().await.view = reply.instances;
+            ctx.leader_contact.send_replace(Some(reply.revision));
+            Pass::Steady
+        }
+        Err(e) => Pass::Error(format!("heartbeat to the leader at {addr}: {e}")),
+    }
+}
+
+/// Records the leader's fencing verdict: `stale` instances are stopped at once. Entries
+/// the local state no longer places here (it has caught up) are forgotten.
+fn apply_fence(
+    ctx: &NodeContext,
+    state: &holdfast_state::ClusterState,
+    stale: Option<&[(holdfast_agent::InstanceId, u64)]>,
+) {
+    let node = ctx.identity.node_id;
+    ctx.fenced.send_if_modified(|fenced| {
+        let before = fenced.len();
+        fenced.retain(|(id, g)| state.is_current(node, &id.service, id.replica, *g));
+        let mut added = false;
+        for (id, generation) in stale.unwrap_or_default() {
+            if fenced.insert((id.clone(), *generation)) {
+                tracing::warn!(instance = %id, generation, "the leader says this instance is superseded: stopping it");
+                added = true;
+            }
+        }
+        added || fenced.len() != before
+    });
+}
+
+/// All instances the cluster reports, by node (this node's own always fresh).
+pub async fn observed_by_node(ctx: &NodeContext) -> BTreeMap<NodeId, Vec<InstanceStatus>> {
+    let mut view = ctx.liveness.lock().await.view.clone();
+    view.insert(ctx.identity.node_id, ctx.agent.status());
+    view
+}
