@@ -142,7 +142,8 @@ mod base64_free {
 fn a_removed_node_certificate_is_refused() {
     // Proves: node-to-node endpoints accept a member's certificate, and refuse it once
     // the node was removed with `holdfast node rm`.
-    let nodes = cluster("revoked", 24000, &["a", "a", "b"]);
+    let mut nodes = cluster("revoked", 24000, &["a", "a", "b"]);
+    nodes.allow_errors(&[NODE_RM_VOTER_RACE]);
     let n3 = &nodes[2];
     // (HTTP code, body) of a request to `target` with n3's certificate (real curl);
     // code 0 when no HTTP answer came (a TLS failure).
@@ -477,7 +478,7 @@ fn labels_select_nodes_and_relabelling_moves_only_what_no_longer_matches() {
     // it (as `status --json` shows); `holdfast node label` moves the replica whose node no
     // longer matches, refuses a change that would strand replicas and built-in labels; a
     // restart with the same `--label` flags labels the node again and moves nothing.
-    let mut nodes = form(
+    let mut nodes = Cluster::form(
         config("labels")
             .node(&["--site", "a", "--label", "disk=ssd"])
             .node(&["--site", "a", "--label", "disk=ssd", "--label", "rack=r2"])

@@ -31,7 +31,7 @@ fn cluster_with_web(name: &str, sites: &[&str]) -> Option<Cluster> {
     if !namespaces_or_skip(name) {
         return None;
     }
-    let c = form(config(name).sites(sites).namespaces());
+    let c = Cluster::form(config(name).sites(sites).namespaces());
     let (ok, out, err) = c[0].deploy_yaml("web.yaml", &web(sites.len() as u32));
     assert!(ok, "deploy: {out}\n{err}");
     c[0].wait_ready("web", sites.len() as u64, Duration::from_secs(30));

@@ -495,7 +495,12 @@ impl Node {
                 format!("{}:{}", self.ip, self.dns_port),
             ]);
         } else {
-            argv.extend(["--http", "off", "--dns", "off"].map(String::from));
+            // Off, unless the command names its own (a test of a taken port does).
+            for flag in ["--http", "--dns"] {
+                if !command.iter().any(|a| a == flag) {
+                    argv.extend([flag.to_string(), "off".to_string()]);
+                }
+            }
         }
         argv.extend(["--log-level", "info,openraft=warn,holdfast_node=debug"].map(String::from));
         argv
@@ -528,7 +533,7 @@ impl Node {
     }
 
     /// Runs the daemon with `command` (e.g. a `join` that must be refused) without its
-    /// ingress and DNS, and waits at most `bound` for it to exit; its exit status (a
+    /// ingress and DNS (unless `command` gives `--http`/`--dns`), and waits at most `bound` for it to exit; its exit status (a
     /// process still running then is killed, and fails the test).
     pub fn try_run(&mut self, command: &[&str], bound: Duration) -> ExitStatus {
         self.run += 1;

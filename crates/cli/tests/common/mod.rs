@@ -25,22 +25,16 @@ pub fn one_node(name: &str, ports_from: u16) -> Cluster {
     Cluster::form(config(name).plain(1).ports_from(ports_from))
 }
 
-/// Error lines a forming cluster may log today. A known product bug, to be fixed in
-/// node/cluster.rs (voter management): the leader sometimes asks openraft to promote a
-/// node that is not yet its learner; the next leader tick retries and succeeds.
-pub const FORMATION_RACE: &str = "add it as learner before adding it as a voter";
-
 /// A founder and joined nodes, one per entry of `sites`, on loopback.
 pub fn cluster(name: &str, ports_from: u16, sites: &[&str]) -> Cluster {
-    form(config(name).sites(sites).ports_from(ports_from))
+    Cluster::form(config(name).sites(sites).ports_from(ports_from))
 }
 
-/// [`Cluster::form`], allowing the known formation race ([`FORMATION_RACE`]).
-pub fn form(cfg: ClusterConfig) -> Cluster {
-    let mut c = Cluster::form(cfg);
-    c.allow_errors(&[FORMATION_RACE]);
-    c
-}
+/// What the leader logs today while `node rm` takes a voter out: a known product bug (to
+/// fix in the controller's voter changes): it asks openraft to keep the removed node as
+/// a voter after dropping it as a learner, then retries without it. Tests of `node rm`
+/// allow this line; any other test fails on it.
+pub const NODE_RM_VOTER_RACE: &str = "add it as learner before adding it as a voter";
 
 /// The demo web service of most tests: `replicas` of holdfast-demo-web (port `http`
 /// 8080, health-checked every 300 ms) in `project`, routed from `route` when given.
