@@ -169,6 +169,10 @@ pub struct NodeView {
     /// Raft log entries the node is behind the leader (answered by the leader only).
     #[serde(default)]
     pub lag_entries: Option<u64>,
+    /// For a learner, why it does not vote yet (e.g. "alive for 2100ms of the 5000ms a
+    /// new voter needs"); absent once it may vote (voters are chosen 1, 3 or 5 at a time).
+    #[serde(default)]
+    pub not_voting_because: Option<String>,
 }
 
 /// `POST /v1/nodes/{name}/labels`: set and remove user labels of a node.

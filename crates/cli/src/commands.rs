@@ -477,8 +477,54 @@ pub async fn cordon(g: &Global, args: NodeArgs) -> Result<ExitCode> {
 pub async fn drain(g: &Global, args: DrainArgs) -> Result<ExitCode> {
     let c = client(g)?;
     let r = c.drain(&args.node).await?;
-    if args.no_wait {
-        return print_json_or(g, &r, &r.message);
+    let name = args.node.clone();
+    follow(g, &r, args.no_wait, args.timeout, async |elapsed| {
+        let nodes = c.nodes().await?;
+        let node = find_node(&nodes, &name).ok_or_else(|| anyhow!("node `{name}` is no longer a member"))?;
+        let status = c.status().await?;
+        let moving: Vec<&String> =
+            status.warnings.iter().filter(|w| w.contains("(drain)") || w.contains("cannot leave")).collect();
+        if node.instances == 0 && moving.is_empty() {
+            return Ok(Follow::Done(format!("node {} is drained ({:.1}s)", node.name, elapsed.as_secs_f64())));
+        }
+        let line = format!(
+            "  {} replica(s) left on {}{}",
+            node.instances,
+            node.name,
+            moving.iter().map(|m| format!("\n    {m}")).collect::<String>()
+        );
+        let late = format!(
+            "node {} still holds {} replica(s) after {}s; the drain goes on in the background (see `holdfast status`)",
+            node.name,
+            node.instances,
+            args.timeout.as_secs()
+        );
+        Ok(Follow::Progress(line, late))
+    })
+    .await
+}
+
+/// One poll of an operation [`follow`] waits for.
+enum Follow {
+    /// Finished: the line to print.
+    Done(String),
+    /// Still going: a progress line (printed when it changes), and what to say if the
+    /// wait times out now.
+    Progress(String, String),
+}
+
+/// Prints `r`'s message, then polls until the operation is done, printing progress lines
+/// as they change; on `timeout` fails with the last poll's message (the operation goes on
+/// in the background). `--no-wait` and `--json` print only the answer.
+async fn follow(
+    g: &Global,
+    r: &holdfast_api::types::NodeActionResponse,
+    no_wait: bool,
+    timeout: Duration,
+    mut poll: impl AsyncFnMut(Duration) -> Result<Follow>,
+) -> Result<ExitCode> {
+    if no_wait {
+        return print_json_or(g, r, &r.message);
     }
     if !g.json {
         eprintln!("{}", r.message);
@@ -486,45 +532,34 @@ pub async fn drain(g: &Global, args: DrainArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let mut last_line = String::new();
     loop {
-        let nodes = c.nodes().await?;
-        let node = nodes
-            .nodes
-            .iter()
-            .find(|n| n.name == args.node || n.id.to_string() == args.node)
-            .ok_or_else(|| anyhow!("node `{}` is no longer a member", args.node))?;
-        let status = c.status().await?;
-        let moving: Vec<&String> =
-            status.warnings.iter().filter(|w| w.contains("(drain)") || w.contains("cannot leave")).collect();
-        if node.instances == 0 && moving.is_empty() {
-            if g.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                println!("node {} is drained ({:.1}s)", node.name, start.elapsed().as_secs_f64());
+        match poll(start.elapsed()).await? {
+            Follow::Done(line) => {
+                if g.json {
+                    println!("{}", serde_json::to_string_pretty(r)?);
+                } else {
+                    println!("{line}");
+                }
+                return Ok(ExitCode::SUCCESS);
             }
-            return Ok(ExitCode::SUCCESS);
-        }
-        if !g.json {
-            let line = format!(
-                "  {} replica(s) left on {}{}",
-                node.instances,
-                node.name,
-                moving.iter().map(|m| format!("\n    {m}")).collect::<String>()
-            );
-            if line != last_line {
-                eprintln!("{line}");
-                last_line = line;
+            Follow::Progress(line, late) => {
+                if !g.json && line != last_line {
+                    eprintln!("{line}");
+                    last_line = line;
+                }
+                if start.elapsed() >= timeout {
+                    bail!("{late}");
+                }
             }
-        }
-        if start.elapsed() >= args.timeout {
-            bail!(
-                "node {} still holds {} replica(s) after {}s; the drain goes on in the background (see `holdfast status`)",
-                node.name,
-                node.instances,
-                args.timeout.as_secs()
-            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+fn find_node<'a>(
+    nodes: &'a holdfast_api::types::NodesResponse,
+    name: &str,
+) -> Option<&'a holdfast_api::types::NodeView> {
+    nodes.nodes.iter().find(|n| n.name == name || n.id.to_string() == name)
 }
 
 pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<ExitCode> {
@@ -562,49 +597,28 @@ pub async fn cluster(g: &Global, cmd: ClusterCmd) -> Result<ExitCode> {
 async fn node_rm(g: &Global, args: NodeRmArgs) -> Result<ExitCode> {
     let c = client(g)?;
     let r = c.remove_node(&args.node).await?;
-    if args.no_wait {
-        return print_json_or(g, &r, &r.message);
-    }
-    if !g.json {
-        eprintln!("{}", r.message);
-    }
-    let start = Instant::now();
-    let mut last_line = String::new();
-    loop {
+    let name = args.node.clone();
+    follow(g, &r, args.no_wait, args.timeout, async |elapsed| {
         let nodes = c.nodes().await?;
-        let Some(node) = nodes.nodes.iter().find(|n| n.name == args.node || n.id.to_string() == args.node) else {
-            if g.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                println!(
-                    "node {} removed ({:.1}s); its certificate is no longer accepted",
-                    args.node,
-                    start.elapsed().as_secs_f64()
-                );
-            }
-            return Ok(ExitCode::SUCCESS);
+        let Some(node) = find_node(&nodes, &name) else {
+            return Ok(Follow::Done(format!(
+                "node {name} removed ({:.1}s); its certificate is no longer accepted",
+                elapsed.as_secs_f64()
+            )));
         };
         if !node.removing {
             bail!("the removal of node {} was cancelled (uncordoned); it stays a member", node.name);
         }
-        if !g.json {
-            let line = format!("  {} replica(s) left on {}", node.instances, node.name);
-            if line != last_line {
-                eprintln!("{line}");
-                last_line = line;
-            }
-        }
-        if start.elapsed() >= args.timeout {
-            bail!(
-                "node {} still holds {} replica(s) after {}s; the removal goes on in the background (see `holdfast nodes`; `holdfast uncordon {}` cancels it)",
-                node.name,
-                node.instances,
-                args.timeout.as_secs(),
-                node.name
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        let late = format!(
+            "node {} still holds {} replica(s) after {}s; the removal goes on in the background (see `holdfast nodes`; `holdfast uncordon {}` cancels it)",
+            node.name,
+            node.instances,
+            args.timeout.as_secs(),
+            node.name
+        );
+        Ok(Follow::Progress(format!("  {} replica(s) left on {}", node.instances, node.name), late))
+    })
+    .await
 }
 
 /// `holdfast workers`: the background loops of the node this CLI talks to.

@@ -169,7 +169,10 @@ pub fn nodes(r: &NodesResponse) -> String {
                 n.addr.clone(),
                 n.site.clone(),
                 n.arch.clone(),
-                n.role.clone(),
+                match &n.not_voting_because {
+                    Some(why) => format!("{} ({why})", n.role),
+                    None => n.role.clone(),
+                },
                 match (n.draining, n.cordoned) {
                     _ if n.removing => format!("{},removing", n.state),
                     (true, _) if n.instances > 0 => format!("{},draining", n.state),

@@ -132,6 +132,15 @@ fn a_change_without_quorum_fails_in_bounded_time_and_names_the_voters() {
     let st = nodes[li].status();
     assert_eq!(st["control_plane"]["revision"], before, "nothing was applied");
     assert_eq!(service_of(&st, "web")["replicas"], 1);
+    // The leader's own duties cannot commit either (the dead nodes' verdicts): status
+    // says so, and `workers` names the error.
+    let warnings = wait_for("status shows the failing leader duties", Duration::from_secs(20), || {
+        let w = nodes[li].try_status()?["warnings"].to_string();
+        w.contains("background loop `leader duties` failed").then_some(w)
+    });
+    assert!(warnings.contains("needs a majority") || warnings.contains("did not commit"), "{warnings}");
+    let workers = nodes[li].cli_ok(&["workers"]);
+    assert!(workers.contains("leader duties") && workers.contains("failing"), "{workers}");
 }
 
 #[test]

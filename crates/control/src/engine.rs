@@ -28,6 +28,11 @@ pub struct Engine {
     /// Recurring notes (a stuck replica, a drain step) said on the last tick: said again
     /// only when they change.
     said: BTreeSet<Note>,
+    /// The committed revision re-placement last found nothing to move at, and the notes
+    /// it had: re-placement is a pure function of the state, and a committed revision
+    /// names exactly one state, so at the same revision it is not computed again (an
+    /// idle leader does no placement work).
+    pub(crate) placed_at: Option<(u64, Vec<Note>)>,
 }
 
 /// Applies `cmd` to the simulated state and proposes it; a command the state would
@@ -140,21 +145,32 @@ impl Engine {
         self.down_since.retain(|id, _| sim.nodes.get(id).is_some_and(|n| n.down));
 
         // 4. Re-place replicas that may not stay where they are (down, gone, relabelled).
-        match plan_reschedule(&sim) {
-            Ok(r) => {
-                for e in &r.stuck {
-                    recurring.insert(Note::warn(format!("a replica cannot move; it stays where it is: {e}")));
-                }
-                if let Some(desired) = r.desired {
-                    let moves = describe_moves(&sim, &r.moves).join(", ");
-                    let cmd = Command::SetDesired { expected_revision: sim.revision, desired };
-                    if simulate(&mut sim, &mut out, cmd) {
-                        out.notes.push(Note::info(format!("re-placed replicas: {moves}")));
+        match &self.placed_at {
+            Some((revision, notes)) if *revision == sim.revision => recurring.extend(notes.iter().cloned()),
+            _ => {
+                let mut notes = Vec::new();
+                let mut settled = true;
+                match plan_reschedule(&sim) {
+                    Ok(r) => {
+                        for e in &r.stuck {
+                            notes.push(Note::warn(format!("a replica cannot move; it stays where it is: {e}")));
+                        }
+                        if let Some(desired) = r.desired {
+                            settled = false;
+                            let moves = describe_moves(&sim, &r.moves).join(", ");
+                            let cmd = Command::SetDesired { expected_revision: sim.revision, desired };
+                            if simulate(&mut sim, &mut out, cmd) {
+                                out.notes.push(Note::info(format!("re-placed replicas: {moves}")));
+                            }
+                        }
                     }
+                    Err(e) => notes.push(Note::warn(format!("cannot re-place replicas: {e}"))),
                 }
-            }
-            Err(e) => {
-                recurring.insert(Note::warn(format!("cannot re-place replicas: {e}")));
+                recurring.extend(notes.iter().cloned());
+                // Only a revision the log has committed names one state (a simulated one
+                // may never be reached if a proposal fails).
+                let committed = sim.revision == state.revision;
+                self.placed_at = (settled && committed).then_some((sim.revision, notes));
             }
         }
 

@@ -526,6 +526,24 @@ fn fencing_verdicts_name_superseded_instances() {
     assert!(crate::fence::stale(&w.state, 3, &current[1..]).is_empty());
 }
 
+#[test]
+fn an_idle_leader_does_not_re_place_again_at_the_same_revision() {
+    let mut w = world(&[(1, "a"), (2, "a")]);
+    w.deploy("project: p\nservices:\n  db:\n    run: [sleep, '100']\n    placement: {node_selector: {name: n2}}\n");
+    w.after(3000).all_seen_but(&[2]).check(&["n2 down"]);
+    // Planned on a simulated revision: not remembered.
+    assert_eq!(w.engine.placed_at, None);
+    w.after(300).all_seen_but(&[2]).check(&[]);
+    // Worked out again at the committed revision and remembered with its note.
+    assert_eq!(w.engine.placed_at.as_ref().map(|(r, n)| (*r, n.len())), Some((w.state.revision, 1)));
+    w.after(300).all_seen_but(&[2]).check(&[]);
+    assert!(w.notes().is_empty(), "the stuck note is not said again: {:?}", w.notes());
+    // A new revision is planned again: n2 back, nothing to move.
+    w.after(300).all_seen_but(&[]).check(&["n2 up"]);
+    w.check(&[]);
+    assert_eq!(w.engine.placed_at.as_ref().map(|(r, n)| (*r, n.len())), Some((w.state.revision, 0)));
+}
+
 // ---------------------------------------------------------------- properties
 
 mod props {

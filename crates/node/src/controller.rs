@@ -94,6 +94,9 @@ async fn pass(ctx: &NodeContext, engine: &mut Engine, epoch: Instant) -> Pass {
             own_ca: own_ca.as_ref(),
         };
         let out = engine.tick(input);
+        if let Ok(mut p) = ctx.promotion.lock() {
+            *p = engine.promotion_blockers(input);
+        }
         for note in &out.notes {
             match note.level {
                 Level::Warn => tracing::warn!("{}", note.text),

@@ -130,6 +130,8 @@ pub struct NodeContext {
     pub cert_fingerprint: String,
     /// What each background loop is doing.
     pub workers: workers::Workers,
+    /// On the leader: why each learner does not vote yet (from the last controller pass).
+    pub promotion: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, String>>>,
 }
 
 /// Checks, before anything is written or any cluster is asked, that the listeners this
@@ -247,6 +249,7 @@ impl Node {
             start_labels,
             cert_fingerprint,
             workers: workers::Workers::default(),
+            promotion: Default::default(),
         };
         let net = holdfast_net::Net::start(holdfast_net::NetConfig {
             proxy: true,

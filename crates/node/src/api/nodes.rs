@@ -21,6 +21,7 @@ pub async fn list_nodes(State(ctx): State<NodeContext>) -> Json<NodesResponse> {
     let leader = ctx.control.leader().map(|(id, _)| id);
     let live = ctx.liveness.lock().await;
     let lag = ctx.control.replication_lag();
+    let promotion = ctx.promotion.lock().map(|p| p.clone()).unwrap_or_default();
     let is_leader = ctx.control.is_leader();
     let mut nodes = Vec::new();
     for n in state.nodes.values() {
@@ -64,6 +65,11 @@ pub async fn list_nodes(State(ctx): State<NodeContext>) -> Json<NodesResponse> {
             labels: node_labels(n),
             removing: n.removing,
             lag_entries: if is_leader { lag.get(&n.id).copied() } else { None },
+            not_voting_because: if is_leader && learners.contains(&n.id) {
+                promotion.get(&n.id).cloned()
+            } else {
+                None
+            },
         });
     }
     Json(NodesResponse { nodes, warnings: cluster_warnings(&ctx) })
