@@ -136,7 +136,7 @@ fn a_change_without_quorum_fails_in_bounded_time_and_names_the_voters() {
     // says so, and `workers` names the error.
     let warnings = wait_for("status shows the failing leader duties", Duration::from_secs(20), || {
         let w = nodes[li].try_status()?["warnings"].to_string();
-        w.contains("background loop `leader duties` failed").then_some(w)
+        seen_unless(w.contains("background loop `leader duties` failed"), w.clone(), w)
     });
     assert!(warnings.contains("needs a majority") || warnings.contains("did not commit"), "{warnings}");
     let workers = nodes[li].cli_ok(&["workers"]);
