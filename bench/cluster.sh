@@ -8,6 +8,8 @@
 #     full readiness elsewhere (target < 10 s);
 #   - drain: a node holding 2 of 6 replicas drained under steady HTTP load (failed
 #     requests, target 0; time until the node is empty);
+#   - frozen node: a follower SIGSTOPped under steady HTTP load; latency of the requests
+#     after the survivor's link to it is down (p99 and max, target < 300 ms);
 #   - scheduler: 100,000 replicas on 5,000 nodes over 10 sites, with node selectors, site
 #     spread and anti-affinity (target < 1 s), and without any constraint.
 #   - tunnel: HTTP through a node's ingress to a replica on that node (local) and to the
@@ -137,6 +139,39 @@ drain_left=$(hf 1 nodes --json | python3 -c "import json,sys; print(next(n['inst
 for n in 1 2 3; do [ -f "$work/n$n/holdfast.pid" ] && kill -TERM "$(cat "$work/n$n/holdfast.pid")" 2>/dev/null || true; done
 sleep 3; rm -rf "$work"/n*
 
+# --- frozen node: steady HTTP load through n1's ingress, SIGSTOP a follower (its TCP
+# stays up, it answers nothing); once n1's link to it is down, how long requests take
+# (the end-to-end test only checks they never wait for the frozen node's 1 s open timeout)
+start_node 1 a
+start_node 2 a "$(hf 1 token create --ttl 5m 2>/dev/null)"
+start_node 3 b "$(hf 1 token create --ttl 5m 2>/dev/null)"
+sleep 2
+sed 's/drill.localhost/frz.localhost/' "$work/web.yaml" >"$work/frz.yaml"
+hf 1 deploy "$work/frz.yaml" --timeout 30s >/dev/null
+sleep 1
+lid=$(leader_id 1); lname=$(node_of_id 1 "$lid")
+fvictim=3; [ "$lname" = n3 ] && fvictim=2
+( end=$(( $(date +%s) + 8 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    printf '%s ' "$(now)"
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' --max-time 5 -H 'Host: frz.localhost' http://127.0.77.1:8080/
+  done >"$work/frz.txt" ) &
+load=$!
+sleep 2
+kill -STOP "$(cat "$work/n$fvictim/holdfast.pid")"
+link_up() { curl -s --max-time 2 --cacert "$work/n1/ca.pem" --cert "$work/n1/node.pem" --key "$work/n1/node.key" "https://127.0.77.1:7946/cluster/links" | python3 -c "import json,sys; print(next((int(l['up']) for l in json.load(sys.stdin)['links'] if l['peer']=='127.0.77.$fvictim:7946'), 1))" 2>/dev/null || echo 1; }
+while [ "$(link_up)" = 1 ]; do sleep 0.02; done
+link_down_at=$(now)
+wait "$load"
+kill -CONT "$(cat "$work/n$fvictim/holdfast.pid")"
+frz_after=$(awk -v t="$link_down_at" '$1 > t + 0.1 {print $3}' "$work/frz.txt" | sort -n)
+frz_n=$(echo "$frz_after" | grep -c . || true)
+frz_failed=$(awk '$2 != 200' "$work/frz.txt" | wc -l)
+frz_p99_ms=$(echo "$frz_after" | awk '{v[NR] = $1} END {i = int(NR * 0.99); if (i < 1) i = 1; printf "%.0f", v[i] * 1000}')
+frz_max_ms=$(echo "$frz_after" | awk 'END {printf "%.0f", $1 * 1000}')
+for n in 1 2 3; do [ -f "$work/n$n/holdfast.pid" ] && kill -TERM "$(cat "$work/n$n/holdfast.pid")" 2>/dev/null || true; done
+sleep 3; rm -rf "$work"/n*
+
 # --- tunnel throughput: one replica, wrk through its own node's ingress and the other's
 start_node 1 a
 start_node 2 a "$(hf 1 token create --ttl 5m 2>/dev/null)"
@@ -185,6 +220,7 @@ printf '%-52s %-26s %s\n' "drill: longest request during the kill (s)" "$drill_l
 printf '%-52s %-26s %s\n' "dead node's replica ready elsewhere (s)" "$replace_s" "< 10 s; k8s ~340 s, Nomad 20-30 s, Swarm ~15 s"
 printf '%-52s %-26s %s\n' "drain of a node with 2 replicas: time (s), left" "$drain_s, $drain_left left" "one move per service, start before stop"
 printf '%-52s %-26s %s\n' "drain: failed requests (of $drain_total) via n1" "$drain_failed" "0"
+printf '%-52s %-26s %s\n' "frozen node: requests after its link is down (p99, max ms)" "$frz_p99_ms, $frz_max_ms ($frz_n req, $frz_failed failed)" "< 300 ms; never the 1 s open timeout"
 
 printf '%-52s %-26s %s\n' "schedule 100k replicas on 5k nodes, no rules (ms)" "$sched_plain_ms" "< 1000 ms"
 printf '%-52s %-26s %s\n' "... with selectors, site spread, anti-affinity (ms)" "$sched_ms" "< 1000 ms"
@@ -194,7 +230,7 @@ printf '%-52s %-26s %s\n' "ingress -> replica on another node (req/s, p99 ms)" "
 printf '%-52s %-26s %s\n' "one 200 MB download, same node / other node (MB/s)" "$bulk_local / $bulk_tunnel" "one tunneled stream: TLS + HTTP/2 framing"
 echo "  links of n$on after the run: $tun_links"
 out="bench/results/cluster-$(date +%Y%m%d-%H%M%S).json"
-printf '{"rss_idle_mb": [%s], "rss_20svc_mb": [%s], "leader_failover_s": [%s], "replacement_s": %s, "drill_requests": %s, "drill_failed": %s, "drill_longest_s": %s, "schedule_100k_ms": %s, "schedule_100k_plain_ms": %s, "ingress_local_rps": %s, "ingress_local_p99_ms": %s, "ingress_tunnel_rps": %s, "ingress_tunnel_p99_ms": %s, "bulk_local_mb_s": %s, "bulk_tunnel_mb_s": %s, "drain_s": %s, "drain_requests": %s, "drain_failed": %s}\n' \
+printf '{"rss_idle_mb": [%s], "rss_20svc_mb": [%s], "leader_failover_s": [%s], "replacement_s": %s, "drill_requests": %s, "drill_failed": %s, "drill_longest_s": %s, "schedule_100k_ms": %s, "schedule_100k_plain_ms": %s, "ingress_local_rps": %s, "ingress_local_p99_ms": %s, "ingress_tunnel_rps": %s, "ingress_tunnel_p99_ms": %s, "bulk_local_mb_s": %s, "bulk_tunnel_mb_s": %s, "drain_s": %s, "drain_requests": %s, "drain_failed": %s, "frozen_after_link_down_p99_ms": %s, "frozen_after_link_down_max_ms": %s, "frozen_failed": %s}\n' \
   "$(IFS=,; echo "${idle[*]}")" "$(IFS=,; echo "${busy[*]}")" "$(IFS=,; echo "${failovers[*]}")" "$replace_s" "$drill_total" "$drill_failed" "$drill_longest" "$sched_ms" "$sched_plain_ms" \
-  "$tun_local_rps" "$tun_local_p99" "$tun_rps" "$tun_p99" "$bulk_local" "$bulk_tunnel" "$drain_s" "$drain_total" "$drain_failed" >"$out"
+  "$tun_local_rps" "$tun_local_p99" "$tun_rps" "$tun_p99" "$bulk_local" "$bulk_tunnel" "$drain_s" "$drain_total" "$drain_failed" "$frz_p99_ms" "$frz_max_ms" "$frz_failed" >"$out"
 echo "results written to $out"

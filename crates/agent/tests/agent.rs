@@ -261,9 +261,15 @@ async fn two_http_replicas_become_ready_and_serve() {
             assert!(!s.adopted);
             assert!(s.pid.is_some() && s.started_at_ms.is_some());
             assert!(s.last_health_error.is_none(), "{:?}", s.last_health_error);
-            if s.warnings.is_empty() {
+            // Usage comes from the instance's cgroups. A machine without usable cgroup
+            // controllers reports that as a warning; only outside CI may the usage check
+            // then be left out, and it says so.
+            if s.warnings.is_empty() || ci() {
+                assert!(s.warnings.is_empty(), "CI=true: cgroups unusable: {:?}", s.warnings);
                 assert!(s.memory_bytes.is_some_and(|m| m > 0), "memory usage from cgroup: {s:?}");
                 assert!(s.cpu_usage_ns.is_some(), "cpu usage from cgroup: {s:?}");
+            } else {
+                eprintln!("SKIPPED the cgroup usage check of {}: {:?}", s.id, s.warnings);
             }
             let log = read(&h.log_file(&s.id));
             assert!(log.contains(&format!("--- holdfast: started pid {} (generation 1)", s.pid.unwrap_or(0))));

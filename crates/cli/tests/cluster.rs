@@ -8,25 +8,15 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const WEB: &str = r#"
-project: demo
-services:
-  web:
-    run: ["holdfast-demo-web"]
-    replicas: 3
-    ports: {http: 8080}
-    health: {http: /healthz, interval: 300ms, timeout: 300ms}
-"#;
-
 #[test]
 fn three_nodes_over_two_sites_survive_leader_loss() {
     // Proves: nodes join with tokens, replicas spread over every node, killing the leader
     // elects a new one within seconds, its replica is replaced on a survivor, and changes
     // work again.
-    let mut nodes = cluster(21, 22000, &["seoul", "seoul", "idc"]);
+    let mut nodes = cluster("leaderloss", 22000, &["seoul", "seoul", "idc"]);
     let out = nodes[0].cli_ok(&["nodes"]);
     assert!(out.contains("2 of 3 control-plane voters are in site `seoul`"), "layout warning: {out}");
-    let (ok, out, err) = nodes[2].deploy_yaml("web.yaml", WEB);
+    let (ok, out, err) = nodes[2].deploy_yaml("web.yaml", &demo_web("demo", 3, None));
     assert!(ok, "deploy through a follower: {out}\n{err}");
     let st = nodes[1].wait_ready("web", 3, Duration::from_secs(20));
     let placed: Vec<String> = service_of(&st, "web")["instances"]
@@ -41,14 +31,16 @@ fn three_nodes_over_two_sites_survive_leader_loss() {
     distinct.dedup();
     assert_eq!(distinct.len(), 3, "one replica per node: {placed:?}");
 
-    let leader = leader_of(&nodes[0]).expect("a leader");
-    let li = nodes.iter().position(|d| node_id(d) == leader).expect("leader is one of ours");
-    let leader_name = nodes[li].name();
+    let leader = nodes[0].leader().expect("a leader");
+    let li = nodes.leader_index(0).expect("leader is one of ours");
+    let leader_name = nodes[li].name.clone();
     let killed_at = Instant::now();
     nodes[li].kill_machine();
     let survivor = if li == 0 { 1 } else { 0 };
-    let new_leader =
-        wait_for("a new leader", Duration::from_secs(10), || leader_of(&nodes[survivor]).filter(|l| *l != leader));
+    let new_leader = wait_for("a new leader", Duration::from_secs(10), || {
+        let now = nodes[survivor].leader();
+        now.filter(|l| *l != leader).ok_or(now)
+    });
     let elected = killed_at.elapsed();
     assert_ne!(new_leader, leader);
     eprintln!("new leader after {elected:?}");
@@ -56,12 +48,13 @@ fn three_nodes_over_two_sites_survive_leader_loss() {
     let st = wait_for("web replaced on survivors", Duration::from_secs(20), || {
         let st = nodes[survivor].try_status()?;
         let s = service_of(&st, "web");
-        let ok = s["ready"] == 3 && s["instances"].as_array()?.iter().all(|i| i["node"] != leader_name.as_str());
-        ok.then_some(st)
+        let ok = s["ready"] == 3
+            && s["instances"].as_array().is_some_and(|a| a.iter().all(|i| i["node"] != leader_name.as_str()));
+        seen_unless(ok, st.clone(), s.to_string())
     });
     eprintln!("replacement ready after {:?}", killed_at.elapsed());
     assert!(st["warnings"].to_string().contains(&format!("node {leader_name} is down")), "{}", st["warnings"]);
-    let (ok, out, err) = nodes[survivor].deploy_yaml("web.yaml", &WEB.replace("replicas: 3", "replicas: 4"));
+    let (ok, out, err) = nodes[survivor].deploy_yaml("web.yaml", &demo_web("demo", 4, None));
     assert!(ok, "changes work with 2 of 3 voters: {out}\n{err}");
     nodes[survivor].wait_ready("web", 4, Duration::from_secs(20));
 }
@@ -70,34 +63,36 @@ fn three_nodes_over_two_sites_survive_leader_loss() {
 fn join_refuses_wrong_expired_and_reused_tokens_without_half_joining() {
     // Proves: a bad token is refused with a clear message and leaves the new data
     // directory uninitialised; a good token works once.
-    let founder = Daemon::start_with("127.0.22.1", 23000, &["up", "--name", "n1"]);
-    let good = founder.token("5m");
+    let mut c = Cluster::prepare(config("joins").plain(6).ports_from(23000));
+    c[0].start_up();
+    let good = c[0].token("5m");
     // Wrong secret: same token with another secret.
     let tampered = {
         use base64_free::*;
         retoken(&good, |t| t["secret"] = Value::String("00".repeat(32)))
     };
-    let (d, st) = Daemon::try_spawn("127.0.22.2", 23100, &["join", &tampered, "--name", "bad"]);
+    let bound = Duration::from_secs(20);
+    let st = c[1].try_run(&["join", &tampered, "--name", "bad"], bound);
     assert_eq!(st.code(), Some(1));
-    assert!(d.log_text().contains("wrong join token secret"), "{}", d.log_text());
-    assert!(!d.dir.join("node.json").exists(), "nothing half-joined");
+    assert!(c[1].log_text().contains("wrong join token secret"), "{}", c[1].log_text());
+    assert!(!c[1].dir.join("node.json").exists(), "nothing half-joined");
 
-    let short = founder.token("1s");
-    std::thread::sleep(Duration::from_millis(1500));
-    let (d, st) = Daemon::try_spawn("127.0.22.3", 23200, &["join", &short, "--name", "late"]);
+    let short = c[0].token("1s");
+    std::thread::sleep(Duration::from_millis(1500)); // the token's 1 s lifetime passes
+    let st = c[2].try_run(&["join", &short, "--name", "late"], bound);
     assert_eq!(st.code(), Some(1));
-    assert!(d.log_text().contains("expired"), "{}", d.log_text());
+    assert!(c[2].log_text().contains("expired"), "{}", c[2].log_text());
 
-    let (d, st) = Daemon::try_spawn("127.0.22.4", 23300, &["join", "hfjoin1.garbage", "--name", "x"]);
+    let st = c[3].try_run(&["join", "hfjoin1.garbage", "--name", "x"], bound);
     assert_eq!(st.code(), Some(1));
-    assert!(d.log_text().contains("damaged"), "{}", d.log_text());
+    assert!(c[3].log_text().contains("damaged"), "{}", c[3].log_text());
 
-    let member = Daemon::start_with("127.0.22.5", 23400, &["join", &good, "--name", "n2"]);
-    assert!(member.status()["control_plane"]["revision"].is_u64());
-    let (d, st) = Daemon::try_spawn("127.0.22.6", 23500, &["join", &good, "--name", "n3"]);
+    c[4].start_join(&good);
+    assert!(c[4].status()["control_plane"]["revision"].is_u64());
+    let st = c[5].try_run(&["join", &good, "--name", "n3"], bound);
     assert_eq!(st.code(), Some(1));
-    assert!(d.log_text().contains("already used"), "{}", d.log_text());
-    let nodes: Value = serde_json::from_str(&founder.cli_ok(&["nodes", "--json"])).expect("json");
+    assert!(c[5].log_text().contains("already used"), "{}", c[5].log_text());
+    let nodes = c[0].nodes_json().expect("nodes");
     assert_eq!(nodes["nodes"].as_array().map(|a| a.len()), Some(2), "only the good join is a member");
 }
 
@@ -147,30 +142,42 @@ mod base64_free {
 fn a_removed_node_certificate_is_refused() {
     // Proves: node-to-node endpoints accept a member's certificate, and refuse it once
     // the node was removed with `holdfast node rm`.
-    let nodes = cluster(23, 24000, &["a", "a", "b"]);
+    let mut nodes = cluster("revoked", 24000, &["a", "a", "b"]);
+    nodes.allow_errors(&[NODE_RM_VOTER_RACE]);
     let n3 = &nodes[2];
-    let heartbeat = |target: &Daemon| -> String {
+    // (HTTP code, body) of a request to `target` with n3's certificate (real curl);
+    // code 0 when no HTTP answer came (a TLS failure).
+    let with_n3_cert = |target: &Node, method: &str, path: &str| -> (u16, String) {
         let out = std::process::Command::new("curl")
-            .args(["-s", "-w", " %{http_code}", "-X", "POST", "-d", "{}"])
+            .args(["-s", "-w", "\n%{http_code}", "-X", method])
+            .args(if method == "POST" { &["-d", "{}"][..] } else { &[][..] })
             .args(["--cacert", n3.dir.join("ca.pem").to_str().expect("utf8")])
             .args(["--cert", n3.dir.join("node.pem").to_str().expect("utf8")])
             .args(["--key", n3.dir.join("node.key").to_str().expect("utf8")])
-            .arg(format!("https://{}/cluster/heartbeat", target.addr()))
+            .arg(format!("https://{}{path}", target.addr()))
             .output()
             .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     };
-    let before = heartbeat(&nodes[0]);
-    assert!(!before.ends_with(" 401") && !before.ends_with(" 403"), "a member's certificate is accepted: {before}");
-    let rm_from = if leader_of(&nodes[0]) == Some(node_id(&nodes[0])) { &nodes[0] } else { &nodes[1] };
+    // Accepted: the member-only links view answers 200, and a heartbeat gets an answer
+    // from the handler (TLS and the certificate check passed), not a refusal.
+    let (code, body) = with_n3_cert(&nodes[0], "GET", "/cluster/links");
+    assert_eq!(code, 200, "a member's certificate is accepted: {body}");
+    let (code, body) = with_n3_cert(&nodes[0], "POST", "/cluster/heartbeat");
+    assert!(code != 0 && code != 401 && code != 403, "a member's heartbeat reaches the handler: {code} {body}");
+    let rm_from = if nodes[0].leader() == Some(nodes[0].id()) { &nodes[0] } else { &nodes[1] };
     let out = rm_from.cli_ok(&["node", "rm", "n3"]);
     assert!(out.contains("removed"), "{out}");
     let after = wait_for("n3's certificate refused", Duration::from_secs(10), || {
-        let r = heartbeat(&nodes[0]);
-        r.ends_with(" 403").then_some(r)
+        let r = with_n3_cert(&nodes[0], "POST", "/cluster/heartbeat");
+        seen_unless(r.0 == 403, r.clone(), r)
     });
-    assert!(after.contains("revoked"), "{after}");
-    let list: Value = serde_json::from_str(&nodes[0].cli_ok(&["nodes", "--json"])).expect("json");
+    assert!(after.1.contains("revoked"), "{after:?}");
+    let (code, body) = with_n3_cert(&nodes[0], "GET", "/cluster/links");
+    assert_eq!(code, 403, "every node-to-node route refuses it: {body}");
+    let list = nodes[0].nodes_json().expect("nodes");
     assert_eq!(list["nodes"].as_array().map(|a| a.len()), Some(2));
 }
 
@@ -178,8 +185,8 @@ fn a_removed_node_certificate_is_refused() {
 fn five_nodes_lose_four_and_the_survivor_keeps_serving() {
     // Proves: losing quorum stops changes, not traffic: the last node keeps running its
     // replica and it keeps answering; status still answers there, changes are refused.
-    let mut nodes = cluster(24, 25000, &["a", "a", "b", "b", "c"]);
-    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &WEB.replace("replicas: 3", "replicas: 5"));
+    let mut nodes = cluster("lose4", 25000, &["a", "a", "b", "b", "c"]);
+    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &demo_web("demo", 5, None));
     assert!(ok, "{out}\n{err}");
     let st = nodes[0].wait_ready("web", 5, Duration::from_secs(30));
     let on_last: Vec<Value> = service_of(&st, "web")["instances"]
@@ -195,12 +202,12 @@ fn five_nodes_lose_four_and_the_survivor_keeps_serving() {
         d.kill_machine();
     }
     for _ in 0..20 {
-        assert!(curl(port, "/").is_some(), "the survivor's replica answers");
+        assert!(nodes[4].curl_local(port, "/").is_some(), "the survivor's replica answers");
         std::thread::sleep(Duration::from_millis(250));
     }
     let out = nodes[4].cli(&["status"]);
     assert!(out.status.success(), "status answers without quorum: {}", String::from_utf8_lossy(&out.stderr));
-    let (ok, _, err) = nodes[4].deploy_yaml("web.yaml", WEB);
+    let (ok, _, err) = nodes[4].deploy_yaml("web.yaml", &demo_web("demo", 3, None));
     assert!(!ok, "changes are refused without quorum");
     assert!(err.contains("no leader") || err.contains("quorum"), "{err}");
 }
@@ -211,22 +218,34 @@ fn ingress_reaches_replicas_on_other_nodes_and_a_node_kill_fails_no_request() {
     // mTLS tunnel on the holdfast port), and SIGKILLing a node that holds a replica during
     // a steady request loop through a surviving node's ingress fails no request; the
     // replica is replaced elsewhere.
-    let mut nodes = cluster(25, 27000, &["a", "a", "b"]);
-    let spec = WEB.replace("project: demo", "project: xnode") + "routes:\n  - {host: x.localhost, service: web}\n";
+    let mut nodes = cluster("xnode", 27000, &["a", "a", "b"]);
+    let spec = demo_web("xnode", 3, Some("x.localhost"));
     let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &spec);
     assert!(ok, "{out}\n{err}");
     nodes[0].wait_ready("web", 3, Duration::from_secs(20));
     let mut seen = std::collections::BTreeSet::new();
     wait_for("every replica answering through n1's ingress", Duration::from_secs(10), || {
-        let (code, body) = ingress(&nodes[0], "x.localhost", "/");
+        let (code, body) = nodes[0].ingress("x.localhost", "/");
         if code == 200 {
             seen.insert(body.split_whitespace().nth(2).unwrap_or("").to_string());
         }
-        (seen.len() == 3).then_some(())
+        seen_unless(seen.len() == 3, (), format!("{seen:?}; last answer {code} {body}"))
     });
-    let leader = leader_of(&nodes[0]).expect("leader");
-    let victim = (1..3).find(|i| node_id(&nodes[*i]) != leader).expect("a non-leader node besides n1");
-    let victim_name = nodes[victim].name();
+    // Through the tunnel: n1 reaches the replicas on n2 and n3 over its one link to each
+    // (up, made once), and the ingress's pooled connections to them are streams of those
+    // links, open right after the requests (a check's stream closes at once).
+    for peer in [&nodes[1], &nodes[2]] {
+        let link = nodes[0].link_to(peer).unwrap_or_else(|| panic!("no link from n1 to {}", peer.name));
+        assert_eq!((link["up"].as_bool(), link["connects"].as_u64()), (Some(true), Some(1)), "{link}");
+        assert!(
+            link["streams_open"].as_u64() >= Some(1),
+            "the ingress's connection to {} is a tunnel stream: {link}",
+            peer.name
+        );
+    }
+    let leader = nodes[0].leader().expect("leader");
+    let victim = (1..3).find(|i| nodes[*i].id() != leader).expect("a non-leader node besides n1");
+    let victim_name = nodes[victim].name.clone();
     let mut failures = Vec::new();
     let start = Instant::now();
     let mut longest = Duration::ZERO;
@@ -235,7 +254,7 @@ fn ingress_reaches_replicas_on_other_nodes_and_a_node_kill_fails_no_request() {
             nodes[victim].kill_machine();
         }
         let t = Instant::now();
-        let (code, body) = ingress(&nodes[0], "x.localhost", "/");
+        let (code, body) = nodes[0].ingress("x.localhost", "/");
         longest = longest.max(t.elapsed());
         if code != 200 {
             failures.push(format!("#{i}: {code} {body}"));
@@ -244,10 +263,10 @@ fn ingress_reaches_replicas_on_other_nodes_and_a_node_kill_fails_no_request() {
     eprintln!("400 requests in {:?}, longest {:?}", start.elapsed(), longest);
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     wait_for("replacement ready elsewhere", Duration::from_secs(20), || {
-        let st = nodes[0].try_status()?;
-        let s = service_of(&st, "web");
-        let ok = s["ready"] == 3 && s["instances"].as_array()?.iter().all(|i| i["node"] != victim_name.as_str());
-        ok.then_some(())
+        let s = service_of(&nodes[0].try_status()?, "web");
+        let ok = s["ready"] == 3
+            && s["instances"].as_array().is_some_and(|a| a.iter().all(|i| i["node"] != victim_name.as_str()));
+        seen_unless(ok, (), s.to_string())
     });
 }
 
@@ -257,47 +276,63 @@ fn drain_starts_each_new_instance_before_stopping_the_old_and_fails_no_request()
     // instance before the old one stops: the service never has fewer ready replicas than
     // wanted, a steady request loop through another node's ingress sees no failure, and
     // `uncordon` lets the node take replicas again.
-    let nodes = cluster(26, 28000, &["a", "a", "b"]);
+    let nodes = cluster("drain", 28000, &["a", "a", "b"]);
     // A new instance needs three passing checks (about a second) to be ready, so stopping
     // an old one before its replacement is ready would show in the ready count.
-    let spec = WEB
-        .replace("project: demo", "project: drain")
-        .replace("timeout: 300ms}", "timeout: 300ms, healthy_threshold: 3}")
-        + "routes:\n  - {host: d.localhost, service: web}\n";
+    let spec =
+        demo_web("drain", 3, Some("d.localhost")).replace("timeout: 300ms}", "timeout: 300ms, healthy_threshold: 3}");
     let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &spec);
     assert!(ok, "{out}\n{err}");
     nodes[0].wait_ready("web", 3, Duration::from_secs(20));
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let running = || !stop.load(std::sync::atomic::Ordering::SeqCst);
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = AtomicBool::new(false);
+    let running = || !stop.load(Ordering::SeqCst);
+    // How many requests were answered and how many ready counts were read so far: the
+    // points the test waits for instead of fixed sleeps.
+    let (answered, samples) = (AtomicU64::new(0), AtomicU64::new(0));
     let (n, failures, lowest_ready, took, out) = std::thread::scope(|scope| {
         let requests = scope.spawn(|| {
             let mut failures = Vec::new();
             let mut n = 0;
             while running() {
-                let (code, body) = ingress(&nodes[0], "d.localhost", "/");
+                let (code, body) = nodes[0].ingress("d.localhost", "/");
                 if code != 200 {
                     failures.push(format!("{code} {body}"));
                 }
                 n += 1;
+                answered.fetch_add(1, Ordering::SeqCst);
             }
             (n, failures)
         });
         let ready_watch = scope.spawn(|| {
             let mut lowest = u64::MAX;
             while running() {
-                if let Some(r) = nodes[0].try_status().and_then(|v| service_of(&v, "web")["ready"].as_u64()) {
+                if let Some(r) = nodes[0].try_status().ok().and_then(|v| service_of(&v, "web")["ready"].as_u64()) {
                     lowest = lowest.min(r);
+                    samples.fetch_add(1, Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
             lowest
         });
-        std::thread::sleep(Duration::from_millis(500));
+        let (requests_going, watching) = (|| answered.load(Ordering::SeqCst), || samples.load(Ordering::SeqCst));
+        wait_for("requests and the ready watch under way", Duration::from_secs(10), || {
+            seen_unless(requests_going() >= 5 && watching() >= 3, (), (requests_going(), watching()))
+        });
         let started = Instant::now();
         let out = nodes[0].cli(&["drain", "n3", "--timeout", "60s"]);
         let took = started.elapsed();
-        std::thread::sleep(Duration::from_millis(1000));
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Watch on until n3 runs nothing any more, and a few ready counts after that.
+        wait_for("n3 empty", Duration::from_secs(20), || {
+            let n3 = nodes[0].node_view("n3")?;
+            seen_unless(n3["instances"] == 0, (), n3.to_string())
+        });
+        let (after, seen_after) = (answered.load(Ordering::SeqCst), samples.load(Ordering::SeqCst));
+        wait_for("requests and ready counts after the drain", Duration::from_secs(10), || {
+            let more = (requests_going() - after, watching() - seen_after);
+            seen_unless(more.0 >= 5 && more.1 >= 3, (), more)
+        });
+        stop.store(true, Ordering::SeqCst);
         let (n, failures) = requests.join().expect("request loop");
         (n, failures, ready_watch.join().expect("ready watch"), took, out)
     });
@@ -330,26 +365,29 @@ fn a_machine_that_comes_back_after_its_replica_moved_does_not_start_it_again() {
     // Proves fencing by generation: a node powered off while its replica was placed
     // elsewhere restarts with an old state, and still never starts that replica: it waits
     // for the leader's word (which fences the old generation) before starting anything.
-    let mut nodes = cluster(27, 29000, &["a", "a", "b"]);
-    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", WEB);
+    let mut nodes = cluster("fencing", 29000, &["a", "a", "b"]);
+    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &demo_web("demo", 3, None));
     assert!(ok, "{out}\n{err}");
     nodes[0].wait_ready("web", 3, Duration::from_secs(20));
-    let leader = leader_of(&nodes[0]).expect("leader");
-    let victim = (1..3).find(|i| node_id(&nodes[*i]) != leader).expect("a follower");
-    let victim_name = nodes[victim].name();
+    let leader = nodes[0].leader().expect("leader");
+    let victim = (1..3).find(|i| nodes[*i].id() != leader).expect("a follower");
+    let victim_name = nodes[victim].name.clone();
     nodes[victim].kill_machine();
     wait_for("the replica replaced on the survivors", Duration::from_secs(20), || {
-        let st = nodes[0].try_status()?;
-        let s = service_of(&st, "web");
-        (s["ready"] == 3 && s["instances"].as_array()?.iter().all(|i| i["node"] != victim_name.as_str())).then_some(())
+        let s = service_of(&nodes[0].try_status()?, "web");
+        let ok = s["ready"] == 3
+            && s["instances"].as_array().is_some_and(|a| a.iter().all(|i| i["node"] != victim_name.as_str()));
+        seen_unless(ok, (), s.to_string())
     });
     nodes[victim].spawn(&[]);
     wait_for("the machine back and alive", Duration::from_secs(20), || {
-        let v: Value = serde_json::from_str(&nodes[0].cli_ok(&["nodes", "--json"])).ok()?;
-        let n = v["nodes"].as_array()?.iter().find(|n| n["name"] == victim_name.as_str())?.clone();
-        (n["state"] == "alive").then_some(())
+        let n = nodes[0].node_view(&victim_name)?;
+        seen_unless(n["state"] == "alive", (), n.to_string())
     });
-    std::thread::sleep(Duration::from_secs(4));
+    // The point where a start would have happened is passed once the leader has taken
+    // three heartbeats from the returned machine (each answered with the leader's
+    // verdicts): by then it has its state and has acted on it.
+    nodes[0].wait_heartbeats(&victim_name, 3, Duration::from_secs(20));
     let log = nodes[victim].log_text();
     let starts: Vec<&str> = log.lines().filter(|l| l.contains("holdfast_agent") && l.contains("started")).collect();
     assert!(starts.is_empty(), "the returning machine started an instance of a superseded replica: {starts:?}\n{log}");
@@ -367,7 +405,7 @@ fn failure_detection_timing_is_a_cluster_setting() {
     // Proves: `holdfast cluster set` changes failure detection for every node (a slower
     // down-after keeps a silent node "suspect" longer), and a nonsensical combination is
     // refused with the reason, changing nothing.
-    let mut nodes = cluster(28, 30000, &["a", "a", "b"]);
+    let mut nodes = cluster("detection", 30000, &["a", "a", "b"]);
     let out = nodes[1].cli(&["cluster", "set", "--down-after", "1s"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -378,23 +416,29 @@ fn failure_detection_timing_is_a_cluster_setting() {
     let shown: Value = serde_json::from_str(&nodes[2].cli_ok(&["cluster", "settings", "--json"])).expect("json");
     assert_eq!((shown["down_after_ms"].as_u64(), shown["suspect_after_ms"].as_u64()), (Some(10_000), Some(1_000)));
     assert!(nodes[0].cli_ok(&["cluster", "settings"]).contains("down-after"));
-    let leader = leader_of(&nodes[0]).expect("leader");
-    let victim = (1..3).find(|i| node_id(&nodes[*i]) != leader).expect("a follower");
-    let victim_name = nodes[victim].name();
+    let leader = nodes[0].leader().expect("leader");
+    let victim = (1..3).find(|i| nodes[*i].id() != leader).expect("a follower");
+    let victim_name = nodes[victim].name.clone();
     let killed = Instant::now();
     nodes[victim].kill_machine();
-    let state_of = |d: &Daemon| -> Option<String> {
-        let v: Value = serde_json::from_str(&d.cli_ok(&["nodes", "--json"])).ok()?;
-        let n = v["nodes"].as_array()?.iter().find(|n| n["name"] == victim_name.as_str())?.clone();
-        n["state"].as_str().map(str::to_string)
-    };
-    wait_for("the silent node suspect", Duration::from_secs(5), || (state_of(&nodes[0])? == "suspect").then_some(()));
-    std::thread::sleep(Duration::from_secs(5).saturating_sub(killed.elapsed()));
-    assert_eq!(state_of(&nodes[0]).as_deref(), Some("suspect"), "not down before the 10s down-after");
-    wait_for("the silent node down after 10s", Duration::from_secs(12), || {
-        (state_of(&nodes[0])? == "down").then_some(())
+    // Every state the leader shows for the silent node, with when it was seen, until it
+    // is declared down: the whole history, not one look at a chosen moment.
+    let mut history: Vec<(Duration, String)> = Vec::new();
+    wait_for("the silent node down", Duration::from_secs(20), || {
+        let n = nodes[0].node_view(&victim_name)?;
+        let state = n["state"].as_str().unwrap_or("?").to_string();
+        history.push((killed.elapsed(), state.clone()));
+        seen_unless(state == "down", (), format!("{:?}", history.last()))
     });
-    assert!(killed.elapsed() >= Duration::from_secs(9), "declared down after {:?}", killed.elapsed());
+    let suspect_from = history.iter().find(|(_, s)| s == "suspect").map(|(t, _)| *t).expect("seen suspect first");
+    let down_at = history.last().map(|(t, _)| *t).expect("seen down");
+    eprintln!("suspect seen after {suspect_from:?}, down after {down_at:?}, {} samples", history.len());
+    assert!(suspect_from < Duration::from_secs(5), "suspect after 1 s of silence: {history:?}");
+    let between: Vec<&(Duration, String)> =
+        history.iter().filter(|(t, _)| *t >= suspect_from && *t < down_at).collect();
+    assert!(between.iter().all(|(_, s)| s == "suspect"), "suspect until declared down: {history:?}");
+    assert!(between.len() >= 10, "the suspect period was watched, not skipped: {history:?}");
+    assert!(down_at >= Duration::from_secs(9), "declared down after {down_at:?}, before the 10 s down-after");
 }
 
 const PLACED: &str = r#"
@@ -423,10 +467,8 @@ fn placed(st: &Value, service: &str) -> Vec<(String, String)> {
 }
 
 /// The labels `holdfast nodes --json` shows for `node`.
-fn labels_of(d: &Daemon, node: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.cli_ok(&["nodes", "--json"])).expect("nodes json");
-    v["nodes"].as_array().and_then(|a| a.iter().find(|n| n["name"] == node).cloned()).unwrap_or(Value::Null)["labels"]
-        .clone()
+fn labels_of(d: &Node, node: &str) -> Value {
+    d.node_view(node).expect("nodes json")["labels"].clone()
 }
 
 #[test]
@@ -436,14 +478,12 @@ fn labels_select_nodes_and_relabelling_moves_only_what_no_longer_matches() {
     // it (as `status --json` shows); `holdfast node label` moves the replica whose node no
     // longer matches, refuses a change that would strand replicas and built-in labels; a
     // restart with the same `--label` flags labels the node again and moves nothing.
-    let mut nodes = cluster_with(
-        29,
-        31000,
-        &[
-            vec!["--site", "a", "--label", "disk=ssd"],
-            vec!["--site", "a", "--label", "disk=ssd", "--label", "rack=r2"],
-            vec!["--site", "b"],
-        ],
+    let mut nodes = Cluster::form(
+        config("labels")
+            .node(&["--site", "a", "--label", "disk=ssd"])
+            .node(&["--site", "a", "--label", "disk=ssd", "--label", "rack=r2"])
+            .node(&["--site", "b"])
+            .ports_from(31000),
     );
     let n2 = labels_of(&nodes[0], "n2");
     assert_eq!(n2["disk"], "ssd", "{n2}");
@@ -476,11 +516,13 @@ fn labels_select_nodes_and_relabelling_moves_only_what_no_longer_matches() {
         let st = nodes[0].try_status()?;
         let s = service_of(&st, "web");
         let ok = s["ready"] == 2 && placed(&st, "web").iter().all(|(_, n)| n == "n1");
-        ok.then_some(st)
+        seen_unless(ok, st.clone(), s.to_string())
     });
     assert_eq!(placed(&st, "db"), [("db-0".to_string(), "n3".to_string())], "db did not move");
     assert!(st["warnings"].to_string().contains("2 replicas of `web` share node n1"), "{}", st["warnings"]);
-    wait_for("n2 to stop its moved instance", Duration::from_secs(15), || (!record.exists()).then_some(()));
+    wait_for("n2 to stop its moved instance", Duration::from_secs(15), || {
+        seen_unless(!record.exists(), (), format!("{} exists", record.display()))
+    });
 
     // Removing the last ssd label would leave web nowhere: refused, nothing changes.
     let out = nodes[0].cli(&["node", "label", "n1", "disk-"]);
@@ -493,17 +535,20 @@ fn labels_select_nodes_and_relabelling_moves_only_what_no_longer_matches() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid label `site=a`: `site` is a built-in label"));
 
-    // A running node's `--label` flags do not undo a runtime change...
-    std::thread::sleep(Duration::from_secs(1));
+    // A running node's `--label` flags do not undo a runtime change (n2 went on with its
+    // duties, two heartbeats, after it)...
+    nodes[0].wait_heartbeats("n2", 2, Duration::from_secs(10));
     assert!(labels_of(&nodes[0], "n2").get("disk").is_none(), "disk stays removed while n2 runs");
     // ...but a restart with them labels the node again; nothing moves back.
     let st = nodes[1].signal_and_wait(15, Duration::from_secs(20));
     assert!(st.success(), "n2 stopped cleanly");
     nodes[1].spawn(&[]);
     wait_for("n2 labelled disk=ssd again", Duration::from_secs(20), || {
-        (labels_of(&nodes[0], "n2")["disk"] == "ssd").then_some(())
+        let labels = labels_of(&nodes[0], "n2");
+        seen_unless(labels["disk"] == "ssd", (), labels)
     });
-    std::thread::sleep(Duration::from_secs(1));
+    // Nothing moves back, also after n2 and the leader went on (two heartbeats).
+    nodes[0].wait_heartbeats("n2", 2, Duration::from_secs(10));
     let st = nodes[0].status();
     assert!(placed(&st, "web").iter().all(|(_, n)| n == "n1"), "minimal moves: {:?}", placed(&st, "web"));
 }

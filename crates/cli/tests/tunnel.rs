@@ -6,45 +6,18 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
-/// The demo service behind a route; each test deploys it under its own project, so the
-/// service addresses (derived from project/name) of tests running at once differ.
-const WEB: &str = r#"
-project: PROJECT
-services:
-  web:
-    run: ["holdfast-demo-web"]
-    replicas: 3
-    ports: {http: 8080}
-    health: {http: /healthz, interval: 300ms, timeout: 300ms}
-routes:
-  - {host: t.localhost, service: web}
-"#;
-
-/// `GET /cluster/links` of `d`, with its own certificate (real curl).
-fn links(d: &Daemon) -> Value {
-    let path = |f: &str| d.dir.join(f).to_str().expect("utf8").to_string();
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "--max-time", "3", "--cacert", &path("ca.pem"), "--cert", &path("node.pem")])
-        .args(["--key", &path("node.key"), &format!("https://{}/cluster/links", d.addr())])
-        .output()
-        .expect("curl");
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-/// The link of `from` to `to` in `from`'s links view.
-fn link(from: &Daemon, to: &Daemon) -> Option<Value> {
-    links(from)["links"].as_array()?.iter().find(|l| l["peer"] == to.addr().as_str()).cloned()
-}
+/// How long a node waits for a tunnel stream to open (`LinkTiming::open_timeout`).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Established TCP connections whose remote end is the holdfast port of one of `nodes`.
-fn established_to(nodes: &[&Daemon]) -> usize {
+fn established_to(nodes: &[&Node]) -> usize {
     let out = std::process::Command::new("ss").args(["-Htn", "state", "established"]).output().expect("ss");
     let wanted: Vec<String> = nodes.iter().map(|d| d.addr()).collect();
     String::from_utf8_lossy(&out.stdout)
@@ -92,24 +65,24 @@ fn instance_of(body: &str) -> String {
     body.split_whitespace().nth(2).unwrap_or("").to_string()
 }
 
-fn service_addr(d: &Daemon) -> String {
+fn service_addr(d: &Node) -> String {
     format!("{}:8080", service_of(&d.status(), "web")["address"].as_str().expect("address"))
 }
 
 /// Which of `nodes` listens on `addr`. On one machine's loopback every node's proxy wants
 /// the same service address and the first to bind it serves it (on real machines each
 /// has its own).
-fn owner_of(nodes: &[Daemon], addr: &str) -> usize {
+fn owner_of(nodes: &[Node], addr: &str) -> usize {
     wait_for("a node listening on the service address", Duration::from_secs(10), || {
-        let out = std::process::Command::new("ss").args(["-Htlnp"]).output().ok()?;
+        let out = std::process::Command::new("ss").args(["-Htlnp"]).output().map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let line = text.lines().find(|l| l.split_whitespace().nth(3) == Some(addr))?.to_string();
-        nodes.iter().position(|d| line.contains(&format!("pid={},", d.pid())))
+        let line = text.lines().find(|l| l.split_whitespace().nth(3) == Some(addr)).ok_or("nothing listens")?;
+        nodes.iter().position(|d| line.contains(&format!("pid={},", d.pid()))).ok_or_else(|| line.to_string())
     })
 }
 
 /// Instance name → node name, from status.
-fn placement(d: &Daemon) -> std::collections::BTreeMap<String, String> {
+fn placement(d: &Node) -> std::collections::BTreeMap<String, String> {
     service_of(&d.status(), "web")["instances"]
         .as_array()
         .cloned()
@@ -125,8 +98,8 @@ fn concurrent_tunneled_connections_share_one_link_per_node_pair() {
     // the other two nodes travel as streams of one HTTP/2 connection per node pair: no TCP connection
     // between the nodes is added, each link was made once and carries the open streams;
     // and the older HTTP/1.1 upgrade form is still served (rolling upgrades).
-    let nodes = cluster(26, 28000, &["a", "a", "b"]);
-    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &WEB.replace("PROJECT", "mux"));
+    let nodes = cluster("mux", 28000, &["a", "a", "b"]);
+    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &demo_web("mux", 3, Some("t.localhost")));
     assert!(ok, "{out}\n{err}");
     nodes[0].wait_ready("web", 3, Duration::from_secs(20));
     let addr = service_addr(&nodes[0]);
@@ -139,20 +112,14 @@ fn concurrent_tunneled_connections_share_one_link_per_node_pair() {
     };
     let (from, others) = (&nodes[me], [&nodes[a], &nodes[b]]);
     let up = |l: Option<Value>| l.is_some_and(|l| l["up"] == true);
-    for _ in 0..100 {
-        if up(link(from, others[0])) && up(link(from, others[1])) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let tunnel_log = |d: &Daemon| d.log_text().lines().filter(|l| l.contains("tunnel")).collect::<Vec<_>>().join("\n");
-    assert!(
-        up(link(from, others[0])) && up(link(from, others[1])),
-        "links of {}: {}\n{}",
-        from.name(),
-        links(from),
-        tunnel_log(from)
-    );
+    wait_for(&format!("the links of {} up", from.name), Duration::from_secs(10), || {
+        let tunnel_log = from.log_text().lines().filter(|l| l.contains("tunnel")).collect::<Vec<_>>().join("\n");
+        seen_unless(
+            up(from.link_to(others[0])) && up(from.link_to(others[1])),
+            (),
+            format!("{}\n{tunnel_log}", from.links()),
+        )
+    });
     let before = established_to(&others);
     let mut held = Vec::new();
     let mut remote = 0;
@@ -160,7 +127,7 @@ fn concurrent_tunneled_connections_share_one_link_per_node_pair() {
         let mut s = TcpStream::connect(&addr).expect("connect to the service address");
         s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let who = instance_of(&ask(&mut s).expect("an answer"));
-        if on.get(&who).is_some_and(|n| *n != from.name()) {
+        if on.get(&who).is_some_and(|n| *n != from.name) {
             remote += 1;
         }
         held.push(s);
@@ -170,10 +137,10 @@ fn concurrent_tunneled_connections_share_one_link_per_node_pair() {
     eprintln!(
         "{} connections held through {} ({remote} to other nodes); TCP connections to the other nodes' holdfast ports: {before} before, {during} during",
         held.len(),
-        from.name()
+        from.name
     );
     assert!(during <= before + 1, "tunneled connections add no TCP connection: {before} before, {during} during");
-    let (l2, l3) = (link(from, others[0]).expect("link"), link(from, others[1]).expect("link"));
+    let (l2, l3) = (from.link_to(others[0]).expect("link"), from.link_to(others[1]).expect("link"));
     assert_eq!((l2["connects"].as_u64(), l3["connects"].as_u64()), (Some(1), Some(1)), "{l2} {l3}");
     let open = l2["streams_open"].as_u64().unwrap_or(0) + l3["streams_open"].as_u64().unwrap_or(0);
     assert!(open >= remote, "every remote connection is an open stream: {open} streams for {remote}: {l2} {l3}");
@@ -184,7 +151,8 @@ fn concurrent_tunneled_connections_share_one_link_per_node_pair() {
     drop(held);
     wait_for("streams closed with their connections", Duration::from_secs(5), || {
         let open = |l: Option<Value>| l.and_then(|l| l["streams_open"].as_u64()).unwrap_or(99);
-        (open(link(from, others[0])) == 0 && open(link(from, others[1])) == 0).then_some(())
+        let now = (open(from.link_to(others[0])), open(from.link_to(others[1])));
+        seen_unless(now == (0, 0), (), now)
     });
 
     // The HTTP/1.1 upgrade form (older nodes) with n1's certificate reaches n2's replica.
@@ -204,8 +172,8 @@ fn a_frozen_node_leaves_rotation_before_the_leader_declares_it_down() {
     // sending it traffic as soon as the link's pings time out (~1.5 s), before the leader
     // declares it down (3 s), with zero failed requests on either path; after SIGCONT the
     // link comes back.
-    let nodes = cluster(27, 29000, &["a", "a", "b"]);
-    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &WEB.replace("PROJECT", "frz"));
+    let nodes = cluster("frz", 29000, &["a", "a", "b"]);
+    let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &demo_web("frz", 3, Some("t.localhost")));
     assert!(ok, "{out}\n{err}");
     nodes[0].wait_ready("web", 3, Duration::from_secs(20));
     let addr = service_addr(&nodes[0]);
@@ -213,25 +181,27 @@ fn a_frozen_node_leaves_rotation_before_the_leader_declares_it_down() {
     // Traffic goes through the node serving the service address; the victim is neither
     // that node nor the leader (which would have to be re-elected first).
     let via = owner_of(&nodes, &addr);
-    let leader = leader_of(&nodes[0]).expect("leader");
-    let victim = (0..3).find(|i| *i != via && node_id(&nodes[*i]) != leader).expect("a third node");
-    let victim_name = nodes[victim].name();
-    eprintln!("traffic through {}, freezing {victim_name}", nodes[via].name());
+    let leader = nodes[0].leader().expect("leader");
+    let victim = (0..3).find(|i| *i != via && nodes[*i].id() != leader).expect("a third node");
+    let victim_name = nodes[victim].name.clone();
+    eprintln!("traffic through {}, freezing {victim_name}", nodes[via].name);
     let mut seen = std::collections::BTreeSet::new();
     wait_for("every replica answering through the ingress", Duration::from_secs(10), || {
-        let (code, body) = ingress(&nodes[via], "t.localhost", "/");
+        let (code, body) = nodes[via].ingress("t.localhost", "/");
         if code == 200 {
             seen.insert(instance_of(&body));
         }
-        (seen.len() == 3).then_some(())
+        seen_unless(seen.len() == 3, (), format!("{seen:?}; last {code} {body}"))
     });
 
     // Two request loops through `via`: the ingress (curl) and the service address (raw TCP).
     let stop = Arc::new(AtomicBool::new(false));
+    // Requests done: the ingress loop's in the low 32 bits, the proxy loop's above.
+    let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     type Log = Vec<(Duration, Duration, Result<String, String>)>;
     let ingress_loop = {
-        let (stop, ip, port) = (stop.clone(), nodes[via].ip.clone(), nodes[via].http_port);
+        let (stop, done, ip, port) = (stop.clone(), done.clone(), nodes[via].ip.clone(), nodes[via].http_port);
         std::thread::spawn(move || {
             let mut log: Log = Vec::new();
             while !stop.load(Ordering::SeqCst) {
@@ -247,32 +217,40 @@ fn a_frozen_node_leaves_rotation_before_the_leader_declares_it_down() {
                     _ => Err(text),
                 };
                 log.push((t, start.elapsed() - t, r));
+                done.fetch_add(1, Ordering::SeqCst);
             }
             log
         })
     };
     let proxy_loop = {
-        let (stop, addr) = (stop.clone(), addr.clone());
+        let (stop, done, addr) = (stop.clone(), done.clone(), addr.clone());
         std::thread::spawn(move || {
             let mut log: Log = Vec::new();
             while !stop.load(Ordering::SeqCst) {
                 let t = start.elapsed();
                 let r = via_service(&addr);
                 log.push((t, start.elapsed() - t, r));
+                done.fetch_add(1 << 32, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(5));
             }
             log
         })
     };
-    std::thread::sleep(Duration::from_secs(1));
-    let frozen_at = start.elapsed();
-    kill(nodes[victim].pid(), libc::SIGSTOP);
-    let link_down = wait_for("the link to the frozen node down", Duration::from_secs(5), || {
-        (link(&nodes[via], &nodes[victim])?["up"] == false).then(|| start.elapsed() - frozen_at)
+    wait_for("both request loops under way", Duration::from_secs(10), || {
+        let n = done.load(Ordering::SeqCst);
+        let (ingress, proxy) = (n & 0xffff_ffff, n >> 32);
+        seen_unless(ingress >= 10 && proxy >= 10, (), (ingress, proxy))
     });
+    let frozen_at = start.elapsed();
+    signal(nodes[victim].pid(), libc_sig::STOP);
+    let link_down =
+        wait_for_every("the link to the frozen node down", Duration::from_secs(5), Duration::from_millis(20), || {
+            let l = nodes[via].link_to(&nodes[victim]);
+            let down = l.as_ref().is_some_and(|l| l["up"] == false);
+            seen_unless(down, start.elapsed() - frozen_at, l)
+        });
     let state = wait_for("the leader's view of the frozen node", Duration::from_secs(5), || {
-        let v: Value = serde_json::from_slice(&nodes[via].cli(&["nodes", "--json"]).stdout).ok()?;
-        v["nodes"].as_array()?.iter().find(|n| n["name"] == victim_name.as_str()).map(|n| n["state"].clone())
+        nodes[via].node_view(&victim_name).map(|n| n["state"].clone())
     });
     let state_at = start.elapsed() - frozen_at;
     // Requests keep running until 2.5 s after the freeze (the leader declares at 3 s).
@@ -280,7 +258,7 @@ fn a_frozen_node_leaves_rotation_before_the_leader_declares_it_down() {
     stop.store(true, Ordering::SeqCst);
     let ingress_log = ingress_loop.join().expect("ingress loop");
     let proxy_log = proxy_loop.join().expect("proxy loop");
-    kill(nodes[victim].pid(), libc::SIGCONT);
+    signal(nodes[victim].pid(), libc_sig::CONT);
     eprintln!("link down {link_down:?} after the freeze; leader's view then ({state_at:?}): {state}");
     assert_ne!(state, "down", "the leader had not declared it down yet");
     assert!(link_down < Duration::from_millis(2200), "link down after {link_down:?}");
@@ -304,15 +282,21 @@ fn a_frozen_node_leaves_rotation_before_the_leader_declares_it_down() {
         );
         assert!(failed.is_empty(), "{what}: failed requests: {failed:?}");
         assert_eq!(to_victim_after, 0, "{what}: answers from the frozen node's replica after its link went down");
+        // Not held up once the link is down: a request that still tried the frozen node
+        // would wait for the stream open to time out (1 s) before another endpoint. The
+        // latency figure itself (a curl process each, on a shared machine) is measured
+        // by bench/cluster.sh ("frozen node"), not bounded here.
         let after_link = log.iter().filter(|(t, _, _)| *t > frozen_at + link_down + Duration::from_millis(100));
+        assert!(after_link.clone().count() >= 5, "{what}: requests ran after the link went down: {log:?}");
         assert!(
-            after_link.clone().all(|(_, d, _)| *d < Duration::from_millis(300)),
-            "{what}: requests after the link went down are not held up: {:?}",
-            after_link.filter(|(_, d, _)| *d >= Duration::from_millis(300)).collect::<Vec<_>>()
+            after_link.clone().all(|(_, d, _)| *d < OPEN_TIMEOUT),
+            "{what}: requests after the link went down waited for the frozen node: {:?}",
+            after_link.filter(|(_, d, _)| *d >= OPEN_TIMEOUT).collect::<Vec<_>>()
         );
     }
     wait_for("the link to the thawed node back", Duration::from_secs(10), || {
-        (link(&nodes[via], &nodes[victim])?["up"] == true).then_some(())
+        let l = nodes[via].link_to(&nodes[victim]);
+        seen_unless(l.as_ref().is_some_and(|l| l["up"] == true), (), l)
     });
 }
 
@@ -322,9 +306,9 @@ fn only_member_nodes_can_open_a_tunnel() {
     // (401), a certificate of another cluster's CA fails the TLS handshake, and a member's
     // certificate gets a stream to the instance; a port that is not one of the node's
     // instances is refused (404).
-    let d = Daemon::start_with("127.0.28.1", 28500, &["up", "--name", "n1"]);
-    let (ok, out, err) =
-        d.deploy_yaml("web.yaml", &WEB.replace("PROJECT", "auth").replace("replicas: 3", "replicas: 1"));
+    let c = one_node("tunauth", 28500);
+    let d = &c[0];
+    let (ok, out, err) = d.deploy_yaml("web.yaml", &demo_web("auth", 1, Some("t.localhost")));
     assert!(ok, "{out}\n{err}");
     let st = d.wait_ready("web", 1, Duration::from_secs(20));
     let port = service_of(&st, "web")["instances"][0]["ports"]["http"].as_u64().expect("port") as u16;
@@ -342,8 +326,12 @@ fn only_member_nodes_can_open_a_tunnel() {
         .issue_node_cert("intruder", 7, &["127.0.28.9".parse().expect("ip")], &key.public_key_pem().expect("pem"))
         .expect("cert");
     let foreign = holdfast_pki::tls::node_client_config(&ca, &cert, &key.key_pem).expect("tls");
-    let refused = tunnel::h2_connect(&d.addr(), foreign, port);
-    assert!(refused.is_err(), "another cluster's certificate: {refused:?}");
+    let refused = tunnel::h2_connect(&d.addr(), foreign.clone(), port);
+    assert!(refused.is_err(), "another cluster's certificate opens no tunnel: {refused:?}");
+    // And the refusal is the server's verdict on the certificate: with TLS 1.3 the
+    // client finishes its side of the handshake, then reads the server's alert.
+    let why = tunnel::tls_refusal(&d.addr(), foreign);
+    assert!(why.contains("UnknownCA") || why.contains("BadCertificate"), "refused by a TLS alert: {why}");
 
     let member = holdfast_pki::tls::node_client_config(&ca, &read("node.pem"), &read("node.key")).expect("tls");
     let (status, body) = tunnel::h2_connect(&d.addr(), member.clone(), port).expect("an answer");
@@ -355,12 +343,23 @@ fn only_member_nodes_can_open_a_tunnel() {
 
 /// Raw tunnel clients for the tests.
 mod tunnel {
-    use super::Daemon;
+    use super::Node;
     use bytes::Bytes;
     use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An error with its sources, outermost first.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            out.push_str(&format!(": {s}"));
+            cur = s.source();
+        }
+        out
+    }
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
@@ -375,6 +374,26 @@ mod tunnel {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// Completes a TLS handshake with `tls` and reads: what refused the connection (the
+    /// handshake error, or the alert the server sent after it), with its sources.
+    pub fn tls_refusal(addr: &str, mut tls: rustls::ClientConfig) -> String {
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        runtime().block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            match tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(holdfast_pki::tls::server_name(), tcp).await {
+                Err(e) => format!("handshake: {}", chain(&e)),
+                Ok(mut s) => {
+                    let mut buf = [0u8; 64];
+                    match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await {
+                        Ok(Err(e)) => format!("read: {}", chain(&e)),
+                        Ok(Ok(n)) => format!("read {n} bytes: no refusal"),
+                        Err(_) => "no answer within 5 s: no refusal".to_string(),
+                    }
+                }
+            }
+        })
+    }
+
     /// HTTP/2 extended CONNECT to `/cluster/tunnel/{port}`: the status and, on 200, what
     /// the instance answered through the stream (otherwise the error body).
     pub fn h2_connect(addr: &str, mut tls: rustls::ClientConfig, port: u16) -> Result<(u16, String), String> {
@@ -387,12 +406,12 @@ mod tunnel {
                 .map_err(|e| format!("TLS: {e}"))?;
             let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                 .await
-                .map_err(|e| format!("h2: {e}"))?;
+                .map_err(|e| format!("h2: {}", chain(&e)))?;
             tokio::spawn(conn);
             // A first request, so the server's settings (extended CONNECT) have arrived.
             let hello =
                 hyper::Request::get(format!("https://{addr}/healthz")).body(Empty::<Bytes>::new()).expect("req");
-            send.send_request(hello).await.map_err(|e| format!("h2: {e}"))?;
+            send.send_request(hello).await.map_err(|e| format!("h2: {}", chain(&e)))?;
             let req = hyper::Request::builder()
                 .method(hyper::Method::CONNECT)
                 .uri(format!("https://{addr}/cluster/tunnel/{port}"))
@@ -412,7 +431,7 @@ mod tunnel {
 
     /// The older form: HTTP/1.1 GET with `Upgrade: holdfast-tunnel`, with `from`'s
     /// certificate, to `to`; what the instance answered.
-    pub fn http1_upgrade(from: &Daemon, to: &Daemon, port: u16) -> Result<String, String> {
+    pub fn http1_upgrade(from: &Node, to: &Node, port: u16) -> Result<String, String> {
         let read = |f: &str| std::fs::read_to_string(from.dir.join(f)).expect("identity file");
         let mut tls = holdfast_pki::tls::node_client_config(&read("ca.pem"), &read("node.pem"), &read("node.key"))
             .map_err(|e| e.to_string())?;

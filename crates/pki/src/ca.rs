@@ -112,6 +112,31 @@ impl NodeKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use std::sync::Arc;
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    /// Verifies `cert` with webpki (through rustls, ring provider) against `root` alone,
+    /// as a server certificate for the node name and as a client certificate.
+    fn verify(cert: &str, root: &Ca) -> Result<(), rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der(&root.cert_pem)).unwrap();
+        let roots = Arc::new(roots);
+        let server = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .unwrap();
+        let name = ServerName::try_from(NODE_SERVER_NAME).unwrap();
+        server.verify_server_cert(&der(cert), &[], &name, &[], UnixTime::now())?;
+        let client = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider).build().unwrap();
+        client.verify_client_cert(&der(cert), &[], UnixTime::now())?;
+        Ok(())
+    }
 
     #[test]
     fn issued_certificates_chain_to_the_ca() {
@@ -122,6 +147,12 @@ mod tests {
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(ca.fingerprint().unwrap().len(), 64);
         assert_ne!(fingerprint_of_pem(&cert).unwrap(), ca.fingerprint().unwrap());
-        // verified by rustls in tls::tests
+        verify(&cert, &ca).expect("a node certificate verifies against its CA, as server and as client");
+        // Another cluster's CA does not vouch for it.
+        let other = Ca::generate("other").unwrap();
+        let err = verify(&cert, &other).expect_err("another CA");
+        assert!(matches!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)), "{err:?}");
+        // The CA certificate itself is no node certificate (CA certs are not end entities).
+        assert!(verify(&ca.cert_pem, &ca).is_err(), "the CA certificate is not accepted as a node's");
     }
 }

@@ -197,20 +197,21 @@ mod tests {
         (cert, key.key_pem)
     }
 
-    /// Runs one in-memory handshake; returns the client's error, if any.
+    /// Runs one in-memory handshake; returns the client certificate the server saw, or
+    /// the error prefixed with the side that raised it (`client: ` or `server: `).
     fn handshake(client: ClientConfig, server: ServerConfig) -> Result<Option<String>, String> {
         let mut c = rustls::ClientConnection::new(Arc::new(client), ServerName::try_from("10.1.2.3").unwrap())
-            .map_err(|e| e.to_string())?;
-        let mut s = rustls::ServerConnection::new(Arc::new(server)).map_err(|e| e.to_string())?;
+            .map_err(|e| format!("client: {e}"))?;
+        let mut s = rustls::ServerConnection::new(Arc::new(server)).map_err(|e| format!("server: {e}"))?;
         for _ in 0..10 {
             let mut buf = Vec::new();
-            c.write_tls(&mut buf).map_err(|e| e.to_string())?;
-            s.read_tls(&mut &buf[..]).map_err(|e| e.to_string())?;
-            s.process_new_packets().map_err(|e| e.to_string())?;
+            c.write_tls(&mut buf).map_err(|e| format!("client: {e}"))?;
+            s.read_tls(&mut &buf[..]).map_err(|e| format!("server: {e}"))?;
+            s.process_new_packets().map_err(|e| format!("server: {e}"))?;
             let mut buf = Vec::new();
-            s.write_tls(&mut buf).map_err(|e| e.to_string())?;
-            c.read_tls(&mut &buf[..]).map_err(|e| e.to_string())?;
-            c.process_new_packets().map_err(|e| e.to_string())?;
+            s.write_tls(&mut buf).map_err(|e| format!("server: {e}"))?;
+            c.read_tls(&mut &buf[..]).map_err(|e| format!("client: {e}"))?;
+            c.process_new_packets().map_err(|e| format!("client: {e}"))?;
             if !c.is_handshaking() && !s.is_handshaking() {
                 return Ok(s.peer_certificates().map(|p| peer_fingerprint(&p[0])));
             }
@@ -236,18 +237,43 @@ mod tests {
         );
     }
 
-    #[test]
-    fn another_clusters_certificates_are_refused() {
+    /// A handshake between a server of cluster `a` and a client holding a certificate of
+    /// cluster `b`; the client trusts its own CA (b) or the server's (a).
+    fn intruder(client_trusts_own_ca: bool) -> Result<Option<String>, String> {
         let ca = Ca::generate("a").unwrap();
         let other = Ca::generate("b").unwrap();
         let (sc, sk) = node(&ca, "server");
         let (cc, ck) = node(&other, "intruder");
-        let err = handshake(
-            node_client_config(&other.cert_pem, &cc, &ck).unwrap(),
+        let trusted = if client_trusts_own_ca { &other.cert_pem } else { &ca.cert_pem };
+        handshake(node_client_config(trusted, &cc, &ck).unwrap(), server_config(&ca.cert_pem, &sc, &sk).unwrap())
+    }
+
+    #[test]
+    fn a_client_refuses_a_server_of_another_cluster() {
+        // The intruder trusts only its own CA: it refuses the server's chain.
+        let err = intruder(true).expect_err("refused");
+        assert!(err.starts_with("client: ") && err.contains("UnknownIssuer"), "{err}");
+        let ca = Ca::generate("a").unwrap();
+        let (_, key) = node(&ca, "y");
+        assert!(node_client_config(&ca.cert_pem, &node(&ca, "x").0, &key).is_err(), "certificate/key mismatch refused");
+    }
+
+    #[test]
+    fn the_server_refuses_a_client_certificate_of_another_cluster() {
+        // The client trusts the right CA (so it accepts the server), but presents a
+        // certificate of another CA: only the server can refuse, and it does.
+        let err = intruder(false).expect_err("refused");
+        assert!(err.starts_with("server: ") && err.contains("UnknownIssuer"), "{err}");
+        // A client with a member certificate gets through: the refusal was the
+        // certificate's issuer, nothing else.
+        let ca = Ca::generate("a").unwrap();
+        let (sc, sk) = node(&ca, "server");
+        let (mc, mk) = node(&ca, "member");
+        let seen = handshake(
+            node_client_config(&ca.cert_pem, &mc, &mk).unwrap(),
             server_config(&ca.cert_pem, &sc, &sk).unwrap(),
         );
-        assert!(err.is_err(), "client from another cluster refused: {err:?}");
-        assert!(node_client_config(&ca.cert_pem, &node(&ca, "x").0, &ck).is_err(), "certificate/key mismatch refused");
+        assert_eq!(seen, Ok(Some(crate::fingerprint_of_pem(&mc).unwrap())));
     }
 
     #[test]

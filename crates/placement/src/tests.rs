@@ -460,12 +460,13 @@ fn free_of_anti(w: &Workload, wls: &[Workload]) -> bool {
 
 /// Spread holds for every workload free of anti-affinity (requests are zero): even over
 /// nodes, or over sites without needless sharing.
-fn check_spread(wls: &[Workload], nodes: &[NodeView]) -> Result<(), TestCaseError> {
+/// Returns whether the case was placeable (and so checked).
+fn check_spread(wls: &[Workload], nodes: &[NodeView]) -> Result<bool, TestCaseError> {
     let wls = wls.to_vec();
     let Ok(a) = place(&wls, nodes, &Assignment::new()) else {
         // with zero requests, only selectors and anti-affinity can make it fail
         prop_assert!(wls.iter().any(|w| w.replicas > 0 && (!w.selector.is_empty() || !free_of_anti(w, &wls))));
-        return Ok(());
+        return Ok(false);
     };
     for w in wls.iter().filter(|w| free_of_anti(w, &wls)) {
         let eligible: Vec<&NodeView> = nodes.iter().filter(|n| n.schedulable && n.matches(&w.selector)).collect();
@@ -511,7 +512,7 @@ fn check_spread(wls: &[Workload], nodes: &[NodeView]) -> Result<(), TestCaseErro
             Spread::Sites => {}
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The placement rules written the slow, obvious way: keep what may stay, then (services
@@ -596,25 +597,64 @@ fn reference(wls: &[Workload], nodes: &[NodeView], previous: &Assignment) -> Opt
     Some(out.into_iter().map(|(s, v)| (s, v.into_iter().flatten().collect())).collect())
 }
 
-proptest! {
-    #[test]
-    fn agrees_with_the_reference((wls, nodes) in (arb_workloads_of(600, 300, 12), arb_nodes_in(12, 30)), drop in prop::collection::vec(any::<bool>(), 8)) {
+/// Runs proptest cases of `strategy` through `body`, which returns whether the case got
+/// past its precondition (the first placement succeeded) and so exercised the property.
+/// A case that did not is rejected, as `prop_assume!` would, so proptest draws another:
+/// the property is checked on the full number of cases, all feasible. The run fails when
+/// fewer than `min_percent` % of the drawn cases were feasible (a generator that mostly
+/// makes infeasible inputs is a test that barely runs), and proptest itself fails past
+/// its limit of rejections.
+fn exercised_property<S: Strategy>(
+    name: &str,
+    strategy: S,
+    min_percent: usize,
+    body: impl Fn(S::Value) -> Result<bool, TestCaseError>,
+) {
+    let drawn = std::cell::Cell::new(0usize);
+    let exercised = std::cell::Cell::new(0usize);
+    let config = ProptestConfig::default();
+    let cases = config.cases as usize;
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&strategy, |v| {
+        drawn.set(drawn.get() + 1);
+        if !body(v)? {
+            return Err(TestCaseError::reject("the first placement is infeasible"));
+        }
+        exercised.set(exercised.get() + 1);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{name}: {e}");
+    }
+    let (drawn, exercised) = (drawn.get(), exercised.get());
+    eprintln!("{name}: {exercised} feasible cases checked, {drawn} drawn");
+    assert!(exercised >= cases, "{name}: only {exercised} of {cases} cases checked");
+    assert!(
+        exercised * 100 >= drawn * min_percent,
+        "{name}: only {exercised} of {drawn} drawn cases were feasible (at least {min_percent}% must be)"
+    );
+}
+
+#[test]
+fn agrees_with_the_reference() {
+    let case = ((arb_workloads_of(600, 300, 12), arb_nodes_in(12, 30)), prop::collection::vec(any::<bool>(), 8));
+    exercised_property("agrees_with_the_reference", case, 40, |((wls, nodes), drop)| {
         let first = place(&wls, &nodes, &Assignment::new());
         prop_assert_eq!(first.as_ref().ok().cloned(), reference(&wls, &nodes, &Assignment::new()));
         // and again from a previous assignment after some nodes left
-        if let Ok(a) = first {
-            let mut changed = nodes.clone();
-            for (i, n) in changed.iter_mut().enumerate() {
-                n.schedulable &= !drop[i % drop.len()];
-            }
-            prop_assert_eq!(place(&wls, &changed, &a).ok(), reference(&wls, &changed, &a));
+        let Ok(a) = first else { return Ok(false) };
+        let mut changed = nodes.clone();
+        for (i, n) in changed.iter_mut().enumerate() {
+            n.schedulable &= !drop[i % drop.len()];
         }
-    }
+        prop_assert_eq!(place(&wls, &changed, &a).ok(), reference(&wls, &changed, &a));
+        Ok(true)
+    });
 }
 
-proptest! {
-    #[test]
-    fn rules_hold_deterministic_and_idempotent((wls, nodes) in arb_case()) {
+#[test]
+fn rules_hold_deterministic_and_idempotent() {
+    exercised_property("rules_hold_deterministic_and_idempotent", arb_case(), 25, |(wls, nodes)| {
         let first = place(&wls, &nodes, &Assignment::new());
         let second = place(&wls, &nodes, &Assignment::new());
         prop_assert_eq!(&first, &second);
@@ -624,40 +664,58 @@ proptest! {
         let mut rev_n = nodes.clone();
         rev_n.reverse();
         prop_assert_eq!(&place(&rev_w, &rev_n, &Assignment::new()), &first);
-        if let Ok(a) = first {
-            assert_rules(&wls, &nodes, &a)?;
-            // idempotent: placing again with the result as previous changes nothing
-            prop_assert_eq!(place(&wls, &nodes, &a), Ok(a.clone()));
-            prop_assert_eq!(reschedule(&wls, &nodes, &a), Ok(Rescheduled { assignment: a, stuck: vec![] }));
-        }
-    }
+        let Ok(a) = first else { return Ok(false) };
+        assert_rules(&wls, &nodes, &a)?;
+        // idempotent: placing again with the result as previous changes nothing
+        prop_assert_eq!(place(&wls, &nodes, &a), Ok(a.clone()));
+        prop_assert_eq!(reschedule(&wls, &nodes, &a), Ok(Rescheduled { assignment: a, stuck: vec![] }));
+        Ok(true)
+    });
+}
 
-    #[test]
-    fn spread_is_honoured_when_possible((wls, nodes) in (arb_workloads(true), arb_nodes())) {
-        check_spread(&wls, &nodes)?;
-    }
+#[test]
+fn spread_is_honoured_when_possible() {
+    let case = (arb_workloads(true), arb_nodes());
+    exercised_property("spread_is_honoured_when_possible", case, 40, |(wls, nodes)| check_spread(&wls, &nodes));
+}
 
-    #[test]
-    fn spread_is_honoured_over_many_sites((wls, nodes) in (arb_workloads_of(1, 1, 30), arb_nodes_in(20, 40))) {
-        // more than 8 sites in a group: searched in the global order, not site by site
-        check_spread(&wls, &nodes)?;
-    }
-    #[test]
-    fn minimal_moves_when_nodes_leave_or_lose_labels((wls, nodes) in arb_case(), gone in prop::collection::vec(any::<bool>(), 10), unlabel in prop::collection::vec(any::<bool>(), 10)) {
-        let Ok(before) = place(&wls, &nodes, &Assignment::new()) else { return Ok(()) };
+#[test]
+fn spread_is_honoured_over_many_sites() {
+    // more than 8 sites in a group: searched in the global order, not site by site
+    let case = (arb_workloads_of(1, 1, 30), arb_nodes_in(20, 40));
+    exercised_property("spread_is_honoured_over_many_sites", case, 40, |(wls, nodes)| check_spread(&wls, &nodes));
+}
+
+#[test]
+fn minimal_moves_when_nodes_leave_or_lose_labels() {
+    let flags = || prop::collection::vec(any::<bool>(), 10);
+    let case = (arb_case(), flags(), flags());
+    exercised_property("minimal_moves_when_nodes_leave_or_lose_labels", case, 25, |((wls, nodes), gone, unlabel)| {
+        let Ok(before) = place(&wls, &nodes, &Assignment::new()) else { return Ok(false) };
         let mut changed = nodes.clone();
         for (i, n) in changed.iter_mut().enumerate() {
-            if gone[i % gone.len()] && i > 0 { n.schedulable = false; }
-            if unlabel[i % unlabel.len()] { n.labels.remove("disk"); }
+            if gone[i % gone.len()] && i > 0 {
+                n.schedulable = false;
+            }
+            if unlabel[i % unlabel.len()] {
+                n.labels.remove("disk");
+            }
         }
-        let still_ok = |w: &Workload, id: &NodeId| changed.iter().any(|n| n.id == *id && n.schedulable && n.matches(&w.selector));
+        let still_ok =
+            |w: &Workload, id: &NodeId| changed.iter().any(|n| n.id == *id && n.schedulable && n.matches(&w.selector));
         match place(&wls, &changed, &before) {
             Ok(after) => {
                 assert_rules(&wls, &changed, &after)?;
                 for w in &wls {
                     for (i, id) in before[&w.service].iter().enumerate() {
                         if still_ok(w, id) {
-                            prop_assert_eq!(after[&w.service][i], *id, "replica {} of {} moved needlessly", i, w.service);
+                            prop_assert_eq!(
+                                after[&w.service][i],
+                                *id,
+                                "replica {} of {} moved needlessly",
+                                i,
+                                w.service
+                            );
                         }
                     }
                 }
@@ -675,5 +733,6 @@ proptest! {
                 }
             }
         }
-    }
+        Ok(true)
+    });
 }

@@ -1,8 +1,10 @@
 //! holdfast-testbed: a multi-node, multi-site test harness on one machine.
 //!
-//! It runs N real processes as "machines" grouped into "sites", and breaks them. It knows
-//! nothing about holdfast: any command can run on a node. holdfast's integration tests and
-//! benchmarks use it as a dev-dependency.
+//! It runs N real processes as "machines" grouped into "sites", and breaks them. Its core
+//! knows nothing about holdfast: any command can run on a node. On top of it, [`cluster`]
+//! runs a holdfast cluster (the `holdfast` binary, driven through its CLI and JSON output,
+//! no holdfast crate), and [`wait_for`] is the one condition-with-deadline loop of the
+//! tests. holdfast's integration tests and benchmarks use it as a dev-dependency.
 //!
 //! Two modes ([`Mode`]):
 //! * **Namespaces** (root, and `ip netns` works): every node is a network namespace with one
@@ -37,6 +39,7 @@
 //! ```
 
 mod cgroup;
+pub mod cluster;
 mod cmd;
 mod error;
 mod faults;
@@ -44,6 +47,7 @@ mod latency;
 mod lease;
 mod netns;
 mod process;
+pub mod wait;
 
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
@@ -57,10 +61,12 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 
+pub use cluster::{namespaces_or_skip, Cluster, ClusterConfig, Node};
 pub use error::TestbedError;
 pub use latency::LatencyGuard;
 pub use lease::{guard_route_present, live_namespace_testbeds, GUARD_ROUTE};
 pub use process::NodeProcess;
+pub use wait::{seen_unless, wait_for, wait_for_every};
 
 use error::Result;
 use faults::NetFaults;

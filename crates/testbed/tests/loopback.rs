@@ -1,25 +1,13 @@
 //! Loopback mode (no root or no namespaces needed): nodes are 127.0.<id>.x host addresses,
 //! kill and freeze work, network faults say they are unsupported. Runs everywhere.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use holdfast_testbed::{Mode, Testbed, TestbedConfig, TestbedError};
 
-fn read_counter(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
+mod common;
 
-fn wait_above(path: &Path, above: u64) -> u64 {
-    let start = Instant::now();
-    loop {
-        if let Some(n) = read_counter(path).filter(|n| *n > above) {
-            return n;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "counter stuck at or below {above}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{read_counter, wait_counter_above as wait_above};
 
 #[test]
 fn loopback_nodes_kill_and_freeze() {

@@ -664,10 +664,150 @@ mod tests {
     }
 
     #[test]
-    fn default_timing_detects_a_dead_link_within_two_seconds() {
+    fn default_timing_adds_up_to_the_documented_bounds() {
+        // Only the arithmetic of the defaults; the detection itself is exercised by
+        // `a_peer_that_stops_answering_loses_its_link_within_ping_interval_plus_timeout`.
         let t = LinkTiming::default();
         assert!(t.ping_interval + t.ping_timeout <= Duration::from_secs(2));
         assert!(t.ping_timeout >= Duration::from_millis(800), "one lost packet (TCP retransmit) must not flap");
         assert!(t.open_timeout <= Duration::from_secs(1), "a connect through a dead link fails fast");
+    }
+
+    /// A member node's HTTP/2 server (mutual TLS under `ca`) answering 200 to everything,
+    /// on an ephemeral loopback port.
+    async fn member_server(ca: &holdfast_pki::Ca) -> std::net::SocketAddr {
+        let (cert, key) = member_cert(ca, "server");
+        let tls = Arc::new(holdfast_pki::tls::server_config(&ca.cert_pem, &cert, &key).expect("server tls"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Empty::<Bytes>::new()))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn member_cert(ca: &holdfast_pki::Ca, name: &str) -> (String, String) {
+        let key = holdfast_pki::NodeKey::generate().expect("key");
+        let cert = ca
+            .issue_node_cert(name, 1, &["127.0.0.1".parse().expect("ip")], &key.public_key_pem().expect("pem"))
+            .expect("cert");
+        (cert, key.key_pem)
+    }
+
+    /// A TCP relay to `to` that forwards both ways until `frozen` is set; from then on it
+    /// holds every connection open and forwards nothing (a frozen peer: the kernel still
+    /// accepts and acknowledges, the process answers nothing), also for new connections.
+    async fn freezable_relay(
+        to: std::net::SocketAddr,
+        frozen: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(to).await else { return };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = tokio::spawn(pump(cr, sw, frozen.clone()));
+                    pump(sr, cw, frozen).await;
+                    let _ = up.await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Copies `r` to `w` until EOF; once `frozen`, holds both halves and forwards nothing.
+    async fn pump(
+        mut r: tokio::net::tcp::OwnedReadHalf,
+        mut w: tokio::net::tcp::OwnedWriteHalf,
+        frozen: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            let n = match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if frozen.load(Ordering::SeqCst) {
+                // No FIN, no RST, no answer: the halves stay open with this task.
+                std::future::pending::<()>().await;
+            }
+            if w.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits (on the links' change channel) until `peer`'s link is `up`; returns when.
+    async fn link_becomes(links: &Links, peer: &str, up: bool, within: Duration) -> Instant {
+        let mut changes = links.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if links.reachability().link_up(peer) == up {
+                return Instant::now();
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                panic!(
+                    "link to {peer} not {} within {within:?}; links: {:?}",
+                    if up { "up" } else { "down" },
+                    links.view()
+                );
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_stops_answering_loses_its_link_within_ping_interval_plus_timeout() {
+        // Proves the real detection path with the default timing: a link over TCP + TLS +
+        // HTTP/2 to a peer that stops answering (its TCP stays up) goes down through
+        // unanswered PINGs, no sooner than the ping timeout and no later than ping interval
+        // + ping timeout (plus scheduling slack), and comes back once the peer answers.
+        let ca = holdfast_pki::Ca::generate("links-test").expect("ca");
+        let server = member_server(&ca).await;
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let peer = freezable_relay(server, frozen.clone()).await.to_string();
+        let (cert, key) = member_cert(&ca, "client");
+        let tls = holdfast_pki::tls::node_client_config(&ca.cert_pem, &cert, &key).expect("client tls");
+        let timing = LinkTiming::default();
+        let cancel = CancellationToken::new();
+        let links = Links::new(tls, timing.clone(), cancel.clone());
+        links.sync(&BTreeMap::from([(peer.clone(), BTreeSet::new())]));
+        link_becomes(&links, &peer, true, Duration::from_secs(5)).await;
+        // Quiet for a while with the peer answering: PINGs are answered, the link stays.
+        tokio::time::sleep(timing.ping_interval + timing.ping_timeout).await;
+        assert!(links.reachability().link_up(&peer), "an answering peer keeps its link: {:?}", links.view());
+
+        let frozen_at = Instant::now();
+        frozen.store(true, Ordering::SeqCst);
+        let down_at = link_becomes(&links, &peer, false, Duration::from_secs(5)).await;
+        let took = down_at - frozen_at;
+        eprintln!("link down {took:?} after the peer stopped answering");
+        assert!(took >= timing.ping_timeout, "down after {took:?}: sooner than an unanswered ping can time out");
+        assert!(
+            took <= timing.ping_interval + timing.ping_timeout + Duration::from_millis(700),
+            "down after {took:?}: later than ping interval + timeout"
+        );
+        let view = links.view();
+        assert!(view.links[0].last_error.is_some(), "the link says why it went down: {view:?}");
+
+        frozen.store(false, Ordering::SeqCst);
+        link_becomes(&links, &peer, true, Duration::from_secs(10)).await;
+        assert_eq!(links.view().links[0].connects, 2, "reconnected once");
+        cancel.cancel();
     }
 }

@@ -1,5 +1,5 @@
-//! Helpers shared by the testbed's integration tests: root detection (SKIPPED without root,
-//! except under CI=true where namespaces are mandatory), pings and RTT parsing.
+//! Helpers shared by the testbed's integration tests: two-site testbeds, pings and RTT
+//! parsing, leftovers; counters written by a node process and read with `wait_for`.
 
 #![allow(dead_code)]
 
@@ -7,28 +7,9 @@ use std::time::Duration;
 
 use holdfast_testbed::{Mode, Testbed, TestbedConfig};
 
-/// Whether namespace tests can run. Under `CI=true` they must: panics instead of skipping.
-pub fn namespaces_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        for (tool, package) in [("ping", "iputils-ping"), ("nft", "nftables"), ("iptables", "iptables")] {
-            let found = std::process::Command::new("sh")
-                .args(["-c", &format!("command -v {tool} || test -x /usr/sbin/{tool} || test -x /sbin/{tool}")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(found, "{test}: the tests need `{tool}` (Debian package {package})");
-        }
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: CI=true but not running as root; namespace tests may not be skipped");
-    }
-    // Straight to the stderr handle: the test harness does not capture that, so the skip is
-    // visible in a normal `cargo test` run.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs root for network namespaces");
-    false
-}
+/// Whether namespace tests can run (the harness's one check: panics under `CI=true`).
+#[allow(unused_imports)] // not every test binary needs it
+pub use holdfast_testbed::namespaces_or_skip;
 
 /// Starts a namespaces-mode testbed with sites `a` and `b` of `per_site` nodes each.
 pub fn two_sites(name: &str, per_site: usize) -> Testbed {
@@ -78,4 +59,17 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// The number in a counter file a node process rewrites, if it is readable now.
+pub fn read_counter(path: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Waits until the counter file holds a number above `above`; returns it.
+pub fn wait_counter_above(path: &std::path::Path, above: u64) -> u64 {
+    holdfast_testbed::wait_for(&format!("counter above {above}"), Duration::from_secs(10), || {
+        let n = read_counter(path);
+        holdfast_testbed::seen_unless(n.is_some_and(|n| n > above), n.unwrap_or(0), n)
+    })
 }
