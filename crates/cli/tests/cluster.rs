@@ -142,8 +142,7 @@ mod base64_free {
 fn a_removed_node_certificate_is_refused() {
     // Proves: node-to-node endpoints accept a member's certificate, and refuse it once
     // the node was removed with `holdfast node rm`.
-    let mut nodes = cluster("revoked", 24000, &["a", "a", "b"]);
-    nodes.allow_errors(&[NODE_RM_VOTER_RACE]);
+    let nodes = cluster("revoked", 24000, &["a", "a", "b"]);
     let n3 = &nodes[2];
     // (HTTP code, body) of a request to `target` with n3's certificate (real curl);
     // code 0 when no HTTP answer came (a TLS failure).

@@ -158,8 +158,7 @@ fn a_removed_nodes_certificate_is_refused() {
     // Proves: `node rm` finishes as a state the leader drives (the CLI waits), and then
     // the removed node's own certificate no longer opens node-to-node endpoints, while a
     // member's still does.
-    let mut nodes = cluster("removed", 34000, &["a", "a", "a"]);
-    nodes.allow_errors(&[NODE_RM_VOTER_RACE]);
+    let nodes = cluster("removed", 34000, &["a", "a", "a"]);
     let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &web(3));
     assert!(ok, "{out}\n{err}");
     nodes[0].wait_ready("web", 3, Duration::from_secs(30));

@@ -30,12 +30,6 @@ pub fn cluster(name: &str, ports_from: u16, sites: &[&str]) -> Cluster {
     Cluster::form(config(name).sites(sites).ports_from(ports_from))
 }
 
-/// What the leader logs today while `node rm` takes a voter out: a known product bug (to
-/// fix in the controller's voter changes): it asks openraft to keep the removed node as
-/// a voter after dropping it as a learner, then retries without it. Tests of `node rm`
-/// allow this line; any other test fails on it.
-pub const NODE_RM_VOTER_RACE: &str = "add it as learner before adding it as a voter";
-
 /// The demo web service of most tests: `replicas` of holdfast-demo-web (port `http`
 /// 8080, health-checked every 300 ms) in `project`, routed from `route` when given.
 pub fn demo_web(project: &str, replicas: u32, route: Option<&str>) -> String {
