@@ -134,7 +134,17 @@ impl Agent {
         for d in [&config.state_dir, &instances_dir, &logs_dir] {
             std::fs::create_dir_all(d).map_err(|e| AgentError::io("create directory", d, e))?;
         }
-        let lock = lock_state_dir(&config.state_dir)?;
+        // A lock held a moment longer is retried: a process forked by this one (or by a
+        // previous agent of this process) shares the lock until it execs.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let lock = loop {
+            match lock_state_dir(&config.state_dir) {
+                Err(AgentError::Config(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                other => break other?,
+            }
+        };
         let cgroups = Cgroups::detect(&config.cgroup_name);
         match cgroups.version {
             None => tracing::warn!(notes = ?cgroups.notes, "cgroups unavailable: running workloads without limits"),
