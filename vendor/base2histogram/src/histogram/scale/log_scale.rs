@@ -1,4 +1,4 @@
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use super::bucket_span::BucketSpan;
 use super::log_scale_config::LogScaleConfig;
@@ -19,8 +19,14 @@ pub struct LogScale {
     small_value_buckets: Vec<u8>,
 }
 
-static LOG_SCALES: LazyLock<Vec<LogScale>> =
-    LazyLock::new(|| (LogScaleConfig::MIN_WIDTH..=LogScaleConfig::MAX_WIDTH).map(LogScale::new).collect());
+/// One lazily built shared scale per width, indexed by `width - 1`.
+///
+/// Patched (holdfast): upstream built the tables of all 16 widths together on the
+/// first `get`, about 26 MB of `bucket_min_values` (width 16 alone is 1.6 M buckets,
+/// 13 MB) even though a default histogram only ever uses width 3 (2 KB). Each width is
+/// now built on its first use only.
+static LOG_SCALES: [OnceLock<LogScale>; LogScaleConfig::MAX_WIDTH] =
+    [const { OnceLock::new() }; LogScaleConfig::MAX_WIDTH];
 
 impl LogScale {
     pub const DEFAULT_WIDTH: usize = 3;
@@ -28,7 +34,13 @@ impl LogScale {
     /// Returns a shared `LogScale` instance for the given width (1..=16).
     pub fn get(width: usize) -> &'static LogScale {
         LogScaleConfig::validate_width(width);
-        &LOG_SCALES[width - 1]
+        LOG_SCALES[width - 1].get_or_init(|| LogScale::new(width))
+    }
+
+    /// Whether the shared scale of `width` has been built (by a [`LogScale::get`]).
+    #[cfg(test)]
+    pub(crate) fn is_built(width: usize) -> bool {
+        LOG_SCALES[width - 1].get().is_some()
     }
 
     /// Creates a new `LogScale` for the given width configuration.
@@ -133,6 +145,37 @@ impl Default for LogScale {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Patched (holdfast): scales are built per width on first use. The other tests of
+    // this crate use widths 1..=10, 12 and 16 only, so widths 14 and 15 are still unbuilt
+    // when these tests start, whatever order the test threads run in.
+    #[test]
+    fn test_get_builds_only_the_requested_width() {
+        assert!(!LogScale::is_built(15), "nothing asked for width 15 yet");
+        let w3 = LogScale::get(3);
+        assert!(LogScale::is_built(3));
+        assert!(!LogScale::is_built(15), "building width 3 must not build width 15");
+
+        let w15 = LogScale::get(15);
+        assert!(LogScale::is_built(15));
+        assert_eq!(*w15, LogScale::new(15));
+        assert!(std::ptr::eq(w15, LogScale::get(15)), "one shared instance per width");
+        assert!(std::ptr::eq(w3, LogScale::get(3)));
+        assert_eq!(w15.num_buckets(), 16384 * 51);
+    }
+
+    #[test]
+    fn test_get_concurrent_first_use_shares_one_instance() {
+        assert!(!LogScale::is_built(14), "nothing asked for width 14 yet");
+        let ptrs: Vec<usize> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| LogScale::get(14) as *const LogScale as usize))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ptrs.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(*LogScale::get(14), LogScale::new(14));
+    }
 
     #[test]
     fn test_default() {
