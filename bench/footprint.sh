@@ -3,9 +3,10 @@
 # Prints a table with a pass/fail column and writes bench/results/footprint-<date>.json.
 #   - idle disk writes per node of an idle 3-node cluster (no services), from /proc/PID/io:
 #     write_bytes (bytes the process sent towards the block device) and wchar (bytes it
-#     passed to write(2) and friends, page cache or not), per minute (target < 1 MB/min:
-#     SD-card wear). The node's log goes to a file on the same disk at the default log
-#     level, so log lines count too; the log's own growth is shown beside the figure.
+#     passed to write(2) and friends: files, but also the TLS traffic to peers), per minute
+#     (target < 1 MB/min: SD-card wear). The node's log goes to a file on the same disk at
+#     the default log level, so log lines count too; the log's own growth is shown beside.
+#     Not counted: the filesystem journal's own writes (jbd2) after an fsync.
 #   - idle CPU per node over the same window, utime+stime from /proc/PID/stat (target < 1%
 #     of one core);
 #   - Raft entries applied during the window (from `holdfast status`): whether an idle
@@ -62,9 +63,11 @@ for n in 1 2 3; do
   wb0[$n]=$(io_field "$p" write_bytes); wc0[$n]=$(io_field "$p" wchar); cpu0[$n]=$(cpu_ticks "$p")
   log0[$n]=$(stat -c %s "$work/n$n.log"); ap0[$n]=$(applied "$n")
 done
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 t0=$(date +%s.%N)
 sleep "$idle_s"
 t1=$(date +%s.%N)
+load1=$(cut -d' ' -f1-3 /proc/loadavg)
 win=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')
 wb=(); wc=(); cpu=(); logs=(); entries=(); worst_wb=0; worst_cpu=0
 for n in 1 2 3; do
@@ -99,10 +102,15 @@ cargo rustc --release --quiet --target x86_64-unknown-linux-gnu -p holdfast --bi
   || { cat "$static_log"; exit 1; }
 unset RUSTFLAGS
 SBIN="$PWD/target/x86_64-unknown-linux-gnu/release"
-static_warnings=$(grep -c 'statically linked applications requires at runtime' "$static_log" || true)
-# glibc's resolver and user/group lookups (NSS) are the parts that need the shared
-# libraries at run time; whether the binary contains them at all:
-static_nss=$(nm "$SBIN/holdfast" 2>/dev/null | awk '$3 ~ /^(getaddrinfo|getpwnam|getpwuid|getgrnam|gethostbyname)(_r)?$/ {print $3}' | sort -u | tr '\n' ' ')
+# glibc marks the functions that need its shared libraries at run time even when linked
+# statically (NSS modules loaded with dlopen) with .gnu.warning.<name> sections. GNU ld
+# prints them as "Using 'getaddrinfo' in statically linked applications requires ...";
+# rust-lld (the default linker here) keeps the sections but prints nothing, so read them
+# from the binary. Since glibc 2.34 the `files` and `dns` NSS modules are built into libc
+# (so into this binary); only other modules in nsswitch.conf (mdns, resolve, ldap, ...)
+# would be dlopened, and need the same glibc version as the one linked.
+static_warned=$(readelf -W -S "$SBIN/holdfast" | grep -o '\.gnu\.warning\.[A-Za-z0-9_]*' | sed 's/^\.gnu\.warning\.//' | sort -u | tr '\n' ' ')
+static_nss=$(nm "$SBIN/holdfast" 2>/dev/null | awk '$3 ~ /^__nss_(files|dns)_functions$/ {sub(/^__nss_/, "", $3); sub(/_functions$/, "", $3); print $3}' | sort -u | tr '\n' ' ')
 static_file=$(file -b "$SBIN/holdfast")
 static_ldd=$(ldd "$SBIN/holdfast" 2>&1 || true)
 is_static=no
@@ -128,7 +136,7 @@ row() { printf '%-50s %-28s %-16s %s\n' "$@"; }
 printf '\n'
 row "measure" "holdfast" "target" "pass/fail"
 row "idle disk write_bytes per node, 3 nodes (MB/min)" "${wb[*]}" "< 1 MB/min" "$(pass "$worst_wb" 1)"
-row "idle wchar per node (MB/min)" "${wc[*]}" "< 1 MB/min" "$(pass "$worst_wc" 1)"
+row "idle wchar per node, sockets included (MB/min)" "${wc[*]}" "< 1 MB/min" "$(pass "$worst_wc" 1)"
 row "  of which the node's log file (MB/min)" "${logs[*]}" "-" ""
 row "  Raft entries applied in the window" "${entries[*]}" "-" ""
 row "idle CPU per node (% of one core)" "${cpu[*]}" "< 1%" "$(pass "$worst_cpu" 1)"
@@ -136,14 +144,15 @@ row "RSS per node after the window (MB)" "${rss[*]}" "< 30 MB" "$(pass "$(printf
 row "release binary size, holdfast (MB)" "$bin_mb" "-" ""
 row "static x86-64 build: static, demo answers" "$is_static, $demo_ok" "yes, yes" "$([ "$is_static$demo_ok" = yesyes ] && echo pass || echo FAIL)"
 row "static x86-64 binary size (MB)" "$static_mb" "-" ""
-echo "  idle window: ${win} s; static: $static_file"
+echo "  idle window: ${win} s; machine load average $load0 before, $load1 after ($(nproc) cores; CPU time grows when they are shared)"
+echo "  static: $static_file"
 echo "  static demo: ${demo_answer:-no answer}; DNS web.demo.internal -> ${demo_dns:-no answer}"
-echo "  glibc static-link warnings: $static_warnings; NSS functions linked in: ${static_nss:-none}"
-if [ "$static_warnings" != 0 ]; then grep -o "Using '[a-z_]*' in statically linked.*" "$static_log" | sort -u | sed 's/^/    /'; fi
+echo "  glibc 'needs shared libraries at run time' warnings for: ${static_warned:-none}; built-in NSS modules: ${static_nss:-none}"
+if grep -q 'statically linked applications requires' "$static_log"; then grep -o "Using '[a-z_0-9]*' in statically linked.*" "$static_log" | sort -u | sed 's/^/    linker: /'; fi
 
 out="bench/results/footprint-$(date +%Y%m%d-%H%M%S).json"
 j() { local IFS=,; echo "[$*]"; }
 cat >"$out" <<JSON
-{"machine": "$(uname -m) $(nproc) cores", "idle_window_s": $win, "idle_write_bytes_mb_per_min": $(j "${wb[@]}"), "idle_wchar_mb_per_min": $(j "${wc[@]}"), "idle_log_mb_per_min": $(j "${logs[@]}"), "idle_raft_entries_applied": $(j "${entries[@]}"), "idle_cpu_pct_one_core": $(j "${cpu[@]}"), "rss_after_idle_mb": $(j "${rss[@]}"), "binary_bytes": $(stat -c %s "$BIN/holdfast"), "static_binary_bytes": $(stat -c %s "$SBIN/holdfast"), "static_linked": "$is_static", "static_demo_answers": "$demo_ok", "static_glibc_warnings": $static_warnings, "static_nss_functions": "${static_nss% }"}
+{"machine": "$(uname -m) $(nproc) cores", "idle_window_s": $win, "loadavg_before": "$load0", "loadavg_after": "$load1", "idle_write_bytes_mb_per_min": $(j "${wb[@]}"), "idle_wchar_mb_per_min": $(j "${wc[@]}"), "idle_log_mb_per_min": $(j "${logs[@]}"), "idle_raft_entries_applied": $(j "${entries[@]}"), "idle_cpu_pct_one_core": $(j "${cpu[@]}"), "rss_after_idle_mb": $(j "${rss[@]}"), "binary_bytes": $(stat -c %s "$BIN/holdfast"), "static_binary_bytes": $(stat -c %s "$SBIN/holdfast"), "static_linked": "$is_static", "static_demo_answers": "$demo_ok", "static_glibc_warned_functions": "${static_warned% }", "static_builtin_nss": "${static_nss% }"}
 JSON
 echo "results written to $out"
