@@ -20,6 +20,9 @@
 # node after 40-50 s and replaces its pods after ~5 min 40 s; Nomad 20-30 s; Swarm ~15 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for tool in wrk curl python3; do # a missing one would end the run silently (set -e)
+  command -v "$tool" >/dev/null || { echo "bench/cluster.sh needs $tool (apt-get install $tool)"; exit 1; }
+done
 cargo build --release --quiet --bins
 cargo build --release --quiet -p holdfast-placement --example scale
 BIN="$PWD/target/release"

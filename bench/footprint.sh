@@ -17,6 +17,9 @@
 # The idle window is 5 minutes; FOOTPRINT_IDLE_S=60 bash bench/footprint.sh for a quick run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for tool in curl python3 file ldd readelf nm; do # a missing one would end the run silently (set -e)
+  command -v "$tool" >/dev/null || { echo "bench/footprint.sh needs $tool"; exit 1; }
+done
 idle_s=${FOOTPRINT_IDLE_S:-300}
 cargo build --release --quiet --bins
 BIN="$PWD/target/release"
