@@ -10,7 +10,8 @@
 #   - idle CPU per node over the same window, utime+stime from /proc/PID/stat (target < 1%
 #     of one core);
 #   - Raft entries applied during the window (from `holdfast status`): whether an idle
-#     cluster keeps proposing;
+#     cluster keeps proposing; and, after the window, the disk writes one committed entry
+#     costs each node (20 label changes);
 #   - size of the release `holdfast` binary;
 #   - a statically linked x86-64 build (crt-static, glibc): built, checked static with
 #     `file` and `ldd`, `holdfast up --demo` started from it and answering over HTTP, size.
@@ -85,6 +86,16 @@ for v in "${wb[@]}"; do worst_wb=$(awk -v a="$worst_wb" -v b="$v" 'BEGIN {print 
 for v in "${cpu[@]}"; do worst_cpu=$(awk -v a="$worst_cpu" -v b="$v" 'BEGIN {print (b > a) ? b : a}'); done
 worst_wc=0; for v in "${wc[@]}"; do worst_wc=$(awk -v a="$worst_wc" -v b="$v" 'BEGIN {print (b > a) ? b : a}'); done
 rss=(); for n in 1 2 3; do rss+=("$(awk '/^VmRSS:/ {printf "%.1f", $2/1024}' "/proc/$(pid_of "$n")/status")"); done
+# What one committed Raft entry costs on disk (what an idle cluster would pay per status
+# update if those went through the log): 20 label changes, write_bytes per entry per node.
+declare -A cw0; for n in 1 2 3; do cw0[$n]=$(io_field "$(pid_of "$n")" write_bytes); done
+c0=$(applied 1)
+for i in $(seq 1 20); do hf 1 node label n2 "footprint=$i" >/dev/null; done
+sleep 2
+entries_n=$(( $(applied 1) - c0 ))
+per_entry=(); for n in 1 2 3; do
+  per_entry+=("$(awk -v a="${cw0[$n]}" -v b="$(io_field "$(pid_of "$n")" write_bytes)" -v e="$entries_n" 'BEGIN {printf "%.1f", (b - a) / 1024 / e}')")
+done
 for n in 1 2 3; do kill -TERM "$(pid_of "$n")"; done
 sleep 3; rm -rf "$work"/n*
 
@@ -142,6 +153,7 @@ row "idle disk write_bytes per node, 3 nodes (MB/min)" "${wb[*]}" "< 1 MB/min" "
 row "idle wchar per node, sockets included (MB/min)" "${wc[*]}" "< 1 MB/min" "$(pass "$worst_wc" 1)"
 row "  of which the node's log file (MB/min)" "${logs[*]}" "-" ""
 row "  Raft entries applied in the window" "${entries[*]}" "-" ""
+row "  disk writes per committed Raft entry (KiB)" "${per_entry[*]}" "-" ""
 row "idle CPU per node (% of one core)" "${cpu[*]}" "< 1%" "$(pass "$worst_cpu" 1)"
 row "RSS per node after the window (MB)" "${rss[*]}" "< 30 MB" "$(pass "$(printf '%s\n' "${rss[@]}" | sort -n | tail -1)" 30)"
 row "release binary size, holdfast (MB)" "$bin_mb" "-" ""
@@ -156,6 +168,6 @@ if grep -q 'statically linked applications requires' "$static_log"; then grep -o
 out="bench/results/footprint-$(date +%Y%m%d-%H%M%S).json"
 j() { local IFS=,; echo "[$*]"; }
 cat >"$out" <<JSON
-{"machine": "$(uname -m) $(nproc) cores", "idle_window_s": $win, "loadavg_before": "$load0", "loadavg_after": "$load1", "idle_write_bytes_mb_per_min": $(j "${wb[@]}"), "idle_wchar_mb_per_min": $(j "${wc[@]}"), "idle_log_mb_per_min": $(j "${logs[@]}"), "idle_raft_entries_applied": $(j "${entries[@]}"), "idle_cpu_pct_one_core": $(j "${cpu[@]}"), "rss_after_idle_mb": $(j "${rss[@]}"), "binary_bytes": $(stat -c %s "$BIN/holdfast"), "static_binary_bytes": $(stat -c %s "$SBIN/holdfast"), "static_linked": "$is_static", "static_demo_answers": "$demo_ok", "static_glibc_warned_functions": "${static_warned% }", "static_builtin_nss": "${static_nss% }"}
+{"machine": "$(uname -m) $(nproc) cores", "idle_window_s": $win, "loadavg_before": "$load0", "loadavg_after": "$load1", "idle_write_bytes_mb_per_min": $(j "${wb[@]}"), "idle_wchar_mb_per_min": $(j "${wc[@]}"), "idle_log_mb_per_min": $(j "${logs[@]}"), "idle_raft_entries_applied": $(j "${entries[@]}"), "write_kib_per_raft_entry": $(j "${per_entry[@]}"), "idle_cpu_pct_one_core": $(j "${cpu[@]}"), "rss_after_idle_mb": $(j "${rss[@]}"), "binary_bytes": $(stat -c %s "$BIN/holdfast"), "static_binary_bytes": $(stat -c %s "$SBIN/holdfast"), "static_linked": "$is_static", "static_demo_answers": "$demo_ok", "static_glibc_warned_functions": "${static_warned% }", "static_builtin_nss": "${static_nss% }"}
 JSON
 echo "results written to $out"
