@@ -5,7 +5,9 @@
 #
 # Measures, on a fresh one-node cluster on loopback:
 #   - daemon RSS idle with 0 services, and with 10 services x 2 replicas (target < 30 MB);
-#   - deploy-to-healthy time of 10 services x 3 replicas with HTTP health checks.
+#   - deploy-to-healthy time of 10 services x 3 replicas with HTTP health checks;
+# then runs bench/footprint.sh (idle disk writes and CPU, binary size, static build; its
+# own table and bench/results/footprint-<date>.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bins
@@ -70,3 +72,10 @@ cat >"$out" <<JSON
 {"machine": "$(uname -m) $(nproc) cores", "rss_idle_0_kb": $idle0, "rss_10x2_kb": $idle20, "rss_10x3_health_kb": $busy30, "deploy_to_healthy_10x3_s": $deploy_s}
 JSON
 echo "results written to $out"
+
+# Footprint on small hardware: idle disk writes and CPU of a 3-node cluster (5 minutes;
+# FOOTPRINT_IDLE_S shortens it), binary size, static build running the demo. The daemon
+# above and its 30 instances stop first.
+cleanup
+trap - EXIT
+bash bench/footprint.sh
