@@ -146,20 +146,7 @@ fn a_removed_node_certificate_is_refused() {
     let n3 = &nodes[2];
     // (HTTP code, body) of a request to `target` with n3's certificate (real curl);
     // code 0 when no HTTP answer came (a TLS failure).
-    let with_n3_cert = |target: &Node, method: &str, path: &str| -> (u16, String) {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "-X", method])
-            .args(if method == "POST" { &["-d", "{}"][..] } else { &[][..] })
-            .args(["--cacert", n3.dir.join("ca.pem").to_str().expect("utf8")])
-            .args(["--cert", n3.dir.join("node.pem").to_str().expect("utf8")])
-            .args(["--key", n3.dir.join("node.key").to_str().expect("utf8")])
-            .arg(format!("https://{}{path}", target.addr()))
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
-    };
+    let with_n3_cert = |target: &Node, method: &str, path: &str| curl_with_cert(n3, target, method, path);
     // Accepted: the member-only links view answers 200, and a heartbeat gets an answer
     // from the handler (TLS and the certificate check passed), not a refusal.
     let (code, body) = with_n3_cert(&nodes[0], "GET", "/cluster/links");

@@ -167,22 +167,7 @@ fn a_removed_nodes_certificate_is_refused() {
     let (ok, out, err) = nodes[0].deploy_yaml("web.yaml", &web(3));
     assert!(ok, "{out}\n{err}");
     nodes[0].wait_ready("web", 3, Duration::from_secs(30));
-    let curl_as = |who: &Node, target: &Node| -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "5"])
-            .arg("--cacert")
-            .arg(who.dir.join("ca.pem"))
-            .arg("--cert")
-            .arg(who.dir.join("node.pem"))
-            .arg("--key")
-            .arg(who.dir.join("node.key"))
-            .arg(format!("https://{}/cluster/links", target.addr()))
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
-    };
+    let curl_as = |who: &Node, target: &Node| curl_with_cert(who, target, "GET", "/cluster/links");
     assert_eq!(curl_as(&nodes[2], &nodes[0]).0, 200, "a member's certificate is accepted");
     let out = nodes[0].cli(&["node", "rm", "n3", "--timeout", "60s"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -41,3 +41,23 @@ pub fn demo_web(project: &str, replicas: u32, route: Option<&str>) -> String {
     }
     spec
 }
+
+/// A request to `target`'s holdfast port with `who`'s node certificate and key (real
+/// curl): (HTTP code, body); code 0 when no HTTP answer came (a TLS failure).
+pub fn curl_with_cert(who: &Node, target: &Node, method: &str, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--max-time", "5", "-X", method])
+        .args(if method == "POST" { &["-d", "{}"][..] } else { &[][..] })
+        .arg("--cacert")
+        .arg(who.dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(who.dir.join("node.pem"))
+        .arg("--key")
+        .arg(who.dir.join("node.key"))
+        .arg(format!("https://{}{path}", target.addr()))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
