@@ -32,7 +32,6 @@ pub enum PeerError {
 /// A versioned peer message.
 pub trait PeerMessage: serde::de::DeserializeOwned {
     const WHAT: &'static str;
-    fn version(&self) -> u32;
 
     /// Reads a message, refusing one from a newer protocol.
     fn decode(bytes: &[u8]) -> Result<Self, PeerError> {
@@ -115,27 +114,15 @@ pub struct JoinReply {
 
 impl PeerMessage for Heartbeat {
     const WHAT: &'static str = "heartbeat";
-    fn version(&self) -> u32 {
-        self.v
-    }
 }
 impl PeerMessage for HeartbeatReply {
     const WHAT: &'static str = "heartbeat answer";
-    fn version(&self) -> u32 {
-        self.v
-    }
 }
 impl PeerMessage for JoinRequest {
     const WHAT: &'static str = "join request";
-    fn version(&self) -> u32 {
-        self.v
-    }
 }
 impl PeerMessage for JoinReply {
     const WHAT: &'static str = "join answer";
-    fn version(&self) -> u32 {
-        self.v
-    }
 }
 
 #[cfg(test)]

@@ -66,11 +66,6 @@ impl Engine {
         self.leader_since
     }
 
-    /// Since when each node has been heartbeating without a gap.
-    pub fn alive_since(&self) -> &BTreeMap<NodeId, Millis> {
-        &self.alive_since
-    }
-
     /// Why each learner is not a voter yet (for `holdfast nodes`).
     pub fn promotion_blockers(&self, input: Input<'_>) -> BTreeMap<NodeId, String> {
         let health =
@@ -124,7 +119,7 @@ impl Engine {
             }
         }
         self.alive_since.retain(|id, _| seen.contains_key(id));
-        self.alive_since.insert(me, *self.alive_since.get(&me).unwrap_or(&now));
+        self.alive_since.entry(me).or_insert(now);
         for v in detector::verdicts(&sim, me, &seen, leader_since, now) {
             let name = sim.node_name(v.node);
             let cmd = Command::SetNodeFlags { id: v.node, cordoned: None, down: Some(v.down), draining: None };
@@ -186,9 +181,9 @@ impl Engine {
             };
             let (next, events) = plan_drain_step(&sim, &ready);
             for e in &events {
-                let level = matches!(e, holdfast_state::drain::DrainEvent::Stuck { .. });
+                let stuck = matches!(e, holdfast_state::drain::DrainEvent::Stuck { .. });
                 let text = format!("drain: {}", e.describe(&sim));
-                recurring.insert(if level { Note::warn(text) } else { Note::info(text) });
+                recurring.insert(if stuck { Note::warn(text) } else { Note::info(text) });
             }
             if let Some(desired) = next {
                 let cmd = Command::SetDesired { expected_revision: sim.revision, desired };

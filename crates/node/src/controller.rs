@@ -5,7 +5,7 @@
 //! applies the membership changes, logs the engine's notes once, and reports the pass to
 //! [`crate::workers`].
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use holdfast_control::{Engine, Input, Level, MembershipChange, NodeReport, Observations, Output};
 use holdfast_state::{Request, Response as Applied};
@@ -27,7 +27,7 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     let mut engine = Engine::new();
     let epoch = Instant::now();
     loop {
-        let period = Duration::from_millis(ctx.control.state().settings.heartbeat_ms);
+        let period = ctx.heartbeat_period();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(period) => {}

@@ -153,6 +153,14 @@ fn preflight(config: &NodeConfig) -> Result<(), NodeError> {
     Ok(())
 }
 
+impl NodeContext {
+    /// How often nodes heartbeat and the leader ticks, as currently replicated (changed
+    /// with `holdfast cluster set --heartbeat`).
+    pub fn heartbeat_period(&self) -> Duration {
+        Duration::from_millis(self.control.state().settings.heartbeat_ms)
+    }
+}
+
 /// A started node.
 pub struct Node {
     pub ctx: NodeContext,

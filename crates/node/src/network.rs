@@ -145,7 +145,7 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
             // A link went up or down, or an endpoint check changed its verdict.
             r = links.changed() => if r.is_err() { break },
             // Other nodes' readiness arrives with heartbeats.
-            _ = tokio::time::sleep(std::time::Duration::from_millis(ctx.control.state().settings.heartbeat_ms)) => {}
+            _ = tokio::time::sleep(ctx.heartbeat_period()) => {}
         }
     }
     net.shutdown().await;

@@ -178,17 +178,7 @@ impl ControlPlane {
             Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => {
                 // Raft just asked the voters and too few answered: name those that did not.
                 let (voters, _) = self.membership();
-                let silent = self.voters_silent_for(std::time::Duration::ZERO);
-                let state = self.state();
-                let unreachable = voters
-                    .iter()
-                    .filter(|id| !q.got.contains(id))
-                    .map(|id| {
-                        let name = state.nodes.get(id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
-                        let ms = silent.iter().find(|(n, _)| *n == name).and_then(|(_, ms)| *ms);
-                        (name, ms)
-                    })
-                    .collect();
+                let unreachable = self.voters_where(|id, _| !q.got.contains(&id));
                 Err(ControlPlaneError::NoQuorum {
                     what: "reading the cluster state",
                     voters: voters.len(),
@@ -218,28 +208,31 @@ impl ControlPlane {
     /// On the leader: the voters that have not acknowledged it within
     /// [`UNREACHABLE_AFTER`] (name, ms since their last acknowledgement).
     pub fn unreachable_voters(&self) -> Vec<(String, Option<u64>)> {
-        self.voters_silent_for(UNREACHABLE_AFTER)
+        use openraft::async_runtime::WatchReceiver;
+        // Acknowledgements are tracked only while leading; a follower judges nobody.
+        if self.raft.metrics().borrow_watched().heartbeat.is_none() {
+            return Vec::new();
+        }
+        self.voters_where(|_, since| since.is_none_or(|d| d >= UNREACHABLE_AFTER))
     }
 
-    /// On the leader: the voters whose last acknowledgement is older than `silent`.
-    fn voters_silent_for(&self, silent: std::time::Duration) -> Vec<(String, Option<u64>)> {
+    /// On the leader: the other voters for which `pick(id, time since its last
+    /// acknowledgement)` holds, as (name, ms since that acknowledgement).
+    fn voters_where(&self, pick: impl Fn(NodeId, Option<std::time::Duration>) -> bool) -> Vec<(String, Option<u64>)> {
         use openraft::async_runtime::WatchReceiver;
         use openraft::rt::Instant as _;
         let m = self.raft.metrics().borrow_watched().clone();
-        let Some(acks) = m.heartbeat.as_ref() else { return Vec::new() };
         let state = self.state();
         m.membership_config
             .membership()
             .voter_ids()
             .filter(|id| *id != self.node_id)
             .filter_map(|id| {
-                let since = acks.get(&id).and_then(|t| t.as_ref()).map(|t| t.elapsed());
-                let name = state.nodes.get(&id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
-                match since {
-                    Some(d) if d < silent => None,
-                    Some(d) => Some((name, Some(d.as_millis() as u64))),
-                    None => Some((name, None)),
-                }
+                let since = m.heartbeat.as_ref().and_then(|acks| acks.get(&id)?.as_ref()).map(|t| t.elapsed());
+                pick(id, since).then(|| {
+                    let name = state.nodes.get(&id).map(|n| n.name.clone()).unwrap_or_else(|| format!("node {id}"));
+                    (name, since.map(|d| d.as_millis() as u64))
+                })
             })
             .collect()
     }

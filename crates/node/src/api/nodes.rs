@@ -128,7 +128,7 @@ async fn set_flags(ctx: &NodeContext, name: &str, action: NodeAction) -> Result<
     let cmd = Command::SetNodeFlags { id: node.id, cordoned: Some(cordoned), down: None, draining };
     match ctx.control.propose(Request::new(cmd)).await? {
         Applied::Applied { revision } => {
-            let replicas = replicas_on(&ctx.control.state(), node.id);
+            let replicas = holdfast_control::removal::replicas_on(&ctx.control.state(), node.id);
             let message = match action {
                 NodeAction::Cordon => format!(
                     "node {} cordoned: nothing new is placed there; its {replicas} replica(s) stay (use `drain` to move them)",
@@ -151,11 +151,6 @@ async fn set_flags(ctx: &NodeContext, name: &str, action: NodeAction) -> Result<
         Applied::Refused { reason } => Err(ApiError(StatusCode::CONFLICT, reason)),
         other => Err(ApiError(StatusCode::CONFLICT, format!("{other:?}"))),
     }
-}
-
-/// Replicas placed on `node`, including those moving to or away from it.
-pub fn replicas_on(state: &holdfast_state::ClusterState, node: NodeId) -> usize {
-    holdfast_control::removal::replicas_on(state, node)
 }
 
 /// `POST /v1/nodes/{name}/cordon`.
@@ -276,7 +271,7 @@ pub async fn remove_node(
     }
     match ctx.control.propose(Request::new(cmd)).await? {
         Applied::Applied { revision } => {
-            let replicas = replicas_on(&state, node.id);
+            let replicas = holdfast_control::removal::replicas_on(&state, node.id);
             tracing::info!(node = %node.name, replicas, "node removal started");
             Ok((
                 StatusCode::ACCEPTED,

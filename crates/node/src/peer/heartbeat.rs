@@ -137,7 +137,7 @@ async fn send(ctx: &NodeContext, leader_addr: &str) -> Result<HeartbeatReply, St
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     loop {
         // The period follows the cluster's settings as they change.
-        let period = Duration::from_millis(ctx.control.state().settings.heartbeat_ms);
+        let period = ctx.heartbeat_period();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
