@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 use serde_json::Value;
 
+pub use crate::ports::{free_port, free_udp_port};
 use crate::process::signal_pid;
 use crate::wait::{seen_unless, wait_for};
 use crate::{Mode, NodeProcess, Testbed, TestbedConfig};
@@ -350,23 +351,6 @@ pub fn is_error_line(line: &str) -> bool {
     let mut words = line.split_whitespace();
     let _time = words.next();
     words.next() == Some("ERROR") || line.contains("panicked at")
-}
-
-/// A free TCP port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
-
-/// A free UDP (and TCP) port on 127.0.0.1.
-pub fn free_udp_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = u.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// True while a process with this pid exists (and is not a zombie).

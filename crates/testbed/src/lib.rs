@@ -46,6 +46,7 @@ mod faults;
 mod latency;
 mod lease;
 mod netns;
+pub mod ports;
 mod process;
 pub mod wait;
 

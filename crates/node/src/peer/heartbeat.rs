@@ -193,9 +193,19 @@ fn apply_fence(
     });
 }
 
-/// All instances the cluster reports, by node (this node's own always fresh).
+/// All instances the cluster reports, by node (this node's own always fresh). The leader
+/// answers from the heartbeats as they arrive — the same observations its controller
+/// decides on, so `status` never shows a drain's new instance as not ready after the
+/// controller saw it ready; a follower answers from the view of its last heartbeat reply.
 pub async fn observed_by_node(ctx: &NodeContext) -> BTreeMap<NodeId, Vec<InstanceStatus>> {
-    let mut view = ctx.liveness.lock().await.view.clone();
+    let mut view = {
+        let live = ctx.liveness.lock().await;
+        if ctx.control.is_leader() && !live.seen.is_empty() {
+            live.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect()
+        } else {
+            live.view.clone()
+        }
+    };
     view.insert(ctx.identity.node_id, ctx.agent.status());
     view
 }
