@@ -13,6 +13,10 @@ command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v iptables >/dev/null || need_pkgs+=(iptables)
+# Managed PostgreSQL: the server binaries (Debian keeps them in /usr/lib/postgresql/<major>/bin)
+# and psql, the client the tests check with.
+ls /usr/lib/postgresql/*/bin/pg_rewind >/dev/null 2>&1 || need_pkgs+=(postgresql)
+command -v psql >/dev/null || need_pkgs+=(postgresql-client)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${need_pkgs[*]}"

@@ -494,6 +494,7 @@ mod tests {
             workdir: None,
             log,
             cgroup_procs: inst.open_procs().expect("open procs"),
+            run_as: None,
         })
         .expect("spawn");
         assert_eq!(inst.pids(), vec![pid], "joined before exec");

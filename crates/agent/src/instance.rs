@@ -275,6 +275,7 @@ impl Instance {
             workdir: self.spec.workdir.clone(),
             log,
             cgroup_procs,
+            run_as: self.spec.run_as,
         };
         let pid = match spawn::spawn(launch) {
             Ok(pid) => pid,

@@ -59,5 +59,5 @@ pub use error::AgentError;
 pub use reconcile::{reconcile, Action, ObservedInstance};
 pub use types::{
     ExitInfo, HealthConfig, HealthProbe, InstanceId, InstanceSpec, InstanceState, InstanceStatus, Limits,
-    RestartPolicy, ShutdownMode,
+    RestartPolicy, RunAs, ShutdownMode,
 };

@@ -50,6 +50,7 @@ pub(crate) struct Launch {
     pub workdir: Option<PathBuf>,
     pub log: File,
     pub cgroup_procs: Vec<OwnedFd>,
+    pub run_as: Option<crate::types::RunAs>,
 }
 
 /// Forks and execs the workload; returns its pid (= its pgid and sid).
@@ -71,6 +72,12 @@ pub(crate) fn spawn(launch: Launch) -> Result<u32, AgentError> {
         .stderr(Stdio::from(stderr));
     if let Some(dir) = &launch.workdir {
         cmd.current_dir(dir);
+    }
+    if let Some(user) = launch.run_as {
+        use std::os::unix::process::CommandExt;
+        // std drops supplementary groups, then sets the group and the user, before the
+        // pre-exec hook joins the cgroup through descriptors opened as the agent.
+        cmd.gid(user.gid).uid(user.uid);
     }
     crate::preexec::install(&mut cmd, launch.cgroup_procs);
     let child = cmd.spawn().map_err(err)?;

@@ -130,6 +130,17 @@ pub struct InstanceSpec {
     pub stop_signal: i32,
     /// Time between `stop_signal` and SIGKILL.
     pub stop_grace: Duration,
+    /// The OS user (and group) the process runs as; `None`: the agent's own. PostgreSQL,
+    /// for one, refuses to run as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
+}
+
+/// A numeric OS user and group to run a process as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl InstanceSpec {
@@ -148,6 +159,7 @@ impl InstanceSpec {
             restart: RestartPolicy::Always,
             stop_signal: 15,
             stop_grace: Duration::from_secs(10),
+            run_as: None,
         }
     }
 }

@@ -84,6 +84,7 @@ fn instance_spec(service: &str, replica: u32, generation: u64, project: &str, sp
         },
         stop_signal: spec.stop.signal.number(),
         stop_grace: Duration::from_millis(spec.stop.grace_ms),
+        run_as: None,
     }
 }
 
