@@ -82,6 +82,7 @@ async fn node(args: &[String]) -> Result<(), Error> {
                 ports: BTreeMap::from([("http".to_string(), backend.into())]),
                 ready: true,
             }],
+            single_writer: false,
         }],
         routes: vec![Route {
             host: "bench.localhost".into(),

@@ -66,11 +66,32 @@ pub(crate) struct Backend {
     pub target: Target,
     active: AtomicUsize,
     down_until_ms: AtomicU64,
+    /// Cancelled to cut every proxied connection open to this endpoint (a single-writer
+    /// endpoint that stopped being ready); replaced by a fresh token when it is.
+    cut: std::sync::Mutex<tokio_util::sync::CancellationToken>,
 }
 
 impl Backend {
     pub fn new(instance: String, target: Target) -> Self {
-        Backend { instance, target, active: AtomicUsize::new(0), down_until_ms: AtomicU64::new(0) }
+        Backend {
+            instance,
+            target,
+            active: AtomicUsize::new(0),
+            down_until_ms: AtomicU64::new(0),
+            cut: std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()),
+        }
+    }
+
+    /// What a new connection to this endpoint watches to be cut.
+    pub fn cut_signal(&self) -> tokio_util::sync::CancellationToken {
+        self.cut.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Cuts every connection open to this endpoint now; later ones are not affected.
+    pub fn cut_all(&self) {
+        let mut cut = self.cut.lock().unwrap_or_else(|e| e.into_inner());
+        cut.cancel();
+        *cut = tokio_util::sync::CancellationToken::new();
     }
 
     pub fn candidate(&self, now_ms: u64, tried: bool) -> Candidate {
@@ -151,12 +172,14 @@ pub(crate) struct Pool {
     /// The service's name, for messages.
     pub service: String,
     pub backends: Vec<Arc<Backend>>,
+    /// See [`crate::ServiceNet::single_writer`].
+    pub single_writer: bool,
     next: AtomicUsize,
 }
 
 impl Pool {
     pub fn new(service: String, backends: Vec<Arc<Backend>>) -> Self {
-        Pool { service, backends, next: AtomicUsize::new(0) }
+        Pool { service, backends, single_writer: false, next: AtomicUsize::new(0) }
     }
 
     /// The next endpoint to try, never one in `tried`.

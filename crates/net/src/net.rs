@@ -36,6 +36,9 @@ pub struct NetConfig {
     pub connect_timeout: Duration,
     /// Opens streams to endpoints; default [`TcpDialer`] (local addresses only).
     pub dialer: Arc<dyn Dialer>,
+    /// Whether this node holds its lease now (it can reach the control plane's quorum);
+    /// single-writer services take no connection without it. Default: always held.
+    pub lease: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl std::fmt::Debug for NetConfig {
@@ -61,6 +64,7 @@ impl Default for NetConfig {
             dns_ttl: 5,
             connect_timeout: Duration::from_secs(1),
             dialer: Arc::new(TcpDialer),
+            lease: Arc::new(|| true),
         }
     }
 }
@@ -71,12 +75,18 @@ pub(crate) struct Shared {
     pub dns_ttl: u32,
     pub connect_timeout: Duration,
     dialer: Arc<dyn Dialer>,
+    lease: Arc<dyn Fn() -> bool + Send + Sync>,
     table: RwLock<Arc<Compiled>>,
     pub stats: Counters,
     pub client: Arc<crate::client::ClientPool>,
 }
 
 impl Shared {
+    /// Whether the node holds its lease (see [`NetConfig::lease`]).
+    pub fn lease_held(&self) -> bool {
+        (self.lease)()
+    }
+
     /// The current table (a snapshot: later updates do not change it).
     pub fn current(&self) -> Arc<Compiled> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -113,6 +123,7 @@ impl Net {
             dns_ttl: config.dns_ttl,
             connect_timeout: config.connect_timeout,
             dialer: config.dialer.clone(),
+            lease: config.lease.clone(),
             table: RwLock::new(Arc::new(Compiled::default())),
             stats: Counters::default(),
             client: Arc::default(),

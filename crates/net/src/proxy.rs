@@ -114,11 +114,28 @@ async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<Shared
     }
 }
 
+/// TCP keepalive and a user timeout on a client socket, so a client that vanished (its
+/// machine died) does not hold a single-writer connection for the kernel's 2 hours.
+fn keepalive(stream: &TcpStream) {
+    let sock = socket2::SockRef::from(stream);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(2))
+        .with_retries(3);
+    let _ = sock.set_tcp_keepalive(&ka);
+    let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(15)));
+}
+
 async fn relay(mut inbound: TcpStream, pool: Option<Arc<Pool>>, shared: Arc<Shared>) {
     let Some(pool) = pool else {
         inc(&shared.stats.connections_refused);
         return;
     };
+    if pool.single_writer && !shared.lease_held() {
+        tracing::debug!(service = %pool.service, "proxy: this node holds no lease: single-writer connection refused");
+        inc(&shared.stats.connections_refused);
+        return;
+    }
     let mut tried = Tried::default();
     while let Some(i) = pool.choose(&tried, now_ms()) {
         if !tried.is_empty() {
@@ -127,12 +144,21 @@ async fn relay(mut inbound: TcpStream, pool: Option<Arc<Pool>>, shared: Arc<Shar
         tried.insert(i);
         let backend = &pool.backends[i];
         let _guard = backend.acquire();
+        let cut = backend.cut_signal();
         match shared.dial(&backend.target).await {
             Ok(mut outbound) => {
                 backend.mark_up();
                 let _ = inbound.set_nodelay(true);
-                if let Err(error) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
-                    tracing::debug!(instance = %backend.instance, %error, "proxy: connection ended with an error");
+                if pool.single_writer {
+                    keepalive(&inbound);
+                }
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => if let Err(error) = r {
+                        tracing::debug!(instance = %backend.instance, %error, "proxy: connection ended with an error");
+                    },
+                    _ = cut.cancelled() => {
+                        tracing::debug!(instance = %backend.instance, "proxy: connection cut: the endpoint left rotation");
+                    }
                 }
                 return;
             }

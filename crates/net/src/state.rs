@@ -53,10 +53,22 @@ impl Compiled {
                         ready.push(backend);
                     }
                 }
-                let pool = Arc::new(Pool::new(svc.name.clone(), ready));
+                let addr = SocketAddr::from((svc.address, *port));
+                if svc.single_writer {
+                    cut_the_unready(previous.listen.get(&addr), &ready);
+                }
+                let mut pool = Pool::new(svc.name.clone(), ready);
+                pool.single_writer = svc.single_writer;
+                let pool = Arc::new(pool);
                 pools.insert((si, port_name.as_str()), pool.clone());
                 let label = format!("proxy:{}/{}/{}", svc.project, svc.name, port_name);
-                listen.insert(SocketAddr::from((svc.address, *port)), ListenTarget { label, pool });
+                listen.insert(addr, ListenTarget { label, pool });
+            }
+        }
+        // A single-writer listener that is gone cuts everything it had.
+        for (addr, old) in &previous.listen {
+            if old.pool.single_writer && !listen.contains_key(addr) {
+                cut_the_unready(Some(old), &[]);
             }
         }
         let route_pools = table
@@ -73,6 +85,17 @@ impl Compiled {
     /// Every endpoint target in the table (for pruning the HTTP client pool).
     pub fn endpoint_targets(&self) -> impl Iterator<Item = &Target> + '_ {
         self.backends.keys().map(|(_, t)| t)
+    }
+}
+
+/// Cuts the connections of every endpoint the previous pool had ready that `ready` no
+/// longer has.
+fn cut_the_unready(previous: Option<&ListenTarget>, ready: &[Arc<Backend>]) {
+    for old in previous.map(|p| p.pool.backends.as_slice()).unwrap_or_default() {
+        if !ready.iter().any(|b| Arc::ptr_eq(b, old)) {
+            tracing::info!(instance = %old.instance, target = %old.target, "proxy: single-writer endpoint left rotation: cutting its connections");
+            old.cut_all();
+        }
     }
 }
 
@@ -97,7 +120,7 @@ mod tests {
                 name: "web".into(),
                 address: Ipv4Addr::new(127, 77, 0, 1),
                 ports: [("http".to_string(), 8080), ("admin".to_string(), 9000)].into(),
-                endpoints,
+                endpoints, single_writer: false,
             }],
             routes: vec![
                 Route { host: "a".into(), path: "/".into(), service: "web".into(), port: "http".into() },

@@ -27,6 +27,11 @@ pub struct ServiceNet {
     /// Named stable ports, e.g. `http -> 8080`.
     pub ports: BTreeMap<String, u16>,
     pub endpoints: Vec<Endpoint>,
+    /// A single-writer endpoint (a database primary): every open connection to an endpoint
+    /// that stops being ready is cut at once (its clients reconnect to the new one instead
+    /// of writing to, or hanging on, the old), and no connection is taken while the node's
+    /// lease (`NetConfig::lease`) is not held.
+    pub single_writer: bool,
 }
 
 /// One instance of a service.
@@ -101,7 +106,7 @@ mod tests {
             name: name.into(),
             address: Ipv4Addr::from(addr),
             ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
-            endpoints: vec![],
+            endpoints: vec![], single_writer: false,
         }
     }
 

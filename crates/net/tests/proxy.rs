@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -180,5 +181,71 @@ async fn proxy_existing_connections_survive_endpoint_removal() {
     let mut s2 = tokio::net::TcpStream::connect((ip, port)).await.unwrap();
     let n = tokio::time::timeout(Duration::from_secs(5), s2.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0);
+    node.net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_writer_endpoint_that_leaves_rotation_has_its_connections_cut() {
+    // Proves: for a database primary's endpoint, an open client connection is cut the
+    // moment the endpoint stops being ready (the client reconnects to the new primary
+    // instead of writing to the old one or hanging), while a plain service keeps its
+    // open connections; and the same data path refuses new connections without a lease.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let echo_addr = echo.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let lease = Arc::new(AtomicBool::new(true));
+    let held = lease.clone();
+    let node = start_node_with(move |c| c.lease = Arc::new(move || held.load(Ordering::SeqCst))).await;
+    let ip = service_ip();
+    let port = free_port(ip);
+    let svc = |ready: bool, single_writer: bool| {
+        let mut s = service("demo", "db-rw", ip, port, vec![endpoint("db-m0", echo_addr, ready)]);
+        s.single_writer = single_writer;
+        s
+    };
+    async fn open(ip: std::net::Ipv4Addr, port: u16) -> tokio::net::TcpStream {
+        let mut c = tokio::net::TcpStream::connect((ip, port)).await.expect("connect");
+        c.write_all(b"ping").await.expect("write");
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).await.expect("echo");
+        c
+    }
+    // A plain service keeps an open connection when its endpoint turns unready.
+    node.net.update(table(vec![svc(true, false)], vec![]));
+    let mut plain = open(ip, port).await;
+    node.net.update(table(vec![svc(false, false)], vec![]));
+    plain.write_all(b"more").await.expect("write");
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(2), plain.read_exact(&mut buf)).await.expect("in time").expect("kept");
+    drop(plain);
+    // A single-writer one cuts it.
+    node.net.update(table(vec![svc(true, true)], vec![]));
+    let mut writer = open(ip, port).await;
+    let cut_at = Instant::now();
+    node.net.update(table(vec![svc(false, true)], vec![]));
+    let n = tokio::time::timeout(Duration::from_secs(2), writer.read(&mut buf)).await.expect("cut in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "the connection was cut: {n:?}");
+    assert!(cut_at.elapsed() < Duration::from_millis(500), "cut after {:?}", cut_at.elapsed());
+    // Ready again: new connections work; without the lease they are refused at once.
+    node.net.update(table(vec![svc(true, true)], vec![]));
+    drop(open(ip, port).await);
+    lease.store(false, Ordering::SeqCst);
+    let mut refused = tokio::net::TcpStream::connect((ip, port)).await.expect("connect");
+    let _ = refused.write_all(b"ping").await;
+    let n = tokio::time::timeout(Duration::from_secs(2), refused.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "no connection without the lease: {n:?}");
     node.net.shutdown().await;
 }

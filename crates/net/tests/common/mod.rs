@@ -259,7 +259,7 @@ pub fn service(project: &str, name: &str, ip: Ipv4Addr, port: u16, endpoints: Ve
         name: name.into(),
         address: ip,
         ports: BTreeMap::from([("http".to_string(), port)]),
-        endpoints,
+        endpoints, single_writer: false,
     }
 }
 
@@ -279,11 +279,17 @@ pub struct Node {
 }
 
 pub async fn start_node() -> Node {
-    let config = NetConfig {
+    start_node_with(|_| {}).await
+}
+
+/// [`start_node`] with a change to the configuration first.
+pub async fn start_node_with(change: impl FnOnce(&mut NetConfig)) -> Node {
+    let mut config = NetConfig {
         dns_listen: Some("127.0.0.1:0".parse().unwrap()),
         http_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..NetConfig::default()
     };
+    change(&mut config);
     let net = Net::start(config).await.unwrap();
     let find = |what: &str| net.bound().iter().find(|(w, _, _)| w == what).map(|(_, a, _)| *a).unwrap();
     let (http, dns) = (find("http"), find("dns"));
