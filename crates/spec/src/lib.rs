@@ -28,12 +28,16 @@ mod load;
 mod model;
 pub mod names;
 mod path;
+pub mod pg_params;
 mod suggest;
 pub mod units;
 mod validate;
 mod yaml;
 
 pub use error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
+pub use model::{
+    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, SyncLoss, DEFAULT_DB_INSTANCES, MAX_DB_INSTANCES, POSTGRES_PORT,
+};
 pub use model::{
     HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Spread,
     Stack, StopSignal, StopSpec, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_TIMEOUT_MS,

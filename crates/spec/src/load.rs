@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
+use crate::model::{DatabaseSpec, DbEndpoint, DbEngine, EnvValue, SyncLoss, DEFAULT_DB_INSTANCES, MAX_DB_INSTANCES};
 use crate::model::{
     HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Spread,
     Stack, StopSignal, StopSpec, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_PROJECT,
@@ -37,11 +38,30 @@ const RESOURCE_FIELDS: &[&str] = &["cpu", "memory"];
 const STOP_FIELDS: &[&str] = &["signal", "grace"];
 const ROUTE_FIELDS: &[&str] = &["host", "path", "service", "port"];
 const PLACEMENT_FIELDS: &[&str] = &["node_selector", "spread", "anti_affinity"];
+const DATABASE_FIELDS: &[&str] = &[
+    "engine",
+    "instances",
+    "sync",
+    "on_sync_loss",
+    "databases",
+    "users",
+    "parameters",
+    "bin_dir",
+    "placement",
+    "resources",
+];
 
 const TOP: FieldSet = FieldSet {
-    names: &["project", "services", "routes"],
-    hints: &[("a service, under `services.<name>`", SERVICE_FIELDS), ("a route, in the `routes:` list", ROUTE_FIELDS)],
+    names: &["project", "services", "routes", "databases"],
+    hints: &[
+        ("a service, under `services.<name>`", SERVICE_FIELDS),
+        ("a route, in the `routes:` list", ROUTE_FIELDS),
+        ("a database, under `databases.<name>`", DATABASE_FIELDS),
+    ],
 };
+const DATABASE: FieldSet =
+    FieldSet { names: DATABASE_FIELDS, hints: &[("`resources`", RESOURCE_FIELDS), ("`placement`", PLACEMENT_FIELDS)] };
+const ENV_URL: FieldSet = FieldSet { names: &["url", "endpoint", "user"], hints: &[] };
 const SERVICE: FieldSet = FieldSet {
     names: SERVICE_FIELDS,
     hints: &[
@@ -94,6 +114,8 @@ pub(crate) struct Loader {
     service_at: HashMap<String, (usize, Option<LineCol>)>,
     routes: Vec<RouteSpec>,
     route_port_omitted: Vec<bool>,
+    databases: BTreeMap<String, DatabaseSpec>,
+    database_at: HashMap<String, (usize, Option<LineCol>)>,
 }
 
 fn at(file: &str, pos: Option<LineCol>) -> String {
@@ -170,6 +192,7 @@ impl Loader {
             project: self.project.as_ref().map(|(p, _, _)| p.clone()).unwrap_or_else(|| DEFAULT_PROJECT.to_string()),
             services: std::mem::take(&mut self.services),
             routes: std::mem::take(&mut self.routes),
+            databases: std::mem::take(&mut self.databases),
         };
         let mut sink = LoaderSink {
             positions: &self.positions,
@@ -441,6 +464,189 @@ impl Doc<'_> {
         if let Some((_, v)) = f.get("routes") {
             self.routes(v, &root.field("routes"));
         }
+        if let Some((_, v)) = f.get("databases") {
+            self.databases(v, &root.field("databases"));
+        }
+    }
+
+    fn databases(&mut self, node: &Node, p: &FieldPath) {
+        let Some(entries) = self.entries(
+            node,
+            p,
+            "a mapping of database names to databases, e.g. `db: { engine: postgres }`",
+            "database",
+        ) else {
+            return;
+        };
+        for (name, k, v) in entries {
+            let dp = p.key(&name);
+            if let Some((file, pos)) = self.loader.database_at.get(&name).copied() {
+                let first = at(self.loader.files.get(file).map_or("", String::as_str), pos);
+                self.error(
+                    SpecErrorKind::Duplicate,
+                    &dp,
+                    k.pos,
+                    format!("database `{}` is defined twice (first at {first})", name.escape_debug()),
+                );
+                let record = std::mem::replace(&mut self.record, false);
+                let _ = self.database(v, &dp, &name);
+                self.record = record;
+                continue;
+            }
+            self.note(&dp, k.pos, v.pos);
+            let db = self.database(v, &dp, &name);
+            self.loader.database_at.insert(name.clone(), (self.file, k.pos));
+            self.loader.databases.insert(name, db);
+        }
+    }
+
+    /// One database, with defaults for what is left out (`databases: [<name>]`, `users`
+    /// the same as `databases`).
+    fn database(&mut self, node: &Node, dp: &FieldPath, name: &str) -> DatabaseSpec {
+        let mut db = DatabaseSpec::new(name);
+        let Some(f) = self.fields(node, dp, &DATABASE) else {
+            self.poison(dp);
+            return db;
+        };
+        if let Some((_, v)) = f.get("engine") {
+            let p = dp.field("engine");
+            let valid: Vec<&str> = DbEngine::ALL.iter().map(|e| e.as_str()).collect();
+            if let Some(s) = self.string(v, &p, &format!("one of {}", valid.join(", "))) {
+                match s.parse::<DbEngine>() {
+                    Ok(e) => db.engine = e,
+                    Err(_) => self.fail(
+                        SpecErrorKind::InvalidValue,
+                        &p,
+                        v.pos,
+                        format!(
+                            "unknown database engine `{}`{} (known engines: {})",
+                            s.escape_debug(),
+                            suggestion_suffix(&s, valid.iter().copied()),
+                            valid.join(", ")
+                        ),
+                    ),
+                }
+            }
+        }
+        for (field, default) in [("instances", DEFAULT_DB_INSTANCES), ("sync", 0)] {
+            let Some((_, v)) = f.get(field) else { continue };
+            let p = dp.field(field);
+            let value = match &v.kind {
+                Kind::Int(i) => match u32::try_from(*i) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        let range = if field == "instances" {
+                            format!("between 1 and {MAX_DB_INSTANCES}")
+                        } else {
+                            "at least 0".to_string()
+                        };
+                        self.fail(
+                            SpecErrorKind::InvalidValue,
+                            &p,
+                            v.pos,
+                            format!("{field} must be {range}, found {i}"),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    self.wrong_type(&p, v, "a whole number");
+                    None
+                }
+            };
+            let slot = if field == "instances" { &mut db.instances } else { &mut db.sync };
+            *slot = value.unwrap_or(default);
+        }
+        if let Some((_, v)) = f.get("on_sync_loss") {
+            let p = dp.field("on_sync_loss");
+            let valid: Vec<&str> = SyncLoss::ALL.iter().map(|e| e.as_str()).collect();
+            if let Some(s) = self.string(v, &p, &format!("one of {}", valid.join(", "))) {
+                match s.parse::<SyncLoss>() {
+                    Ok(e) => db.on_sync_loss = e,
+                    Err(_) => self.fail(
+                        SpecErrorKind::InvalidValue,
+                        &p,
+                        v.pos,
+                        format!(
+                            "invalid on_sync_loss `{}`{} (valid: block = commits wait for the standbys (the default), async = commits go on without them)",
+                            s.escape_debug(),
+                            suggestion_suffix(&s, valid.iter().copied()),
+                        ),
+                    ),
+                }
+            }
+        }
+        if let Some((_, v)) = f.get("databases") {
+            db.databases = self.names(v, &dp.field("databases"), "a list of database names, e.g. `[app]`");
+            if f.get("users").is_none() {
+                db.users = db.databases.clone();
+            }
+        }
+        if let Some((_, v)) = f.get("users") {
+            db.users = self.names(v, &dp.field("users"), "a list of user names, e.g. `[app]`");
+        }
+        if let Some((_, v)) = f.get("parameters") {
+            let pp = dp.field("parameters");
+            match self.entries(
+                v,
+                &pp,
+                "a mapping of postgresql.conf settings to values, e.g. `{ work_mem: 64MB }`",
+                "parameter",
+            ) {
+                Some(entries) => {
+                    for (key, k, value) in entries {
+                        let kp = pp.key(&key);
+                        self.note(&kp, k.pos, value.pos);
+                        let text = match &value.kind {
+                            Kind::Null | Kind::Seq(_) | Kind::Map(_) => {
+                                self.wrong_type(&kp, value, "a setting value such as `64MB` or `\"200\"`");
+                                String::new()
+                            }
+                            _ => value.scalar_text().unwrap_or_default(),
+                        };
+                        db.parameters.insert(key, text);
+                    }
+                }
+                None => self.poison(&pp),
+            }
+        }
+        if let Some((_, v)) = f.get("bin_dir") {
+            let p = dp.field("bin_dir");
+            db.bin_dir = self
+                .string(v, &p, "an absolute directory path such as `/usr/lib/postgresql/15/bin`")
+                .map(PathBuf::from);
+        }
+        if let Some((_, v)) = f.get("placement") {
+            db.placement = self.placement(v, &dp.field("placement"));
+        }
+        if let Some((_, v)) = f.get("resources") {
+            db.resources = self.resources(v, &dp.field("resources"));
+        }
+        db
+    }
+
+    /// A list of names; items that are not strings are reported and left empty.
+    fn names(&mut self, node: &Node, p: &FieldPath, expected: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        match &node.kind {
+            Kind::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let ip = p.index(i);
+                    self.note(&ip, None, item.pos);
+                    match item.scalar_text() {
+                        Some(name) => out.push(name),
+                        None => {
+                            self.wrong_type(&ip, item, "a name");
+                            out.push(String::new());
+                        }
+                    }
+                }
+            }
+            _ => {
+                self.wrong_type(p, node, expected);
+            }
+        }
+        out
     }
 
     fn services(&mut self, node: &Node, p: &FieldPath) {
@@ -699,7 +905,7 @@ impl Doc<'_> {
         }
     }
 
-    fn env(&mut self, node: &Node, p: &FieldPath) -> BTreeMap<String, String> {
+    fn env(&mut self, node: &Node, p: &FieldPath) -> BTreeMap<String, EnvValue> {
         let mut env = BTreeMap::new();
         let Some(entries) = self.entries(
             node,
@@ -724,19 +930,77 @@ impl Doc<'_> {
                             key.escape_debug()
                         ),
                     );
-                    String::new()
+                    EnvValue::Value(String::new())
                 }
+                Kind::Map(_) => self.env_url(v, &ep),
                 _ => match v.scalar_text() {
-                    Some(s) => s,
+                    Some(s) => EnvValue::Value(s),
                     None => {
-                        self.wrong_type(&ep, v, "a string value");
-                        String::new()
+                        self.wrong_type(&ep, v, "a string value, or a database URL such as `{ url: db }`");
+                        EnvValue::Value(String::new())
                     }
                 },
             };
             env.insert(key, value);
         }
         env
+    }
+
+    /// `{ url: db, endpoint: rw|ro|r, user: app }`.
+    fn env_url(&mut self, node: &Node, p: &FieldPath) -> EnvValue {
+        let placeholder = EnvValue::Value(String::new());
+        let Some(f) = self.fields(node, p, &ENV_URL) else {
+            self.poison(p);
+            return placeholder;
+        };
+        let url = match f.get("url") {
+            Some((_, v)) => self.string(v, &p.field("url"), "the name of a database of this stack"),
+            None => {
+                self.fail(
+                    SpecErrorKind::MissingField,
+                    p,
+                    node.pos,
+                    "missing required field `url`: the database to connect to, e.g. `{ url: db }`".to_string(),
+                );
+                return placeholder;
+            }
+        };
+        let Some(url) = url else {
+            self.poison(p);
+            return placeholder;
+        };
+        let mut endpoint = DbEndpoint::Rw;
+        if let Some((_, v)) = f.get("endpoint") {
+            let ep = p.field("endpoint");
+            let valid: Vec<&str> = DbEndpoint::ALL.iter().map(|e| e.as_str()).collect();
+            if let Some(s) = self.string(v, &ep, &format!("one of {}", valid.join(", "))) {
+                match s.parse::<DbEndpoint>() {
+                    Ok(e) => endpoint = e,
+                    Err(_) => self.fail(
+                        SpecErrorKind::InvalidValue,
+                        &ep,
+                        v.pos,
+                        format!(
+                            "invalid endpoint `{}`{} (valid: rw = the primary (the default), ro = replicas only, r = any member)",
+                            s.escape_debug(),
+                            suggestion_suffix(&s, valid.iter().copied()),
+                        ),
+                    ),
+                }
+            }
+        }
+        let user = match f.get("user") {
+            Some((_, v)) => {
+                let up = p.field("user");
+                let u = self.string(v, &up, "a user of the database");
+                if u.is_none() {
+                    self.poison(&up);
+                }
+                u
+            }
+            None => None,
+        };
+        EnvValue::Url { url, endpoint, user }
     }
 
     /// Ports by name, plus their declaration order; `None` if `ports` is

@@ -44,11 +44,20 @@ pub struct Stack {
     pub services: BTreeMap<String, ServiceSpec>,
     /// HTTP routes, in declaration order (files in the order given).
     pub routes: Vec<RouteSpec>,
+    /// Managed databases by name (DNS labels, never the name of a service). Absent in
+    /// JSON written before it existed (and left out when empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub databases: BTreeMap<String, DatabaseSpec>,
 }
 
 impl Default for Stack {
     fn default() -> Self {
-        Stack { project: DEFAULT_PROJECT.to_string(), services: BTreeMap::new(), routes: Vec::new() }
+        Stack {
+            project: DEFAULT_PROJECT.to_string(),
+            services: BTreeMap::new(),
+            routes: Vec::new(),
+            databases: BTreeMap::new(),
+        }
     }
 }
 
@@ -57,8 +66,9 @@ impl Default for Stack {
 pub struct ServiceSpec {
     /// What each instance runs.
     pub run: RunCommand,
-    /// Extra environment variables.
-    pub env: BTreeMap<String, String>,
+    /// Extra environment variables: literal values, or URLs of the stack's databases
+    /// resolved by the node that starts the instance.
+    pub env: BTreeMap<String, EnvValue>,
     /// Working directory (absolute); `None` leaves it to the agent.
     pub workdir: Option<PathBuf>,
     /// Number of instances wanted.
@@ -94,6 +104,230 @@ impl ServiceSpec {
             stop: StopSpec::default(),
             placement: PlacementSpec::default(),
         }
+    }
+}
+
+/// The value of one environment variable (`env:` in YAML).
+///
+/// Wire format: a literal is a plain JSON string, exactly as `env` values were stored
+/// before database URLs existed (untagged, the string variant first), so Raft logs and
+/// snapshots written by older versions still load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    /// A literal value.
+    Value(String),
+    /// `{ url: db, endpoint: rw, user: app }`: the connection URL of a database of the
+    /// same stack, resolved by the node (it holds the credentials).
+    Url {
+        /// The database's name.
+        url: String,
+        /// Which endpoint: the primary (`rw`, the default), replicas only (`ro`) or any
+        /// member (`r`).
+        #[serde(default)]
+        endpoint: DbEndpoint,
+        /// The role to connect as; `None` is the database's first user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+}
+
+impl EnvValue {
+    /// The literal value, or `None` for a value the node resolves (a database URL).
+    pub fn literal(&self) -> Option<&str> {
+        match self {
+            EnvValue::Value(v) => Some(v),
+            EnvValue::Url { .. } => None,
+        }
+    }
+}
+
+impl From<&str> for EnvValue {
+    fn from(v: &str) -> Self {
+        EnvValue::Value(v.to_string())
+    }
+}
+
+impl From<String> for EnvValue {
+    fn from(v: String) -> Self {
+        EnvValue::Value(v)
+    }
+}
+
+impl PartialEq<&str> for EnvValue {
+    fn eq(&self, other: &&str) -> bool {
+        self.literal() == Some(*other)
+    }
+}
+
+/// Which endpoint of a database a URL points at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbEndpoint {
+    /// The primary: reads and writes.
+    #[default]
+    Rw,
+    /// Replicas only (read-only; fails over to nothing when there is none).
+    Ro,
+    /// Any member, primary included (read-only use).
+    R,
+}
+
+impl DbEndpoint {
+    /// Every endpoint, in documentation order.
+    pub const ALL: [DbEndpoint; 3] = [DbEndpoint::Rw, DbEndpoint::Ro, DbEndpoint::R];
+
+    /// The spelling used in YAML and JSON, also the suffix of the endpoint's service
+    /// name (`<db>-rw`, `<db>-ro`, `<db>-r`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbEndpoint::Rw => "rw",
+            DbEndpoint::Ro => "ro",
+            DbEndpoint::R => "r",
+        }
+    }
+}
+
+impl fmt::Display for DbEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DbEndpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DbEndpoint::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| format!("unknown endpoint `{s}`"))
+    }
+}
+
+/// Default database `instances`.
+pub const DEFAULT_DB_INSTANCES: u32 = 1;
+/// Largest accepted database `instances`.
+pub const MAX_DB_INSTANCES: u32 = 9;
+/// The port every database endpoint listens on.
+pub const POSTGRES_PORT: u16 = 5432;
+
+/// One managed database (`databases.<name>` in YAML): a primary and `instances - 1`
+/// streaming standbys, failed over by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSpec {
+    /// Which database server.
+    pub engine: DbEngine,
+    /// Members: one primary and `instances - 1` standbys (1..=9).
+    pub instances: u32,
+    /// A commit waits for `ANY sync` standbys (0: asynchronous replication).
+    pub sync: u32,
+    /// What the primary does when fewer than `sync` standbys are connected.
+    pub on_sync_loss: SyncLoss,
+    /// Databases created (unquoted PostgreSQL identifiers).
+    pub databases: Vec<String>,
+    /// Login roles created; the first is the default of `{ url: <db> }`.
+    pub users: Vec<String>,
+    /// `postgresql.conf` settings (names checked against PostgreSQL 15's).
+    pub parameters: BTreeMap<String, String>,
+    /// Where the server's binaries are (absolute); `None` lets the node find them.
+    pub bin_dir: Option<PathBuf>,
+    /// Where members may run (members of one database never share a node).
+    #[serde(default, skip_serializing_if = "PlacementSpec::is_default")]
+    pub placement: PlacementSpec,
+    /// Requests per member, for placement.
+    pub resources: Resources,
+}
+
+impl DatabaseSpec {
+    /// A database named `name` with every field at its default: one instance, async,
+    /// one database and one user named after it (`-` becomes `_`).
+    pub fn new(name: &str) -> Self {
+        let ident = name.replace('-', "_");
+        DatabaseSpec {
+            engine: DbEngine::Postgres,
+            instances: DEFAULT_DB_INSTANCES,
+            sync: 0,
+            on_sync_loss: SyncLoss::Block,
+            databases: vec![ident.clone()],
+            users: vec![ident],
+            parameters: BTreeMap::new(),
+            bin_dir: None,
+            placement: PlacementSpec::default(),
+            resources: Resources::default(),
+        }
+    }
+}
+
+/// A database server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbEngine {
+    /// PostgreSQL with streaming replication.
+    #[default]
+    Postgres,
+}
+
+impl DbEngine {
+    /// Every engine, in documentation order.
+    pub const ALL: [DbEngine; 1] = [DbEngine::Postgres];
+
+    /// The spelling used in YAML and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbEngine::Postgres => "postgres",
+        }
+    }
+}
+
+impl fmt::Display for DbEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DbEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DbEngine::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| format!("unknown engine `{s}`"))
+    }
+}
+
+/// What the primary does while fewer than `sync` standbys are connected. Either way the
+/// leader promotes only a standby that holds every acknowledged commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncLoss {
+    /// Commits wait until enough standbys are back (no acknowledged write is on fewer
+    /// than `sync` standbys).
+    #[default]
+    Block,
+    /// The primary falls back to asynchronous commits until they are back.
+    Async,
+}
+
+impl SyncLoss {
+    /// Every mode, in documentation order.
+    pub const ALL: [SyncLoss; 2] = [SyncLoss::Block, SyncLoss::Async];
+
+    /// The spelling used in YAML and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncLoss::Block => "block",
+            SyncLoss::Async => "async",
+        }
+    }
+}
+
+impl fmt::Display for SyncLoss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SyncLoss {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SyncLoss::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| format!("unknown on_sync_loss `{s}`"))
     }
 }
 

@@ -1,7 +1,9 @@
 //! Semantic rules of a spec, checked on the canonical [`Stack`]: names,
 //! ranges, health-check timing, references from health checks and routes
 //! to declared ports and services, duplicate ports and routes, node label
-//! selectors and anti-affinity references.
+//! selectors and anti-affinity references; databases (names against services,
+//! instances and `sync`, PostgreSQL names, parameters) and the database URLs of
+//! `env`.
 //!
 //! The same code serves [`Stack::validate`] (no file positions: errors name
 //! the field path) and the YAML loader, which supplies positions through a
@@ -11,9 +13,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{SpecError, SpecErrorKind};
-use crate::model::{HealthCheck, RunCommand, ServiceSpec, Stack, MAX_REPLICAS};
+use crate::model::{
+    DatabaseSpec, DbEndpoint, EnvValue, HealthCheck, PlacementSpec, Resources, RunCommand, ServiceSpec, Stack,
+    MAX_DB_INSTANCES, MAX_REPLICAS,
+};
 use crate::names::{dns_label_problem, env_name_problem, host_problem, label_key_problem, label_value_problem};
 use crate::path::FieldPath;
+use crate::pg_params::{classify, ParamKind, KNOWN as PG_KNOWN};
 use crate::suggest::suggestion_suffix;
 use crate::units::format_duration_ms;
 
@@ -89,10 +95,14 @@ pub(crate) fn validate_stack(stack: &Stack, sink: &mut dyn Sink) {
     }
     let services_path = root.field("services");
     for (name, svc) in &stack.services {
-        validate_service(name, svc, &services_path.key(name), sink);
+        validate_service(stack, name, svc, &services_path.key(name), sink);
         validate_placement(stack, name, svc, &services_path.key(name), sink);
     }
     validate_routes(stack, sink);
+    let databases_path = root.field("databases");
+    for (name, db) in &stack.databases {
+        validate_database(stack, name, db, &databases_path.key(name), sink);
+    }
 }
 
 fn validate_run(run: &RunCommand, path: &FieldPath, sink: &mut dyn Sink) {
@@ -184,7 +194,7 @@ fn port_reference(
     sink.report(SpecErrorKind::UnknownReference, path, Target::Value, msg);
 }
 
-fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dyn Sink) {
+fn validate_service(stack: &Stack, name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dyn Sink) {
     if sink.is_poisoned(sp) {
         return;
     }
@@ -251,13 +261,20 @@ fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dy
                     ),
                 );
             }
-            if value.contains('\0') {
-                sink.report(
-                    SpecErrorKind::InvalidValue,
-                    &p,
-                    Target::Value,
-                    "environment values cannot contain a NUL character".to_string(),
-                );
+            match value {
+                EnvValue::Value(value) => {
+                    if value.contains('\0') {
+                        sink.report(
+                            SpecErrorKind::InvalidValue,
+                            &p,
+                            Target::Value,
+                            "environment values cannot contain a NUL character".to_string(),
+                        );
+                    }
+                }
+                EnvValue::Url { url, user, .. } => {
+                    validate_env_url(stack, url, user.as_deref(), &p, sink);
+                }
             }
         }
     }
@@ -366,9 +383,12 @@ fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dy
         }
     }
 
-    let res = sp.field("resources");
+    validate_resources(&svc.resources, &sp.field("resources"), sink);
+}
+
+fn validate_resources(resources: &Resources, res: &FieldPath, sink: &mut dyn Sink) {
     let cpu = res.field("cpu");
-    if svc.resources.cpu_millis == Some(0) && !sink.is_poisoned(&cpu) {
+    if resources.cpu_millis == Some(0) && !sink.is_poisoned(&cpu) {
         sink.report(
             SpecErrorKind::InvalidValue,
             &cpu,
@@ -377,7 +397,7 @@ fn validate_service(name: &str, svc: &ServiceSpec, sp: &FieldPath, sink: &mut dy
         );
     }
     let memory = res.field("memory");
-    if svc.resources.memory_bytes == Some(0) && !sink.is_poisoned(&memory) {
+    if resources.memory_bytes == Some(0) && !sink.is_poisoned(&memory) {
         sink.report(
             SpecErrorKind::InvalidValue,
             &memory,
@@ -394,20 +414,7 @@ fn validate_placement(stack: &Stack, name: &str, svc: &ServiceSpec, sp: &FieldPa
     if sink.is_poisoned(sp) || sink.is_poisoned(&pp) {
         return;
     }
-    let sel = pp.field("node_selector");
-    if !sink.is_poisoned(&sel) {
-        for (key, value) in &svc.placement.node_selector {
-            let p = sel.key(key);
-            if sink.is_poisoned(&p) {
-                continue;
-            }
-            if let Some(msg) = label_key_problem(key) {
-                sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
-            } else if let Some(msg) = label_value_problem(key, value) {
-                sink.report(SpecErrorKind::InvalidValue, &p, Target::Value, msg);
-            }
-        }
-    }
+    validate_node_selector(&svc.placement, &pp, sink);
     let anti = pp.field("anti_affinity");
     if sink.is_poisoned(&anti) {
         return;
@@ -458,6 +465,292 @@ fn validate_placement(stack: &Stack, name: &str, svc: &ServiceSpec, sp: &FieldPa
             sink.report(SpecErrorKind::UnknownReference, &p, Target::Value, msg);
         }
     }
+}
+
+/// The label keys and values of a `placement.node_selector`.
+fn validate_node_selector(placement: &PlacementSpec, pp: &FieldPath, sink: &mut dyn Sink) {
+    let sel = pp.field("node_selector");
+    if !sink.is_poisoned(&sel) {
+        for (key, value) in &placement.node_selector {
+            let p = sel.key(key);
+            if sink.is_poisoned(&p) {
+                continue;
+            }
+            if let Some(msg) = label_key_problem(key) {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
+            } else if let Some(msg) = label_value_problem(key, value) {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Value, msg);
+            }
+        }
+    }
+}
+
+/// `{ url: X, user: U }`: `X` is a database of the stack and `U` one of its users.
+fn validate_env_url(stack: &Stack, url: &str, user: Option<&str>, p: &FieldPath, sink: &mut dyn Sink) {
+    let up = p.field("url");
+    if sink.is_poisoned(&up) {
+        return;
+    }
+    let databases_path = FieldPath::root().field("databases");
+    let Some(db) = stack.databases.get(url) else {
+        let names = in_declared_order(sink, &databases_path, stack.databases.keys());
+        let msg = if names.is_empty() {
+            format!(
+                "`{}` is not a database: project `{}` defines none (add one under the top-level `databases:`)",
+                url.escape_debug(),
+                stack.project
+            )
+        } else {
+            format!(
+                "`{}` is not a database of project `{}`{} (databases: {})",
+                url.escape_debug(),
+                stack.project,
+                suggestion_suffix(url, names.iter().copied()),
+                names.join(", ")
+            )
+        };
+        sink.report(SpecErrorKind::UnknownReference, &up, Target::Value, msg);
+        return;
+    };
+    let userp = p.field("user");
+    let db_path = databases_path.key(url);
+    if let Some(user) = user {
+        if !sink.is_poisoned(&userp)
+            && !sink.is_poisoned(&db_path.field("users"))
+            && !db.users.iter().any(|u| u == user)
+        {
+            sink.report(
+                SpecErrorKind::UnknownReference,
+                &userp,
+                Target::Value,
+                format!(
+                    "`{}` is not a user of database `{url}`{} (users: {})",
+                    user.escape_debug(),
+                    suggestion_suffix(user, db.users.iter().map(String::as_str)),
+                    db.users.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// Names PostgreSQL or holdfast keep for themselves.
+const RESERVED_PG_NAMES: [&str; 3] = ["postgres", "template0", "template1"];
+/// holdfast's own roles: its superuser and its replication role.
+const HOLDFAST_ROLES: [&str; 2] = ["holdfast", "holdfast_replication"];
+
+/// Why `name` cannot be a database or user name: an unquoted PostgreSQL identifier
+/// (`^[a-z_][a-z0-9_]{0,62}$`) that is not reserved.
+pub(crate) fn pg_name_problem(what: &str, name: &str) -> Option<String> {
+    let shown = name.escape_debug();
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !first_ok || !rest_ok || name.len() > 63 {
+        return Some(format!(
+            "{what} `{shown}` is not a valid PostgreSQL name: use lowercase letters, digits and '_', not starting with a digit, at most 63 characters, e.g. `{}`",
+            suggest_pg_name(name)
+        ));
+    }
+    if RESERVED_PG_NAMES.contains(&name) {
+        return Some(format!("{what} `{shown}` is reserved by PostgreSQL; choose another name"));
+    }
+    if name.starts_with("pg_") {
+        return Some(format!("{what} `{shown}` starts with `pg_`, which PostgreSQL keeps for system names"));
+    }
+    if HOLDFAST_ROLES.contains(&name) {
+        return Some(format!("{what} `{shown}` is reserved for holdfast's own superuser and replication roles"));
+    }
+    None
+}
+
+/// A valid spelling close to `name`, for examples in messages.
+fn suggest_pg_name(name: &str) -> String {
+    let mut out: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(63).collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+        out.truncate(63);
+    }
+    out
+}
+
+/// A `databases.<name>` entry: its name against services, ranges, PostgreSQL names,
+/// parameters, paths, placement and resources.
+fn validate_database(stack: &Stack, name: &str, db: &DatabaseSpec, dp: &FieldPath, sink: &mut dyn Sink) {
+    if sink.is_poisoned(dp) {
+        return;
+    }
+    let name_problem = dns_label_problem("database name", name);
+    if let Some(msg) = &name_problem {
+        sink.report(SpecErrorKind::InvalidValue, dp, Target::Key, msg.clone());
+    } else {
+        let endpoints: Vec<String> = DbEndpoint::ALL.iter().map(|e| format!("{name}-{e}")).collect();
+        if stack.services.contains_key(name) {
+            sink.report(
+                SpecErrorKind::Duplicate,
+                dp,
+                Target::Key,
+                format!("database `{name}` has the same name as service `{name}`; rename one (both are DNS names of the project)"),
+            );
+        }
+        let reserved = format!("`{name}-rw`, `{name}-ro` and `{name}-r` are the database's endpoints");
+        for endpoint in &endpoints {
+            if stack.services.contains_key(endpoint) {
+                sink.report(
+                    SpecErrorKind::Duplicate,
+                    dp,
+                    Target::Key,
+                    format!("service `{endpoint}` clashes with database `{name}`: {reserved}; rename the service"),
+                );
+            }
+            if stack.databases.contains_key(endpoint) {
+                sink.report(
+                    SpecErrorKind::Duplicate,
+                    dp,
+                    Target::Key,
+                    format!("database `{endpoint}` clashes with database `{name}`: {reserved}; rename one"),
+                );
+            }
+        }
+    }
+
+    let instances = dp.field("instances");
+    let instances_ok = !sink.is_poisoned(&instances);
+    if instances_ok && !(1..=MAX_DB_INSTANCES).contains(&db.instances) {
+        sink.report(
+            SpecErrorKind::InvalidValue,
+            &instances,
+            Target::Value,
+            format!("instances must be between 1 and {MAX_DB_INSTANCES}, found {}", db.instances),
+        );
+    } else if instances_ok && !sink.is_poisoned(&dp.field("sync")) && db.sync > db.instances - 1 {
+        let standbys = db.instances - 1;
+        let plural = if standbys == 1 { "standby" } else { "standbys" };
+        sink.report(
+            SpecErrorKind::InvalidValue,
+            &dp.field("sync"),
+            Target::Value,
+            format!(
+                "sync {} waits for {} standbys, but instances: {} has {standbys} {plural} (one member is the primary); lower sync or raise instances",
+                db.sync, db.sync, db.instances
+            ),
+        );
+    }
+
+    for (field, what, list) in [("databases", "database", &db.databases), ("users", "user", &db.users)] {
+        let lp = dp.field(field);
+        if sink.is_poisoned(&lp) {
+            continue;
+        }
+        if list.is_empty() {
+            sink.report(
+                SpecErrorKind::InvalidValue,
+                &lp,
+                Target::Value,
+                format!("at least one {what} is needed, e.g. `[{}]`", suggest_pg_name(name)),
+            );
+        }
+        for (i, item) in list.iter().enumerate() {
+            let ip = lp.index(i);
+            if sink.is_poisoned(&ip) {
+                continue;
+            }
+            if let Some(msg) = pg_name_problem(&format!("{what} name"), item) {
+                // Not said twice: a default made from a bad database name (that name is
+                // already reported), or a user that is also a database (reported there).
+                let defaulted = name_problem.is_some() && *item == name.replace('-', "_");
+                let said = field == "users" && db.databases.contains(item);
+                if !defaulted && !said {
+                    sink.report(SpecErrorKind::InvalidValue, &ip, Target::Value, msg);
+                }
+            } else if let Some(first) = list[..i].iter().position(|o| o == item) {
+                let first = sink.describe(&lp.index(first));
+                sink.report(
+                    SpecErrorKind::Duplicate,
+                    &ip,
+                    Target::Value,
+                    format!("`{item}` is listed twice (first at {first}); remove one"),
+                );
+            }
+        }
+    }
+
+    let pp = dp.field("parameters");
+    if !sink.is_poisoned(&pp) {
+        for (key, value) in &db.parameters {
+            let p = pp.key(key);
+            if sink.is_poisoned(&p) {
+                continue;
+            }
+            match classify(key) {
+                ParamKind::Known | ParamKind::Extension => {}
+                ParamKind::Managed => sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &p,
+                    Target::Key,
+                    format!(
+                        "`{key}` is managed by holdfast (it sets addresses, files and replication itself); remove it"
+                    ),
+                ),
+                ParamKind::Unknown => sink.report(
+                    SpecErrorKind::UnknownField,
+                    &p,
+                    Target::Key,
+                    format!(
+                        "unknown PostgreSQL 15 parameter `{}`{} (extension settings are written `extension.name`)",
+                        key.escape_debug(),
+                        suggestion_suffix(key, PG_KNOWN.iter().copied())
+                    ),
+                ),
+            }
+            let problem = if value.is_empty() {
+                Some(format!("the value of `{key}` is empty: give one, or leave the parameter out"))
+            } else if value.chars().any(|c| c.is_control()) {
+                Some(format!("the value of `{key}` must be one line, without control characters"))
+            } else if value.contains('\'') {
+                Some(format!("the value of `{key}` cannot contain `'` (holdfast writes each value quoted)"))
+            } else {
+                None
+            };
+            if let Some(msg) = problem {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Value, msg);
+            }
+        }
+    }
+
+    let bin = dp.field("bin_dir");
+    if let Some(dir) = &db.bin_dir {
+        if !sink.is_poisoned(&bin) {
+            let shown = dir.display().to_string();
+            if !dir.is_absolute() || shown.contains('\0') {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &bin,
+                    Target::Value,
+                    format!(
+                        "bin_dir `{}` must be an absolute path, e.g. `/usr/lib/postgresql/15/bin`",
+                        shown.escape_debug()
+                    ),
+                );
+            }
+        }
+    }
+
+    let placement = dp.field("placement");
+    if !sink.is_poisoned(&placement) {
+        validate_node_selector(&db.placement, &placement, sink);
+        let anti = placement.field("anti_affinity");
+        if !db.placement.anti_affinity.is_empty() && !sink.is_poisoned(&anti) {
+            sink.report(
+                SpecErrorKind::InvalidValue,
+                &anti,
+                Target::Value,
+                "anti_affinity is not supported for databases (members of one database never share a node anyway); remove it".to_string(),
+            );
+        }
+    }
+    validate_resources(&db.resources, &dp.field("resources"), sink);
 }
 
 /// Why `path` is not a usable URL path (prefix).

@@ -22,7 +22,7 @@ err_cases! {
     unknown_service_field_suggests: "services:\n  web:\n    run: [srv]\n    replica: 3\n"
         => "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, ports, health, resources, restart, stop, placement)";
     unknown_top_field_suggests: "service:\n  web: {run: x}\n"
-        => "demo.yaml:1:1: unknown field `service`, did you mean `services`? (valid fields: project, services, routes)";
+        => "demo.yaml:1:1: unknown field `service`, did you mean `services`? (valid fields: project, services, routes, databases)";
     misplaced_health_field_hint: "services:\n  web:\n    run: [srv]\n    interval: 3s\n"
         => "demo.yaml:4:5: services.web: unknown field `interval`: `interval` belongs in `health`";
     misplaced_service_field_at_top: "run: [srv]\n"
@@ -46,7 +46,7 @@ err_cases! {
     services_as_list: "services:\n  - web\n"
         => "demo.yaml:2:3: services: expected a mapping of service names to services, e.g. `web: { run: ... }`, found a list";
     top_level_list: "- a\n- b\n"
-        => "demo.yaml:1:1: expected a mapping with fields project, services, routes, found a list";
+        => "demo.yaml:1:1: expected a mapping with fields project, services, routes, databases, found a list";
     routes_as_map: &web("routes:\n  host: a.b\n")
         => "demo.yaml:6:3: routes: expected a list of routes, each item starting with `- host: ...`, found a mapping";
     non_scalar_key: "services:\n  ? [a, b]\n  : {run: x}\n"
@@ -106,7 +106,7 @@ err_cases! {
     env_null_value: "services:\n  web:\n    run: [srv]\n    env:\n      EMPTY:\n"
         => "demo.yaml:5:7: services.web.env.EMPTY: environment variable `EMPTY` has no value; write `EMPTY: \"\"` for an empty string";
     env_list_value: "services:\n  web:\n    run: [srv]\n    env: { A: [1] }\n"
-        => "demo.yaml:4:15: services.web.env.A: expected a string value, found a list";
+        => "demo.yaml:4:15: services.web.env.A: expected a string value, or a database URL such as `{ url: db }`, found a list";
     env_not_a_map: "services:\n  web:\n    run: [srv]\n    env: [A=1]\n"
         => "demo.yaml:4:10: services.web.env: expected a mapping of variable names to values, e.g. `{ GREETING: hello }`, found a list";
     env_reserved_port: &web("    env: { PORT: '9000' }\n")

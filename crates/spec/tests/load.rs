@@ -111,6 +111,7 @@ fn full_expected() -> Stack {
                 port: "admin".into(),
             },
         ],
+        databases: BTreeMap::new(),
     }
 }
 

@@ -18,6 +18,7 @@ fn valid() -> Stack {
             service: "web".into(),
             port: "http".into(),
         }],
+        databases: BTreeMap::new(),
     }
 }
 

@@ -3,7 +3,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{CaRecord, ClusterSettings, ClusterState, Desired, JoinTokenRecord, NodeRecord, FORMAT_VERSION};
+use crate::model::{
+    CaRecord, ClusterSettings, ClusterState, Desired, JoinTokenRecord, NodeRecord, Switchover, FORMAT_VERSION,
+};
 use holdfast_placement::NodeId;
 
 /// A Raft entry's payload: a command with the encoding version it was written with.
@@ -36,6 +38,18 @@ impl std::fmt::Display for Request {
                 write!(f, "set-node-flags {id} cordoned={cordoned:?} down={down:?} draining={draining:?}")
             }
             Command::SetSettings(s) => write!(f, "set-settings {s:?}"),
+            Command::SetDatabasePrimary { database, expected_term, term, primary } => {
+                write!(f, "set-database-primary {database} member {primary} term {expected_term} -> {term}")
+            }
+            Command::SetDatabaseSwitchover { database, expected_term, switchover } => match switchover {
+                Some(s) => write!(
+                    f,
+                    "set-database-switchover {database} at term {expected_term}: {:?} to {}",
+                    s.phase,
+                    s.to.map_or("any".to_string(), |t| format!("member {t}"))
+                ),
+                None => write!(f, "set-database-switchover {database} at term {expected_term}: clear"),
+            },
             Command::SetRemoving { id, removing } => write!(f, "set-removing {id} {removing}"),
             Command::RemoveNode { id, expected_revision } => {
                 write!(f, "remove-node {id} at revision {expected_revision}")
@@ -92,6 +106,14 @@ pub enum Command {
     /// leader removes it once nothing is placed on it. Refused for a node whose
     /// certificate fingerprint is unknown (its removal could not revoke it).
     SetRemoving { id: NodeId, removing: bool },
+    /// Make member `primary` of `database` the primary for `term` (a failover or a
+    /// switchover). Compare-and-set: refused unless the database's term is still
+    /// `expected_term` and `term` is newer. Ends any switchover; nothing else changes.
+    SetDatabasePrimary { database: String, expected_term: u64, term: u64, primary: u32 },
+    /// Ask for a switchover, move it to its next phase, or clear it (`None`: done or
+    /// aborted, the primary takes writes again). Compare-and-set on the term like
+    /// `SetDatabasePrimary`; the target, if any, must be a member other than the primary.
+    SetDatabaseSwitchover { database: String, expected_term: u64, switchover: Option<Switchover> },
 }
 
 /// The outcome of applying a [`Request`].
@@ -214,6 +236,7 @@ impl ClusterState {
                 }
                 if self.desired.placements.values().any(|nodes| nodes.contains(id))
                     || self.desired.moves.values().any(|m| m.values().any(|n| n == id))
+                    || self.desired.databases.values().any(|d| d.members.contains(id))
                 {
                     return Response::Refused { reason: format!("node {id} still has replicas placed on it") };
                 }
@@ -232,6 +255,63 @@ impl ClusterState {
                 };
                 self.removed_nodes.insert(*id, n.cert_fingerprint);
                 self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::SetDatabasePrimary { database, expected_term, term, primary } => {
+                let Some(db) = self.desired.databases.get_mut(database) else {
+                    return Response::Refused { reason: format!("unknown database `{database}`") };
+                };
+                if db.term != *expected_term {
+                    return Response::Refused {
+                        reason: format!(
+                            "database `{database}` is at term {}, not {expected_term}: its primary changed meanwhile",
+                            db.term
+                        ),
+                    };
+                }
+                if *term <= db.term {
+                    return Response::Refused {
+                        reason: format!("database `{database}`: term {term} is not newer than term {}", db.term),
+                    };
+                }
+                if *primary as usize >= db.members.len() {
+                    return Response::Refused {
+                        reason: format!("database `{database}` has {} members, no member {primary}", db.members.len()),
+                    };
+                }
+                db.term = *term;
+                db.primary = *primary;
+                db.switchover = None;
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::SetDatabaseSwitchover { database, expected_term, switchover } => {
+                let Some(db) = self.desired.databases.get_mut(database) else {
+                    return Response::Refused { reason: format!("unknown database `{database}`") };
+                };
+                if db.term != *expected_term {
+                    return Response::Refused {
+                        reason: format!(
+                            "database `{database}` is at term {}, not {expected_term}: its primary changed meanwhile",
+                            db.term
+                        ),
+                    };
+                }
+                if let Some(to) = switchover.as_ref().and_then(|s| s.to) {
+                    if to as usize >= db.members.len() || to == db.primary {
+                        return Response::Refused {
+                            reason: format!(
+                                "database `{database}`: member {to} cannot be the new primary (members 0..{}, member {} is the primary)",
+                                db.members.len(),
+                                db.primary
+                            ),
+                        };
+                    }
+                }
+                if &db.switchover != switchover {
+                    db.switchover = switchover.clone();
+                    self.revision += 1;
+                }
                 Response::Applied { revision: self.revision }
             }
             Command::SetRemoving { id, removing } => {

@@ -9,6 +9,8 @@
 //!   state, with placement computed by `holdfast-placement`.
 //! - [`fencing`]: instance generations from placement epochs: which instance of a
 //!   replica is current, and which ones a returning node must stop.
+//! - [`database`]: managed databases: placing members (one node each, one architecture
+//!   and PostgreSQL major version), endpoint addresses, kept passwords.
 //! - [`drain`]: moving a draining node's replicas away one at a time, start before stop.
 //! - [`voters`]: which nodes are Raft voters, spread over sites.
 //! - [`labels`]: node label rules (`--label`, `holdfast node label`) and a node's full
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod database;
 pub mod drain;
 pub mod fencing;
 pub mod labels;
@@ -26,5 +29,8 @@ pub mod plan;
 pub mod voters;
 
 pub use command::{Command, Request, Response};
-pub use model::{ClusterSettings, ClusterState, Desired, NodeRecord, ServiceRecord, FORMAT_VERSION};
+pub use model::{
+    ClusterSettings, ClusterState, DatabaseRecord, DbAddresses, DbCredentials, Desired, NodeRecord, ServiceRecord,
+    Switchover, SwitchoverPhase, FORMAT_VERSION, POSTGRES_PORT,
+};
 pub use plan::{Plan, PlanError};

@@ -1,8 +1,10 @@
-//! The state model: desired services, routes and placements, and the node registry.
+//! The state model: desired services, routes, placements and databases, and the node
+//! registry.
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use holdfast_placement::{Assignment, Capacity, NodeId};
-use holdfast_spec::{RouteSpec, ServiceSpec};
+use holdfast_spec::{DatabaseSpec, DbEndpoint, RouteSpec, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
 /// Version of the encoding of [`ClusterState`] and [`crate::Request`]. Bump it with a
@@ -50,6 +52,9 @@ pub struct Epochs {
     pub moves: BTreeMap<String, BTreeMap<u32, u64>>,
 }
 
+/// Default [`ClusterSettings::db_lease_ms`].
+pub const DEFAULT_DB_LEASE_MS: u64 = 1_500;
+
 /// Failure-detection timing, the same for every node of the cluster and changed with
 /// `holdfast cluster set`. Defaults are tuned for Raspberry Pis on Wi-Fi: a lost packet or
 /// two never flips a node.
@@ -69,6 +74,11 @@ pub struct ClusterSettings {
     /// this long (it starts as a non-voting learner), so a node that dies at once costs
     /// no quorum.
     pub promote_after_ms: u64,
+    /// Database primary lease: the leader promotes a standby only after it has not heard
+    /// from the primary's node for this long, and a primary's node stops its PostgreSQL
+    /// when it has had no heartbeat answer for `db_lease_ms - 500` (so the old primary is
+    /// down before a new one is promoted).
+    pub db_lease_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -79,6 +89,7 @@ impl Default for ClusterSettings {
             down_after_ms: 3_000,
             voter_replace_after_ms: 30_000,
             promote_after_ms: 5_000,
+            db_lease_ms: DEFAULT_DB_LEASE_MS,
         }
     }
 }
@@ -108,6 +119,9 @@ impl ClusterSettings {
         }
         if s.promote_after_ms > 600_000 {
             return Err(format!("promote-after must be at most 10m, got {}ms", s.promote_after_ms));
+        }
+        if !(1_000..=60_000).contains(&s.db_lease_ms) {
+            return Err(format!("db-lease must be between 1s and 60s, got {}ms", s.db_lease_ms));
         }
         if s.voter_replace_after_ms < s.down_after_ms {
             return Err(format!(
@@ -163,6 +177,105 @@ pub struct Desired {
     /// leader turns a move into the placement once the new instance is ready.
     #[serde(default)]
     pub moves: BTreeMap<String, BTreeMap<u32, NodeId>>,
+    /// Managed databases by name (never the name of a service). Absent in state written
+    /// before databases existed.
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseRecord>,
+}
+
+/// One managed database as the cluster runs it: a primary and standbys, each member on
+/// its own node, the primary named by `term` (a fencing generation: a member that was
+/// primary for an older term is stale and must not take writes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRecord {
+    /// The project (stack) the database was deployed with.
+    pub project: String,
+    pub spec: DatabaseSpec,
+    /// Bumped when the spec changes in anything but `instances` and `placement` (the
+    /// members' configuration must be rewritten).
+    pub generation: u64,
+    /// Member `i` runs on node `members[i]`; never two members on one node.
+    pub members: Vec<NodeId>,
+    /// The primary's term: starts at 1, bumped by every promotion
+    /// ([`crate::Command::SetDatabasePrimary`]).
+    pub term: u64,
+    /// The member index that is primary for `term`.
+    pub primary: u32,
+    pub credentials: DbCredentials,
+    /// Stable addresses of the three endpoints (port [`POSTGRES_PORT`]).
+    pub addresses: DbAddresses,
+    /// A switchover asked for by a user, being carried out by the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<Switchover>,
+}
+
+impl DatabaseRecord {
+    /// The node the primary runs on.
+    pub fn primary_node(&self) -> Option<NodeId> {
+        self.members.get(self.primary as usize).copied()
+    }
+}
+
+/// The port every database endpoint listens on.
+pub use holdfast_spec::POSTGRES_PORT;
+
+/// Passwords of a database's roles. They come from the planner's caller (the state is
+/// pure and has no randomness) and are kept across redeploys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbCredentials {
+    /// Password of the superuser role `holdfast`.
+    pub superuser: String,
+    /// Password of the replication role `holdfast_replication`.
+    pub replication: String,
+    /// Password of each user of the spec.
+    pub users: BTreeMap<String, String>,
+}
+
+/// A database's endpoint addresses in 127.64.0.0/10, chosen like a service's from the
+/// hash of `project/<db>-rw` (`-ro`, `-r`) and never changed afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbAddresses {
+    /// The primary.
+    pub rw: Ipv4Addr,
+    /// Replicas only.
+    pub ro: Ipv4Addr,
+    /// Any member.
+    pub r: Ipv4Addr,
+}
+
+impl DbAddresses {
+    /// The address of `endpoint`.
+    pub fn get(&self, endpoint: DbEndpoint) -> Ipv4Addr {
+        match endpoint {
+            DbEndpoint::Rw => self.rw,
+            DbEndpoint::Ro => self.ro,
+            DbEndpoint::R => self.r,
+        }
+    }
+}
+
+/// A planned switchover of a database's primary (`Command::SetDatabaseSwitchover`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switchover {
+    /// The member to promote; `None`: the most advanced healthy replica (the leader fills
+    /// it in when it starts fencing).
+    pub to: Option<u32>,
+    /// The term the switchover was asked for; it ends with the next term.
+    pub requested_term: u64,
+    #[serde(default)]
+    pub phase: SwitchoverPhase,
+}
+
+/// Where a switchover is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchoverPhase {
+    /// Asked for; the primary still takes writes.
+    #[default]
+    Requested,
+    /// The primary's node must stop taking writes (stop PostgreSQL, report `Fenced` with
+    /// its final position); the target is promoted once it has caught up.
+    Fencing,
 }
 
 /// One service as the cluster runs it.
@@ -216,6 +329,10 @@ pub struct NodeRecord {
     /// node-to-node traffic.
     #[serde(default)]
     pub cert_fingerprint: String,
+    /// Software the node has, as it reports it: e.g. `"postgres" -> "15"` (the major
+    /// version). Database members are only placed on nodes that report their engine.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub software: BTreeMap<String, String>,
 }
 
 impl NodeRecord {
@@ -242,6 +359,7 @@ impl NodeRecord {
             down: false,
             removing: false,
             cert_fingerprint: String::new(),
+            software: BTreeMap::new(),
         }
     }
 }
@@ -260,8 +378,15 @@ impl ClusterState {
         self.desired.services.iter().filter(move |(_, r)| r.project == project)
     }
 
-    /// Placement input: the nodes as the scheduler sees them.
+    /// Placement input for services: the nodes as the scheduler sees them, each node's
+    /// capacity less what the database members placed on it reserve.
     pub fn node_views(&self) -> Vec<holdfast_placement::NodeView> {
+        self.node_views_with(&self.desired.databases)
+    }
+
+    /// [`ClusterState::node_views`] with the members of `databases` reserving capacity.
+    pub fn node_views_with(&self, databases: &BTreeMap<String, DatabaseRecord>) -> Vec<holdfast_placement::NodeView> {
+        let reserved = crate::database::reserved_by(databases);
         self.nodes
             .values()
             .map(|n| holdfast_placement::NodeView {
@@ -269,9 +394,35 @@ impl ClusterState {
                 name: n.name.clone(),
                 schedulable: !n.cordoned && !n.down,
                 keeps_replicas: !n.down,
-                capacity: n.capacity,
+                capacity: match reserved.get(&n.id) {
+                    Some(r) => Capacity {
+                        cpu_millis: n.capacity.cpu_millis.saturating_sub(r.cpu_millis),
+                        memory_bytes: n.capacity.memory_bytes.saturating_sub(r.memory_bytes),
+                    },
+                    None => n.capacity,
+                },
                 labels: crate::labels::node_labels(n),
             })
             .collect()
+    }
+
+    /// The database members placed on `node`: (database, member index).
+    pub fn database_members_on(&self, node: NodeId) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for (name, db) in &self.desired.databases {
+            for (i, n) in db.members.iter().enumerate() {
+                if *n == node {
+                    out.push((name.clone(), i as u32));
+                }
+            }
+        }
+        out
+    }
+
+    /// The database and endpoint that `ip` is the address of.
+    pub fn database_of_address(&self, ip: Ipv4Addr) -> Option<(&str, DbEndpoint)> {
+        self.desired.databases.iter().find_map(|(name, db)| {
+            DbEndpoint::ALL.into_iter().find(|e| db.addresses.get(*e) == ip).map(|e| (name.as_str(), e))
+        })
     }
 }

@@ -4,7 +4,9 @@
 //! from the current [`ClusterState`]: the result is a [`Plan`] to show the user and the
 //! next [`Desired`] to propose through Raft with the revision it was planned on.
 //! [`plan_reschedule`] moves replicas after the cluster itself changed (a node down,
-//! drained or relabelled).
+//! drained or relabelled). Databases are planned with their services
+//! ([`crate::database`] places their members); a deploy that creates a database or a
+//! user needs passwords from the caller ([`plan_deploy_with`]).
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::Command;
 use crate::labels::{split_changes, LabelChange};
-use crate::model::{ClusterState, Desired, ServiceRecord};
+use crate::model::{ClusterState, DatabaseRecord, Desired, ServiceRecord};
 
 /// What a change does to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +90,19 @@ pub enum PlanError {
     LabelsStrandReplicas { node: String, detail: String },
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    #[error(
+        "database `{database}` already belongs to project `{owner}`; project `{project}` cannot take it over (rename it, or remove it from `{owner}` first)"
+    )]
+    DatabaseOwnedByOtherProject { database: String, owner: String, project: String },
+    #[error("the name `{name}` of {what} is already taken by {taken_by}; rename one")]
+    NameTaken { name: String, what: String, taken_by: String },
+    #[error(
+        "database `{database}` needs a new password (for role `{role}`), but this plan was made without a password source (use plan_deploy_with)"
+    )]
+    NoPasswordSource { database: String, role: String },
+    /// A database cannot be placed or changed so; the text says why and what to do.
+    #[error("{0}")]
+    Database(String),
 }
 
 fn unknown_service(state: &ClusterState, name: &str) -> PlanError {
@@ -100,9 +115,30 @@ fn unknown_service(state: &ClusterState, name: &str) -> PlanError {
     PlanError::UnknownService { name: name.to_string(), hint }
 }
 
-/// Plans a deploy of `stack`: the project's services and routes become exactly those of
-/// the stack; other projects are untouched.
+/// Plans a deploy of `stack` that needs no new password: [`plan_deploy_with`] without a
+/// password source. A stack that creates a database, or adds a user to one, is refused
+/// with [`PlanError::NoPasswordSource`]; redeploying existing databases unchanged works.
 pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired), PlanError> {
+    plan_deploy_inner(state, stack, &mut || None)
+}
+
+/// Plans a deploy of `stack`: the project's services, routes and databases become
+/// exactly those of the stack; other projects are untouched. `passwords` is called once
+/// for each database role that needs a new password (a new database's superuser,
+/// replication role and users; a user added later); existing passwords are kept.
+pub fn plan_deploy_with(
+    state: &ClusterState,
+    stack: &Stack,
+    passwords: &mut dyn FnMut() -> String,
+) -> Result<(Plan, Desired), PlanError> {
+    plan_deploy_inner(state, stack, &mut || Some(passwords()))
+}
+
+fn plan_deploy_inner(
+    state: &ClusterState,
+    stack: &Stack,
+    passwords: &mut dyn FnMut() -> Option<String>,
+) -> Result<(Plan, Desired), PlanError> {
     if let Err(errors) = stack.validate() {
         let text = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
         return Err(PlanError::InvalidSpec(text));
@@ -116,6 +152,40 @@ pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired
                     service: name.clone(),
                     owner: rec.project.clone(),
                     project: project.clone(),
+                });
+            }
+        }
+    }
+    for name in stack.databases.keys() {
+        if let Some(rec) = current.databases.get(name) {
+            if &rec.project != project {
+                return Err(PlanError::DatabaseOwnedByOtherProject {
+                    database: name.clone(),
+                    owner: rec.project.clone(),
+                    project: project.clone(),
+                });
+            }
+        }
+    }
+    // Database names and their endpoint names are DNS names beside services, in the
+    // whole cluster (the stack itself was checked by `validate`).
+    let other_dbs = current.databases.iter().filter(|(_, r)| &r.project != project).map(|(n, r)| (n, &r.project));
+    let stack_dbs = stack.databases.keys().map(|n| (n, project));
+    for (db, owner) in other_dbs.chain(stack_dbs) {
+        let mut names = vec![db.clone()];
+        names.extend(holdfast_spec::DbEndpoint::ALL.iter().map(|e| format!("{db}-{e}")));
+        let services = current
+            .services
+            .iter()
+            .filter(|(_, r)| &r.project != project)
+            .map(|(n, r)| (n, &r.project))
+            .chain(stack.services.keys().map(|n| (n, project)));
+        for (svc, svc_owner) in services {
+            if names.contains(svc) && (owner != project || svc_owner != project) {
+                return Err(PlanError::NameTaken {
+                    name: svc.clone(),
+                    what: format!("service `{svc}` of project `{svc_owner}`"),
+                    taken_by: format!("database `{db}` of project `{owner}` (a database's name and `-rw`, `-ro`, `-r` names are its endpoints)"),
                 });
             }
         }
@@ -144,7 +214,8 @@ pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired
         let record = match current.services.get(name) {
             None => {
                 plan.changes.push(change(ChangeKind::Create, format!("service {name}"), vec![], false));
-                let taken: Vec<Ipv4Addr> = services.values().map(|r| r.address).collect();
+                let mut taken: Vec<Ipv4Addr> = services.values().map(|r| r.address).collect();
+                taken.extend(crate::database::addresses_in_use(&BTreeMap::new(), &current.databases));
                 let address = service_address(project, name, &taken);
                 ServiceRecord { project: project.clone(), spec: spec.clone(), address, generation: new_generation }
             }
@@ -183,9 +254,91 @@ pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired
     }
     routes.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
 
-    let desired = finish(state, services, routes)?;
+    let databases = plan_databases(state, stack, &services, new_generation, &mut plan, passwords)?;
+    let desired = finish(state, services, routes, databases)?;
     add_moves(state, &mut plan, &desired);
     Ok((plan, desired))
+}
+
+/// The databases after a deploy of `stack`: the project's become exactly the stack's
+/// (members placed, passwords kept or asked for, addresses kept or chosen).
+fn plan_databases(
+    state: &ClusterState,
+    stack: &Stack,
+    services: &BTreeMap<String, ServiceRecord>,
+    new_generation: u64,
+    plan: &mut Plan,
+    passwords: &mut dyn FnMut() -> Option<String>,
+) -> Result<BTreeMap<String, DatabaseRecord>, PlanError> {
+    let project = &stack.project;
+    let current = &state.desired.databases;
+    let mut databases: BTreeMap<String, DatabaseRecord> =
+        current.iter().filter(|(_, r)| &r.project != project).map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (name, spec) in &stack.databases {
+        let old = current.get(name);
+        // Placed against everything else as it will be: other databases as planned so far
+        // and the current members of the ones still to come.
+        let mut all = current.clone();
+        all.retain(|k, r| &r.project != project || stack.databases.contains_key(k));
+        all.extend(databases.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let used = crate::database::used_except(state, services, &all, name);
+        let members = crate::database::place_members(state, name, spec, old, &used)?;
+        let credentials = crate::database::credentials(name, old.map(|o| &o.credentials), &spec.users, passwords)?;
+        let nodes: Vec<String> = members.nodes.iter().map(|n| state.node_name(*n)).collect();
+        let record = match old {
+            None => {
+                let mut taken = crate::database::addresses_in_use(services, &all);
+                taken.extend(crate::database::addresses_in_use(&BTreeMap::new(), current));
+                let addresses = crate::database::addresses(project, name, &mut taken);
+                plan.changes.push(change(
+                    ChangeKind::Create,
+                    format!("database {name}"),
+                    vec![format!("members: {}", nodes.join(" ")), members.describe_group()],
+                    false,
+                ));
+                DatabaseRecord {
+                    project: project.clone(),
+                    spec: spec.clone(),
+                    generation: new_generation,
+                    members: members.nodes,
+                    term: 1,
+                    primary: 0,
+                    credentials,
+                    addresses,
+                    switchover: None,
+                }
+            }
+            Some(old) => {
+                let mut details = crate::database::describe_change(&old.spec, spec);
+                for (i, (a, b)) in old.members.iter().zip(&members.nodes).enumerate() {
+                    if a != b {
+                        details.push(format!("{name}-{i} moves {} -> {}", state.node_name(*a), state.node_name(*b)));
+                    }
+                }
+                for (i, b) in members.nodes.iter().enumerate().skip(old.members.len()) {
+                    details.push(format!("{name}-{i} on {}", state.node_name(*b)));
+                }
+                let replaces = crate::database::needs_new_generation(&old.spec, spec);
+                let kind = if details.is_empty() { ChangeKind::Unchanged } else { ChangeKind::Update };
+                plan.changes.push(change(kind, format!("database {name}"), details, replaces));
+                DatabaseRecord {
+                    project: project.clone(),
+                    spec: spec.clone(),
+                    generation: if replaces { new_generation } else { old.generation },
+                    members: members.nodes,
+                    credentials,
+                    ..old.clone()
+                }
+            }
+        };
+        databases.insert(name.clone(), record);
+    }
+    for (name, r) in current {
+        if &r.project == project && !stack.databases.contains_key(name) {
+            plan.changes.push(change(ChangeKind::Delete, format!("database {name}"), vec![], true));
+        }
+    }
+    Ok(databases)
 }
 
 /// Adds the replicas that move to the lines of their services.
@@ -220,7 +373,7 @@ pub fn plan_scale(state: &ClusterState, service: &str, replicas: u64) -> Result<
         (ChangeKind::Update, vec![format!("replicas: {before} -> {replicas32}")])
     };
     let plan = Plan { changes: vec![change(kind, format!("service {service}"), details, false)] };
-    Ok((plan, finish(state, services, state.desired.routes.clone())?))
+    Ok((plan, finish(state, services, state.desired.routes.clone(), state.desired.databases.clone())?))
 }
 
 /// Plans a rolling restart of every instance of one service.
@@ -236,7 +389,7 @@ pub fn plan_restart(state: &ClusterState, service: &str) -> Result<(Plan, Desire
             true,
         )],
     };
-    Ok((plan, finish(state, services, state.desired.routes.clone())?))
+    Ok((plan, finish(state, services, state.desired.routes.clone(), state.desired.databases.clone())?))
 }
 
 /// Plans the removal of one service and of the routes that point at it.
@@ -252,7 +405,7 @@ pub fn plan_remove(state: &ClusterState, service: &str) -> Result<(Plan, Desired
         }
         keep
     });
-    Ok((plan, finish(state, services, routes)?))
+    Ok((plan, finish(state, services, routes, state.desired.databases.clone())?))
 }
 
 /// The outcome of [`plan_reschedule`].
@@ -265,6 +418,8 @@ pub struct Reschedule {
     /// Replicas that break a rule where they run (node down or gone, relabelled, an
     /// anti-affine service beside them) but cannot move anywhere: they stay, and why.
     pub stuck: Vec<PlacementError>,
+    /// Databases whose members could not be re-placed (they stay), and why.
+    pub databases_stuck: Vec<String>,
 }
 
 /// Re-places replicas that may no longer stay where they are: on nodes that are down or
@@ -276,19 +431,62 @@ pub struct Reschedule {
 pub fn plan_reschedule(state: &ClusterState) -> Result<Reschedule, PlanError> {
     let current = &state.desired.placements;
     let previous = crate::drain::previous_with_moves(state);
-    let r = holdfast_placement::reschedule(&workloads(&state.desired.services), &state.node_views(), &previous)?;
-    if &r.assignment == current {
-        return Ok(Reschedule { desired: None, moves: Vec::new(), stuck: r.stuck });
+    let (databases, mut db_moves, databases_stuck) = reschedule_databases(state);
+    let r = holdfast_placement::reschedule(
+        &workloads(&state.desired.services),
+        &state.node_views_with(&databases),
+        &previous,
+    )?;
+    if &r.assignment == current && databases == state.desired.databases {
+        return Ok(Reschedule { desired: None, moves: Vec::new(), stuck: r.stuck, databases_stuck });
     }
-    let moves = moves_between(current, &r.assignment);
+    let mut moves = moves_between(current, &r.assignment);
+    moves.append(&mut db_moves);
     let carried = crate::drain::carry_moves(state, &state.desired.services, &r.assignment);
     let desired = Desired {
         services: state.desired.services.clone(),
         routes: state.desired.routes.clone(),
         placements: r.assignment,
         moves: carried,
+        databases,
     };
-    Ok(Reschedule { desired: Some(desired), moves, stuck: r.stuck })
+    Ok(Reschedule { desired: Some(desired), moves, stuck: r.stuck, databases_stuck })
+}
+
+/// Re-places database members on nodes that are down or gone (never the primary's, see
+/// [`crate::database`]) or that no longer qualify; a database that cannot be re-placed
+/// stays as it is and is reported.
+fn reschedule_databases(state: &ClusterState) -> (BTreeMap<String, DatabaseRecord>, Vec<Move>, Vec<String>) {
+    let mut databases = state.desired.databases.clone();
+    let mut moves = Vec::new();
+    let mut stuck = Vec::new();
+    let names: Vec<String> = databases.keys().cloned().collect();
+    for name in names {
+        let Some(record) = databases.get(&name).cloned() else { continue };
+        let needs = record
+            .members
+            .iter()
+            .enumerate()
+            .any(|(i, n)| i as u32 != record.primary && state.nodes.get(n).is_none_or(|n| n.down));
+        if !needs {
+            continue;
+        }
+        let used = crate::database::used_except(state, &state.desired.services, &databases, &name);
+        match crate::database::place_members(state, &name, &record.spec, Some(&record), &used) {
+            Ok(m) => {
+                for (i, (a, b)) in record.members.iter().zip(&m.nodes).enumerate() {
+                    if a != b {
+                        moves.push(Move { service: name.clone(), replica: i as u32, from: *a, to: *b });
+                    }
+                }
+                if let Some(r) = databases.get_mut(&name) {
+                    r.members = m.nodes;
+                }
+            }
+            Err(e) => stuck.push(e.to_string()),
+        }
+    }
+    (databases, moves, stuck)
 }
 
 /// A planned change of one node's labels.
@@ -359,11 +557,12 @@ fn finish(
     state: &ClusterState,
     services: BTreeMap<String, ServiceRecord>,
     routes: Vec<RouteSpec>,
+    databases: BTreeMap<String, DatabaseRecord>,
 ) -> Result<Desired, PlanError> {
     let previous = crate::drain::previous_with_moves(state);
-    let placements = holdfast_placement::place(&workloads(&services), &state.node_views(), &previous)?;
+    let placements = holdfast_placement::place(&workloads(&services), &state.node_views_with(&databases), &previous)?;
     let moves = crate::drain::carry_moves(state, &services, &placements);
-    Ok(Desired { services, routes, placements, moves })
+    Ok(Desired { services, routes, placements, moves, databases })
 }
 
 /// Placement input: every service as the scheduler sees it (request, selector, spread,

@@ -295,5 +295,8 @@ fn reschedule_moves_what_it_can_and_reports_what_is_stuck() {
     assert_eq!(r.stuck.len(), 2);
     assert!(r.stuck[0].to_string().contains("n1, n2 match but are drained or down"), "{}", r.stuck[0]);
     // nothing to do on a healthy cluster
-    assert_eq!(plan_reschedule(&s).expect("reschedule"), Reschedule { desired: None, moves: vec![], stuck: vec![] });
+    assert_eq!(
+        plan_reschedule(&s).expect("reschedule"),
+        Reschedule { desired: None, moves: vec![], stuck: vec![], databases_stuck: vec![] }
+    );
 }
