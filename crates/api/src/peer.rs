@@ -61,6 +61,46 @@ pub struct Heartbeat {
     /// The node's `--label` flags, when it started with some.
     #[serde(default)]
     pub start_labels: Option<StartLabels>,
+    /// The database members this node runs, as its runner last saw them.
+    #[serde(default)]
+    pub databases: Vec<MemberStatus>,
+}
+
+/// One database member as its node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub database: String,
+    pub member: u32,
+    /// The term the node runs this member for.
+    pub term: u64,
+    pub role: MemberRole,
+    pub timeline: u32,
+    /// Primary: WAL flushed; replica: WAL received and flushed on the standby.
+    pub lsn: u64,
+    pub replay_lsn: u64,
+    /// PostgreSQL answered the last probe.
+    pub answering: bool,
+    /// A replica streams from the primary.
+    pub streaming: bool,
+    /// The member's local port (loopback), for tunnels from other nodes.
+    pub port: Option<u16>,
+    /// What the runner did or waits for last, for `db status`.
+    pub detail: String,
+}
+
+/// A member's role as its node reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Primary,
+    Replica,
+    /// Being prepared or started.
+    Starting,
+    Stopped,
+    /// Stopped because its node lost its lease, or for a switchover.
+    Fenced,
+    /// Cannot be run (no PostgreSQL, no data, a command failed); `detail` says why.
+    Failed,
 }
 
 /// The leader's answer: every node's instances as it last heard, and which of the
@@ -77,6 +117,9 @@ pub struct HeartbeatReply {
     /// own state has caught up to it.
     #[serde(default)]
     pub revision: u64,
+    /// Every node's database members as the leader last heard.
+    #[serde(default)]
+    pub databases: BTreeMap<u64, Vec<MemberStatus>>,
 }
 
 /// `POST /join`.

@@ -61,6 +61,21 @@ pub fn random_hex(bytes: usize) -> Result<String, NodeError> {
     Ok(hex::encode(buf))
 }
 
+/// A random password of 32 letters and digits (190 bits).
+pub fn random_password() -> Result<String, NodeError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(32);
+    while out.len() < 32 {
+        let mut buf = [0u8; 64];
+        getrandom::fill(&mut buf)
+            .map_err(|e| NodeError::DataDir { path: "-".into(), message: format!("no randomness: {e}") })?;
+        // Rejection sampling keeps every character equally likely.
+        out.extend(buf.iter().filter(|b| usize::from(**b) < 248).map(|b| char::from(ALPHABET[usize::from(*b) % 62])));
+    }
+    out.truncate(32);
+    Ok(out)
+}
+
 /// A random non-zero node id.
 pub fn random_node_id() -> Result<u64, NodeError> {
     loop {

@@ -20,7 +20,9 @@
 
 pub mod api;
 pub mod controller;
+pub mod databases;
 pub mod identity;
+pub mod lease;
 pub mod logs;
 pub mod network;
 pub mod peer;
@@ -132,6 +134,12 @@ pub struct NodeContext {
     pub workers: workers::Workers,
     /// On the leader: why each learner does not vote yet (from the last controller pass).
     pub promotion: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, String>>>,
+    /// The node's data directory (database members live under `databases/`).
+    pub data_dir: std::path::PathBuf,
+    /// Whether this node reaches the control plane's quorum (database fencing).
+    pub lease: Arc<lease::Lease>,
+    /// The database members this node runs: their status and postgres instances.
+    pub dbs: Arc<databases::Shared>,
 }
 
 /// Checks, before anything is written or any cluster is asked, that the listeners this
@@ -258,6 +266,9 @@ impl Node {
             cert_fingerprint,
             workers: workers::Workers::default(),
             promotion: Default::default(),
+            data_dir: config.data_dir.clone(),
+            lease: Default::default(),
+            dbs: Default::default(),
         };
         let net = holdfast_net::Net::start(holdfast_net::NetConfig {
             proxy: true,
@@ -266,6 +277,12 @@ impl Node {
             // A stream open through a link includes the far node's connect to the instance.
             connect_timeout: links.timing().open_timeout,
             dialer: std::sync::Arc::new(tunnel::TunnelDialer(links)),
+            lease: {
+                let (lease, control) = (ctx.lease.clone(), ctx.control.clone());
+                std::sync::Arc::new(move || {
+                    lease.held(Duration::from_millis(control.state().settings.db_lease_ms))
+                })
+            },
             ..Default::default()
         })
         .await?;
@@ -278,6 +295,7 @@ impl Node {
             ("workload reconciler", tokio::spawn(workloads::run(ctx.clone(), tasks_token.child_token()))),
             ("heartbeats", tokio::spawn(peer::heartbeat::run(ctx.clone(), tasks_token.child_token()))),
             ("leader duties", tokio::spawn(controller::run(ctx.clone(), tasks_token.child_token()))),
+            ("databases", tokio::spawn(databases::run(ctx.clone(), tasks_token.child_token()))),
         ];
 
         // A brand-new cluster waits until it has registered itself, so the first deploy

@@ -19,6 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use holdfast_agent::{InstanceId, InstanceStatus};
+use holdfast_api::peer::{MemberRole, MemberStatus};
 use holdfast_net::{Endpoint, NetHandle, NetTable, Route, ServiceNet, Target};
 use holdfast_state::ClusterState;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +74,7 @@ pub fn net_table(state: &ClusterState, this_node: u64, observed: &BTreeMap<u64, 
             address: record.address,
             ports: record.spec.ports.clone(),
             endpoints,
+            single_writer: false,
         });
     }
     let routes = state
@@ -82,6 +84,58 @@ pub fn net_table(state: &ClusterState, this_node: u64, observed: &BTreeMap<u64, 
         .map(|r| Route { host: r.host.clone(), path: r.path.clone(), service: r.service.clone(), port: r.port.clone() })
         .collect();
     NetTable { services, routes }
+}
+
+/// The three endpoint services of every database (`<db>-rw`, `-ro`, `-r`, port 5432) for
+/// `this_node`, from the members' reports (pure). `-rw` leads only to the member holding
+/// the current term that reports itself primary of it — a stale primary, or a promoted
+/// replica before it says so, gets nothing — and is single-writer: connections to a
+/// member that loses it are cut. `-ro` leads to answering replicas, `-r` to both.
+pub fn database_services(
+    state: &ClusterState,
+    this_node: u64,
+    members: &BTreeMap<u64, Vec<MemberStatus>>,
+) -> Vec<ServiceNet> {
+    let mut out = Vec::new();
+    for (name, rec) in &state.desired.databases {
+        let (mut rw, mut ro, mut any) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, node) in rec.members.iter().enumerate() {
+            let i = i as u32;
+            let Some(st) = members.get(node).and_then(|v| v.iter().find(|m| &m.database == name && m.member == i))
+            else {
+                continue;
+            };
+            let Some(port) = st.port else { continue };
+            let target = if *node == this_node {
+                Target::Addr(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            } else {
+                let Some(n) = state.nodes.get(node).filter(|n| !n.down) else { continue };
+                Target::Remote { peer: Arc::from(n.addr.as_str()), port }
+            };
+            let primary = i == rec.primary && st.role == MemberRole::Primary && st.term == rec.term && st.answering;
+            let replica = st.role == MemberRole::Replica && st.answering;
+            let endpoint = |ready: bool| Endpoint {
+                instance: holdfast_postgres::conf::member_name(name, i),
+                ports: BTreeMap::from([("pg".to_string(), target.clone())]),
+                ready,
+            };
+            rw.push(endpoint(primary));
+            ro.push(endpoint(replica));
+            any.push(endpoint(primary || replica));
+        }
+        let service = |suffix: &str, address: Ipv4Addr, endpoints: Vec<Endpoint>, single_writer: bool| ServiceNet {
+            project: rec.project.clone(),
+            name: format!("{name}-{suffix}"),
+            address,
+            ports: BTreeMap::from([("pg".to_string(), holdfast_postgres::POSTGRES_PORT)]),
+            endpoints,
+            single_writer,
+        };
+        out.push(service("rw", rec.addresses.rw, rw, true));
+        out.push(service("ro", rec.addresses.ro, ro, false));
+        out.push(service("r", rec.addresses.r, any, false));
+    }
+    out
 }
 
 /// The remote endpoint ports of `table` by peer: the links this node needs and the ports
@@ -129,7 +183,9 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
         let state = states.borrow_and_update().clone();
         links.borrow_and_update();
         let observed = crate::peer::heartbeat::observed_by_node(&ctx).await;
-        let full = net_table(&state, ctx.identity.node_id, &observed);
+        let members = crate::peer::heartbeat::members_by_node(&ctx).await;
+        let mut full = net_table(&state, ctx.identity.node_id, &observed);
+        full.services.extend(database_services(&state, ctx.identity.node_id, &members));
         ctx.links.sync(&remote_ports(&full));
         let table = reachable_only(full, &ctx.links.reachability());
         let changed = table != last;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use holdfast_agent::{HealthConfig, HealthProbe, InstanceId, InstanceSpec, Limits, RestartPolicy};
-use holdfast_spec::{HealthCheck, ServiceSpec};
+use holdfast_spec::{EnvValue, HealthCheck, ServiceSpec};
 use holdfast_state::ClusterState;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +45,14 @@ pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(Ins
         if fenced.contains(&(id, placed.generation)) {
             continue;
         }
-        let mut spec = instance_spec(&placed.service, placed.replica, placed.generation, &record.project, &record.spec);
+        let mut spec = instance_spec(
+            &placed.service,
+            placed.replica,
+            placed.generation,
+            &record.project,
+            &record.spec,
+            &state.desired.databases,
+        );
         for (k, v) in crate::network::service_env(state, &record.project) {
             spec.env.entry(k).or_insert(v);
         }
@@ -54,8 +61,28 @@ pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(Ins
     out
 }
 
-fn instance_spec(service: &str, replica: u32, generation: u64, project: &str, spec: &ServiceSpec) -> InstanceSpec {
-    let mut env: BTreeMap<String, String> = spec.env.clone();
+fn instance_spec(
+    service: &str,
+    replica: u32,
+    generation: u64,
+    project: &str,
+    spec: &ServiceSpec,
+    databases: &BTreeMap<String, holdfast_state::model::DatabaseRecord>,
+) -> InstanceSpec {
+    let mut env: BTreeMap<String, String> = spec
+        .env
+        .iter()
+        .filter_map(|(k, v)| {
+            let value = match v {
+                EnvValue::Value(v) => Some(v.clone()),
+                // Validated at deploy: the database and user exist.
+                EnvValue::Url { url, endpoint, user } => databases
+                    .get(url)
+                    .and_then(|rec| crate::databases::url::url(rec, *endpoint, user.as_deref())),
+            };
+            value.map(|v| (k.clone(), v))
+        })
+        .collect();
     env.entry("HOLDFAST_PROJECT".into()).or_insert_with(|| project.to_string());
     InstanceSpec {
         id: InstanceId::new(service, replica),
@@ -100,19 +127,26 @@ fn instance_spec(service: &str, replica: u32, generation: u64, project: &str, sp
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     let mut states = ctx.control.subscribe();
     let mut fenced = ctx.fenced.subscribe();
+    let mut members = ctx.dbs.subscribe();
     let mut contact = ctx.leader_contact.subscribe();
     let started = tokio::time::Instant::now();
     let no_leader_limit = Duration::from_millis(ctx.control.state().settings.down_after_ms);
     let mut contact_at: Option<tokio::time::Instant> = None;
     loop {
-        if ctx.control.is_leader() {
+        if ctx.control.is_leader()
+            && (ctx.dbs.settled(&states.borrow(), ctx.identity.node_id) || started.elapsed() > Duration::from_secs(5))
+        {
             break;
         }
         let leader_revision = *contact.borrow_and_update();
         let local_revision = states.borrow_and_update().revision;
         if let Some(rev) = leader_revision {
             let at = *contact_at.get_or_insert_with(tokio::time::Instant::now);
-            if local_revision >= rev {
+            // Database members have had a pass with the lease known (their postgres is
+            // in the set handed over below, or deliberately not).
+            let members_settled =
+                ctx.dbs.settled(&states.borrow(), ctx.identity.node_id) || at.elapsed() > Duration::from_secs(5);
+            if local_revision >= rev && members_settled {
                 break;
             }
             if at.elapsed() > CATCH_UP_LIMIT {
@@ -137,7 +171,9 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     loop {
         let state = states.borrow_and_update().clone();
         let fence = fenced.borrow_and_update().clone();
-        let desired = desired_instances(&state, ctx.identity.node_id, &fence);
+        members.borrow_and_update();
+        let mut desired = desired_instances(&state, ctx.identity.node_id, &fence);
+        desired.extend(ctx.dbs.instances());
         tracing::debug!(
             revision = state.revision,
             instances = desired.len(),
@@ -154,6 +190,7 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             changed = states.changed() => if changed.is_err() { return },
             changed = fenced.changed() => if changed.is_err() { return },
+            changed = members.changed() => if changed.is_err() { return },
         }
     }
 }

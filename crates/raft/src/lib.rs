@@ -299,6 +299,22 @@ impl ControlPlane {
         self.leader().map(|(id, _)| id) == Some(self.node_id)
     }
 
+    /// How long ago a quorum of voters last acknowledged this node as their leader; `None`
+    /// when it is not the leader (or has not heard from a quorum yet). A one-voter
+    /// cluster's leader is its own quorum: always `Some(0)`.
+    pub fn since_quorum_ack(&self) -> Option<std::time::Duration> {
+        use openraft::async_runtime::WatchReceiver;
+        use openraft::Instant as _;
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(self.node_id) {
+            return None;
+        }
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            return Some(std::time::Duration::ZERO);
+        }
+        m.last_quorum_acked.as_ref().map(|at| at.elapsed())
+    }
+
     /// Voters and learners of the current membership.
     pub fn membership(&self) -> (std::collections::BTreeSet<NodeId>, std::collections::BTreeSet<NodeId>) {
         use openraft::async_runtime::WatchReceiver;

@@ -52,10 +52,14 @@ impl From<PlanError> for ApiError {
             PlanError::Placement(_)
             | PlanError::ServiceOwnedByOtherProject { .. }
             | PlanError::RouteTaken { .. }
-            | PlanError::LabelsStrandReplicas { .. } => StatusCode::CONFLICT,
+            | PlanError::LabelsStrandReplicas { .. }
+            | PlanError::DatabaseOwnedByOtherProject { .. }
+            | PlanError::NameTaken { .. }
+            | PlanError::Database(_) => StatusCode::CONFLICT,
             PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            PlanError::NoPasswordSource { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
     }

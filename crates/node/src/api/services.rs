@@ -2,6 +2,7 @@
 //! services, planned with `holdfast_state::plan` against a linearizable read.
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use holdfast_api::types::{DeployRequest, PlanResponse, ScaleRequest};
 use holdfast_state::plan;
@@ -12,7 +13,20 @@ use crate::NodeContext;
 /// `POST /v1/deploy`.
 pub async fn deploy(State(ctx): State<NodeContext>, body: Bytes) -> Result<Json<PlanResponse>, ApiError> {
     let req: DeployRequest = json_body("deploy", &body)?;
-    let resp = change(&ctx, req.dry_run, |s| plan::plan_deploy(s, &req.stack)).await?;
+    // New database roles get random passwords (32 letters and digits: safe in URLs and
+    // connection strings without escaping).
+    // At most every role of every database in the stack needs one (superuser,
+    // replication, users): drawn before planning, where drawing can fail.
+    let need: usize = req.stack.databases.values().map(|d| 2 + d.users.len()).sum();
+    let pool: Vec<String> = (0..need)
+        .map(|_| crate::identity::random_password())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let resp = change(&ctx, req.dry_run, |s| {
+        let mut pool = pool.clone();
+        plan::plan_deploy_with(s, &req.stack, &mut || pool.pop().unwrap_or_default())
+    })
+    .await?;
     Ok(Json(resp))
 }
 

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use holdfast_agent::InstanceStatus;
 use holdfast_api::client::error_chain;
-use holdfast_api::peer::{Heartbeat, HeartbeatReply, PeerMessage, PEER_VERSION};
+use holdfast_api::peer::{Heartbeat, HeartbeatReply, MemberStatus, PeerMessage, PEER_VERSION};
 use holdfast_placement::NodeId;
 use holdfast_state::NodeRecord;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +37,8 @@ pub struct Liveness {
     pub seen: HashMap<NodeId, (Instant, Heartbeat)>,
     /// The last cluster-wide instance view.
     pub view: BTreeMap<NodeId, Vec<InstanceStatus>>,
+    /// The last cluster-wide view of database members.
+    pub db_view: BTreeMap<NodeId, Vec<MemberStatus>>,
 }
 
 impl Liveness {
@@ -58,9 +60,14 @@ pub fn own_record(ctx: &NodeContext) -> NodeRecord {
         Some(n) => (n.labels.clone(), n.labels_start_id),
         None => (ctx.start_labels.labels.clone(), ctx.start_labels.start_id),
     };
+    let mut software = BTreeMap::new();
+    if let Some(major) = crate::databases::local_postgres_major() {
+        software.insert("postgres".to_string(), major);
+    }
     NodeRecord {
         labels,
         labels_start_id,
+        software,
         cordoned: existing.is_some_and(|n| n.cordoned),
         draining: existing.is_some_and(|n| n.draining),
         down: existing.is_some_and(|n| n.down),
@@ -80,7 +87,9 @@ pub fn own_record(ctx: &NodeContext) -> NodeRecord {
 /// This node's heartbeat as it would send it now.
 pub fn own_heartbeat(ctx: &NodeContext) -> Heartbeat {
     let start_labels = (!ctx.start_labels.labels.is_empty()).then(|| ctx.start_labels.clone());
-    Heartbeat { v: PEER_VERSION, node: own_record(ctx), instances: ctx.agent.status(), start_labels }
+    // Database members travel as `databases` (their agent instances are no service's).
+    let instances = ctx.agent.status().into_iter().filter(|s| !crate::databases::is_member(&s.id)).collect();
+    Heartbeat { v: PEER_VERSION, node: own_record(ctx), instances, start_labels, databases: ctx.dbs.statuses() }
 }
 
 /// `POST /cluster/heartbeat` (leader).
@@ -101,7 +110,8 @@ pub async fn handle(State(ctx): State<NodeContext>, body: Bytes) -> Response {
     let mut live = ctx.liveness.lock().await;
     live.seen.insert(hb.node.id, (Instant::now(), hb));
     let instances = live.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect();
-    Json(HeartbeatReply { v: PEER_VERSION, instances, stale, revision: state.revision }).into_response()
+    let databases = live.seen.iter().map(|(id, (_, h))| (*id, h.databases.clone())).collect();
+    Json(HeartbeatReply { v: PEER_VERSION, instances, stale, revision: state.revision, databases }).into_response()
 }
 
 /// What the controller needs of an instance's status.
@@ -149,21 +159,31 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
 
 async fn beat(ctx: &NodeContext) -> Pass {
     if ctx.control.is_leader() {
+        if let Some(age) = ctx.control.since_quorum_ack() {
+            ctx.lease.renew(Instant::now().checked_sub(age).unwrap_or_else(Instant::now));
+        }
         let hb = own_heartbeat(ctx);
         let mut live = ctx.liveness.lock().await;
         live.seen.insert(ctx.identity.node_id, (Instant::now(), hb));
         let view = live.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect();
         live.view = view;
+        live.db_view = live.seen.iter().map(|(id, (_, h))| (*id, h.databases.clone())).collect();
         drop(live);
         apply_fence(ctx, &ctx.control.state(), None);
         return Pass::Idle("this node is the leader");
     }
     ctx.liveness.lock().await.seen.clear();
     let Some((_, addr)) = ctx.control.leader() else { return Pass::Error("no leader known".into()) };
+    let sent_at = Instant::now();
     match send(ctx, &addr).await {
         Ok(reply) => {
+            // The leader heard this node no earlier than `sent_at`.
+            ctx.lease.renew(sent_at);
             apply_fence(ctx, &ctx.control.state(), Some(&reply.stale));
-            ctx.liveness.lock().await.view = reply.instances;
+            let mut live = ctx.liveness.lock().await;
+            live.view = reply.instances;
+            live.db_view = reply.databases;
+            drop(live);
             ctx.leader_contact.send_replace(Some(reply.revision));
             Pass::Steady
         }
@@ -207,5 +227,20 @@ pub async fn observed_by_node(ctx: &NodeContext) -> BTreeMap<NodeId, Vec<Instanc
         }
     };
     view.insert(ctx.identity.node_id, ctx.agent.status());
+    view
+}
+
+/// Every node's database members as last heard (this node's own always fresh), like
+/// [`observed_by_node`].
+pub async fn members_by_node(ctx: &NodeContext) -> BTreeMap<NodeId, Vec<MemberStatus>> {
+    let mut view = {
+        let live = ctx.liveness.lock().await;
+        if ctx.control.is_leader() && !live.seen.is_empty() {
+            live.seen.iter().map(|(id, (_, h))| (*id, h.databases.clone())).collect()
+        } else {
+            live.db_view.clone()
+        }
+    };
+    view.insert(ctx.identity.node_id, ctx.dbs.statuses());
     view
 }

@@ -1,0 +1,553 @@
+//! Database members on this node: the runner (wiring only). For every member the
+//! replicated state places here it runs one task that, every half second, looks at the
+//! member (its directory marker, the agent's instance, a probe over the admin socket),
+//! asks the pure [`holdfast_postgres::member::next`] what to do, and does it: `initdb`,
+//! `pg_basebackup` from the `-rw` address, start (as an agent instance, run as the
+//! member's OS user), promote, stop (fencing), `pg_rewind`. It publishes each member's
+//! status for the heartbeat (the leader's failover decisions and every node's routing
+//! read it) and the postgres instances for the workload reconciler.
+//!
+//! Fencing: a member that should be primary runs only while this node holds its lease
+//! ([`crate::lease`]); without it, or while a switchover fences it, postgres is stopped.
+pub mod url;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use holdfast_agent::{HealthConfig, HealthProbe, InstanceId, InstanceSpec, InstanceState, RunAs};
+use holdfast_api::peer::{MemberRole, MemberStatus};
+use holdfast_postgres::admin::{Admin, Probe};
+use holdfast_postgres::conf::{self, MemberConf, Upstream};
+use holdfast_postgres::datadir::{self, Marker, MemberDir};
+use holdfast_postgres::install::{self, Binaries, OsUser};
+use holdfast_postgres::member::{self, Have, Step, Want};
+use holdfast_spec::SyncLoss;
+use holdfast_state::model::{DatabaseRecord, SwitchoverPhase};
+use tokio_util::sync::CancellationToken;
+
+use crate::workers::Pass;
+use crate::NodeContext;
+
+/// The worker name the runner reports under.
+pub const WORKER: &str = "databases";
+/// How often each member is looked at.
+const PASS: Duration = Duration::from_millis(500);
+/// The agent's instance ids of members: `pg:<db>-<member>`, never a service's (service
+/// names are DNS labels, without `:`).
+const PREFIX: &str = "pg:";
+
+/// The agent instance id of a member.
+pub fn instance_id(database: &str, member: u32) -> InstanceId {
+    InstanceId::new(format!("{PREFIX}{database}"), member)
+}
+
+/// Whether an agent instance is a database member (not a service replica).
+pub fn is_member(id: &InstanceId) -> bool {
+    id.service.starts_with(PREFIX)
+}
+
+type Key = (String, u32);
+
+/// What the runner publishes.
+pub struct Shared {
+    statuses: Mutex<BTreeMap<Key, MemberStatus>>,
+    instances: tokio::sync::watch::Sender<BTreeMap<Key, InstanceSpec>>,
+    /// Members that had a pass since this node first renewed its lease: until then a
+    /// member's instance is not known yet (a re-adopted postgres must not be stopped
+    /// because the first pass ran before any contact with the leader).
+    settled: Mutex<BTreeSet<Key>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            statuses: Mutex::default(),
+            instances: tokio::sync::watch::Sender::new(BTreeMap::new()),
+            settled: Mutex::default(),
+        }
+    }
+}
+
+impl Shared {
+    /// Whether every member the state places on `node` has had a pass since the lease
+    /// was first renewed (the workload reconciler waits for it after a start).
+    pub fn settled(&self, state: &holdfast_state::ClusterState, node: u64) -> bool {
+        let settled = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        local_members(state, node).iter().all(|k| settled.contains(k))
+    }
+
+    /// This node's members as last seen.
+    pub fn statuses(&self) -> Vec<MemberStatus> {
+        self.statuses.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// The postgres instances this node should run now.
+    pub fn instances(&self) -> Vec<InstanceSpec> {
+        self.instances.borrow().values().cloned().collect()
+    }
+
+    /// Woken when [`Self::instances`] changes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<BTreeMap<Key, InstanceSpec>> {
+        self.instances.subscribe()
+    }
+
+    fn set_status(&self, key: &Key, status: MemberStatus) {
+        self.statuses.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), status);
+    }
+
+    fn set_instance(&self, key: &Key, spec: Option<InstanceSpec>) {
+        self.instances.send_if_modified(|m| match spec {
+            Some(s) => m.insert(key.clone(), s.clone()) != Some(s),
+            None => m.remove(key).is_some(),
+        });
+    }
+
+    fn forget(&self, key: &Key) {
+        self.statuses.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.set_instance(key, None);
+    }
+}
+
+/// The PostgreSQL major version this machine offers (for `NodeRecord::software`), looked
+/// up once.
+pub fn local_postgres_major() -> Option<String> {
+    static MAJOR: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    MAJOR.get_or_init(|| install::discover(None).ok().map(|b| b.major.to_string())).clone()
+}
+
+/// The members the state places on `node`.
+fn local_members(state: &holdfast_state::ClusterState, node: u64) -> BTreeSet<Key> {
+    let mut out = BTreeSet::new();
+    for (name, rec) in &state.desired.databases {
+        for (i, n) in rec.members.iter().enumerate() {
+            if *n == node {
+                out.insert((name.clone(), i as u32));
+            }
+        }
+    }
+    out
+}
+
+/// Runs one task per local member until cancelled.
+pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
+    let mut states = ctx.control.subscribe();
+    let mut tasks: HashMap<Key, (CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
+    loop {
+        let state = states.borrow_and_update().clone();
+        let wanted = local_members(&state, ctx.identity.node_id);
+        tasks.retain(|key, (token, _)| {
+            let keep = wanted.contains(key);
+            if !keep {
+                token.cancel();
+                ctx.dbs.forget(key);
+                tracing::info!(database = %key.0, member = key.1, "database member no longer placed here: stopped (its data directory is kept)");
+            }
+            keep
+        });
+        for key in &wanted {
+            if !tasks.contains_key(key) {
+                let token = cancel.child_token();
+                let task = tokio::spawn(member_task(ctx.clone(), key.clone(), token.clone()));
+                tasks.insert(key.clone(), (token, task));
+            }
+        }
+        let pass = if wanted.is_empty() {
+            Pass::Idle("no database member on this node")
+        } else {
+            let statuses = ctx.dbs.statuses();
+            let failing: Vec<String> = statuses
+                .iter()
+                .filter(|s| s.role == MemberRole::Failed)
+                .map(|s| format!("{}-m{}: {}", s.database, s.member, s.detail))
+                .collect();
+            if failing.is_empty() {
+                Pass::Steady
+            } else {
+                Pass::Error(failing.join("; "))
+            }
+        };
+        ctx.workers.report(WORKER, pass);
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = states.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+    for (_, (token, task)) in tasks {
+        token.cancel();
+        let _ = task.await;
+    }
+}
+
+/// What a member task remembers between passes.
+#[derive(Default)]
+struct Local {
+    /// (term, generation, users) the primary was last configured for.
+    configured: Option<(u64, u64, Vec<String>)>,
+    rewind_failures: u32,
+    /// The sync list last written, to log changes once.
+    sync_written: Option<String>,
+}
+
+async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
+    let mut local = Local::default();
+    let mut states = ctx.control.subscribe();
+    loop {
+        let contact = ctx.lease.age().is_some();
+        let status = pass(&ctx, &key, &mut local).await;
+        if contact {
+            ctx.dbs.settled.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
+        }
+        if status.role == MemberRole::Failed {
+            tracing::warn!(database = %key.0, member = key.1, "{}", status.detail);
+        }
+        ctx.dbs.set_status(&key, status);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = states.changed() => {}
+            _ = tokio::time::sleep(PASS) => {}
+        }
+    }
+}
+
+/// Everything a pass needs about the member, gathered before deciding.
+struct Member<'a> {
+    key: &'a Key,
+    rec: &'a DatabaseRecord,
+    bins: Binaries,
+    user: OsUser,
+    dir: MemberDir,
+    port: Option<u16>,
+    running: bool,
+}
+
+fn status(key: &Key, term: u64, role: MemberRole, detail: impl Into<String>) -> MemberStatus {
+    MemberStatus {
+        database: key.0.clone(),
+        member: key.1,
+        term,
+        role,
+        timeline: 0,
+        lsn: 0,
+        replay_lsn: 0,
+        answering: false,
+        streaming: false,
+        port: None,
+        detail: detail.into(),
+    }
+}
+
+async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> MemberStatus {
+    let state = ctx.control.state();
+    let Some(rec) = state.desired.databases.get(&key.0) else {
+        return status(key, 0, MemberRole::Stopped, "no longer in the state");
+    };
+    let failed = |detail: String| status(key, rec.term, MemberRole::Failed, detail);
+    let bins = match install::discover(rec.spec.bin_dir.as_deref()) {
+        Ok(b) => b,
+        Err(e) => return failed(e.to_string()),
+    };
+    let user = match install::member_user() {
+        Ok(u) => u,
+        Err(e) => return failed(e.to_string()),
+    };
+    let dir = MemberDir::new(ctx.data_dir.join("databases").join(&key.0).join(format!("m{}", key.1)));
+    if let Some(blocked) = install::untraversable_ancestor(&dir.root, &user) {
+        return failed(format!(
+            "PostgreSQL runs as OS user {} and cannot reach {} ({} is not traversable for it: chmod o+x it, or use a data directory it can reach)",
+            user.name,
+            dir.root.display(),
+            blocked.display()
+        ));
+    }
+    if let Err(e) = dir.create(&user) {
+        return failed(e.to_string());
+    }
+    let id = instance_id(&key.0, key.1);
+    let inst = ctx.agent.status().into_iter().find(|s| s.id == id);
+    let running = inst
+        .as_ref()
+        .is_some_and(|s| matches!(s.state, InstanceState::Starting | InstanceState::Ready | InstanceState::Unready));
+    let port = inst.as_ref().and_then(|s| s.ports.get("pg").copied());
+    let admin = match (running, port) {
+        (true, Some(p)) => Admin::connect(&dir.socket(), p, &rec.credentials.superuser, Duration::from_secs(1)).await.ok(),
+        _ => None,
+    };
+    let probe = match &admin {
+        Some(a) => a.probe().await.ok(),
+        None => None,
+    };
+    let marker = dir.marker();
+    let lease = Duration::from_millis(state.settings.db_lease_ms);
+    let switchover_fence =
+        rec.primary == key.1 && rec.switchover.as_ref().is_some_and(|s| s.phase == SwitchoverPhase::Fencing);
+    let want = Want { term: rec.term, primary: rec.primary == key.1, fenced: !ctx.lease.held(lease) || switchover_fence };
+    let have = Have {
+        marker: (&marker).into(),
+        data_exists: dir.data().exists(),
+        running,
+        probe,
+    };
+    let step = member::next(want, have);
+    let m = Member { key, rec, bins, user, dir, port, running };
+    let outcome = execute(ctx, &m, &step, admin.as_ref(), probe, local).await;
+    let keep_running = match &step {
+        Step::Run { .. } | Step::Promote { .. } => true,
+        Step::Wait { .. } => running && !want.fenced,
+        Step::Init | Step::Clone | Step::Stop { .. } | Step::Rewind => false,
+    };
+    // A step that failed before anything ran leaves the instance as it was.
+    let keep_running = keep_running && !(outcome.is_err() && !running);
+    if ctx.lease.age().is_some() || keep_running {
+        // Before the first contact with the leader a running (re-adopted) postgres is
+        // left to the agent as it is: the fencing verdict needs the lease.
+        ctx.dbs.set_instance(key, keep_running.then(|| instance_spec(&m)));
+    }
+    let marker = m.dir.marker();
+    let mut st = match &outcome {
+        Err(e) => failed(format!("{}: {e}", describe(&step))),
+        Ok(detail) => {
+            let role = match (running, probe) {
+                (true, Some(p)) if p.in_recovery => MemberRole::Replica,
+                (true, Some(_)) => MemberRole::Primary,
+                (true, None) => MemberRole::Starting,
+                (false, _) if want.fenced && marker.primary_term > 0 => MemberRole::Fenced,
+                (false, _) if matches!(step, Step::Stop { .. }) => MemberRole::Fenced,
+                (false, _) if matches!(step, Step::Wait { .. }) => MemberRole::Stopped,
+                (false, _) => MemberRole::Starting,
+            };
+            status(key, rec.term, role, detail.clone())
+        }
+    };
+    if let Some(p) = probe {
+        st.timeline = p.timeline;
+        st.lsn = p.lsn;
+        st.replay_lsn = p.replay_lsn;
+        st.answering = true;
+        st.streaming = p.streaming;
+        if !p.in_recovery {
+            st.term = marker.primary_term;
+        }
+    }
+    st.port = if running { port } else { None };
+    st
+}
+
+fn describe(step: &Step) -> String {
+    match step {
+        Step::Init => "initdb".into(),
+        Step::Clone => "cloning the primary".into(),
+        Step::Run { standby: true } => "running as a replica".into(),
+        Step::Run { standby: false } => "running as the primary".into(),
+        Step::Stop { why } => format!("stopped: {why}"),
+        Step::Rewind => "pg_rewind".into(),
+        Step::Promote { term } => format!("promoting (term {term})"),
+        Step::Wait { why } => format!("waiting: {why}"),
+    }
+}
+
+async fn execute(
+    ctx: &NodeContext,
+    m: &Member<'_>,
+    step: &Step,
+    admin: Option<&Admin>,
+    probe: Option<Probe>,
+    local: &mut Local,
+) -> Result<String, String> {
+    let rec = m.rec;
+    let rw = rec.addresses.rw.to_string();
+    match step {
+        Step::Init => {
+            tracing::info!(database = %m.key.0, member = m.key.1, "initdb of the first primary");
+            if m.dir.data().exists() {
+                m.dir.wipe_data().map_err(|e| e.to_string())?;
+            }
+            datadir::initdb(&m.bins, &m.dir, &m.user, &rec.credentials.superuser).await.map_err(|e| e.to_string())?;
+            write_conf(m, false, String::new())?;
+            m.dir.set_marker(&Marker { ready: true, primary_term: rec.term }).map_err(|e| e.to_string())?;
+            Ok("initialised; starting".into())
+        }
+        Step::Clone => {
+            if m.dir.data().exists() {
+                m.dir.wipe_data().map_err(|e| e.to_string())?;
+            }
+            tracing::info!(database = %m.key.0, member = m.key.1, from = %rw, "cloning the primary (pg_basebackup)");
+            datadir::basebackup(&m.bins, &m.dir, &m.user, &rw, holdfast_postgres::POSTGRES_PORT, &rec.credentials.replication)
+                .await
+                .map_err(|e| e.to_string())?;
+            write_conf(m, true, String::new())?;
+            m.dir.set_marker(&Marker { ready: true, primary_term: 0 }).map_err(|e| e.to_string())?;
+            Ok("cloned; starting as a replica".into())
+        }
+        Step::Run { standby } => {
+            let sync = if *standby { String::new() } else { sync_list(m, admin).await };
+            if !*standby && local.sync_written.as_ref() != Some(&sync) {
+                if sync.is_empty() && rec.spec.sync > 0 {
+                    tracing::warn!(database = %m.key.0, "too few standbys stream: commits no longer wait for one (on_sync_loss: async)");
+                } else if local.sync_written.is_some() {
+                    tracing::info!(database = %m.key.0, synchronous_standby_names = %sync, "synchronous standbys");
+                }
+                local.sync_written = Some(sync.clone());
+            }
+            let changed = write_conf(m, *standby, sync)?;
+            if changed && m.running {
+                if let Some(a) = admin {
+                    a.reload().await.map_err(|e| e.to_string())?;
+                }
+            }
+            if !*standby {
+                if let (Some(a), Some(p)) = (admin, probe) {
+                    if !p.in_recovery {
+                        configure_primary(m, a, local).await?;
+                    }
+                }
+            }
+            Ok(describe(step))
+        }
+        Step::Stop { why } => {
+            if m.running {
+                tracing::warn!(database = %m.key.0, member = m.key.1, "stopping postgres: {why}");
+            }
+            Ok(format!("stopped: {why}"))
+        }
+        Step::Rewind => {
+            tracing::info!(database = %m.key.0, member = m.key.1, "pg_rewind onto the current primary");
+            match datadir::rewind(&m.bins, &m.dir, &m.user, &rw, holdfast_postgres::POSTGRES_PORT, &rec.credentials.superuser).await {
+                Ok(_) => {
+                    local.rewind_failures = 0;
+                    write_conf(m, true, String::new())?;
+                    m.dir.set_marker(&Marker { ready: true, primary_term: 0 }).map_err(|e| e.to_string())?;
+                    Ok("rewound; starting as a replica".into())
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    let unreachable = text.contains("could not connect") || text.contains("connection to server");
+                    if !unreachable {
+                        local.rewind_failures += 1;
+                        if local.rewind_failures >= 2 {
+                            tracing::warn!(database = %m.key.0, member = m.key.1, error = %text, "pg_rewind failed twice: cloning the primary afresh");
+                            m.dir.wipe_data().map_err(|e| e.to_string())?;
+                        }
+                    }
+                    Err(text)
+                }
+            }
+        }
+        Step::Promote { term } => {
+            let a = admin.ok_or("no admin connection")?;
+            tracing::info!(database = %m.key.0, member = m.key.1, term, "promoting");
+            a.promote().await.map_err(|e| e.to_string())?;
+            m.dir.set_marker(&Marker { ready: true, primary_term: *term }).map_err(|e| e.to_string())?;
+            local.configured = None;
+            let _ = ctx;
+            Ok(format!("promoted (term {term})"))
+        }
+        Step::Wait { why } => Ok(format!("waiting: {why}")),
+    }
+}
+
+/// `synchronous_standby_names` for this primary now: `ANY k (...)`, or empty with
+/// `on_sync_loss: async` while fewer than k standbys stream.
+async fn sync_list(m: &Member<'_>, admin: Option<&Admin>) -> String {
+    let spec = &m.rec.spec;
+    let full = conf::sync_names(&m.key.0, spec.instances, m.key.1, spec.sync);
+    if spec.sync == 0 || spec.on_sync_loss == SyncLoss::Block {
+        return full;
+    }
+    let streaming = match admin {
+        Some(a) => a.standbys().await.map(|s| s.len() as u32).unwrap_or(0),
+        None => return full,
+    };
+    if streaming < spec.sync {
+        String::new()
+    } else {
+        full
+    }
+}
+
+/// Writes `postgresql.conf`, `pg_hba.conf` and `standby.signal`; true when the
+/// configuration changed.
+fn write_conf(m: &Member<'_>, standby: bool, sync: String) -> Result<bool, String> {
+    let rec = m.rec;
+    let name = conf::member_name(&m.key.0, m.key.1);
+    let slot = conf::slot_name(&m.key.0, m.key.1);
+    let rw = rec.addresses.rw.to_string();
+    let upstream = standby.then(|| Upstream {
+        host: &rw,
+        port: holdfast_postgres::POSTGRES_PORT,
+        password: &rec.credentials.replication,
+        slot: &slot,
+    });
+    let text = conf::postgresql_conf(&MemberConf {
+        name: &name,
+        port: m.port.unwrap_or(holdfast_postgres::POSTGRES_PORT),
+        socket_dir: &m.dir.socket(),
+        upstream,
+        sync_standbys: sync,
+        parameters: &rec.spec.parameters,
+    });
+    let hba = conf::pg_hba_conf();
+    let mut changed = false;
+    if m.dir.read_file("postgresql.conf").as_deref() != Some(text.as_str()) {
+        m.dir.write_file("postgresql.conf", &text, &m.user).map_err(|e| e.to_string())?;
+        changed = true;
+    }
+    if m.dir.read_file("pg_hba.conf").as_deref() != Some(hba.as_str()) {
+        m.dir.write_file("pg_hba.conf", &hba, &m.user).map_err(|e| e.to_string())?;
+        changed = true;
+    }
+    m.dir.set_standby(standby, &m.user).map_err(|e| e.to_string())?;
+    Ok(changed)
+}
+
+/// A primary's roles, databases and the replication slots of the other members, once
+/// per term, spec generation and user list.
+async fn configure_primary(m: &Member<'_>, a: &Admin, local: &mut Local) -> Result<(), String> {
+    let rec = m.rec;
+    let users: Vec<String> = rec.credentials.users.keys().cloned().collect();
+    let want = (rec.term, rec.generation, users);
+    if local.configured.as_ref() == Some(&want) {
+        return Ok(());
+    }
+    a.ensure_roles(&rec.credentials.users, &rec.credentials.replication, &rec.spec.databases, rec.spec.users.first().map(String::as_str))
+        .await
+        .map_err(|e| e.to_string())?;
+    let slots: Vec<String> =
+        (0..rec.spec.instances).filter(|i| *i != m.key.1).map(|i| conf::slot_name(&m.key.0, i)).collect();
+    let prefix = format!("{}_m", m.key.0.replace('-', "_"));
+    a.ensure_slots(&prefix, &slots).await.map_err(|e| e.to_string())?;
+    tracing::info!(database = %m.key.0, member = m.key.1, term = rec.term, "primary configured: roles, databases, slots");
+    local.configured = Some(want);
+    Ok(())
+}
+
+/// The agent instance that runs the member's postgres.
+fn instance_spec(m: &Member<'_>) -> InstanceSpec {
+    let mut spec = InstanceSpec::new(
+        instance_id(&m.key.0, m.key.1),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            r#"exec "$0" -D "$1" -p "$PORT""#.into(),
+            m.bins.program("postgres").display().to_string(),
+            m.dir.data().display().to_string(),
+        ],
+    );
+    spec.workdir = Some(m.dir.root.clone());
+    spec.ports = vec!["pg".into()];
+    spec.health = Some(HealthConfig {
+        check: HealthProbe::Tcp { port: "pg".into() },
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        healthy_threshold: 1,
+        unhealthy_threshold: 3,
+        start_grace: Duration::from_secs(30),
+    });
+    // SIGINT: PostgreSQL's fast shutdown (sessions end at once, WAL goes to the standbys,
+    // a checkpoint is written).
+    spec.stop_signal = 2;
+    spec.stop_grace = Duration::from_secs(30);
+    spec.run_as = Some(RunAs { uid: m.user.uid, gid: m.user.gid });
+    spec
+}
