@@ -63,6 +63,8 @@ pub async fn observe(ctx: &NodeContext, epoch: Instant) -> Observations {
                     record: hb.node.clone(),
                     instances: hb.instances.iter().map(instance_report).collect(),
                     start_labels: hb.start_labels.clone(),
+                    // Filled in by the database side of the heartbeat (not reported yet).
+                    databases: Vec::new(),
                 },
             );
         }
