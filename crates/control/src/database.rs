@@ -69,8 +69,8 @@ pub struct DbInput<'a> {
 /// What one database needs this tick.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DbDecision {
-    /// A command to propose.
-    Propose(Command),
+    /// A command to propose (boxed: a `Command` is large, notes are small).
+    Propose(Box<Command>),
     /// Said once, with the proposal it explains.
     Note(Note),
     /// Said while it stays true (deduplicated by the engine).
@@ -113,7 +113,13 @@ impl View<'_> {
 
     fn report(&self, member: u32) -> Option<&MemberReport> {
         let node = self.node_of(member)?;
-        self.input.observations.nodes.get(&node)?.databases.iter().find(|m| m.database == self.name && m.member == member)
+        self.input
+            .observations
+            .nodes
+            .get(&node)?
+            .databases
+            .iter()
+            .find(|m| m.database == self.name && m.member == member)
     }
 
     /// A member that may be promoted: node ok, `Replica`, answering.
@@ -203,8 +209,7 @@ fn decide_one(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
 
     let lease = v.lease();
     let silent = v.silent(primary_node);
-    let node_lost =
-        silent.is_none_or(|s| s >= lease) || v.input.state.nodes.get(&primary_node).is_none_or(|n| n.down);
+    let node_lost = silent.is_none_or(|s| s >= lease) || v.input.state.nodes.get(&primary_node).is_none_or(|n| n.down);
     let reason = if node_lost {
         let led = v.input.now.saturating_sub(v.input.leader_since);
         if led < lease {
@@ -269,7 +274,7 @@ fn decide_one(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
         }
     }
     memory.unanswered.remove(name);
-    out.push(DbDecision::Propose(v.promote(best.member)));
+    out.push(DbDecision::Propose(Box::new(v.promote(best.member))));
     out.push(DbDecision::Note(Note::info(text)));
 }
 
@@ -282,11 +287,11 @@ fn requested(v: &View<'_>, sw: &Switchover, memory: &mut DbMemory, out: &mut Vec
     };
     match target {
         Ok(t) => {
-            out.push(DbDecision::Propose(v.set_switchover(Some(Switchover {
+            out.push(DbDecision::Propose(Box::new(v.set_switchover(Some(Switchover {
                 to: Some(t),
                 requested_term: sw.requested_term,
                 phase: SwitchoverPhase::Fencing,
-            }))));
+            })))));
             out.push(DbDecision::Note(Note::info(format!(
                 "{name}: switchover to member {t} on {}: fencing the primary on {}",
                 v.node_name(t),
@@ -296,7 +301,7 @@ fn requested(v: &View<'_>, sw: &Switchover, memory: &mut DbMemory, out: &mut Vec
         }
         Err(t) => {
             let which = if t == u32::MAX { "no member".to_string() } else { format!("member {t}") };
-            out.push(DbDecision::Propose(v.set_switchover(None)));
+            out.push(DbDecision::Propose(Box::new(v.set_switchover(None))));
             out.push(DbDecision::Note(Note::warn(format!(
                 "{name}: switchover refused: {which} is a healthy replica (up, heard within the lease, answering as a replica)"
             ))));
@@ -310,7 +315,7 @@ fn fencing(v: &View<'_>, sw: &Switchover, memory: &mut DbMemory, out: &mut Vec<D
     let now = v.input.now;
     let since = *memory.fencing_since.entry(name.to_string()).or_insert(now);
     let Some(target) = sw.to else {
-        out.push(DbDecision::Propose(v.set_switchover(None)));
+        out.push(DbDecision::Propose(Box::new(v.set_switchover(None))));
         out.push(DbDecision::Note(Note::warn(format!("{name}: switchover without a target; cleared"))));
         return;
     };
@@ -322,7 +327,7 @@ fn fencing(v: &View<'_>, sw: &Switchover, memory: &mut DbMemory, out: &mut Vec<D
     if let (Some(final_lsn), Some(t)) = (stopped_at, target_report) {
         if t.lsn >= final_lsn || t.replay_lsn >= final_lsn {
             memory.fencing_since.remove(name);
-            out.push(DbDecision::Propose(v.promote(target)));
+            out.push(DbDecision::Propose(Box::new(v.promote(target))));
             out.push(DbDecision::Note(Note::info(format!(
                 "{name}: switchover: promoting member {target} on {} (term {} → {}): caught up with the fenced primary at lsn {final_lsn}",
                 v.node_name(target),
@@ -336,7 +341,7 @@ fn fencing(v: &View<'_>, sw: &Switchover, memory: &mut DbMemory, out: &mut Vec<D
         memory.fencing_since.remove(name);
         let at = target_report.map_or("not reporting as a replica".to_string(), |t| format!("at lsn {}", t.lsn));
         let stop = stopped_at.map_or("has not reported stopping".to_string(), |l| format!("stopped at lsn {l}"));
-        out.push(DbDecision::Propose(v.set_switchover(None)));
+        out.push(DbDecision::Propose(Box::new(v.set_switchover(None))));
         out.push(DbDecision::Note(Note::warn(format!(
             "{name}: switchover to member {target} aborted: it did not catch up within {} of fencing ({at}; the primary {stop}); the primary takes writes again",
             secs(SWITCHOVER_TIMEOUT_MS)

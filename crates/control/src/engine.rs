@@ -205,7 +205,7 @@ impl Engine {
         for d in database::decide(db_input, &mut self.databases) {
             match d {
                 DbDecision::Propose(cmd) => {
-                    simulate(&mut sim, &mut out, cmd);
+                    simulate(&mut sim, &mut out, *cmd);
                 }
                 DbDecision::Note(n) => out.notes.push(n),
                 DbDecision::Recurring(n) => {

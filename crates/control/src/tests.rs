@@ -12,8 +12,8 @@ use holdfast_state::model::CaRecord;
 use holdfast_state::{ClusterState, Command, NodeRecord, Request, Response};
 
 use crate::{
-    Engine, Input, InstanceReport, Level, MemberReport, MemberRole, MembershipChange, Millis, NodeReport,
-    Observations, Output,
+    Engine, Input, InstanceReport, Level, MemberReport, MemberRole, MembershipChange, Millis, NodeReport, Observations,
+    Output,
 };
 
 const SEC: Millis = 1000;
@@ -88,12 +88,17 @@ fn render(before: &ClusterState, out: &Output) -> Vec<String> {
             Command::RemoveNode { id, .. } => format!("remove {}", name(&sim, *id)),
             Command::SetDatabasePrimary { database, term, primary, .. } => {
                 let node = sim.desired.databases.get(database).and_then(|d| d.members.get(*primary as usize).copied());
-                format!("promote {database} member {primary} on {}, term {term}", node.map_or("?".into(), |n| name(&sim, n)))
+                format!(
+                    "promote {database} member {primary} on {}, term {term}",
+                    node.map_or("?".into(), |n| name(&sim, n))
+                )
             }
             Command::SetDatabaseSwitchover { database, switchover: Some(sw), .. } => {
                 format!("switchover {database}: {:?} to member {:?}", sw.phase, sw.to)
             }
-            Command::SetDatabaseSwitchover { database, switchover: None, .. } => format!("switchover {database}: clear"),
+            Command::SetDatabaseSwitchover { database, switchover: None, .. } => {
+                format!("switchover {database}: clear")
+            }
             Command::SetDesired { desired, .. } => {
                 let mut parts = Vec::new();
                 for (svc, placed) in &desired.placements {
@@ -386,13 +391,10 @@ fn reported_records_keep_the_clusters_flags_and_labels() {
 fn reports_never_register_strangers_or_bring_back_removed_nodes() {
     let mut w = world(&[(1, "a"), (2, "a")]);
     // n7 never joined: a heartbeat is not a join.
-    w.obs.nodes.insert(7, NodeReport {
-            seen_at: w.now,
-            record: record(7, "a"),
-            instances: vec![],
-            start_labels: None,
-            databases: vec![],
-        });
+    w.obs.nodes.insert(
+        7,
+        NodeReport { seen_at: w.now, record: record(7, "a"), instances: vec![], start_labels: None, databases: vec![] },
+    );
     w.check(&[]);
     // n2 is removed, but a stale process still heartbeats.
     w.command(Command::RemoveNode { id: 2, expected_revision: w.state.revision });
@@ -413,13 +415,10 @@ fn the_founder_registers_itself_and_records_the_ca_once() {
         last: Output::default(),
     };
     w.obs.membership.voters.insert(1);
-    w.obs.nodes.insert(1, NodeReport {
-            seen_at: 0,
-            record: record(1, "a"),
-            instances: vec![],
-            start_labels: None,
-            databases: vec![],
-        });
+    w.obs.nodes.insert(
+        1,
+        NodeReport { seen_at: 0, record: record(1, "a"), instances: vec![], start_labels: None, databases: vec![] },
+    );
     w.check(&["record the CA", "record n1 at 10.0.0.1:7946"]);
     w.check(&[]);
 }
@@ -871,7 +870,10 @@ fn a_switchover_fences_the_primary_then_promotes_the_caught_up_target() {
     assert_eq!(w.notes(), ["info: db: switchover to member 1 on n3: fencing the primary on n2"]);
     // The primary stops at lsn 1000; member 1 is still behind.
     w.member(2, 0, MemberRole::Fenced, 1, 1000).after(300).all_seen_but(&[]).check(&[]);
-    w.member(3, 1, MemberRole::Replica, 1, 1000).after(300).all_seen_but(&[]).check(&["promote db member 1 on n3, term 2"]);
+    w.member(3, 1, MemberRole::Replica, 1, 1000)
+        .after(300)
+        .all_seen_but(&[])
+        .check(&["promote db member 1 on n3, term 2"]);
     assert_eq!(
         w.notes(),
         ["info: db: switchover: promoting member 1 on n3 (term 1 → 2): caught up with the fenced primary at lsn 1000"]

@@ -55,7 +55,10 @@ pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(Ins
 }
 
 fn instance_spec(service: &str, replica: u32, generation: u64, project: &str, spec: &ServiceSpec) -> InstanceSpec {
-    let mut env: BTreeMap<String, String> = spec.env.clone();
+    // Database URLs (`EnvValue::Url`) are resolved by the database side of the node;
+    // until then only literal values are set.
+    let mut env: BTreeMap<String, String> =
+        spec.env.iter().filter_map(|(k, v)| v.literal().map(|v| (k.clone(), v.to_string()))).collect();
     env.entry("HOLDFAST_PROJECT".into()).or_insert_with(|| project.to_string());
     InstanceSpec {
         id: InstanceId::new(service, replica),

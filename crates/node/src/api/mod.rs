@@ -52,7 +52,13 @@ impl From<PlanError> for ApiError {
             PlanError::Placement(_)
             | PlanError::ServiceOwnedByOtherProject { .. }
             | PlanError::RouteTaken { .. }
-            | PlanError::LabelsStrandReplicas { .. } => StatusCode::CONFLICT,
+            | PlanError::LabelsStrandReplicas { .. }
+            | PlanError::DatabaseOwnedByOtherProject { .. }
+            | PlanError::NameTaken { .. }
+            | PlanError::Database(_) => StatusCode::CONFLICT,
+            // The server plans deploys without a password source yet (the database side
+            // of the node will pass one): a bug to fix there, not the user's.
+            PlanError::NoPasswordSource { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
