@@ -16,8 +16,9 @@ use holdfast_state::drain::plan_drain_step;
 use holdfast_state::plan::{describe_moves, plan_reschedule};
 use holdfast_state::{ClusterState, Command, Request, Response};
 
+use crate::database::{DbDecision, DbInput, DbMemory};
 use crate::membership::MemberHealth;
-use crate::{detector, membership, records, removal, Input, Millis, Note, Output};
+use crate::{database, detector, membership, records, removal, Input, Millis, Note, Output};
 
 /// The leader's memory between ticks.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,6 +34,8 @@ pub struct Engine {
     /// names exactly one state, so at the same revision it is not computed again (an
     /// idle leader does no placement work).
     pub(crate) placed_at: Option<(u64, Vec<Note>)>,
+    /// Database failover counters and switchover timers.
+    databases: DbMemory,
 }
 
 /// Applies `cmd` to the simulated state and proposes it; a command the state would
@@ -196,7 +199,22 @@ impl Engine {
             }
         }
 
-        // 6. Raft membership, against the state as it will be after the proposals.
+        // 6. Database failovers and switchovers (after re-placement, so a promoted
+        //    primary's old member is re-placed on a later tick, never in the same one).
+        let db_input = DbInput { now, leader_since, state: &sim.clone(), observations: obs };
+        for d in database::decide(db_input, &mut self.databases) {
+            match d {
+                DbDecision::Propose(cmd) => {
+                    simulate(&mut sim, &mut out, *cmd);
+                }
+                DbDecision::Note(n) => out.notes.push(n),
+                DbDecision::Recurring(n) => {
+                    recurring.insert(n);
+                }
+            }
+        }
+
+        // 7. Raft membership, against the state as it will be after the proposals.
         let health = MemberHealth { alive_since: &self.alive_since, down_since: &self.down_since, lag: &obs.lag };
         out.membership = membership::plan(&sim, me, &obs.membership, health, now);
 

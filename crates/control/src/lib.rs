@@ -14,6 +14,8 @@
 //!   only once alive and caught up for a while; voters spread over sites.
 //! - [`removal`]: `holdfast node rm` as a state the leader finishes.
 //! - [`fence`]: the fencing verdict the leader puts in a heartbeat answer.
+//! - [`database`]: database failover and switchover: which standby to promote, when,
+//!   and when it is not safe to.
 //! - [`engine`]: [`Engine::tick`] sequences all of them against one simulated state, so
 //!   each proposal is planned on the revision the previous one produces.
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ use holdfast_state::labels::StartLabels;
 use holdfast_state::Command;
 use serde::{Deserialize, Serialize};
 
+pub mod database;
 pub mod detector;
 pub mod engine;
 pub mod fence;
@@ -59,6 +62,40 @@ pub struct NodeReport {
     pub record: holdfast_state::NodeRecord,
     pub instances: Vec<InstanceReport>,
     pub start_labels: Option<StartLabels>,
+    /// The database members on the node, as its last heartbeat reported them.
+    pub databases: Vec<MemberReport>,
+}
+
+/// One database member as its node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReport {
+    pub database: String,
+    pub member: u32,
+    /// The term this member was configured for by its node.
+    pub term: u64,
+    pub role: MemberRole,
+    pub timeline: u32,
+    /// A primary's `pg_current_wal_flush_lsn()`; a replica's
+    /// `pg_last_wal_receive_lsn()` (flushed on the standby).
+    pub lsn: u64,
+    pub replay_lsn: u64,
+    /// PostgreSQL answered the node's last probe.
+    pub answering: bool,
+    /// When not answering: since when, on the node's own clock (informational).
+    pub down_since: Option<Millis>,
+}
+
+/// What a member is doing, as its node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Primary,
+    Replica,
+    Starting,
+    Stopped,
+    /// PostgreSQL stopped because the node lost its lease (or for a switchover).
+    Fenced,
+    Failed,
 }
 
 /// The Raft membership as the leader sees it.

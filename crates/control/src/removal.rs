@@ -14,9 +14,10 @@ pub fn finish(state: &ClusterState) -> Option<(Command, Note)> {
     Some((Command::RemoveNode { id: node.id, expected_revision: state.revision }, note))
 }
 
-/// Replicas placed on `node`, including those moving to or away from it.
+/// Replicas placed on `node`, including those moving to or away from it, and database
+/// members placed there (a removal waits for them too; drains do not move them yet).
 pub fn replicas_on(state: &ClusterState, node: holdfast_placement::NodeId) -> usize {
     let placed: usize = state.desired.placements.values().map(|p| p.iter().filter(|n| **n == node).count()).sum();
     let moving_in: usize = state.desired.moves.values().map(|m| m.values().filter(|n| **n == node).count()).sum();
-    placed + moving_in
+    placed + moving_in + state.database_members_on(node).len()
 }

@@ -11,7 +11,10 @@ use holdfast_state::labels::StartLabels;
 use holdfast_state::model::CaRecord;
 use holdfast_state::{ClusterState, Command, NodeRecord, Request, Response};
 
-use crate::{Engine, Input, InstanceReport, Level, MembershipChange, Millis, NodeReport, Observations, Output};
+use crate::{
+    Engine, Input, InstanceReport, Level, MemberReport, MemberRole, MembershipChange, Millis, NodeReport, Observations,
+    Output,
+};
 
 const SEC: Millis = 1000;
 
@@ -28,6 +31,7 @@ struct World {
 fn record(id: NodeId, site: &str) -> NodeRecord {
     NodeRecord {
         cert_fingerprint: format!("fp{id}"),
+        software: BTreeMap::from([("postgres".to_string(), "15".to_string())]),
         ..NodeRecord::new(
             id,
             format!("n{id}"),
@@ -82,6 +86,19 @@ fn render(before: &ClusterState, out: &Output) -> Vec<String> {
                 format!("labels {} {}", name(&sim, *id), holdfast_state::labels::format_labels(set))
             }
             Command::RemoveNode { id, .. } => format!("remove {}", name(&sim, *id)),
+            Command::SetDatabasePrimary { database, term, primary, .. } => {
+                let node = sim.desired.databases.get(database).and_then(|d| d.members.get(*primary as usize).copied());
+                format!(
+                    "promote {database} member {primary} on {}, term {term}",
+                    node.map_or("?".into(), |n| name(&sim, n))
+                )
+            }
+            Command::SetDatabaseSwitchover { database, switchover: Some(sw), .. } => {
+                format!("switchover {database}: {:?} to member {:?}", sw.phase, sw.to)
+            }
+            Command::SetDatabaseSwitchover { database, switchover: None, .. } => {
+                format!("switchover {database}: clear")
+            }
             Command::SetDesired { desired, .. } => {
                 let mut parts = Vec::new();
                 for (svc, placed) in &desired.placements {
@@ -139,7 +156,10 @@ impl World {
     fn seen(&mut self, id: NodeId, ago: Millis) -> &mut Self {
         let record = self.state.nodes.get(&id).cloned().unwrap_or_else(|| record(id, "a"));
         let instances = self.obs.nodes.get(&id).map(|r| r.instances.clone()).unwrap_or_default();
-        self.obs.nodes.insert(id, NodeReport { seen_at: self.now - ago, record, instances, start_labels: None });
+        let databases = self.obs.nodes.get(&id).map(|r| r.databases.clone()).unwrap_or_default();
+        self.obs
+            .nodes
+            .insert(id, NodeReport { seen_at: self.now - ago, record, instances, start_labels: None, databases });
         self
     }
 
@@ -159,7 +179,9 @@ impl World {
 
     fn deploy(&mut self, yaml: &str) -> &mut Self {
         let stack = holdfast_spec::parse_str("t.yaml", yaml).expect("test spec parses");
-        let (_, desired) = holdfast_state::plan::plan_deploy(&self.state, &stack).expect("test spec places");
+        let mut pw = || "pw".to_string();
+        let (_, desired) =
+            holdfast_state::plan::plan_deploy_with(&self.state, &stack, &mut pw).expect("test spec places");
         let r =
             self.state.apply(&Request::new(Command::SetDesired { expected_revision: self.state.revision, desired }));
         assert!(matches!(r, Response::Applied { .. }), "{r:?}");
@@ -180,6 +202,40 @@ impl World {
         }
         if let Some(r) = self.obs.nodes.get_mut(&node) {
             r.instances = instances;
+        }
+        self
+    }
+
+    /// `node` reports member `member` of database `db`.
+    fn member(&mut self, node: NodeId, member: u32, role: MemberRole, term: u64, lsn: u64) -> &mut Self {
+        self.member_at(node, member, role, term, 1, lsn, lsn, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn member_at(
+        &mut self,
+        node: NodeId,
+        member: u32,
+        role: MemberRole,
+        term: u64,
+        timeline: u32,
+        lsn: u64,
+        replay_lsn: u64,
+        answering: bool,
+    ) -> &mut Self {
+        if let Some(r) = self.obs.nodes.get_mut(&node) {
+            r.databases.retain(|m| !(m.database == "db" && m.member == member));
+            r.databases.push(MemberReport {
+                database: "db".into(),
+                member,
+                term,
+                role,
+                timeline,
+                lsn,
+                replay_lsn,
+                answering,
+                down_since: None,
+            });
         }
         self
     }
@@ -335,7 +391,10 @@ fn reported_records_keep_the_clusters_flags_and_labels() {
 fn reports_never_register_strangers_or_bring_back_removed_nodes() {
     let mut w = world(&[(1, "a"), (2, "a")]);
     // n7 never joined: a heartbeat is not a join.
-    w.obs.nodes.insert(7, NodeReport { seen_at: w.now, record: record(7, "a"), instances: vec![], start_labels: None });
+    w.obs.nodes.insert(
+        7,
+        NodeReport { seen_at: w.now, record: record(7, "a"), instances: vec![], start_labels: None, databases: vec![] },
+    );
     w.check(&[]);
     // n2 is removed, but a stale process still heartbeats.
     w.command(Command::RemoveNode { id: 2, expected_revision: w.state.revision });
@@ -356,7 +415,10 @@ fn the_founder_registers_itself_and_records_the_ca_once() {
         last: Output::default(),
     };
     w.obs.membership.voters.insert(1);
-    w.obs.nodes.insert(1, NodeReport { seen_at: 0, record: record(1, "a"), instances: vec![], start_labels: None });
+    w.obs.nodes.insert(
+        1,
+        NodeReport { seen_at: 0, record: record(1, "a"), instances: vec![], start_labels: None, databases: vec![] },
+    );
     w.check(&["record the CA", "record n1 at 10.0.0.1:7946"]);
     w.check(&[]);
 }
@@ -652,6 +714,254 @@ mod props {
                 w.after(300);
                 for (i, (id, _)) in nodes.iter().enumerate() {
                     if silence[i] != 0 || *id == 1 { w.seen(*id, 0); }
+                }
+            }
+        }
+    }
+}
+
+/// Four nodes on four sites, n1 (the leader) without PostgreSQL; database `db` with
+/// `fields` has its members on n2 n3 n4 (member 0 on n2 the primary, term 1), all
+/// reporting: the primary at lsn 1000, member 1 at 900, member 2 at 950.
+fn db_world(fields: &str) -> World {
+    let mut w = world(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")]);
+    let mut n1 = w.state.nodes[&1].clone();
+    n1.software.clear();
+    w.command(Command::UpsertNode(n1.clone()));
+    w.seen(1, 0);
+    w.deploy(&format!("databases:\n  db: {{ instances: 3{fields} }}\n"));
+    assert_eq!(w.state.desired.databases["db"].members, [2, 3, 4]);
+    w.member(2, 0, MemberRole::Primary, 1, 1000).member(3, 1, MemberRole::Replica, 1, 900).member(
+        4,
+        2,
+        MemberRole::Replica,
+        1,
+        950,
+    );
+    w
+}
+
+#[test]
+fn a_healthy_primary_changes_nothing() {
+    db_world("").check(&[]).after(300).all_seen_but(&[]).check(&[]);
+}
+
+#[test]
+fn a_primary_silent_for_the_lease_fails_over_to_the_most_advanced_replica() {
+    let mut w = db_world("");
+    w.after(1200).all_seen_but(&[2]).check(&[]);
+    w.after(400).all_seen_but(&[2]).check(&["promote db member 2 on n4, term 2"]);
+    assert_eq!(
+        w.notes(),
+        ["info: db: promoting member 2 on n4 (term 1 → 2): primary n2 silent for 1.6 s; may lose up to 50 bytes of acknowledged writes (asynchronous replication)"]
+    );
+    // The new term is in the state; the promoted member reconfigures: nothing more.
+    w.member(4, 2, MemberRole::Primary, 2, 960).after(300).all_seen_but(&[2]).check(&[]);
+}
+
+#[test]
+fn a_new_leader_waits_for_the_lease_before_failing_over() {
+    let mut w = db_world("");
+    w.engine = Engine::new();
+    w.after(1200).all_seen_but(&[2]).check(&[]); // the new leader takes over now
+    w.after(500).all_seen_but(&[2]).check(&[]);
+    assert_eq!(w.notes(), ["info: db: primary n2 silent; waiting: leader for only 500 ms (lease 1500 ms)"]);
+    w.after(1000).all_seen_but(&[2]).check(&["promote db member 2 on n4, term 2"]);
+}
+
+#[test]
+fn sync_promotes_only_with_enough_standbys_reporting() {
+    // instances 3, sync 1: 2 standbys, a commit is on at least 1, so both must report.
+    let mut w = db_world(", sync: 1");
+    w.after(1600).all_seen_but(&[2, 4]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: primary n2 silent; heard from 1 of 2 standbys, need 2 to be sure no acknowledged commit is lost; waiting"]
+    );
+    w.after(300).all_seen_but(&[2]).check(&["promote db member 2 on n4, term 2"]);
+    assert_eq!(w.notes(), ["info: db: promoting member 2 on n4 (term 1 → 2): primary n2 silent for 1.9 s"]);
+}
+
+#[test]
+fn sync_with_every_standby_needed_for_all_but_one() {
+    // sync 2 of 2 standbys: any one standby holds every acknowledged commit.
+    let mut w = db_world(", sync: 2");
+    w.after(1600).all_seen_but(&[2, 4]).check(&["promote db member 1 on n3, term 2"]);
+}
+
+#[test]
+fn a_primary_not_answering_on_a_live_node_fails_over_after_two_ticks() {
+    let mut w = db_world("");
+    w.member_at(2, 0, MemberRole::Primary, 1, 1, 1000, 1000, false);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    w.after(300).all_seen_but(&[]).check(&["promote db member 2 on n4, term 2"]);
+    assert_eq!(
+        w.notes(),
+        ["info: db: promoting member 2 on n4 (term 1 → 2): PostgreSQL of primary n2 not answering; may lose up to 50 bytes of acknowledged writes (asynchronous replication)"]
+    );
+}
+
+#[test]
+fn a_primary_that_answers_again_resets_the_count() {
+    let mut w = db_world("");
+    w.member_at(2, 0, MemberRole::Failed, 1, 1, 1000, 1000, false);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    w.member(2, 0, MemberRole::Primary, 1, 1000).after(300).all_seen_but(&[]).check(&[]);
+    w.member_at(2, 0, MemberRole::Failed, 1, 1, 1000, 1000, false);
+    w.after(300).all_seen_but(&[]).check(&[]);
+}
+
+#[test]
+fn ties_go_to_the_timeline_then_replay_then_the_lowest_member() {
+    let mut w = db_world("");
+    w.member_at(3, 1, MemberRole::Replica, 1, 1, 950, 940, true);
+    w.member_at(4, 2, MemberRole::Replica, 1, 1, 950, 930, true);
+    w.after(1600).all_seen_but(&[2]).check(&["promote db member 1 on n3, term 2"]);
+    let mut w = db_world("");
+    w.member_at(3, 1, MemberRole::Replica, 1, 1, 950, 950, true);
+    w.member_at(4, 2, MemberRole::Replica, 1, 1, 950, 950, true);
+    w.after(1600).all_seen_but(&[2]).check(&["promote db member 1 on n3, term 2"]);
+    let mut w = db_world("");
+    w.member_at(3, 1, MemberRole::Replica, 1, 2, 100, 100, true);
+    w.after(1600).all_seen_but(&[2]).check(&["promote db member 1 on n3, term 2"]);
+}
+
+#[test]
+fn no_candidate_is_said_and_nothing_is_promoted() {
+    let mut w = db_world("");
+    w.member_at(3, 1, MemberRole::Starting, 1, 1, 900, 900, false);
+    w.member(4, 2, MemberRole::Stopped, 1, 950);
+    w.after(1600).all_seen_but(&[2]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: primary n2 silent; no standby can be promoted (none is up, heard within the lease and answering as a replica); waiting"]
+    );
+}
+
+#[test]
+fn a_stale_primary_is_warned_about() {
+    let mut w = db_world("");
+    w.command(Command::SetDatabasePrimary { database: "db".into(), expected_term: 1, term: 2, primary: 2 });
+    w.member(4, 2, MemberRole::Primary, 2, 1000);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: member 0 on n2 still reports primary for term 1 (current term 2, primary member 2); its node must fence it"]
+    );
+}
+
+fn ask_switchover(w: &mut World, to: Option<u32>) {
+    w.command(Command::SetDatabaseSwitchover {
+        database: "db".into(),
+        expected_term: 1,
+        switchover: Some(holdfast_state::Switchover {
+            to,
+            requested_term: 1,
+            phase: holdfast_state::SwitchoverPhase::Requested,
+        }),
+    });
+}
+
+#[test]
+fn a_switchover_fences_the_primary_then_promotes_the_caught_up_target() {
+    let mut w = db_world("");
+    ask_switchover(&mut w, Some(1));
+    w.after(300).all_seen_but(&[]).check(&["switchover db: Fencing to member Some(1)"]);
+    assert_eq!(w.notes(), ["info: db: switchover to member 1 on n3: fencing the primary on n2"]);
+    // The primary stops at lsn 1000; member 1 is still behind.
+    w.member(2, 0, MemberRole::Fenced, 1, 1000).after(300).all_seen_but(&[]).check(&[]);
+    w.member(3, 1, MemberRole::Replica, 1, 1000)
+        .after(300)
+        .all_seen_but(&[])
+        .check(&["promote db member 1 on n3, term 2"]);
+    assert_eq!(
+        w.notes(),
+        ["info: db: switchover: promoting member 1 on n3 (term 1 → 2): caught up with the fenced primary at lsn 1000"]
+    );
+    assert_eq!(w.state.desired.databases["db"].switchover, None);
+}
+
+#[test]
+fn a_switchover_to_any_member_picks_the_most_advanced() {
+    let mut w = db_world("");
+    ask_switchover(&mut w, None);
+    w.after(300).all_seen_but(&[]).check(&["switchover db: Fencing to member Some(2)"]);
+}
+
+#[test]
+fn a_switchover_whose_target_does_not_catch_up_is_aborted_after_10_s() {
+    let mut w = db_world("");
+    ask_switchover(&mut w, Some(1));
+    w.after(300).all_seen_but(&[]).check(&["switchover db: Fencing to member Some(1)"]);
+    w.member(2, 0, MemberRole::Fenced, 1, 1000);
+    w.after(9_000).all_seen_but(&[]).check(&[]);
+    w.after(1_000).all_seen_but(&[]).check(&["switchover db: clear"]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: switchover to member 1 aborted: it did not catch up within 10.0 s of fencing (at lsn 900; the primary stopped at lsn 1000); the primary takes writes again"]
+    );
+    assert_eq!(w.state.desired.databases["db"].term, 1, "same term: the old primary resumes");
+}
+
+#[test]
+fn a_switchover_to_an_unhealthy_member_is_refused() {
+    let mut w = db_world("");
+    ask_switchover(&mut w, Some(1));
+    w.after(1600).all_seen_but(&[3]).check(&["switchover db: clear"]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: switchover refused: member 1 is a healthy replica (up, heard within the lease, answering as a replica)"]
+    );
+}
+
+mod db_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn role(i: u8) -> MemberRole {
+        match i % 6 {
+            0 => MemberRole::Primary,
+            1 => MemberRole::Replica,
+            2 => MemberRole::Starting,
+            3 => MemberRole::Stopped,
+            4 => MemberRole::Fenced,
+            _ => MemberRole::Failed,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Whatever the members report, a tick never promotes a member on a down node or
+        /// one that did not report `Replica`.
+        #[test]
+        fn never_promotes_a_member_on_a_down_node_or_not_a_replica(
+            members in proptest::collection::vec((0u8..4, any::<bool>(), 0u8..6, any::<bool>(), 0u64..4, 1u64..3), 3),
+            sync in 0u32..3,
+        ) {
+            let mut w = db_world(&format!(", sync: {sync}"));
+            let agos = [0, 1000, 2000, 4000];
+            for (i, (ago, down, r, answering, lsn, term)) in members.iter().enumerate() {
+                let node = i as NodeId + 2;
+                if *down {
+                    w.command(Command::SetNodeFlags { id: node, cordoned: None, down: Some(true), draining: None });
+                }
+                w.member_at(node, i as u32, role(*r), *term, 1, *lsn, *lsn, *answering);
+                w.seen(node, agos[*ago as usize]);
+            }
+            for _ in 0..2 {
+                let out = w.tick();
+                // Checked on the state as the earlier proposals of the tick leave it (the
+                // detector may bring a node back first).
+                let mut sim = w.state.clone();
+                for cmd in &out.proposals {
+                    if let Command::SetDatabasePrimary { primary, .. } = cmd {
+                        let node = sim.desired.databases["db"].members[*primary as usize];
+                        prop_assert!(!sim.nodes[&node].down, "promoted a member on down node {node}");
+                        let report = w.obs.nodes[&node].databases.iter().find(|m| m.member == *primary);
+                        prop_assert_eq!(report.map(|r| r.role), Some(MemberRole::Replica));
+                    }
+                    sim.apply(&Request::new(cmd.clone()));
                 }
             }
         }

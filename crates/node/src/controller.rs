@@ -48,6 +48,30 @@ fn millis(epoch: Instant, at: Instant) -> u64 {
     at.saturating_duration_since(epoch).as_millis() as u64
 }
 
+/// What the engine needs of a member's status.
+fn member_report(m: &holdfast_api::peer::MemberStatus) -> holdfast_control::MemberReport {
+    use holdfast_api::peer::MemberRole as R;
+    use holdfast_control::MemberRole;
+    holdfast_control::MemberReport {
+        database: m.database.clone(),
+        member: m.member,
+        term: m.term,
+        role: match m.role {
+            R::Primary => MemberRole::Primary,
+            R::Replica => MemberRole::Replica,
+            R::Starting => MemberRole::Starting,
+            R::Stopped => MemberRole::Stopped,
+            R::Fenced => MemberRole::Fenced,
+            R::Failed => MemberRole::Failed,
+        },
+        timeline: m.timeline,
+        lsn: m.lsn,
+        replay_lsn: m.replay_lsn,
+        answering: m.answering,
+        down_since: None,
+    }
+}
+
 /// What the leader observed, for the engine.
 pub async fn observe(ctx: &NodeContext, epoch: Instant) -> Observations {
     let mut nodes = BTreeMap::new();
@@ -63,6 +87,8 @@ pub async fn observe(ctx: &NodeContext, epoch: Instant) -> Observations {
                     record: hb.node.clone(),
                     instances: hb.instances.iter().map(instance_report).collect(),
                     start_labels: hb.start_labels.clone(),
+                    // Filled in by the database side of the heartbeat (not reported yet).
+                    databases: hb.databases.iter().map(member_report).collect(),
                 },
             );
         }

@@ -345,6 +345,7 @@ mod tests {
                     ep("web-1", &[("http", "n2", 20101), ("admin", "n2", 20102)]),
                     ep("web-2", &[("http", "n3", 20201)]),
                 ],
+                single_writer: false,
             }],
             routes: vec![],
         };

@@ -90,7 +90,7 @@ pub struct OsUser {
 /// The user members run as: `postgres` when the daemon is root, the daemon's own user
 /// otherwise.
 pub fn member_user() -> Result<OsUser, PgError> {
-    let uid = rustix_uid();
+    let uid = current_uid();
     let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| PgError::io("/etc/passwd", e))?;
     if uid == 0 {
         find_user(&passwd, |name, _| name == "postgres").ok_or_else(|| PgError::User {
@@ -102,7 +102,8 @@ pub fn member_user() -> Result<OsUser, PgError> {
     }
 }
 
-fn rustix_uid() -> u32 {
+/// The daemon's own user id.
+pub fn current_uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
 

@@ -193,14 +193,18 @@ struct Local {
 async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
     let mut local = Local::default();
     let mut states = ctx.control.subscribe();
+    let mut last_failure = String::new();
     loop {
         let contact = ctx.lease.age().is_some();
         let status = pass(&ctx, &key, &mut local).await;
         if contact {
             ctx.dbs.settled.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
         }
-        if status.role == MemberRole::Failed {
+        if status.role == MemberRole::Failed && status.detail != last_failure {
             tracing::warn!(database = %key.0, member = key.1, "{}", status.detail);
+            last_failure.clone_from(&status.detail);
+        } else if status.role != MemberRole::Failed {
+            last_failure.clear();
         }
         ctx.dbs.set_status(&key, status);
         tokio::select! {
@@ -253,6 +257,9 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> MemberStatus {
         Err(e) => return failed(e.to_string()),
     };
     let dir = MemberDir::new(ctx.data_dir.join("databases").join(&key.0).join(format!("m{}", key.1)));
+    if let Err(e) = open_path_for(&ctx.data_dir, &dir.root, &user) {
+        return failed(e);
+    }
     if let Some(blocked) = install::untraversable_ancestor(&dir.root, &user) {
         return failed(format!(
             "PostgreSQL runs as OS user {} and cannot reach {} ({} is not traversable for it: chmod o+x it, or use a data directory it can reach)",
@@ -332,6 +339,32 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> MemberStatus {
     }
     st.port = if running { port } else { None };
     st
+}
+
+/// Lets the member user pass through holdfast's data directory to the member directory:
+/// `x` only (no listing) for others on `data_dir`, `databases/` and `databases/<db>/`.
+/// The data directory's own secrets stay 0600 files.
+fn open_path_for(data_dir: &std::path::Path, member_root: &std::path::Path, user: &OsUser) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if user.uid == install::current_uid() {
+        return Ok(());
+    }
+    let mut dirs = vec![data_dir.to_path_buf()];
+    let mut d = member_root.parent();
+    while let Some(p) = d.filter(|p| p.starts_with(data_dir) && *p != data_dir) {
+        dirs.push(p.to_path_buf());
+        d = p.parent();
+    }
+    for dir in dirs {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let meta = std::fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o001))
+                .map_err(|e| format!("cannot let PostgreSQL's user through {}: {e}", dir.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn describe(step: &Step) -> String {

@@ -44,7 +44,7 @@ mod tests {
         let mut n = 0;
         let (_, desired) = holdfast_state::plan::plan_deploy_with(&s, &stack, &mut || {
             n += 1;
-            Some(format!("pw{n}"))
+            format!("pw{n}")
         })
         .expect("plan");
         let rec = &desired.databases["db"];
