@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::{
-    DeployRequest, ErrorBody, NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodesResponse, PlanResponse,
-    ScaleRequest, SettingsChange, SettingsView, StatusResponse, TokenRequest, TokenResponse, WorkersResponse,
+    DatabaseUrlResponse, DatabasesResponse, DeployRequest, ErrorBody, NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodesResponse, PlanResponse,
+    ScaleRequest, SettingsChange, SettingsView, StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
 };
 
 /// Why a call failed.
@@ -161,6 +161,26 @@ impl Client {
 
     pub async fn create_token(&self, ttl_ms: u64) -> Result<TokenResponse, ClientError> {
         self.call(Method::POST, "/v1/tokens", Some(&TokenRequest { ttl_ms })).await
+    }
+
+    pub async fn databases(&self) -> Result<DatabasesResponse, ClientError> {
+        self.call(Method::GET, "/v1/databases", None::<&()>).await
+    }
+
+    /// A connection URL of a database endpoint (`rw`, `ro`, `r`; `admin` for the
+    /// superuser on `rw`), with the password.
+    pub async fn database_url(
+        &self,
+        name: &str,
+        endpoint: &str,
+        user: Option<&str>,
+    ) -> Result<DatabaseUrlResponse, ClientError> {
+        let user = user.map(|u| format!("&user={u}")).unwrap_or_default();
+        self.call(Method::GET, &format!("/v1/databases/{name}/url?endpoint={endpoint}{user}"), None::<&()>).await
+    }
+
+    pub async fn switchover(&self, name: &str, req: &SwitchoverRequest) -> Result<SwitchoverResponse, ClientError> {
+        self.call(Method::POST, &format!("/v1/databases/{name}/switchover"), Some(req)).await
     }
 
     pub async fn nodes(&self) -> Result<NodesResponse, ClientError> {

@@ -251,3 +251,75 @@ pub struct WorkersResponse {
     pub node: String,
     pub workers: Vec<WorkerView>,
 }
+
+/// `GET /v1/databases`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabasesResponse {
+    pub databases: Vec<DatabaseView>,
+}
+
+/// One managed database as the cluster runs it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseView {
+    pub name: String,
+    pub project: String,
+    pub engine: String,
+    pub instances: u32,
+    /// `ANY sync` standbys must confirm a commit (0: asynchronous).
+    pub sync: u32,
+    pub on_sync_loss: String,
+    pub term: u64,
+    /// The member holding `term`, and its node.
+    pub primary: u32,
+    pub primary_node: String,
+    /// `rw`, `ro`, `r` → `address:5432`.
+    pub endpoints: BTreeMap<String, String>,
+    pub members: Vec<DbMemberView>,
+    /// A switchover in progress: `requested` or `fencing`, and its target.
+    pub switchover: Option<String>,
+    /// What losing each member's node would cost now, e.g. `n1: loses 0 acknowledged commits`.
+    pub losing: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// One member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DbMemberView {
+    pub member: u32,
+    pub node: String,
+    /// As its node reports: primary, replica, starting, stopped, fenced, failed; `unknown`
+    /// when its node has not reported it.
+    pub role: String,
+    pub term: u64,
+    pub timeline: u32,
+    pub lsn: u64,
+    pub replay_lsn: u64,
+    /// Bytes behind the primary's flushed WAL (replicas).
+    pub lag_bytes: Option<u64>,
+    pub streaming: bool,
+    pub answering: bool,
+    /// A synchronous standby candidate (`sync > 0`, not the primary).
+    pub sync_candidate: bool,
+    pub detail: String,
+}
+
+/// `GET /v1/databases/{name}/url`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseUrlResponse {
+    pub url: String,
+}
+
+/// `POST /v1/databases/{name}/switchover`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SwitchoverRequest {
+    /// The node whose member becomes primary; `None`: the most advanced replica.
+    pub to: Option<String>,
+}
+
+/// The answer to a switchover request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchoverResponse {
+    pub database: String,
+    /// The term the switchover was asked in; it is done when the term is higher.
+    pub from_term: u64,
+}

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod db;
 mod output;
 mod recover;
 mod up;
@@ -119,6 +120,9 @@ enum Cmd {
     /// Node maintenance: labels, removal, in-place upgrade.
     #[command(subcommand)]
     Node(commands::NodeCmd),
+    /// Managed databases (PostgreSQL): status, connection URLs, psql, switchover.
+    #[command(subcommand)]
+    Db(db::DbCmd),
 }
 
 fn main() -> ExitCode {
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
             Cmd::Rm(args) => commands::remove(&cli.global, args).await,
             Cmd::Node(cmd) => commands::node(&cli.global, cmd).await,
             Cmd::Workers => commands::workers(&cli.global).await,
+            Cmd::Db(cmd) => db::run(&cli.global, cmd).await,
         }
     });
     match result {

@@ -140,6 +140,9 @@ pub struct NodeContext {
     pub lease: Arc<lease::Lease>,
     /// The database members this node runs: their status and postgres instances.
     pub dbs: Arc<databases::Shared>,
+    /// Bumped when any node's members change in what routing depends on (role, term,
+    /// answering, port): wakes the networking loop.
+    pub members_changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Checks, before anything is written or any cluster is asked, that the listeners this
@@ -269,6 +272,7 @@ impl Node {
             data_dir: config.data_dir.clone(),
             lease: Default::default(),
             dbs: Default::default(),
+            members_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         let net = holdfast_net::Net::start(holdfast_net::NetConfig {
             proxy: true,

@@ -178,10 +178,12 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
     let mut states = ctx.control.subscribe();
     let mut agent = ctx.agent.subscribe();
     let mut links = ctx.links.subscribe();
+    let mut members_changed = ctx.members_changed.subscribe();
     let mut last = NetTable::default();
     loop {
         let state = states.borrow_and_update().clone();
         links.borrow_and_update();
+        members_changed.borrow_and_update();
         let observed = crate::peer::heartbeat::observed_by_node(&ctx).await;
         let members = crate::peer::heartbeat::members_by_node(&ctx).await;
         let mut full = net_table(&state, ctx.identity.node_id, &observed);
@@ -200,6 +202,8 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
             r = agent.changed() => if r.is_err() { break },
             // A link went up or down, or an endpoint check changed its verdict.
             r = links.changed() => if r.is_err() { break },
+            // A database member changed role somewhere (its `-rw` endpoint moves).
+            r = members_changed.changed() => if r.is_err() { break },
             // Other nodes' readiness arrives with heartbeats.
             _ = tokio::time::sleep(ctx.heartbeat_period()) => {}
         }

@@ -24,7 +24,7 @@ use axum::routing::{connect, delete, get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{local, logs, nodes, services, settings, tokens, ApiError};
+use crate::api::{databases, local, logs, nodes, services, settings, tokens, ApiError};
 use crate::NodeContext;
 
 /// The certificate fingerprint of the client of one connection, if it sent one.
@@ -102,6 +102,9 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/services/{name}", delete(services::remove))
         .route("/v1/tokens", post(tokens::create_token))
         .route("/v1/nodes", get(nodes::list_nodes))
+        .route("/v1/databases", get(databases::list))
+        .route("/v1/databases/{name}/url", get(databases::url))
+        .route("/v1/databases/{name}/switchover", post(databases::switchover))
         .route("/v1/nodes/{name}/cordon", post(nodes::cordon))
         .route("/v1/nodes/{name}/drain", post(nodes::drain))
         .route("/v1/nodes/{name}/uncordon", post(nodes::uncordon))

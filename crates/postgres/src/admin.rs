@@ -42,6 +42,10 @@ impl Admin {
             .password(password)
             .dbname("postgres")
             .application_name("holdfast")
+            // holdfast's own writes (roles, databases) commit locally: with synchronous
+            // standbys configured they would otherwise wait for a standby that cannot
+            // exist yet (it needs the replication role to clone).
+            .options("-c synchronous_commit=local")
             .connect_timeout(timeout);
         let connect = cfg.connect(NoTls);
         let (client, connection) = tokio::time::timeout(timeout, connect)

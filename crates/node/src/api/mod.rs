@@ -8,6 +8,7 @@
 //! - [`tokens`]: join tokens.
 //! - [`settings`]: cluster settings (failure detection, learner promotion).
 //! - [`local`]: this node only: its background loops, re-exec.
+pub mod databases;
 pub mod local;
 pub mod logs;
 pub mod nodes;

@@ -10,6 +10,7 @@
 //! Fencing: a member that should be primary runs only while this node holds its lease
 //! ([`crate::lease`]); without it, or while a switchover fences it, postgres is stopped.
 pub mod url;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -57,6 +58,9 @@ pub struct Shared {
     /// member's instance is not known yet (a re-adopted postgres must not be stopped
     /// because the first pass ran before any contact with the leader).
     settled: Mutex<BTreeSet<Key>>,
+    /// Bumped when a member's role, term or reachability changes (not its positions):
+    /// the heartbeat goes out at once and routing follows.
+    roles: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Shared {
@@ -65,6 +69,7 @@ impl Default for Shared {
             statuses: Mutex::default(),
             instances: tokio::sync::watch::Sender::new(BTreeMap::new()),
             settled: Mutex::default(),
+            roles: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -92,8 +97,22 @@ impl Shared {
         self.instances.subscribe()
     }
 
+    /// Woken when a member's role, term or reachability changes.
+    pub fn subscribe_roles(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.roles.subscribe()
+    }
+
     fn set_status(&self, key: &Key, status: MemberStatus) {
-        self.statuses.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), status);
+        let role = |s: &MemberStatus| (s.role, s.term, s.answering, s.streaming, s.port);
+        let changed = {
+            let mut all = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = all.get(key).map(role) != Some(role(&status));
+            all.insert(key.clone(), status);
+            changed
+        };
+        if changed {
+            self.roles.send_modify(|n| *n += 1);
+        }
     }
 
     fn set_instance(&self, key: &Key, spec: Option<InstanceSpec>) {
@@ -196,7 +215,7 @@ async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
     let mut last_failure = String::new();
     loop {
         let contact = ctx.lease.age().is_some();
-        let status = pass(&ctx, &key, &mut local).await;
+        let (status, again) = pass(&ctx, &key, &mut local).await;
         if contact {
             ctx.dbs.settled.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
         }
@@ -207,6 +226,9 @@ async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
             last_failure.clear();
         }
         ctx.dbs.set_status(&key, status);
+        if again {
+            continue; // a transition (promotion, start after a clone): look again at once
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = states.changed() => {}
@@ -227,6 +249,8 @@ struct Member<'a> {
 }
 
 fn status(key: &Key, term: u64, role: MemberRole, detail: impl Into<String>) -> MemberStatus {
+    // One line: command output spans several.
+    let detail: String = detail.into().split_whitespace().collect::<Vec<_>>().join(" ");
     MemberStatus {
         database: key.0.clone(),
         member: key.1,
@@ -238,16 +262,18 @@ fn status(key: &Key, term: u64, role: MemberRole, detail: impl Into<String>) -> 
         answering: false,
         streaming: false,
         port: None,
-        detail: detail.into(),
+        detail,
     }
 }
 
-async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> MemberStatus {
+/// One look at the member; `true` beside the status when the next pass should follow at
+/// once (the step changed what the member is).
+async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus, bool) {
     let state = ctx.control.state();
     let Some(rec) = state.desired.databases.get(&key.0) else {
-        return status(key, 0, MemberRole::Stopped, "no longer in the state");
+        return (status(key, 0, MemberRole::Stopped, "no longer in the state"), false);
     };
-    let failed = |detail: String| status(key, rec.term, MemberRole::Failed, detail);
+    let failed = |detail: String| (status(key, rec.term, MemberRole::Failed, detail), false);
     let bins = match install::discover(rec.spec.bin_dir.as_deref()) {
         Ok(b) => b,
         Err(e) => return failed(e.to_string()),
@@ -312,8 +338,9 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> MemberStatus {
         ctx.dbs.set_instance(key, keep_running.then(|| instance_spec(&m)));
     }
     let marker = m.dir.marker();
+    let again = outcome.is_ok() && matches!(step, Step::Promote { .. });
     let mut st = match &outcome {
-        Err(e) => failed(format!("{}: {e}", describe(&step))),
+        Err(e) => failed(format!("{}: {e}", describe(&step))).0,
         Ok(detail) => {
             let role = match (running, probe) {
                 (true, Some(p)) if p.in_recovery => MemberRole::Replica,
@@ -338,7 +365,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> MemberStatus {
         }
     }
     st.port = if running { port } else { None };
-    st
+    (st, again)
 }
 
 /// Lets the member user pass through holdfast's data directory to the member directory:

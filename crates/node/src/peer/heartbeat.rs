@@ -4,6 +4,7 @@
 //! (so followers can show cluster-wide status and route with the last view they had) and
 //! a fencing verdict: the sender's instances that a newer placement superseded.
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,10 @@ pub async fn handle(State(ctx): State<NodeContext>, body: Bytes) -> Response {
         .map(|(service, replica, generation)| (holdfast_agent::InstanceId::new(service, replica), generation))
         .collect();
     let mut live = ctx.liveness.lock().await;
+    let before = live.seen.get(&hb.node.id).map(|(_, h)| routing(&h.databases) != routing(&hb.databases));
+    if before.unwrap_or(!hb.databases.is_empty()) {
+        ctx.members_changed.send_modify(|n| *n += 1);
+    }
     live.seen.insert(hb.node.id, (Instant::now(), hb));
     let instances = live.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect();
     let databases = live.seen.iter().map(|(id, (_, h))| (*id, h.databases.clone())).collect();
@@ -143,21 +148,47 @@ async fn send(ctx: &NodeContext, leader_addr: &str) -> Result<HeartbeatReply, St
     HeartbeatReply::decode(&bytes).map_err(|e| e.to_string())
 }
 
-/// Every node: heartbeats to the leader (on the leader: records its own).
+/// Every node: heartbeats to the leader (on the leader: records its own). One goes out
+/// every period whether or not the previous one was answered (each waits at most 1 s),
+/// so one lost heartbeat does not delay the next and the lease survives it; a database
+/// member changing role sends one at once. Answers are applied in sending order.
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
+    let applied = Arc::new(AtomicU64::new(0));
+    let mut roles = ctx.dbs.subscribe_roles();
+    let mut seq = 0u64;
     loop {
         // The period follows the cluster's settings as they change.
         let period = ctx.heartbeat_period();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
+            r = roles.changed() => if r.is_err() { return },
         }
-        let pass = beat(&ctx).await;
-        ctx.workers.report(WORKER, pass);
+        seq += 1;
+        let (ctx, applied) = (ctx.clone(), applied.clone());
+        let n = seq;
+        tokio::spawn(async move {
+            let pass = beat(&ctx, n, &applied).await;
+            ctx.workers.report(WORKER, pass);
+        });
     }
 }
 
-async fn beat(ctx: &NodeContext) -> Pass {
+/// The part of members' reports routing depends on.
+fn routing(members: &[MemberStatus]) -> Vec<(&str, u32, u64, holdfast_api::peer::MemberRole, bool, Option<u16>)> {
+    members.iter().map(|m| (m.database.as_str(), m.member, m.term, m.role, m.answering, m.port)).collect()
+}
+
+/// Wakes the networking loop when the members' routing-relevant reports changed.
+fn note_members(ctx: &NodeContext, before: &BTreeMap<NodeId, Vec<MemberStatus>>, after: &BTreeMap<NodeId, Vec<MemberStatus>>) {
+    let same = before.len() == after.len()
+        && before.iter().zip(after.iter()).all(|((a, x), (b, y))| a == b && routing(x) == routing(y));
+    if !same {
+        ctx.members_changed.send_modify(|n| *n += 1);
+    }
+}
+
+async fn beat(ctx: &NodeContext, seq: u64, applied: &AtomicU64) -> Pass {
     if ctx.control.is_leader() {
         if let Some(age) = ctx.control.since_quorum_ack() {
             ctx.lease.renew(Instant::now().checked_sub(age).unwrap_or_else(Instant::now));
@@ -167,7 +198,10 @@ async fn beat(ctx: &NodeContext) -> Pass {
         live.seen.insert(ctx.identity.node_id, (Instant::now(), hb));
         let view = live.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect();
         live.view = view;
-        live.db_view = live.seen.iter().map(|(id, (_, h))| (*id, h.databases.clone())).collect();
+        let db_view: BTreeMap<NodeId, Vec<MemberStatus>> =
+            live.seen.iter().map(|(id, (_, h))| (*id, h.databases.clone())).collect();
+        note_members(ctx, &live.db_view, &db_view);
+        live.db_view = db_view;
         drop(live);
         apply_fence(ctx, &ctx.control.state(), None);
         return Pass::Idle("this node is the leader");
@@ -179,9 +213,13 @@ async fn beat(ctx: &NodeContext) -> Pass {
         Ok(reply) => {
             // The leader heard this node no earlier than `sent_at`.
             ctx.lease.renew(sent_at);
+            if applied.fetch_max(seq, Ordering::SeqCst) > seq {
+                return Pass::Steady; // a later heartbeat's answer is already applied
+            }
             apply_fence(ctx, &ctx.control.state(), Some(&reply.stale));
             let mut live = ctx.liveness.lock().await;
             live.view = reply.instances;
+            note_members(ctx, &live.db_view, &reply.databases);
             live.db_view = reply.databases;
             drop(live);
             ctx.leader_contact.send_replace(Some(reply.revision));
@@ -236,7 +274,14 @@ pub async fn members_by_node(ctx: &NodeContext) -> BTreeMap<NodeId, Vec<MemberSt
     let mut view = {
         let live = ctx.liveness.lock().await;
         if ctx.control.is_leader() && !live.seen.is_empty() {
-            live.seen.iter().map(|(id, (_, h))| (*id, h.databases.clone())).collect()
+            // A node not heard within the database lease: its reports are not current
+            // (its primary may be fenced or dead) and route nothing.
+            let lease = Duration::from_millis(ctx.control.state().settings.db_lease_ms);
+            live.seen
+                .iter()
+                .filter(|(_, (at, _))| at.elapsed() < lease)
+                .map(|(id, (_, h))| (*id, h.databases.clone()))
+                .collect()
         } else {
             live.db_view.clone()
         }
