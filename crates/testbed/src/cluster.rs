@@ -190,6 +190,12 @@ impl Cluster {
         }
         let tb = Testbed::start(tcfg).unwrap_or_else(|e| panic!("testbed for {}: {e}", cfg.name));
         let root = tempfile::tempdir().expect("tempdir");
+        // Traversable (not listable) by other users: managed PostgreSQL runs as the
+        // `postgres` user under the nodes' data directories.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711));
+        }
         let bin_dir = cfg.bin.parent().map(Path::to_path_buf).unwrap_or_default();
         let path_var = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
         let root_path = root.path().to_path_buf();
