@@ -594,23 +594,32 @@ impl Instance {
             e.status.state = InstanceState::Stopping;
             e.status.ready = false;
         });
+        let to = if self.spec.stop_main_only { "the main process" } else { "the process group" };
         crate::logs::marker(
             &self.log,
-            &format!("stopping pid {}: {} to the process group (grace {grace:?})", r.pid, proc::signal_name(sig)),
+            &format!("stopping pid {}: {} to {to} (grace {grace:?})", r.pid, proc::signal_name(sig)),
         );
         tracing::info!(instance = %self.id, pid = r.pid, "stopping");
         if let Some(h) = r.health_task.take() {
             h.abort();
         }
         let mut outcome = r.watcher.poll_once();
-        if outcome.is_none() {
-            if let Err(e) = proc::signal_group(r.pgid, sig) {
-                tracing::warn!(instance = %self.id, error = %e, "cannot signal process group");
-                let _ = proc::signal_group(r.pgid, 15);
+        if self.spec.stop_main_only {
+            if outcome.is_none() {
+                if let Err(e) = proc::signal_pid(r.pid, sig) {
+                    tracing::warn!(instance = %self.id, error = %e, "cannot signal the main process");
+                }
             }
-        }
-        if let Some(c) = &r.cgroup {
-            c.signal_all(sig);
+        } else {
+            if outcome.is_none() {
+                if let Err(e) = proc::signal_group(r.pgid, sig) {
+                    tracing::warn!(instance = %self.id, error = %e, "cannot signal process group");
+                    let _ = proc::signal_group(r.pgid, 15);
+                }
+            }
+            if let Some(c) = &r.cgroup {
+                c.signal_all(sig);
+            }
         }
         let deadline = Instant::now() + grace;
         loop {

@@ -134,6 +134,12 @@ pub struct InstanceSpec {
     /// for one, refuses to run as root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<RunAs>,
+    /// Send `stop_signal` to the main process only, not its whole process group and
+    /// cgroup: for servers that stop their own children in order (PostgreSQL's fast
+    /// shutdown lets its WAL senders hand the last WAL to the standbys; a SIGINT to each
+    /// of them would cancel that). SIGKILL after the grace period still reaches all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_main_only: bool,
 }
 
 /// A numeric OS user and group to run a process as.
@@ -160,6 +166,7 @@ impl InstanceSpec {
             stop_signal: 15,
             stop_grace: Duration::from_secs(10),
             run_as: None,
+            stop_main_only: false,
         }
     }
 }

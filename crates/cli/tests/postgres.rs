@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const SPEC: &str = "project: shop\ndatabases:\n  db:\n    engine: postgres\n    instances: 3\n    sync: 1\n    users: [app]\n    databases: [app]\n    parameters: {max_connections: \"50\", shared_buffers: 16MB}\n";
+/// The database of these tests in `project` (each test its own: on loopback the
+/// clusters of tests running side by side share the machine's service addresses).
+fn spec(project: &str) -> String {
+    format!("project: {project}\n{DB}")
+}
+
+const DB: &str = "databases:\n  db:\n    engine: postgres\n    instances: 3\n    sync: 1\n    users: [app]\n    databases: [app]\n    parameters: {max_connections: \"50\", shared_buffers: 16MB}\n";
 
 /// PostgreSQL server binaries are on this machine (required under CI).
 fn have_postgres() -> bool {
@@ -132,7 +138,7 @@ fn a_dead_primarys_machine_fails_over_and_comes_back_as_a_replica() {
         return;
     }
     let mut c = cluster("pgkill", 37000, &["a", "a", "b"]);
-    let (ok, out, err) = c[0].deploy_yaml("db.yaml", SPEC);
+    let (ok, out, err) = c[0].deploy_yaml("db.yaml", &spec("pgkill"));
     assert!(ok, "{out}\n{err}");
     let before = wait_healthy(&c[0], 2, Duration::from_secs(90));
     let url = c[0].cli_ok(&["db", "url", "db"]).trim().to_string();
@@ -186,7 +192,7 @@ fn a_switchover_under_load_loses_nothing() {
         return;
     }
     let c = cluster("pgswitch", 38000, &["a", "a", "b"]);
-    let (ok, out, err) = c[0].deploy_yaml("db.yaml", SPEC);
+    let (ok, out, err) = c[0].deploy_yaml("db.yaml", &spec("pgswitch"));
     assert!(ok, "{out}\n{err}");
     let before = wait_healthy(&c[0], 2, Duration::from_secs(90));
     let url = c[0].cli_ok(&["db", "url", "db"]).trim().to_string();

@@ -333,7 +333,10 @@ fn fencing(v: &View<'_>, sw: &Switchover, memory: &mut DbMemory, out: &mut Vec<D
     let stopped_at = v
         .report(v.rec.primary)
         .filter(|r| matches!(r.role, MemberRole::Fenced | MemberRole::Stopped) && r.term == v.rec.term)
-        .map(|r| r.lsn);
+        // Its node reports where its WAL ends once it shut down cleanly (0: not known,
+        // e.g. it crashed); no target can be known to hold everything before that.
+        .map(|r| r.lsn)
+        .filter(|lsn| *lsn > 0);
     let target_report = v.candidate(target);
     if let (Some(final_lsn), Some(t)) = (stopped_at, target_report) {
         if t.lsn >= final_lsn || t.replay_lsn >= final_lsn {

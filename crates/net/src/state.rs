@@ -29,7 +29,9 @@ pub(crate) struct Compiled {
     pub route_pools: Vec<Option<Arc<Pool>>>,
     /// Every endpoint target of the table (ready or not), reused by the next compile so
     /// in-flight counts and passive-down marks survive updates.
-    backends: HashMap<(String, Target), Arc<Backend>>,
+    /// Keyed by service too: two services may lead to the same instance port (a
+    /// database's `-rw` and `-wal`), and cutting one's connections must not cut the other's.
+    backends: HashMap<(String, String, Target), Arc<Backend>>,
 }
 
 impl Compiled {
@@ -42,11 +44,11 @@ impl Compiled {
                 let mut ready = Vec::new();
                 for ep in &svc.endpoints {
                     let Some(target) = ep.ports.get(port_name) else { continue };
-                    let key = (ep.instance.clone(), target.clone());
+                    let key = (svc.name.clone(), ep.instance.clone(), target.clone());
                     let backend = backends
                         .entry(key.clone())
                         .or_insert_with(|| {
-                            previous.backends.get(&key).cloned().unwrap_or_else(|| Arc::new(Backend::new(key.0, key.1)))
+                            previous.backends.get(&key).cloned().unwrap_or_else(|| Arc::new(Backend::new(key.1, key.2)))
                         })
                         .clone();
                     if ep.ready {
@@ -84,7 +86,7 @@ impl Compiled {
 
     /// Every endpoint target in the table (for pruning the HTTP client pool).
     pub fn endpoint_targets(&self) -> impl Iterator<Item = &Target> + '_ {
-        self.backends.keys().map(|(_, t)| t)
+        self.backends.keys().map(|(_, _, t)| t)
     }
 }
 

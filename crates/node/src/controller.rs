@@ -26,11 +26,15 @@ const CONFLICT_RETRIES: usize = 3;
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     let mut engine = Engine::new();
     let epoch = Instant::now();
+    let mut members = ctx.members_changed.subscribe();
     loop {
         let period = ctx.heartbeat_period();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
+            // A database member changed role (a switchover step, a promotion): decide
+            // the next step now rather than at the next period.
+            r = members.changed() => if r.is_err() { return },
         }
         if !ctx.control.is_leader() {
             if engine.leader_since().is_some() {

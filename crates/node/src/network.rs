@@ -91,6 +91,9 @@ pub fn net_table(state: &ClusterState, this_node: u64, observed: &BTreeMap<u64, 
 /// the current term that reports itself primary of it — a stale primary, or a promoted
 /// replica before it says so, gets nothing — and is single-writer: connections to a
 /// member that loses it are cut. `-ro` leads to answering replicas, `-r` to both.
+/// `-wal` (the `-rw` address, port 5433) is what replicas stream from: the same primary
+/// as `-rw`, but not cut, so a primary shutting down for a switchover still hands its
+/// last WAL to the standbys.
 pub fn database_services(
     state: &ClusterState,
     this_node: u64,
@@ -98,7 +101,7 @@ pub fn database_services(
 ) -> Vec<ServiceNet> {
     let mut out = Vec::new();
     for (name, rec) in &state.desired.databases {
-        let (mut rw, mut ro, mut any) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rw, mut ro, mut any, mut wal) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, node) in rec.members.iter().enumerate() {
             let i = i as u32;
             let Some(st) = members.get(node).and_then(|v| v.iter().find(|m| &m.database == name && m.member == i))
@@ -120,20 +123,25 @@ pub fn database_services(
                 ready,
             };
             rw.push(endpoint(primary));
+            wal.push(endpoint(primary));
             ro.push(endpoint(replica));
             any.push(endpoint(primary || replica));
         }
-        let service = |suffix: &str, address: Ipv4Addr, endpoints: Vec<Endpoint>, single_writer: bool| ServiceNet {
-            project: rec.project.clone(),
-            name: format!("{name}-{suffix}"),
-            address,
-            ports: BTreeMap::from([("pg".to_string(), holdfast_postgres::POSTGRES_PORT)]),
-            endpoints,
-            single_writer,
+        let service = |suffix: &str, address: Ipv4Addr, port: u16, endpoints: Vec<Endpoint>, single_writer: bool| {
+            ServiceNet {
+                project: rec.project.clone(),
+                name: format!("{name}-{suffix}"),
+                address,
+                ports: BTreeMap::from([("pg".to_string(), port)]),
+                endpoints,
+                single_writer,
+            }
         };
-        out.push(service("rw", rec.addresses.rw, rw, true));
-        out.push(service("ro", rec.addresses.ro, ro, false));
-        out.push(service("r", rec.addresses.r, any, false));
+        out.push(service("rw", rec.addresses.rw, holdfast_postgres::POSTGRES_PORT, rw, true));
+        out.push(service("ro", rec.addresses.ro, holdfast_postgres::POSTGRES_PORT, ro, false));
+        out.push(service("r", rec.addresses.r, holdfast_postgres::POSTGRES_PORT, any, false));
+        // Replication: the primary, at the -rw address on its own port, never cut.
+        out.push(service("wal", rec.addresses.rw, holdfast_postgres::WAL_PORT, wal, false));
     }
     out
 }

@@ -112,6 +112,7 @@ fn instance_spec(
         stop_signal: spec.stop.signal.number(),
         stop_grace: Duration::from_millis(spec.stop.grace_ms),
         run_as: None,
+        stop_main_only: false,
     }
 }
 

@@ -221,3 +221,58 @@ pub async fn rewind(
     let args = vec![format!("--target-pgdata={}", dir.data().display()), format!("--source-server={source}")];
     run(bins, "pg_rewind", &args, &[("PGPASSWORD", superuser_password)], user, Duration::from_secs(3600)).await
 }
+
+/// What `pg_controldata` says of a stopped data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlData {
+    /// `Database cluster state`, e.g. `shut down`, `shut down in recovery`, `in production`.
+    pub state: String,
+    /// `Latest checkpoint location`: after a clean shutdown of a primary, the last WAL
+    /// record it wrote (its shutdown checkpoint).
+    pub checkpoint_lsn: u64,
+}
+
+impl ControlData {
+    /// Shut down cleanly as a primary: `checkpoint_lsn` is where its WAL ends.
+    pub fn clean_primary_shutdown(&self) -> bool {
+        self.state == "shut down"
+    }
+}
+
+/// Reads the control file of a stopped member.
+pub async fn control_data(bins: &Binaries, dir: &MemberDir, user: &OsUser) -> Result<ControlData, PgError> {
+    let out = run(bins, "pg_controldata", &[dir.data().display().to_string()], &[], user, Duration::from_secs(10)).await?;
+    parse_control_data(&out).ok_or_else(|| PgError::Answer(format!("unexpected pg_controldata output: {}", last_lines(&out, 3))))
+}
+
+/// The two fields of `pg_controldata` output holdfast needs.
+pub fn parse_control_data(text: &str) -> Option<ControlData> {
+    let field = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim_start_matches(':').trim().to_string()))
+    };
+    let state = field("Database cluster state")?;
+    let lsn = field("Latest checkpoint location")?;
+    Some(ControlData { state, checkpoint_lsn: parse_lsn(&lsn)? })
+}
+
+/// `0/3000060` → 0x3000060.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_data_fields() {
+        let text = "pg_control version number:            1300\nDatabase cluster state:               shut down\nLatest checkpoint location:           1/3000060\nLatest checkpoint's REDO location:    0/3000028\n";
+        assert_eq!(
+            parse_control_data(text),
+            Some(ControlData { state: "shut down".into(), checkpoint_lsn: (1 << 32) | 0x3000060 })
+        );
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("x"), None);
+    }
+}

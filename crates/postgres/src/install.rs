@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::PgError;
 
 /// The programs a member needs.
-pub const PROGRAMS: [&str; 5] = ["postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_ctl"];
+pub const PROGRAMS: [&str; 6] = ["postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_ctl", "pg_controldata"];
 
 /// A PostgreSQL installation.
 #[derive(Debug, Clone, PartialEq, Eq)]

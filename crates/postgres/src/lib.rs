@@ -25,6 +25,11 @@ pub use error::PgError;
 /// The port every database endpoint (`<db>-rw`, `-ro`, `-r`) listens on at its service
 /// address.
 pub const POSTGRES_PORT: u16 = 5432;
+/// The port replicas stream WAL from, at the database's `-rw` address (`<db>-wal`): it
+/// leads to the current primary like `-rw`, but its connections are not cut when the
+/// primary changes — a primary being switched over still sends its last WAL to the
+/// standbys as it shuts down.
+pub const WAL_PORT: u16 = 5433;
 /// The superuser role holdfast administers members with.
 pub const SUPERUSER: &str = "holdfast";
 /// The role replicas stream WAL as.

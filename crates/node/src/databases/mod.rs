@@ -227,7 +227,13 @@ async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
         }
         ctx.dbs.set_status(&key, status);
         if again {
-            continue; // a transition (promotion, start after a clone): look again at once
+            // A transition (a promotion, a stop under way): look again at once, or
+            // after a short breath while the agent stops postgres.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            continue;
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -365,6 +371,18 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
         }
     }
     st.port = if running { port } else { None };
+    if !running && marker.primary_term > 0 && matches!(st.role, MemberRole::Fenced | MemberRole::Stopped) {
+        // A stopped primary: where its WAL ends, once it shut down cleanly, so the
+        // leader can tell when a switchover target holds all of it.
+        st.term = marker.primary_term;
+        if let Ok(cd) = datadir::control_data(&m.bins, &m.dir, &m.user).await {
+            if cd.clean_primary_shutdown() {
+                st.lsn = cd.checkpoint_lsn;
+            }
+        }
+    }
+    // While postgres is being stopped, look again soon (a switchover waits for it).
+    let again = again || (matches!(step, Step::Stop { .. }) && running);
     (st, again)
 }
 
@@ -535,7 +553,7 @@ fn write_conf(m: &Member<'_>, standby: bool, sync: String) -> Result<bool, Strin
     let rw = rec.addresses.rw.to_string();
     let upstream = standby.then(|| Upstream {
         host: &rw,
-        port: holdfast_postgres::POSTGRES_PORT,
+        port: holdfast_postgres::WAL_PORT,
         password: &rec.credentials.replication,
         slot: &slot,
     });
@@ -607,6 +625,7 @@ fn instance_spec(m: &Member<'_>) -> InstanceSpec {
     // SIGINT: PostgreSQL's fast shutdown (sessions end at once, WAL goes to the standbys,
     // a checkpoint is written).
     spec.stop_signal = 2;
+    spec.stop_main_only = true;
     spec.stop_grace = Duration::from_secs(30);
     spec.run_as = Some(RunAs { uid: m.user.uid, gid: m.user.gid });
     spec

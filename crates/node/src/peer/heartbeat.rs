@@ -156,9 +156,20 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     let applied = Arc::new(AtomicU64::new(0));
     let mut roles = ctx.dbs.subscribe_roles();
     let mut seq = 0u64;
+    let mut awaiting_since: Option<Instant> = None;
     loop {
-        // The period follows the cluster's settings as they change.
-        let period = ctx.heartbeat_period();
+        // The period follows the cluster's settings as they change; while a database's
+        // new primary has not been heard of yet, answers are fetched every 50 ms so this
+        // node's proxies route to it as soon as it takes writes.
+        let awaiting = awaiting_primary(&ctx).await;
+        let since = *awaiting_since.get_or_insert_with(Instant::now);
+        if !awaiting {
+            awaiting_since = None;
+        }
+        // At most 10 s of fast answers per wait (a promotion that does not finish is
+        // reported by the database runner; this node goes back to its period).
+        let fast = awaiting && since.elapsed() < Duration::from_secs(10);
+        let period = if fast { FAST_PERIOD } else { ctx.heartbeat_period() };
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
@@ -172,6 +183,36 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
             ctx.workers.report(WORKER, pass);
         });
     }
+}
+
+/// The heartbeat period while a new primary is awaited.
+const FAST_PERIOD: Duration = Duration::from_millis(50);
+
+/// Whether some database's primary of the current term has not reported itself primary
+/// in this node's view (a failover or switchover is under way). Not on the leader, whose
+/// view is fresh.
+async fn awaiting_primary(ctx: &NodeContext) -> bool {
+    if ctx.control.is_leader() {
+        return false;
+    }
+    let state = ctx.control.state();
+    if state.desired.databases.is_empty() {
+        return false;
+    }
+    let live = ctx.liveness.lock().await;
+    state.desired.databases.iter().any(|(name, rec)| {
+        let Some(node) = rec.primary_node() else { return false };
+        let reported = live.db_view.get(&node).is_some_and(|v| {
+            v.iter().any(|m| {
+                &m.database == name
+                    && m.member == rec.primary
+                    && m.role == holdfast_api::peer::MemberRole::Primary
+                    && m.term == rec.term
+            })
+        });
+        // Only while the primary's node is alive (a dead one never reports).
+        !reported && state.nodes.get(&node).is_some_and(|n| !n.down) && live.db_view.contains_key(&node)
+    })
 }
 
 /// The part of members' reports routing depends on.
