@@ -141,6 +141,10 @@ pub struct JoinRequest {
     /// The id of the joining node's start (see [`StartLabels`]).
     #[serde(default)]
     pub start_id: u64,
+    /// What the joining machine offers (`postgres` → major version), so a database can
+    /// be placed on it as soon as it is a member.
+    #[serde(default)]
+    pub software: BTreeMap<String, String>,
 }
 
 /// `POST /join` answer.

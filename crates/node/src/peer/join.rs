@@ -81,6 +81,7 @@ async fn join_inner(ctx: &NodeContext, body: &[u8]) -> Result<JoinReply, JoinErr
     let node = NodeRecord {
         labels: req.labels.clone(),
         labels_start_id: req.start_id,
+        software: req.software.clone(),
         cert_fingerprint,
         ..NodeRecord::new(node_id, &req.name, addr.to_string(), &req.site, &req.arch, req.capacity)
     };
@@ -143,6 +144,9 @@ pub async fn perform_join(
         public_key_pem: key.public_key_pem().map_err(|e| fail(e.to_string()))?,
         labels: start_labels.labels.clone(),
         start_id: start_labels.start_id,
+        software: crate::databases::local_postgres_major()
+            .map(|major| std::collections::BTreeMap::from([("postgres".to_string(), major)]))
+            .unwrap_or_default(),
     };
     let tls = holdfast_pki::tls::pinned_client_config(&token.ca).map_err(|e| fail(e.to_string()))?;
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
