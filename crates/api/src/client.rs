@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::{
-    DatabaseUrlResponse, DatabasesResponse, DeployRequest, ErrorBody, NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodesResponse, PlanResponse,
-    ScaleRequest, SettingsChange, SettingsView, StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
+    DatabaseUrlResponse, DatabasesResponse, DeployRequest, ErrorBody, NodeActionResponse, NodeLabelsRequest,
+    NodeLabelsResponse, NodesResponse, PlanResponse, ScaleRequest, SettingsChange, SettingsView, StatusResponse,
+    SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
 };
 
 /// Why a call failed.

@@ -85,11 +85,9 @@ pub async fn run(g: &Global, cmd: DbCmd) -> Result<ExitCode> {
         }
         DbCmd::Psql(a) => {
             let r = client(g)?.database_url(&a.name, "admin", None).await?;
-            let status = std::process::Command::new("psql")
-                .arg(&r.url)
-                .args(&a.args)
-                .status()
-                .map_err(|e| anyhow!("cannot run psql ({e}); install PostgreSQL's client (Debian: postgresql-client)"))?;
+            let status = std::process::Command::new("psql").arg(&r.url).args(&a.args).status().map_err(|e| {
+                anyhow!("cannot run psql ({e}); install PostgreSQL's client (Debian: postgresql-client)")
+            })?;
             Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1) as u8) })
         }
         DbCmd::Switchover(a) => switchover(g, a).await,
@@ -119,7 +117,8 @@ async fn status(g: &Global, a: StatusArgs) -> Result<ExitCode> {
 
 /// One database for people.
 pub fn render(d: &DatabaseView) -> String {
-    let mode = if d.sync == 0 { "async".to_string() } else { format!("sync ANY {} (on loss: {})", d.sync, d.on_sync_loss) };
+    let mode =
+        if d.sync == 0 { "async".to_string() } else { format!("sync ANY {} (on loss: {})", d.sync, d.on_sync_loss) };
     let mut out = format!(
         "{} ({}, project {}): {} instance(s), {mode}, term {}, primary member {} on {}\n",
         d.name, d.engine, d.project, d.instances, d.term, d.primary, d.primary_node
@@ -172,7 +171,8 @@ async fn switchover(g: &Global, a: SwitchoverArgs) -> Result<ExitCode> {
     let started = Instant::now();
     loop {
         let dbs = c.databases().await?;
-        let d = dbs.databases.iter().find(|d| d.name == a.name).ok_or_else(|| anyhow!("database `{}` is gone", a.name))?;
+        let d =
+            dbs.databases.iter().find(|d| d.name == a.name).ok_or_else(|| anyhow!("database `{}` is gone", a.name))?;
         let primary_ok = d.members.iter().any(|m| m.member == d.primary && m.role == "primary" && m.term == d.term);
         if d.term > r.from_term && primary_ok {
             println!(

@@ -65,11 +65,13 @@ fn wait_healthy(n: &Node, replicas: usize, within: Duration) -> Value {
     })
 }
 
+/// One write attempt: (row, started, finished, acknowledged).
+type Attempt = (u64, Instant, Instant, bool);
+
 /// A write loop through the `-rw` URL: one row per statement, every one counted.
 struct Writer {
     stop: Arc<AtomicBool>,
-    /// (row, started, finished, acknowledged)
-    log: Arc<Mutex<Vec<(u64, Instant, Instant, bool)>>>,
+    log: Arc<Mutex<Vec<Attempt>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -107,7 +109,7 @@ impl Writer {
         Some(back.2.duration_since(log[first_fail].1))
     }
 
-    fn stop(mut self) -> Vec<(u64, Instant, Instant, bool)> {
+    fn stop(mut self) -> Vec<Attempt> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -212,7 +214,11 @@ fn a_switchover_under_load_loses_nothing() {
     let outage = writer.outage();
     let log = writer.stop();
     let acked: Vec<u64> = log.iter().filter(|e| e.3).map(|e| e.0).collect();
-    eprintln!("switchover: {} acknowledged, {} failed; pause {outage:?}", acked.len(), log.iter().filter(|e| !e.3).count());
+    eprintln!(
+        "switchover: {} acknowledged, {} failed; pause {outage:?}",
+        acked.len(),
+        log.iter().filter(|e| !e.3).count()
+    );
     assert_eq!(missing(&url, &acked), Vec::<u64>::new(), "acknowledged writes lost in a switchover");
     let after = wait_healthy(&c[0], 2, Duration::from_secs(60));
     assert_eq!(after["primary_node"], to.as_str(), "{after}");
@@ -226,7 +232,9 @@ fn bad_database_specs_are_refused_with_their_place_and_nothing_changes() {
     let bad = "databases:\n  db:\n    engine: mysql\n    instances: 0\n    users: [Bad-Name]\n    parameters: {max_conection: \"10\", port: \"1\"}\n";
     let (ok, out, err) = c[0].deploy_yaml("bad.yaml", bad);
     assert!(!ok, "{out}");
-    for needle in ["bad.yaml:3", "engine", "postgres", "instances", "Bad-Name", "max_connections", "managed by holdfast"] {
+    for needle in
+        ["bad.yaml:3", "engine", "postgres", "instances", "Bad-Name", "max_connections", "managed by holdfast"]
+    {
         assert!(err.contains(needle), "`{needle}` in:\n{err}");
     }
     let st = c[0].cli_json(&["db", "status"]).expect("status");

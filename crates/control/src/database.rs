@@ -219,7 +219,9 @@ fn decide_one(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
             return;
         }
         match silent {
-            Some(s) => (format!("primary {primary_name} silent for {}", secs(s)), format!("primary {primary_name} silent")),
+            Some(s) => {
+                (format!("primary {primary_name} silent for {}", secs(s)), format!("primary {primary_name} silent"))
+            }
             None => {
                 let r = format!("primary {primary_name} not heard since this leader took over");
                 (r.clone(), r)

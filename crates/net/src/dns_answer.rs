@@ -184,7 +184,8 @@ mod tests {
             name: name.into(),
             address: Ipv4Addr::new(127, 77, 0, last),
             ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect::<BTreeMap<_, _>>(),
-            endpoints: vec![], single_writer: false,
+            endpoints: vec![],
+            single_writer: false,
         };
         NetTable {
             services: vec![

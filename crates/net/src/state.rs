@@ -122,7 +122,8 @@ mod tests {
                 name: "web".into(),
                 address: Ipv4Addr::new(127, 77, 0, 1),
                 ports: [("http".to_string(), 8080), ("admin".to_string(), 9000)].into(),
-                endpoints, single_writer: false,
+                endpoints,
+                single_writer: false,
             }],
             routes: vec![
                 Route { host: "a".into(), path: "/".into(), service: "web".into(), port: "http".into() },

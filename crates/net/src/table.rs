@@ -106,7 +106,8 @@ mod tests {
             name: name.into(),
             address: Ipv4Addr::from(addr),
             ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
-            endpoints: vec![], single_writer: false,
+            endpoints: vec![],
+            single_writer: false,
         }
     }
 

@@ -283,9 +283,7 @@ impl Node {
             dialer: std::sync::Arc::new(tunnel::TunnelDialer(links)),
             lease: {
                 let (lease, control) = (ctx.lease.clone(), ctx.control.clone());
-                std::sync::Arc::new(move || {
-                    lease.held(Duration::from_millis(control.state().settings.db_lease_ms))
-                })
+                std::sync::Arc::new(move || lease.held(Duration::from_millis(control.state().settings.db_lease_ms)))
             },
             ..Default::default()
         })

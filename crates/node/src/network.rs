@@ -127,16 +127,15 @@ pub fn database_services(
             ro.push(endpoint(replica));
             any.push(endpoint(primary || replica));
         }
-        let service = |suffix: &str, address: Ipv4Addr, port: u16, endpoints: Vec<Endpoint>, single_writer: bool| {
-            ServiceNet {
+        let service =
+            |suffix: &str, address: Ipv4Addr, port: u16, endpoints: Vec<Endpoint>, single_writer: bool| ServiceNet {
                 project: rec.project.clone(),
                 name: format!("{name}-{suffix}"),
                 address,
                 ports: BTreeMap::from([("pg".to_string(), port)]),
                 endpoints,
                 single_writer,
-            }
-        };
+            };
         out.push(service("rw", rec.addresses.rw, holdfast_postgres::POSTGRES_PORT, rw, true));
         out.push(service("ro", rec.addresses.ro, holdfast_postgres::POSTGRES_PORT, ro, false));
         out.push(service("r", rec.addresses.r, holdfast_postgres::POSTGRES_PORT, any, false));

@@ -76,9 +76,9 @@ fn instance_spec(
             let value = match v {
                 EnvValue::Value(v) => Some(v.clone()),
                 // Validated at deploy: the database and user exist.
-                EnvValue::Url { url, endpoint, user } => databases
-                    .get(url)
-                    .and_then(|rec| crate::databases::url::url(rec, *endpoint, user.as_deref())),
+                EnvValue::Url { url, endpoint, user } => {
+                    databases.get(url).and_then(|rec| crate::databases::url::url(rec, *endpoint, user.as_deref()))
+                }
             };
             value.map(|v| (k.clone(), v))
         })

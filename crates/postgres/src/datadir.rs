@@ -241,8 +241,10 @@ impl ControlData {
 
 /// Reads the control file of a stopped member.
 pub async fn control_data(bins: &Binaries, dir: &MemberDir, user: &OsUser) -> Result<ControlData, PgError> {
-    let out = run(bins, "pg_controldata", &[dir.data().display().to_string()], &[], user, Duration::from_secs(10)).await?;
-    parse_control_data(&out).ok_or_else(|| PgError::Answer(format!("unexpected pg_controldata output: {}", last_lines(&out, 3))))
+    let out =
+        run(bins, "pg_controldata", &[dir.data().display().to_string()], &[], user, Duration::from_secs(10)).await?;
+    parse_control_data(&out)
+        .ok_or_else(|| PgError::Answer(format!("unexpected pg_controldata output: {}", last_lines(&out, 3))))
 }
 
 /// The two fields of `pg_controldata` output holdfast needs.

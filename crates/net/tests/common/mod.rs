@@ -259,7 +259,8 @@ pub fn service(project: &str, name: &str, ip: Ipv4Addr, port: u16, endpoints: Ve
         name: name.into(),
         address: ip,
         ports: BTreeMap::from([("http".to_string(), port)]),
-        endpoints, single_writer: false,
+        endpoints,
+        single_writer: false,
     }
 }
 

@@ -50,16 +50,18 @@ pub async fn url(
             format!("unknown endpoint `{endpoint}`: use rw (the primary), ro (replicas), r (any member) or admin"),
         ));
     };
-    crate::databases::url::url(rec, e, q.user.as_deref()).map(|url| Json(DatabaseUrlResponse { url })).ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!(
-                "database `{name}` has no user `{}` (users: {})",
-                q.user.unwrap_or_default(),
-                rec.spec.users.join(", ")
-            ),
-        )
-    })
+    crate::databases::url::url(rec, e, q.user.as_deref()).map(|url| Json(DatabaseUrlResponse { url })).ok_or_else(
+        || {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "database `{name}` has no user `{}` (users: {})",
+                    q.user.unwrap_or_default(),
+                    rec.spec.users.join(", ")
+                ),
+            )
+        },
+    )
 }
 
 /// `POST /v1/databases/{name}/switchover`.
@@ -68,24 +70,35 @@ pub async fn switchover(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<SwitchoverResponse>, ApiError> {
-    let req: SwitchoverRequest = if body.is_empty() { SwitchoverRequest::default() } else { json_body("switchover", &body)? };
+    let req: SwitchoverRequest =
+        if body.is_empty() { SwitchoverRequest::default() } else { json_body("switchover", &body)? };
     let state = ctx.control.read_linearizable().await?;
     let rec = state.desired.databases.get(&name).ok_or_else(|| unknown(&state, &name))?;
     if rec.members.len() < 2 {
-        return Err(ApiError(StatusCode::CONFLICT, format!("database `{name}` has one instance: there is nothing to switch over to")));
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("database `{name}` has one instance: there is nothing to switch over to"),
+        ));
     }
     if let Some(s) = &rec.switchover {
-        return Err(ApiError(StatusCode::CONFLICT, format!("a switchover of `{name}` is already in progress ({:?})", s.phase)));
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("a switchover of `{name}` is already in progress ({:?})", s.phase),
+        ));
     }
     let to = match &req.to {
         None => None,
         Some(node) => {
-            let id = state.nodes.values().find(|n| &n.name == node).map(|n| n.id).ok_or_else(|| {
-                ApiError(StatusCode::NOT_FOUND, format!("no node `{node}`"))
-            })?;
-            let member = rec.members.iter().position(|n| *n == id).ok_or_else(|| {
-                ApiError(StatusCode::CONFLICT, format!("node `{node}` runs no member of `{name}`"))
-            })? as u32;
+            let id = state
+                .nodes
+                .values()
+                .find(|n| &n.name == node)
+                .map(|n| n.id)
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node `{node}`")))?;
+            let member =
+                rec.members.iter().position(|n| *n == id).ok_or_else(|| {
+                    ApiError(StatusCode::CONFLICT, format!("node `{node}` runs no member of `{name}`"))
+                })? as u32;
             if member == rec.primary {
                 return Err(ApiError(StatusCode::CONFLICT, format!("the member on `{node}` is already the primary")));
             }
@@ -106,6 +119,10 @@ pub async fn switchover(
 
 fn unknown(state: &holdfast_state::ClusterState, name: &str) -> ApiError {
     let known: Vec<&str> = state.desired.databases.keys().map(String::as_str).collect();
-    let hint = if known.is_empty() { "no databases are deployed".to_string() } else { format!("databases: {}", known.join(", ")) };
+    let hint = if known.is_empty() {
+        "no databases are deployed".to_string()
+    } else {
+        format!("databases: {}", known.join(", "))
+    };
     ApiError(StatusCode::NOT_FOUND, format!("no database `{name}` ({hint})"))
 }

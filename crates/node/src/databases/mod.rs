@@ -310,7 +310,9 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
         .is_some_and(|s| matches!(s.state, InstanceState::Starting | InstanceState::Ready | InstanceState::Unready));
     let port = inst.as_ref().and_then(|s| s.ports.get("pg").copied());
     let admin = match (running, port) {
-        (true, Some(p)) => Admin::connect(&dir.socket(), p, &rec.credentials.superuser, Duration::from_secs(1)).await.ok(),
+        (true, Some(p)) => {
+            Admin::connect(&dir.socket(), p, &rec.credentials.superuser, Duration::from_secs(1)).await.ok()
+        }
         _ => None,
     };
     let probe = match &admin {
@@ -321,13 +323,9 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     let lease = Duration::from_millis(state.settings.db_lease_ms);
     let switchover_fence =
         rec.primary == key.1 && rec.switchover.as_ref().is_some_and(|s| s.phase == SwitchoverPhase::Fencing);
-    let want = Want { term: rec.term, primary: rec.primary == key.1, fenced: !ctx.lease.held(lease) || switchover_fence };
-    let have = Have {
-        marker: (&marker).into(),
-        data_exists: dir.data().exists(),
-        running,
-        probe,
-    };
+    let want =
+        Want { term: rec.term, primary: rec.primary == key.1, fenced: !ctx.lease.held(lease) || switchover_fence };
+    let have = Have { marker: (&marker).into(), data_exists: dir.data().exists(), running, probe };
     let step = member::next(want, have);
     let m = Member { key, rec, bins, user, dir, port, running };
     let outcome = execute(ctx, &m, &step, admin.as_ref(), probe, local).await;
@@ -337,7 +335,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
         Step::Init | Step::Clone | Step::Stop { .. } | Step::Rewind => false,
     };
     // A step that failed before anything ran leaves the instance as it was.
-    let keep_running = keep_running && !(outcome.is_err() && !running);
+    let keep_running = keep_running && (outcome.is_ok() || running);
     if ctx.lease.age().is_some() || keep_running {
         // Before the first contact with the leader a running (re-adopted) postgres is
         // left to the agent as it is: the fencing verdict needs the lease.
@@ -451,9 +449,16 @@ async fn execute(
                 m.dir.wipe_data().map_err(|e| e.to_string())?;
             }
             tracing::info!(database = %m.key.0, member = m.key.1, from = %rw, "cloning the primary (pg_basebackup)");
-            datadir::basebackup(&m.bins, &m.dir, &m.user, &rw, holdfast_postgres::POSTGRES_PORT, &rec.credentials.replication)
-                .await
-                .map_err(|e| e.to_string())?;
+            datadir::basebackup(
+                &m.bins,
+                &m.dir,
+                &m.user,
+                &rw,
+                holdfast_postgres::POSTGRES_PORT,
+                &rec.credentials.replication,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             write_conf(m, true, String::new())?;
             m.dir.set_marker(&Marker { ready: true, primary_term: 0 }).map_err(|e| e.to_string())?;
             Ok("cloned; starting as a replica".into())
@@ -491,7 +496,16 @@ async fn execute(
         }
         Step::Rewind => {
             tracing::info!(database = %m.key.0, member = m.key.1, "pg_rewind onto the current primary");
-            match datadir::rewind(&m.bins, &m.dir, &m.user, &rw, holdfast_postgres::POSTGRES_PORT, &rec.credentials.superuser).await {
+            match datadir::rewind(
+                &m.bins,
+                &m.dir,
+                &m.user,
+                &rw,
+                holdfast_postgres::POSTGRES_PORT,
+                &rec.credentials.superuser,
+            )
+            .await
+            {
                 Ok(_) => {
                     local.rewind_failures = 0;
                     write_conf(m, true, String::new())?;
@@ -588,9 +602,14 @@ async fn configure_primary(m: &Member<'_>, a: &Admin, local: &mut Local) -> Resu
     if local.configured.as_ref() == Some(&want) {
         return Ok(());
     }
-    a.ensure_roles(&rec.credentials.users, &rec.credentials.replication, &rec.spec.databases, rec.spec.users.first().map(String::as_str))
-        .await
-        .map_err(|e| e.to_string())?;
+    a.ensure_roles(
+        &rec.credentials.users,
+        &rec.credentials.replication,
+        &rec.spec.databases,
+        rec.spec.users.first().map(String::as_str),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let slots: Vec<String> =
         (0..rec.spec.instances).filter(|i| *i != m.key.1).map(|i| conf::slot_name(&m.key.0, i)).collect();
     let prefix = format!("{}_m", m.key.0.replace('-', "_"));

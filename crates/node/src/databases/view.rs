@@ -85,7 +85,11 @@ pub fn databases(
             warnings.push(format!(
                 "{} of {want_sync} synchronous standbys stream: {}",
                 streaming.len(),
-                if rec.spec.on_sync_loss == SyncLoss::Block { "commits wait" } else { "commits no longer wait (on_sync_loss: async)" }
+                if rec.spec.on_sync_loss == SyncLoss::Block {
+                    "commits wait"
+                } else {
+                    "commits no longer wait (on_sync_loss: async)"
+                }
             ));
         }
         out.push(DatabaseView {
@@ -100,7 +104,9 @@ pub fn databases(
             primary_node: rec.primary_node().map(node_name).unwrap_or_default(),
             endpoints: DbEndpoint::ALL
                 .iter()
-                .map(|e| (e.as_str().to_string(), format!("{}:{}", rec.addresses.get(*e), holdfast_postgres::POSTGRES_PORT)))
+                .map(|e| {
+                    (e.as_str().to_string(), format!("{}:{}", rec.addresses.get(*e), holdfast_postgres::POSTGRES_PORT))
+                })
                 .collect(),
             members: views,
             switchover: rec.switchover.as_ref().map(|s| {

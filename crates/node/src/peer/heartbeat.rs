@@ -216,12 +216,19 @@ async fn awaiting_primary(ctx: &NodeContext) -> bool {
 }
 
 /// The part of members' reports routing depends on.
-fn routing(members: &[MemberStatus]) -> Vec<(&str, u32, u64, holdfast_api::peer::MemberRole, bool, Option<u16>)> {
+/// (database, member, term, role, answering, port) of one report.
+type RoutingKey<'a> = (&'a str, u32, u64, holdfast_api::peer::MemberRole, bool, Option<u16>);
+
+fn routing(members: &[MemberStatus]) -> Vec<RoutingKey<'_>> {
     members.iter().map(|m| (m.database.as_str(), m.member, m.term, m.role, m.answering, m.port)).collect()
 }
 
 /// Wakes the networking loop when the members' routing-relevant reports changed.
-fn note_members(ctx: &NodeContext, before: &BTreeMap<NodeId, Vec<MemberStatus>>, after: &BTreeMap<NodeId, Vec<MemberStatus>>) {
+fn note_members(
+    ctx: &NodeContext,
+    before: &BTreeMap<NodeId, Vec<MemberStatus>>,
+    after: &BTreeMap<NodeId, Vec<MemberStatus>>,
+) {
     let same = before.len() == after.len()
         && before.iter().zip(after.iter()).all(|((a, x), (b, y))| a == b && routing(x) == routing(y));
     if !same {
