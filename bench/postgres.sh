@@ -80,13 +80,16 @@ drill() { # drill ROUND SYNC -> prints "window lost acked failed"
   kill -9 "$(cat "$dir/$victim/holdfast.pid")"
   kill -9 -- "-$pm" 2>/dev/null || true
   # the survivors' view: wait for writes, then a little more
-  for _ in $(seq 300); do
-    awk -F'\t' -v t0="$t0" '$1=="A" && $4>t0 {f=1} END {exit !f}' "$dir/writer.tsv" && break; sleep 0.1
+  # Writes are back once one is acknowledged that was sent after the first failure
+  # following the kill (writes in flight at the kill may still be acknowledged).
+  for _ in $(seq 600); do
+    awk -F'\t' -v t0="$t0" '$1=="F" && $3>t0 && !ff {ff=$3} $1=="A" && ff && $3>ff {ok=1} END {exit !ok}' "$dir/writer.tsv" && break
+    sleep 0.1
   done
   sleep 3; touch "$dir/stop"; wait "$writer" || true
   local survivor=n1; [ "$victim" = n1 ] && survivor=n2
   url=$(holdfast --data-dir "$dir/$survivor" db url db)
-  psql "$url" -Atc "SELECT id FROM t" >"$dir/ids.txt"
+  for _ in $(seq 50); do psql "$url" -Atc "SELECT id FROM t" >"$dir/ids.txt" 2>/dev/null && break; sleep 0.2; done
   python3 - "$dir/writer.tsv" "$dir/ids.txt" "$t0" >"$work/result-$1-$2" <<'PY'
 import sys
 acks=[]; fails=0
