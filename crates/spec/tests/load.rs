@@ -462,5 +462,8 @@ fn the_readme_spec_reference_is_a_valid_spec() {
     let web = &stack.services["web"];
     assert_eq!(web.placement.spread, Spread::Sites);
     assert_eq!(web.placement.node_selector["gpu"], "true");
-    assert_eq!(web.placement.anti_affinity, ["db"]);
+    assert_eq!(web.placement.anti_affinity, ["worker"]);
+    let db = &stack.databases["db"];
+    assert_eq!((db.instances, db.sync), (3, 1));
+    assert!(matches!(&web.env["DATABASE_URL"], holdfast_spec::EnvValue::Url { url, .. } if url == "db"));
 }
