@@ -328,7 +328,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     let have = Have { marker: (&marker).into(), data_exists: dir.data().exists(), running, probe };
     let step = member::next(want, have);
     let m = Member { key, rec, bins, user, dir, port, running };
-    let outcome = execute(ctx, &m, &step, admin.as_ref(), probe, local).await;
+    let outcome = execute(&m, &step, admin.as_ref(), probe, local).await;
     let keep_running = match &step {
         Step::Run { .. } | Step::Promote { .. } => true,
         Step::Wait { .. } => running && !want.fenced,
@@ -424,7 +424,6 @@ fn describe(step: &Step) -> String {
 }
 
 async fn execute(
-    ctx: &NodeContext,
     m: &Member<'_>,
     step: &Step,
     admin: Option<&Admin>,
@@ -532,7 +531,6 @@ async fn execute(
             a.promote().await.map_err(|e| e.to_string())?;
             m.dir.set_marker(&Marker { ready: true, primary_term: *term }).map_err(|e| e.to_string())?;
             local.configured = None;
-            let _ = ctx;
             Ok(format!("promoted (term {term})"))
         }
         Step::Wait { why } => Ok(format!("waiting: {why}")),

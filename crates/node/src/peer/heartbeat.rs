@@ -43,6 +43,21 @@ pub struct Liveness {
 }
 
 impl Liveness {
+    /// Every node's instances as last heard (the leader's view).
+    pub fn heard_instances(&self) -> BTreeMap<NodeId, Vec<InstanceStatus>> {
+        self.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect()
+    }
+
+    /// Every node's database members as last heard, leaving out nodes not heard within
+    /// `within` when given (the leader's view).
+    pub fn heard_members(&self, within: Option<Duration>) -> BTreeMap<NodeId, Vec<MemberStatus>> {
+        self.seen
+            .iter()
+            .filter(|(_, (at, _))| within.is_none_or(|w| at.elapsed() < w))
+            .map(|(id, (_, h))| (*id, h.databases.clone()))
+            .collect()
+    }
+
     /// Milliseconds since the node was last heard from.
     pub fn last_seen_ms(&self, id: NodeId) -> Option<u64> {
         self.seen.get(&id).map(|(t, _)| t.elapsed().as_millis() as u64)
@@ -114,8 +129,7 @@ pub async fn handle(State(ctx): State<NodeContext>, body: Bytes) -> Response {
         ctx.members_changed.send_modify(|n| *n += 1);
     }
     live.seen.insert(hb.node.id, (Instant::now(), hb));
-    let instances = live.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect();
-    let databases = live.seen.iter().map(|(id, (_, h))| (*id, h.databases.clone())).collect();
+    let (instances, databases) = (live.heard_instances(), live.heard_members(None));
     Json(HeartbeatReply { v: PEER_VERSION, instances, stale, revision: state.revision, databases }).into_response()
 }
 
@@ -244,10 +258,8 @@ async fn beat(ctx: &NodeContext, seq: u64, applied: &AtomicU64) -> Pass {
         let hb = own_heartbeat(ctx);
         let mut live = ctx.liveness.lock().await;
         live.seen.insert(ctx.identity.node_id, (Instant::now(), hb));
-        let view = live.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect();
-        live.view = view;
-        let db_view: BTreeMap<NodeId, Vec<MemberStatus>> =
-            live.seen.iter().map(|(id, (_, h))| (*id, h.databases.clone())).collect();
+        live.view = live.heard_instances();
+        let db_view = live.heard_members(None);
         note_members(ctx, &live.db_view, &db_view);
         live.db_view = db_view;
         drop(live);
@@ -307,7 +319,7 @@ pub async fn observed_by_node(ctx: &NodeContext) -> BTreeMap<NodeId, Vec<Instanc
     let mut view = {
         let live = ctx.liveness.lock().await;
         if ctx.control.is_leader() && !live.seen.is_empty() {
-            live.seen.iter().map(|(id, (_, h))| (*id, h.instances.clone())).collect()
+            live.heard_instances()
         } else {
             live.view.clone()
         }
@@ -324,12 +336,7 @@ pub async fn members_by_node(ctx: &NodeContext) -> BTreeMap<NodeId, Vec<MemberSt
         if ctx.control.is_leader() && !live.seen.is_empty() {
             // A node not heard within the database lease: its reports are not current
             // (its primary may be fenced or dead) and route nothing.
-            let lease = Duration::from_millis(ctx.control.state().settings.db_lease_ms);
-            live.seen
-                .iter()
-                .filter(|(_, (at, _))| at.elapsed() < lease)
-                .map(|(id, (_, h))| (*id, h.databases.clone()))
-                .collect()
+            live.heard_members(Some(Duration::from_millis(ctx.control.state().settings.db_lease_ms)))
         } else {
             live.db_view.clone()
         }
