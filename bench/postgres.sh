@@ -2,7 +2,7 @@
 # Managed PostgreSQL failover drill, one command:  bash bench/postgres.sh
 # Prints a table and writes bench/results/postgres-<date>.json.
 #   - holdfast: 3 nodes on loopback (127.0.78.x), a 3-instance database; a client
-#     (bench/pg_writer.py, psycopg2) inserts one row every 10 ms through the `-rw` URL;
+#     (bench/pg_writer.py, psycopg 3) inserts one row every 10 ms through the `-rw` URL;
 #     the primary's whole machine is SIGKILLed (daemon and every postgres process) and the
 #     write-unavailability window (last acknowledged write before the kill to the first
 #     after it) and the acknowledged writes missing afterwards are counted; sync: 1 and
@@ -16,15 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-3}
 for tool in psql pgbench python3 curl; do command -v "$tool" >/dev/null || { echo "bench/postgres.sh needs $tool"; exit 1; }; done
-# The writer runs on Debian's python3 with Debian's psycopg2 (a pyenv python3 first in
-# PATH would not have it).
-py_with_psycopg2() { for p in /usr/bin/python3 python3; do "$p" -c 'import psycopg2' 2>/dev/null && { echo "$p"; return; }; done; }
-PY=$(py_with_psycopg2)
-if [ -z "$PY" ]; then
-  [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-psycopg2 >/dev/null || true
-  PY=$(py_with_psycopg2)
-  [ -n "$PY" ] || { echo "bench/postgres.sh needs python3-psycopg2"; exit 1; }
-fi
+# The writer is psycopg 3 from PyPI in a virtualenv (scripts/pyenv.sh).
+PY=$(bash scripts/pyenv.sh)
 cargo build --release --quiet --bins
 BIN="$PWD/target/release"
 export PATH="$BIN:$PATH"

@@ -27,6 +27,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
+# psycopg 3 from PyPI: the fault tests' writer is a client from another ecosystem.
+HOLDFAST_TEST_PYTHON=$(bash scripts/pyenv.sh)
+export HOLDFAST_TEST_PYTHON
+
 filter=()
 if [ "${1:-}" = "--" ]; then shift; filter=("$@"); fi
 

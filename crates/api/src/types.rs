@@ -256,6 +256,20 @@ pub struct WorkersResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatabasesResponse {
     pub databases: Vec<DatabaseView>,
+    /// The answering node's lease: whether it may serve as a primary and forward writes
+    /// now (it reaches the control plane's quorum with a current state), and how long
+    /// ago it was last renewed.
+    #[serde(default)]
+    pub lease: Option<LeaseView>,
+}
+
+/// A node's database lease (see `DatabasesResponse::lease`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseView {
+    pub node: String,
+    pub held: bool,
+    /// Milliseconds since the last renewal that counts (`None`: never renewed).
+    pub renewed_ms_ago: Option<u64>,
 }
 
 /// One managed database as the cluster runs it.

@@ -21,7 +21,8 @@ pub enum DbCmd {
     /// Print a connection URL with its password (for operators and scripts).
     ///
     /// `--endpoint rw` (default) reaches the primary, `ro` the replicas only, `r` any
-    /// member; every node serves these addresses. Example:
+    /// member; every node serves these addresses. `admin` is the superuser's URL on the
+    /// primary (what `db psql` uses). Example:
     ///   psql "$(holdfast db url db --endpoint ro)"
     Url(UrlArgs),
     /// Open psql as the database's superuser on the primary (needs psql installed).
@@ -44,8 +45,9 @@ pub struct UrlArgs {
     /// A user of the database (default: its first user).
     #[arg(long)]
     pub user: Option<String>,
-    /// rw (the primary), ro (replicas only) or r (any member).
-    #[arg(long, default_value = "rw", value_parser = ["rw", "ro", "r"])]
+    /// rw (the primary), ro (replicas only), r (any member), or admin (the superuser,
+    /// on the primary).
+    #[arg(long, default_value = "rw", value_parser = ["rw", "ro", "r", "admin"])]
     pub endpoint: String,
 }
 
@@ -111,6 +113,17 @@ async fn status(g: &Global, a: StatusArgs) -> Result<ExitCode> {
     }
     for d in &r.databases {
         print!("{}", render(d));
+    }
+    if let Some(l) = r.lease.as_ref().filter(|_| !r.databases.is_empty()) {
+        let ago = l.renewed_ms_ago.map_or("never renewed".to_string(), |ms| format!("renewed {ms} ms ago"));
+        if l.held {
+            println!("this node ({}) holds its lease ({ago}): it forwards writes to the primary", l.node);
+        } else {
+            println!(
+                "this node ({}) holds NO lease ({ago}): it cannot reach the control plane's quorum with a current state, so it forwards no writes and serves no primary",
+                l.node
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -112,7 +112,9 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .map_err(|e| anyhow!("invalid --log-level `{}`: {e}", args.log_level))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 
     let reexecuted = std::env::var_os(REEXEC_ENV).is_some();
     // A bad spec fails before anything starts.

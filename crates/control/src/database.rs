@@ -18,18 +18,22 @@
 //! highest `replay_lsn`, then the lowest member index. A replica still configured for an
 //! older term is a candidate too (its data is what counts).
 //!
-//! **Safety.** With `sync: k` of `n` standbys, an acknowledged commit is on at least `k`
-//! standbys, so any `n - k + 1` standbys include one holding it: the leader promotes only
-//! when that many candidates report, and picks the most advanced. `on_sync_loss: async`
+//! **Safety.** With `sync: k` of `n` synchronous standbys (the old primary's
+//! `DatabaseRecord::sync_standbys`), an acknowledged commit is on at least `k` of them,
+//! so any `n - k + 1` include one holding it: the leader promotes only when that many of
+//! them report as candidates, and picks the most advanced candidate (by timeline, then
+//! the WAL it holds: received or replayed, whichever is further). `on_sync_loss: async`
 //! changes only what the primary does while standbys are missing (the node side), not
 //! this rule. Without `sync`, the most advanced reachable replica is promoted and the
 //! note says how many bytes behind the old primary's last report it was.
 //!
 //! **Switchover** (`record.switchover`): `Requested` → the leader checks the target (or
 //! picks the best replica) and moves it to `Fencing`; the primary's node stops taking
-//! writes and reports `Fenced`/`Stopped` with its final `lsn`; once the target's `lsn`
-//! or `replay_lsn` reaches it, the target is promoted with the next term (which ends the
-//! switchover). A target not caught up within [`SWITCHOVER_TIMEOUT_MS`] of fencing (as
+//! writes and reports `Fenced`/`Stopped` with its final `lsn` (where its shutdown
+//! checkpoint record starts); once the target has *replayed past* it (`replay_lsn`
+//! beyond it: the record itself is replayed, so the old primary holds no WAL the target
+//! lacks and rejoins without a rewind), the target is promoted with the next term (which
+//! ends the switchover). A target not caught up within [`SWITCHOVER_TIMEOUT_MS`] of fencing (as
 //! this leader measures it) aborts: the switchover is cleared, and the primary takes
 //! writes again in the same term.
 //!
@@ -135,7 +139,10 @@ impl View<'_> {
     fn candidates(&self) -> Vec<&MemberReport> {
         let mut c: Vec<&MemberReport> = (0..self.rec.members.len() as u32).filter_map(|m| self.candidate(m)).collect();
         c.sort_by(|a, b| {
-            (b.timeline, b.lsn, b.replay_lsn).cmp(&(a.timeline, a.lsn, a.replay_lsn)).then(a.member.cmp(&b.member))
+            // The WAL a standby holds is the further of received and replayed: a WAL
+            // receiver that restarts reports its segment's start as received.
+            let held = |r: &MemberReport| (r.timeline, r.lsn.max(r.replay_lsn), r.replay_lsn);
+            held(b).cmp(&held(a)).then(a.member.cmp(&b.member))
         });
         c
     }
@@ -253,14 +260,18 @@ fn decide_one(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
     }
 
     let candidates = v.candidates();
-    let standbys = rec.members.len().saturating_sub(1) as u32;
+    // The standbys the old primary's commits waited for: `n - k + 1` of those `n`
+    // include one with every acknowledged commit, and the most advanced candidate is at
+    // least as far.
+    let set = rec.sync_standbys(rec.primary);
+    let standbys = set.len() as u32;
     let sync = rec.spec.sync.min(standbys);
     if sync > 0 {
         let need = standbys - sync + 1;
-        if (candidates.len() as u32) < need {
+        let heard = candidates.iter().filter(|c| set.contains(&c.member)).count() as u32;
+        if heard < need {
             out.push(DbDecision::Recurring(Note::warn(format!(
-                "{name}: {stable}; heard from {} of {standbys} standbys, need {need} to be sure no acknowledged commit is lost; waiting",
-                candidates.len()
+                "{name}: {stable}; heard from {heard} of {standbys} synchronous standbys, need {need} to be sure no acknowledged commit is lost; waiting"
             ))));
             return;
         }
@@ -341,7 +352,7 @@ fn fencing(v: &View<'_>, sw: &Switchover, memory: &mut DbMemory, out: &mut Vec<D
         .filter(|lsn| *lsn > 0);
     let target_report = v.candidate(target);
     if let (Some(final_lsn), Some(t)) = (stopped_at, target_report) {
-        if t.lsn >= final_lsn || t.replay_lsn >= final_lsn {
+        if t.replay_lsn > final_lsn {
             memory.fencing_since.remove(name);
             out.push(DbDecision::Propose(Box::new(v.promote(target))));
             out.push(DbDecision::Note(Note::info(format!(

@@ -776,10 +776,20 @@ fn sync_promotes_only_with_enough_standbys_reporting() {
     w.after(1600).all_seen_but(&[2, 4]).check(&[]);
     assert_eq!(
         w.notes(),
-        ["warn: db: primary n2 silent; heard from 1 of 2 standbys, need 2 to be sure no acknowledged commit is lost; waiting"]
+        ["warn: db: primary n2 silent; heard from 1 of 2 synchronous standbys, need 2 to be sure no acknowledged commit is lost; waiting"]
     );
     w.after(300).all_seen_but(&[2]).check(&["promote db member 2 on n4, term 2"]);
     assert_eq!(w.notes(), ["info: db: promoting member 2 on n4 (term 1 → 2): primary n2 silent for 1.9 s"]);
+}
+
+#[test]
+fn the_standby_holding_more_wal_wins_even_when_its_receiver_restarted() {
+    // n4's WAL receiver restarted (received falls back to its segment's start) but it
+    // replayed further than n3 received: n4 holds more WAL and is promoted.
+    let mut w = db_world(", sync: 1");
+    w.member_at(3, 1, MemberRole::Replica, 1, 1, 990, 980, true);
+    w.member_at(4, 2, MemberRole::Replica, 1, 1, 512, 995, true);
+    w.after(1600).all_seen_but(&[2]).check(&["promote db member 2 on n4, term 2"]);
 }
 
 #[test]
@@ -868,9 +878,12 @@ fn a_switchover_fences_the_primary_then_promotes_the_caught_up_target() {
     ask_switchover(&mut w, Some(1));
     w.after(300).all_seen_but(&[]).check(&["switchover db: Fencing to member Some(1)"]);
     assert_eq!(w.notes(), ["info: db: switchover to member 1 on n3: fencing the primary on n2"]);
-    // The primary stops at lsn 1000; member 1 is still behind.
+    // The primary's shutdown checkpoint starts at lsn 1000; member 1 is still behind.
     w.member(2, 0, MemberRole::Fenced, 1, 1000).after(300).all_seen_but(&[]).check(&[]);
-    w.member(3, 1, MemberRole::Replica, 1, 1000)
+    // Received up to the record's start is not enough: promoting then would fork the
+    // timeline before the old primary's last record (it could not rejoin without a rewind).
+    w.member(3, 1, MemberRole::Replica, 1, 1000).after(300).all_seen_but(&[]).check(&[]);
+    w.member(3, 1, MemberRole::Replica, 1, 1114)
         .after(300)
         .all_seen_but(&[])
         .check(&["promote db member 1 on n3, term 2"]);

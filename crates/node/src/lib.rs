@@ -283,7 +283,10 @@ impl Node {
             dialer: std::sync::Arc::new(tunnel::TunnelDialer(links)),
             lease: {
                 let (lease, control) = (ctx.lease.clone(), ctx.control.clone());
-                std::sync::Arc::new(move || lease.held(Duration::from_millis(control.state().settings.db_lease_ms)))
+                std::sync::Arc::new(move || {
+                    let state = control.state();
+                    lease.held(Duration::from_millis(state.settings.db_lease_ms), state.revision)
+                })
             },
             ..Default::default()
         })

@@ -145,6 +145,50 @@ pub fn database_services(
     out
 }
 
+/// Why each database's `-rw` endpoint has no member right now (empty when it has its
+/// primary): one line per database, naming what each member looks like from here.
+pub fn rw_gaps(state: &ClusterState, this_node: u64, members: &BTreeMap<u64, Vec<MemberStatus>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, rec) in &state.desired.databases {
+        let mut why = Vec::new();
+        let mut ok = false;
+        for (i, node) in rec.members.iter().enumerate() {
+            let i = i as u32;
+            let who = format!("member {i} on {}", state.node_name(*node));
+            let st = members.get(node).and_then(|v| v.iter().find(|m| &m.database == name && m.member == i));
+            let down = *node != this_node && state.nodes.get(node).is_none_or(|n| n.down);
+            match st {
+                None => why.push(format!("{who}: no report heard")),
+                Some(st) if i == rec.primary => {
+                    if st.role == MemberRole::Primary
+                        && st.term == rec.term
+                        && st.answering
+                        && st.port.is_some()
+                        && !down
+                    {
+                        ok = true;
+                    } else {
+                        why.push(format!(
+                            "{who} (the primary of term {}): reports {:?} of term {}, {}{}{}",
+                            rec.term,
+                            st.role,
+                            st.term,
+                            if st.answering { "answering" } else { "not answering" },
+                            if st.port.is_none() { ", no port" } else { "" },
+                            if down { ", its node is down" } else { "" }
+                        ))
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if !ok {
+            out.push(format!("{name}-rw has no endpoint: {}", why.join("; ")));
+        }
+    }
+    out
+}
+
 /// The remote endpoint ports of `table` by peer: the links this node needs and the ports
 /// to check through them.
 pub fn remote_ports(table: &NetTable) -> BTreeMap<String, BTreeSet<u16>> {
@@ -187,6 +231,7 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
     let mut links = ctx.links.subscribe();
     let mut members_changed = ctx.members_changed.subscribe();
     let mut last = NetTable::default();
+    let mut last_gaps: Vec<String> = Vec::new();
     loop {
         let state = states.borrow_and_update().clone();
         links.borrow_and_update();
@@ -195,6 +240,16 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
         let members = crate::peer::heartbeat::members_by_node(&ctx).await;
         let mut full = net_table(&state, ctx.identity.node_id, &observed);
         full.services.extend(database_services(&state, ctx.identity.node_id, &members));
+        let gaps = rw_gaps(&state, ctx.identity.node_id, &members);
+        if gaps != last_gaps {
+            for gap in &gaps {
+                tracing::info!("{gap}");
+            }
+            if gaps.is_empty() && !last_gaps.is_empty() {
+                tracing::info!("every database's -rw endpoint has its primary again");
+            }
+            last_gaps = gaps;
+        }
         ctx.links.sync(&remote_ports(&full));
         let table = reachable_only(full, &ctx.links.reachability());
         let changed = table != last;

@@ -15,8 +15,11 @@ pub struct Probe {
     /// `pg_is_in_recovery()`: a replica.
     pub in_recovery: bool,
     pub timeline: u32,
-    /// Primary: `pg_current_wal_flush_lsn()`; replica: `pg_last_wal_receive_lsn()` (WAL
-    /// flushed on the standby), or the replay position before anything was received.
+    /// Primary: `pg_current_wal_flush_lsn()`; replica: the greater of
+    /// `pg_last_wal_receive_lsn()` (WAL flushed on the standby) and the replay position.
+    /// The receive position alone is not enough: each time the WAL receiver restarts it
+    /// falls back to the start of the segment it streams from, so a standby holding more
+    /// WAL than another could report less (and lose the failover to it).
     pub lsn: u64,
     /// Replica: `pg_last_wal_replay_lsn()`; primary: same as `lsn`.
     pub replay_lsn: u64,
@@ -87,7 +90,8 @@ impl Admin {
                  CASE WHEN pg_is_in_recovery() THEN \
                    COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id) \
                  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
-                 ((CASE WHEN pg_is_in_recovery() THEN COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) \
+                 ((CASE WHEN pg_is_in_recovery() THEN GREATEST(COALESCE(pg_last_wal_receive_lsn(), '0/0'), \
+                   COALESCE(pg_last_wal_replay_lsn(), '0/0')) \
                    ELSE pg_current_wal_flush_lsn() END) - '0/0'::pg_lsn)::text, \
                  ((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END) \
                    - '0/0'::pg_lsn)::text, \

@@ -47,15 +47,14 @@ pub fn slot_name(database: &str, member: u32) -> String {
     format!("{}_m{member}", database.replace('-', "_"))
 }
 
-/// `synchronous_standby_names` for a primary: `ANY k ("db-m1", "db-m2")` over the other
-/// members, empty for `k == 0`.
-pub fn sync_names(database: &str, members: u32, primary: u32, k: u32) -> String {
-    if k == 0 {
+/// `synchronous_standby_names` for a primary: `ANY k ("db-m1", "db-m2")` over the
+/// members `standbys` (see `DatabaseRecord::sync_standbys`), empty for `k == 0`.
+pub fn sync_names(database: &str, standbys: &[u32], k: u32) -> String {
+    if k == 0 || standbys.is_empty() {
         return String::new();
     }
-    let names: Vec<String> =
-        (0..members).filter(|m| *m != primary).map(|m| format!("\"{}\"", member_name(database, m))).collect();
-    format!("ANY {k} ({})", names.join(", "))
+    let names: Vec<String> = standbys.iter().map(|m| format!("\"{}\"", member_name(database, *m))).collect();
+    format!("ANY {} ({})", k.min(standbys.len() as u32), names.join(", "))
 }
 
 /// A value quoted for `postgresql.conf` (single quotes doubled).
@@ -146,10 +145,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sync_names_cover_the_other_members() {
-        assert_eq!(sync_names("db", 3, 0, 1), r#"ANY 1 ("db-m1", "db-m2")"#);
-        assert_eq!(sync_names("db", 3, 1, 2), r#"ANY 2 ("db-m0", "db-m2")"#);
-        assert_eq!(sync_names("db", 3, 1, 0), "");
+    fn sync_names_list_the_standbys_a_commit_waits_for() {
+        assert_eq!(sync_names("db", &[1, 2], 1), r#"ANY 1 ("db-m1", "db-m2")"#);
+        assert_eq!(sync_names("db", &[0, 2], 2), r#"ANY 2 ("db-m0", "db-m2")"#);
+        assert_eq!(sync_names("db", &[0, 2], 0), "");
+        assert_eq!(sync_names("db", &[2], 2), r#"ANY 1 ("db-m2")"#, "never more than the list");
     }
 
     #[test]
@@ -185,7 +185,7 @@ mod tests {
             port: 1,
             socket_dir: Path::new("/s"),
             upstream: None,
-            sync_standbys: sync_names("db", 3, 0, 1),
+            sync_standbys: sync_names("db", &[1, 2], 1),
             parameters: &params,
         });
         assert!(conf.contains("synchronous_standby_names = 'ANY 1 (\"db-m1\", \"db-m2\")'\n"), "{conf}");

@@ -27,6 +27,10 @@ pub struct Have {
     pub running: bool,
     /// Its last probe, when it answered.
     pub probe: Option<Probe>,
+    /// Postgres failed to start as a replica again and again without ever answering
+    /// (e.g. "requested timeline N is not a child of this server's history"): its WAL
+    /// has diverged from the primary's, and it is rewound (re-cloned if that fails).
+    pub diverged: bool,
 }
 
 /// The marker's fields the decision needs.
@@ -93,6 +97,15 @@ pub fn next(want: Want, have: Have) -> Step {
             Step::Clone
         };
     }
+    if have.diverged && !want.primary && have.probe.is_none() {
+        return if have.running {
+            Step::Stop {
+                why: "postgres keeps failing to start as a replica: stopping it to rewind it onto the primary",
+            }
+        } else {
+            Step::Rewind
+        };
+    }
     if want.primary {
         if have.marker.primary_term == want.term {
             return Step::Run { standby: false };
@@ -130,7 +143,7 @@ mod tests {
         Some(Probe { in_recovery, timeline: 1, lsn: 100, replay_lsn: 100, streaming: in_recovery })
     }
     fn have(ready: bool, primary_term: u64, running: bool, probe: Option<Probe>) -> Have {
-        Have { marker: MarkerView { ready, primary_term }, data_exists: ready, running, probe }
+        Have { marker: MarkerView { ready, primary_term }, data_exists: ready, running, probe, diverged: false }
     }
     fn want(term: u64, primary: bool, fenced: bool) -> Want {
         Want { term, primary, fenced }
@@ -177,6 +190,19 @@ mod tests {
                 Step::Wait { why: "this member holds no data and cannot be the primary" },
             ),
         ];
+        let diverged = |running| Have { diverged: true, ..have(true, 0, running, None) };
+        let more = [
+            (
+                want(3, false, false),
+                diverged(true),
+                Step::Stop {
+                    why: "postgres keeps failing to start as a replica: stopping it to rewind it onto the primary",
+                },
+            ),
+            (want(3, false, false), diverged(false), Step::Rewind),
+            (want(3, true, false), diverged(false), Step::Run { standby: true }),
+        ];
+        let cases = [cases, &more[..]].concat();
         for (i, (w, h, expected)) in cases.iter().enumerate() {
             assert_eq!(&next(*w, *h), expected, "case {i}: {w:?} {h:?}");
         }

@@ -214,6 +214,15 @@ impl DatabaseRecord {
     pub fn primary_node(&self) -> Option<NodeId> {
         self.members.get(self.primary as usize).copied()
     }
+
+    /// The members a commit waits for while member `primary` is the primary (the list
+    /// of its `synchronous_standby_names = 'ANY k (...)'`): every other member. (A list
+    /// limited to other sites would block every write while that site is cut off; a
+    /// site-preferring list needs `FIRST k` and the primary reporting which standby is
+    /// synchronous, so the failover rule can stay exact. Not done yet.)
+    pub fn sync_standbys(&self, primary: u32) -> Vec<u32> {
+        (0..self.members.len() as u32).filter(|m| *m != primary).collect()
+    }
 }
 
 /// The port every database endpoint listens on.

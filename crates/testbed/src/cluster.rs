@@ -189,7 +189,12 @@ impl Cluster {
             tcfg = tcfg.site(site.as_str(), *count);
         }
         let tb = Testbed::start(tcfg).unwrap_or_else(|e| panic!("testbed for {}: {e}", cfg.name));
-        let root = tempfile::tempdir().expect("tempdir");
+        // HOLDFAST_TEST_KEEP=1 keeps every node's directory (logs, data) after the test.
+        let keep = std::env::var_os("HOLDFAST_TEST_KEEP").is_some();
+        let root = tempfile::Builder::new().prefix("holdfast-test-").disable_cleanup(keep).tempdir().expect("tempdir");
+        if keep {
+            eprintln!("{}: node directories kept under {}", cfg.name, root.path().display());
+        }
         // Traversable (not listable) by other users: managed PostgreSQL runs as the
         // `postgres` user under the nodes' data directories.
         {
@@ -595,6 +600,15 @@ impl Node {
         self.tb().exec_timeout(self.index, &argv, CLI_TIMEOUT).expect("run holdfast")
     }
 
+    /// [`Node::cli`] with its own time bound; a timeout is an error (a frozen node).
+    pub fn cli_within(&self, args: &[&str], bound: Duration) -> Result<Output, crate::TestbedError> {
+        let bin = self.env.bin.to_string_lossy().into_owned();
+        let dir = self.dir.to_string_lossy().into_owned();
+        let mut argv = vec![bin.as_str(), "--data-dir", dir.as_str()];
+        argv.extend_from_slice(args);
+        self.tb().exec_timeout(self.index, &argv, bound)
+    }
+
     /// Runs a client command that must succeed; returns stdout.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
@@ -774,6 +788,17 @@ impl Node {
     /// Runs any client command inside this node (its namespace, if any).
     pub fn exec(&self, argv: &[&str]) -> Output {
         self.tb().exec_timeout(self.index, argv, CLI_TIMEOUT).expect("exec in node")
+    }
+
+    /// [`Node::exec`] with its own time bound; a timeout is an error, not a panic.
+    pub fn exec_within(&self, argv: &[&str], bound: Duration) -> Result<Output, crate::TestbedError> {
+        self.tb().exec_timeout(self.index, argv, bound)
+    }
+
+    /// A client command inside this node's namespace for the caller to run in the
+    /// background (see [`Testbed::client_command`]).
+    pub fn client_command(&self, argv: &[&str]) -> std::process::Command {
+        self.tb().client_command(self.index, argv).expect("a client command in the node")
     }
 
     /// SIGKILLs the daemon only (its workloads keep running).

@@ -434,10 +434,18 @@ impl Testbed {
 
     /// [`Testbed::exec`] with an explicit time bound.
     pub fn exec_timeout(&self, node: usize, argv: &[&str], bound: Duration) -> Result<Output> {
+        let command = self.client_command(node, argv)?;
+        process::output_within(command, &format!("{argv:?} on node {node}"), bound)
+    }
+
+    /// A client command inside `node`'s namespace (on the host in Loopback mode), not in
+    /// its cgroup (a fault of the node does not hit the client), for the caller to run,
+    /// e.g. in the background. The caller bounds and reaps it.
+    pub fn client_command(&self, node: usize, argv: &[&str]) -> Result<Command> {
         let netns = self.netns_of(node)?;
         let (program, args) =
             argv.split_first().ok_or_else(|| TestbedError::Config("exec needs a non-empty argv".into()))?;
-        let command = match netns {
+        Ok(match netns {
             Some(netns) => {
                 let mut c = Command::new(cmd::find(cmd::IP)?);
                 c.args(["netns", "exec", netns]).args(argv);
@@ -448,8 +456,7 @@ impl Testbed {
                 c.args(args);
                 c
             }
-        };
-        process::output_within(command, &format!("{argv:?} on node {node}"), bound)
+        })
     }
 
     /// Runs `f` on a fresh thread that has entered `node`'s network namespace, for in-process

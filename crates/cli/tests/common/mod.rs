@@ -3,6 +3,8 @@
 //! process; the harness stops them and fails the test on an unexpected ERROR log line.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod pg;
+
 use std::path::PathBuf;
 
 #[allow(unused_imports)] // each test binary uses a different part

@@ -34,6 +34,8 @@ use crate::NodeContext;
 pub const WORKER: &str = "databases";
 /// How often each member is looked at.
 const PASS: Duration = Duration::from_millis(500);
+/// How long after the lease lapses a member looks again (the lapse itself is exact).
+const LAPSE_SLACK: Duration = Duration::from_millis(2);
 /// The agent's instance ids of members: `pg:<db>-<member>`, never a service's (service
 /// names are DNS labels, without `:`).
 const PREFIX: &str = "pg:";
@@ -207,14 +209,25 @@ struct Local {
     rewind_failures: u32,
     /// The sync list last written, to log changes once.
     sync_written: Option<String>,
+    /// The agent's restart count of the instance when postgres last answered: two more
+    /// restarts without an answer in between mark a replica as diverged.
+    restarts_answering: u32,
+    /// Diverged from the primary's WAL: rewind before it runs again.
+    diverged: bool,
+    /// Divergences found since postgres last answered: after a rewind that did not help,
+    /// the member is cloned afresh.
+    divergences: u32,
 }
+
+/// Restarts without postgres ever answering after which a replica is rewound.
+const DIVERGED_AFTER_RESTARTS: u32 = 2;
 
 async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
     let mut local = Local::default();
     let mut states = ctx.control.subscribe();
     let mut last_failure = String::new();
     loop {
-        let contact = ctx.lease.age().is_some();
+        let contact = ctx.lease.age(ctx.control.state().revision).is_some();
         let (status, again) = pass(&ctx, &key, &mut local).await;
         if contact {
             ctx.dbs.settled.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
@@ -235,10 +248,14 @@ async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
             }
             continue;
         }
+        // Look again at the latest when the lease lapses: a primary is fenced then.
+        let state = ctx.control.state();
+        let lease = Duration::from_millis(state.settings.db_lease_ms);
+        let next = ctx.lease.expires_in(lease, state.revision).map_or(PASS, |left| PASS.min(left + LAPSE_SLACK));
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = states.changed() => {}
-            _ = tokio::time::sleep(PASS) => {}
+            _ = tokio::time::sleep(next) => {}
         }
     }
 }
@@ -320,12 +337,42 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
         None => None,
     };
     let marker = dir.marker();
+    let restarts = inst.as_ref().map_or(0, |s| s.restarts);
+    if probe.is_some() || restarts < local.restarts_answering {
+        local.restarts_answering = restarts;
+    }
+    if probe.is_some() {
+        local.divergences = 0;
+    }
+    if probe.is_none()
+        && marker.ready
+        && marker.primary_term == 0
+        && restarts >= local.restarts_answering + DIVERGED_AFTER_RESTARTS
+        && !local.diverged
+    {
+        local.divergences += 1;
+        local.restarts_answering = restarts;
+        if local.divergences >= 2 && !running {
+            tracing::warn!(database = %key.0, member = key.1, restarts, "postgres still fails to start as a replica after a rewind: cloning the primary afresh");
+            if let Err(e) = dir.wipe_data() {
+                return failed(e.to_string());
+            }
+        } else {
+            tracing::warn!(database = %key.0, member = key.1, restarts, "postgres keeps failing to start as a replica (see its log): rewinding it onto the primary");
+            local.diverged = true;
+        }
+    }
+    let marker = dir.marker();
     let lease = Duration::from_millis(state.settings.db_lease_ms);
     let switchover_fence =
         rec.primary == key.1 && rec.switchover.as_ref().is_some_and(|s| s.phase == SwitchoverPhase::Fencing);
-    let want =
-        Want { term: rec.term, primary: rec.primary == key.1, fenced: !ctx.lease.held(lease) || switchover_fence };
-    let have = Have { marker: (&marker).into(), data_exists: dir.data().exists(), running, probe };
+    let want = Want {
+        term: rec.term,
+        primary: rec.primary == key.1,
+        fenced: !ctx.lease.held(lease, state.revision) || switchover_fence,
+    };
+    let have =
+        Have { marker: (&marker).into(), data_exists: dir.data().exists(), running, probe, diverged: local.diverged };
     let step = member::next(want, have);
     let m = Member { key, rec, bins, user, dir, port, running };
     let outcome = execute(&m, &step, admin.as_ref(), probe, local).await;
@@ -336,7 +383,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     };
     // A step that failed before anything ran leaves the instance as it was.
     let keep_running = keep_running && (outcome.is_ok() || running);
-    if ctx.lease.age().is_some() || keep_running {
+    if ctx.lease.age(state.revision).is_some() || keep_running {
         // Before the first contact with the leader a running (re-adopted) postgres is
         // left to the agent as it is: the fencing verdict needs the lease.
         ctx.dbs.set_instance(key, keep_running.then(|| instance_spec(&m)));
@@ -507,6 +554,7 @@ async fn execute(
             {
                 Ok(_) => {
                     local.rewind_failures = 0;
+                    local.diverged = false;
                     write_conf(m, true, String::new())?;
                     m.dir.set_marker(&Marker { ready: true, primary_term: 0 }).map_err(|e| e.to_string())?;
                     Ok("rewound; starting as a replica".into())
@@ -541,12 +589,14 @@ async fn execute(
 /// `on_sync_loss: async` while fewer than k standbys stream.
 async fn sync_list(m: &Member<'_>, admin: Option<&Admin>) -> String {
     let spec = &m.rec.spec;
-    let full = conf::sync_names(&m.key.0, spec.instances, m.key.1, spec.sync);
+    let set = m.rec.sync_standbys(m.key.1);
+    let full = conf::sync_names(&m.key.0, &set, spec.sync);
     if spec.sync == 0 || spec.on_sync_loss == SyncLoss::Block {
         return full;
     }
+    let names: BTreeSet<String> = set.iter().map(|k| conf::member_name(&m.key.0, *k)).collect();
     let streaming = match admin {
-        Some(a) => a.standbys().await.map(|s| s.len() as u32).unwrap_or(0),
+        Some(a) => a.standbys().await.map(|s| s.keys().filter(|n| names.contains(*n)).count() as u32).unwrap_or(0),
         None => return full,
     };
     if streaming < spec.sync {

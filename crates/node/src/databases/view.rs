@@ -23,6 +23,7 @@ pub fn databases(
                 .and_then(|n| members.get(n))
                 .and_then(|v| v.iter().find(|m| &m.database == name && m.member == i))
         };
+        let sync_set = rec.sync_standbys(rec.primary);
         let primary_lsn = report(rec.primary).filter(|r| r.role == MemberRole::Primary).map(|r| r.lsn);
         let mut views = Vec::new();
         let mut warnings = Vec::new();
@@ -55,7 +56,7 @@ pub fn databases(
                 },
                 streaming: r.is_some_and(|r| r.streaming),
                 answering: r.is_some_and(|r| r.answering),
-                sync_candidate: rec.spec.sync > 0 && i != rec.primary,
+                sync_candidate: rec.spec.sync > 0 && sync_set.contains(&i),
                 detail: r.map(|r| r.detail.clone()).unwrap_or_default(),
             });
         }

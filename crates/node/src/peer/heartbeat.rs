@@ -271,8 +271,9 @@ async fn beat(ctx: &NodeContext, seq: u64, applied: &AtomicU64) -> Pass {
     let sent_at = Instant::now();
     match send(ctx, &addr).await {
         Ok(reply) => {
-            // The leader heard this node no earlier than `sent_at`.
-            ctx.lease.renew(sent_at);
+            // The leader heard this node no earlier than `sent_at`; the renewal counts
+            // once this node's state has what the leader's had when it answered.
+            ctx.lease.renew_at_revision(sent_at, reply.revision, ctx.control.state().revision);
             if applied.fetch_max(seq, Ordering::SeqCst) > seq {
                 return Pass::Steady; // a later heartbeat's answer is already applied
             }
