@@ -27,9 +27,10 @@ pub struct Have {
     pub running: bool,
     /// Its last probe, when it answered.
     pub probe: Option<Probe>,
-    /// Postgres failed to start as a replica again and again without ever answering
-    /// (e.g. "requested timeline N is not a child of this server's history"): its WAL
-    /// has diverged from the primary's, and it is rewound (re-cloned if that fails).
+    /// The replica cannot follow the primary: postgres fails to start again and again
+    /// (e.g. "requested timeline N is not a child of this server's history"), or it
+    /// answers but has not streamed for long while the primary is up (its WAL went past
+    /// the point the new timeline forked at). It is rewound (re-cloned if that fails).
     pub diverged: bool,
 }
 
@@ -97,10 +98,10 @@ pub fn next(want: Want, have: Have) -> Step {
             Step::Clone
         };
     }
-    if have.diverged && !want.primary && have.probe.is_none() {
+    if have.diverged && !want.primary {
         return if have.running {
             Step::Stop {
-                why: "postgres keeps failing to start as a replica: stopping it to rewind it onto the primary",
+                why: "this replica cannot follow the primary: stopping it to rewind it onto the primary",
             }
         } else {
             Step::Rewind
@@ -196,7 +197,7 @@ mod tests {
                 want(3, false, false),
                 diverged(true),
                 Step::Stop {
-                    why: "postgres keeps failing to start as a replica: stopping it to rewind it onto the primary",
+                    why: "this replica cannot follow the primary: stopping it to rewind it onto the primary",
                 },
             ),
             (want(3, false, false), diverged(false), Step::Rewind),

@@ -217,6 +217,23 @@ struct Local {
     /// Divergences found since postgres last answered: after a rewind that did not help,
     /// the member is cloned afresh.
     divergences: u32,
+    /// Since when this replica answers without streaming while its primary is up.
+    not_streaming_since: Option<std::time::Instant>,
+}
+
+/// How long a replica may answer without streaming from a primary that is up before it
+/// is taken as unable to follow it (diverged) and rewound.
+const NOT_STREAMING_FOR: Duration = Duration::from_secs(15);
+
+impl Local {
+    /// New data (initdb or a fresh clone): nothing diverged, nothing to rewind.
+    fn fresh_data(&mut self) {
+        self.rewind_failures = 0;
+        self.diverged = false;
+        self.divergences = 0;
+        self.not_streaming_since = None;
+        self.restarts_answering = u32::MAX; // re-based at the next look
+    }
 }
 
 /// Restarts without postgres ever answering after which a replica is rewound.
@@ -347,7 +364,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     if probe.is_none()
         && marker.ready
         && marker.primary_term == 0
-        && restarts >= local.restarts_answering + DIVERGED_AFTER_RESTARTS
+        && restarts >= local.restarts_answering.saturating_add(DIVERGED_AFTER_RESTARTS)
         && !local.diverged
     {
         local.divergences += 1;
@@ -363,6 +380,19 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
         }
     }
     let marker = dir.marker();
+    // A replica that answers but does not stream while the primary is up and answering
+    // (as this node hears it) cannot follow it: after a while it is rewound.
+    let replica_idle = rec.primary != key.1 && probe.is_some_and(|p| p.in_recovery && !p.streaming);
+    if replica_idle && primary_answers(ctx, rec, &key.0).await {
+        let since = *local.not_streaming_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= NOT_STREAMING_FOR && !local.diverged {
+            tracing::warn!(database = %key.0, member = key.1, "this replica has not streamed from the primary for {NOT_STREAMING_FOR:?} (its WAL may have gone past the new timeline's fork): rewinding it onto the primary");
+            local.diverged = true;
+            local.not_streaming_since = None;
+        }
+    } else {
+        local.not_streaming_since = None;
+    }
     let lease = Duration::from_millis(state.settings.db_lease_ms);
     let switchover_fence =
         rec.primary == key.1 && rec.switchover.as_ref().is_some_and(|s| s.phase == SwitchoverPhase::Fencing);
@@ -431,6 +461,18 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     (st, again)
 }
 
+/// Whether the primary of `rec` (database `name`) reports answering as primary of the
+/// current term, as this node hears the members.
+async fn primary_answers(ctx: &NodeContext, rec: &DatabaseRecord, name: &str) -> bool {
+    let Some(node) = rec.primary_node() else { return false };
+    let members = crate::peer::heartbeat::members_by_node(ctx).await;
+    members.get(&node).is_some_and(|v| {
+        v.iter().any(|m| {
+            m.database == name && m.member == rec.primary && m.role == MemberRole::Primary && m.term == rec.term && m.answering
+        })
+    })
+}
+
 /// Lets the member user pass through holdfast's data directory to the member directory:
 /// `x` only (no listing) for others on `data_dir`, `databases/` and `databases/<db>/`.
 /// The data directory's own secrets stay 0600 files.
@@ -488,6 +530,7 @@ async fn execute(
             datadir::initdb(&m.bins, &m.dir, &m.user, &rec.credentials.superuser).await.map_err(|e| e.to_string())?;
             write_conf(m, false, String::new())?;
             m.dir.set_marker(&Marker { ready: true, primary_term: rec.term }).map_err(|e| e.to_string())?;
+            local.fresh_data();
             Ok("initialised; starting".into())
         }
         Step::Clone => {
@@ -507,6 +550,7 @@ async fn execute(
             .map_err(|e| e.to_string())?;
             write_conf(m, true, String::new())?;
             m.dir.set_marker(&Marker { ready: true, primary_term: 0 }).map_err(|e| e.to_string())?;
+            local.fresh_data();
             Ok("cloned; starting as a replica".into())
         }
         Step::Run { standby } => {
@@ -542,6 +586,9 @@ async fn execute(
         }
         Step::Rewind => {
             tracing::info!(database = %m.key.0, member = m.key.1, "pg_rewind onto the current primary");
+            // pg_rewind first finishes crash recovery in single-user mode, which refuses
+            // standby mode: the member is configured as a standby again afterwards.
+            m.dir.set_standby(false, &m.user).map_err(|e| e.to_string())?;
             match datadir::rewind(
                 &m.bins,
                 &m.dir,
@@ -555,6 +602,7 @@ async fn execute(
                 Ok(_) => {
                     local.rewind_failures = 0;
                     local.diverged = false;
+                    local.restarts_answering = u32::MAX; // re-based at the next look
                     write_conf(m, true, String::new())?;
                     m.dir.set_marker(&Marker { ready: true, primary_term: 0 }).map_err(|e| e.to_string())?;
                     Ok("rewound; starting as a replica".into())
