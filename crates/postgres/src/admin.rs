@@ -14,6 +14,10 @@ use crate::PgError;
 pub struct Probe {
     /// `pg_is_in_recovery()`: a replica.
     pub in_recovery: bool,
+    /// Primary: its timeline. Replica: the newest timeline it holds WAL of (its WAL
+    /// receiver's, or the newest segment in `pg_wal`; never only the last restartpoint's,
+    /// which can be several failovers old while the receiver is down: a standby ranked by
+    /// that once lost a failover to one holding less WAL).
     pub timeline: u32,
     /// Primary: `pg_current_wal_flush_lsn()`; replica: the greater of
     /// `pg_last_wal_receive_lsn()` (WAL flushed on the standby) and the replay position.
@@ -88,7 +92,10 @@ impl Admin {
             .rows(
                 "SELECT pg_is_in_recovery(), \
                  CASE WHEN pg_is_in_recovery() THEN \
-                   COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (pg_control_checkpoint()).timeline_id) \
+                   GREATEST(COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0), \
+                     (pg_control_checkpoint()).timeline_id, \
+                     COALESCE((SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir() \
+                       WHERE name ~ '^[0-9A-F]{24}$'), 0)) \
                  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
                  ((CASE WHEN pg_is_in_recovery() THEN GREATEST(COALESCE(pg_last_wal_receive_lsn(), '0/0'), \
                    COALESCE(pg_last_wal_replay_lsn(), '0/0')) \

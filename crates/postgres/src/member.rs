@@ -100,9 +100,7 @@ pub fn next(want: Want, have: Have) -> Step {
     }
     if have.diverged && !want.primary {
         return if have.running {
-            Step::Stop {
-                why: "this replica cannot follow the primary: stopping it to rewind it onto the primary",
-            }
+            Step::Stop { why: "this replica cannot follow the primary: stopping it to rewind it onto the primary" }
         } else {
             Step::Rewind
         };
@@ -196,9 +194,7 @@ mod tests {
             (
                 want(3, false, false),
                 diverged(true),
-                Step::Stop {
-                    why: "this replica cannot follow the primary: stopping it to rewind it onto the primary",
-                },
+                Step::Stop { why: "this replica cannot follow the primary: stopping it to rewind it onto the primary" },
             ),
             (want(3, false, false), diverged(false), Step::Rewind),
             (want(3, true, false), diverged(false), Step::Run { standby: true }),

@@ -224,6 +224,9 @@ struct Local {
 /// How long a replica may answer without streaming from a primary that is up before it
 /// is taken as unable to follow it (diverged) and rewound.
 const NOT_STREAMING_FOR: Duration = Duration::from_secs(15);
+/// The same for a replica that runs but does not answer at all (recovery never reaches
+/// a consistent state: WAL it needs is gone from the primary).
+const NOT_ANSWERING_FOR: Duration = Duration::from_secs(30);
 
 impl Local {
     /// New data (initdb or a fresh clone): nothing diverged, nothing to rewind.
@@ -358,41 +361,44 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     if probe.is_some() || restarts < local.restarts_answering {
         local.restarts_answering = restarts;
     }
-    if probe.is_some() {
-        local.divergences = 0;
+    if probe.is_some_and(|p| p.streaming || !p.in_recovery) {
+        local.divergences = 0; // it follows (or leads): earlier rewinds did their job
     }
-    if probe.is_none()
+    // A replica cannot follow the primary when postgres keeps failing to start, or when it
+    // runs without streaming (answering or not) while the primary is up and answering (as
+    // this node hears it): it is rewound, and cloned afresh when a rewind did not help.
+    let crash_looping = probe.is_none()
         && marker.ready
         && marker.primary_term == 0
-        && restarts >= local.restarts_answering.saturating_add(DIVERGED_AFTER_RESTARTS)
-        && !local.diverged
-    {
-        local.divergences += 1;
+        && restarts >= local.restarts_answering.saturating_add(DIVERGED_AFTER_RESTARTS);
+    if crash_looping {
         local.restarts_answering = restarts;
-        if local.divergences >= 2 && !running {
-            tracing::warn!(database = %key.0, member = key.1, restarts, "postgres still fails to start as a replica after a rewind: cloning the primary afresh");
-            if let Err(e) = dir.wipe_data() {
-                return failed(e.to_string());
-            }
-        } else {
-            tracing::warn!(database = %key.0, member = key.1, restarts, "postgres keeps failing to start as a replica (see its log): rewinding it onto the primary");
-            local.diverged = true;
-        }
     }
-    let marker = dir.marker();
-    // A replica that answers but does not stream while the primary is up and answering
-    // (as this node hears it) cannot follow it: after a while it is rewound.
-    let replica_idle = rec.primary != key.1 && probe.is_some_and(|p| p.in_recovery && !p.streaming);
-    if replica_idle && primary_answers(ctx, rec, &key.0).await {
+    let stuck_for = if probe.is_some() { NOT_STREAMING_FOR } else { NOT_ANSWERING_FOR };
+    let idle = running
+        && marker.ready
+        && marker.primary_term == 0
+        && rec.primary != key.1
+        && probe.is_none_or(|p| p.in_recovery && !p.streaming);
+    let stuck = if idle && primary_answers(ctx, rec, &key.0).await {
         let since = *local.not_streaming_since.get_or_insert_with(std::time::Instant::now);
-        if since.elapsed() >= NOT_STREAMING_FOR && !local.diverged {
-            tracing::warn!(database = %key.0, member = key.1, "this replica has not streamed from the primary for {NOT_STREAMING_FOR:?} (its WAL may have gone past the new timeline's fork): rewinding it onto the primary");
-            local.diverged = true;
-            local.not_streaming_since = None;
-        }
+        since.elapsed() >= stuck_for
     } else {
         local.not_streaming_since = None;
+        false
+    };
+    if (crash_looping || stuck) && !local.diverged {
+        local.divergences += 1;
+        local.not_streaming_since = None;
+        let why = if crash_looping {
+            "keeps failing to start as a replica (see its log)"
+        } else {
+            "runs without streaming from the primary"
+        };
+        tracing::warn!(database = %key.0, member = key.1, divergences = local.divergences, "postgres {why}: its WAL may have gone past the current timeline's fork; {}", if local.divergences >= 2 { "a rewind did not help: cloning the primary afresh" } else { "rewinding it onto the primary" });
+        local.diverged = true;
     }
+    let marker = dir.marker();
     let lease = Duration::from_millis(state.settings.db_lease_ms);
     let switchover_fence =
         rec.primary == key.1 && rec.switchover.as_ref().is_some_and(|s| s.phase == SwitchoverPhase::Fencing);
@@ -468,7 +474,11 @@ async fn primary_answers(ctx: &NodeContext, rec: &DatabaseRecord, name: &str) ->
     let members = crate::peer::heartbeat::members_by_node(ctx).await;
     members.get(&node).is_some_and(|v| {
         v.iter().any(|m| {
-            m.database == name && m.member == rec.primary && m.role == MemberRole::Primary && m.term == rec.term && m.answering
+            m.database == name
+                && m.member == rec.primary
+                && m.role == MemberRole::Primary
+                && m.term == rec.term
+                && m.answering
         })
     })
 }
@@ -586,6 +596,12 @@ async fn execute(
         }
         Step::Rewind => {
             tracing::info!(database = %m.key.0, member = m.key.1, "pg_rewind onto the current primary");
+            if local.divergences >= 2 {
+                // A rewind already failed to make it follow: start from a fresh clone.
+                m.dir.wipe_data().map_err(|e| e.to_string())?;
+                local.fresh_data();
+                return Ok("cannot follow the primary after a rewind: cloning it afresh".into());
+            }
             // pg_rewind first finishes crash recovery in single-user mode, which refuses
             // standby mode: the member is configured as a standby again afterwards.
             m.dir.set_standby(false, &m.user).map_err(|e| e.to_string())?;
