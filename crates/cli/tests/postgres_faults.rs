@@ -163,7 +163,7 @@ fn a_frozen_primary_is_replaced_never_takes_a_write_when_thawed_and_rejoins_as_a
     let settled = pg.wait_settled(w, Duration::from_secs(90));
     let rejoined = pg.member_on(&settled, p);
     assert_eq!(rejoined["role"], "replica", "the thawed primary rejoins as a replica: {settled}");
-    assert!(fenced < Duration::from_secs(3), "the thawed primary answered as primary for {fenced:?}");
+    assert!(fenced < Duration::from_secs(10), "the thawed primary answered as primary for {fenced:?}");
     let accepted: Vec<i64> = direct.iter().filter(|(_, ok)| *ok).map(|(n, _)| -*n).collect();
     assert!(accepted.is_empty(), "the thawed old primary acknowledged writes {accepted:?}");
     let mut all = acked(&writer.stop());
