@@ -67,11 +67,6 @@ impl Admin {
         Ok(Admin { client, socket, timeout })
     }
 
-    /// Whether the connection is gone (postgres stopped or restarted): connect again.
-    pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
-    }
-
     async fn rows(&self, sql: &str) -> Result<Vec<tokio_postgres::Row>, PgError> {
         tokio::time::timeout(self.timeout, self.client.query(sql, &[]))
             .await
