@@ -9,8 +9,12 @@
 //! that as a lease while its state still names it primary of a term the leader has moved
 //! past. The leader renews it from Raft's last quorum acknowledgement. The leader
 //! promotes a new primary only after `db_lease_ms` without hearing from the old one's
-//! node, while that node stops its primary after `db_lease_ms - FENCE_MARGIN` without a
-//! renewal: the margin is the time it has to stop PostgreSQL.
+//! node, while that node makes its primary hold every commit after `db_lease_ms -
+//! FENCE_MARGIN` without a renewal (the margin is the time it has to do so), and stops
+//! it after `2 × db_lease_ms - FENCE_MARGIN` ([`Standing`]). The hold keeps a primary
+//! whose node only lost the leader for an election (the leader's machine died) running
+//! with its connections: its held commits complete the moment a new leader renews the
+//! lease, where a stop would have cost a restart and every client's connection.
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -18,6 +22,19 @@ use std::time::{Duration, Instant};
 
 /// How much earlier than the leader's wait a node fences itself.
 pub const FENCE_MARGIN: Duration = Duration::from_millis(500);
+
+/// Where the lease stands, as a database primary on this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Renewed within `db_lease - FENCE_MARGIN`: the primary takes writes.
+    Held,
+    /// Lapsed, but within `2 × db_lease - FENCE_MARGIN` of the last renewal: another
+    /// primary may be promoted from `db_lease` on, so the primary holds every commit
+    /// (none is acknowledged) until a renewal comes; it keeps running.
+    Lapsed,
+    /// Lapsed longer (or never renewed): the primary is stopped.
+    Gone,
+}
 
 /// How many renewals may wait for the state to catch up.
 const PENDING: usize = 16;
@@ -93,6 +110,27 @@ impl Lease {
         self.expires_in(db_lease, local).is_some()
     }
 
+    /// Where the lease stands at revision `local` (see [`Standing`]).
+    pub fn standing(&self, db_lease: Duration, local: u64) -> Standing {
+        let Some(age) = self.age(local) else { return Standing::Gone };
+        if age < db_lease.saturating_sub(FENCE_MARGIN) {
+            Standing::Held
+        } else if age < (db_lease * 2).saturating_sub(FENCE_MARGIN) {
+            Standing::Lapsed
+        } else {
+            Standing::Gone
+        }
+    }
+
+    /// How long until the standing changes without another renewal (`None`: it is
+    /// [`Standing::Gone`] and stays so).
+    pub fn changes_in(&self, db_lease: Duration, local: u64) -> Option<Duration> {
+        let age = self.age(local)?;
+        [db_lease.saturating_sub(FENCE_MARGIN), (db_lease * 2).saturating_sub(FENCE_MARGIN)]
+            .into_iter()
+            .find_map(|edge| edge.checked_sub(age).filter(|left| !left.is_zero()))
+    }
+
     /// How long the lease stays held without another renewal (`None`: not held now), so
     /// a primary is fenced the moment it lapses rather than at its next periodic look.
     pub fn expires_in(&self, db_lease: Duration, local: u64) -> Option<Duration> {
@@ -117,6 +155,31 @@ mod tests {
         assert!(l.held(lease, 0), "0.6 s old is within it");
         l.renew(Instant::now() - Duration::from_millis(3000));
         assert!(l.held(lease, 0), "a renewal never moves the lease back");
+    }
+
+    #[test]
+    fn a_lapsed_lease_holds_commits_before_it_is_gone() {
+        let Some(epoch) = Instant::now().checked_sub(Duration::from_secs(10)) else { return };
+        let l = Lease { epoch, renewed_ms: AtomicU64::new(0), pending: Mutex::default() };
+        let lease = Duration::from_millis(1500);
+        assert_eq!(l.standing(lease, 0), Standing::Gone, "never renewed");
+        assert_eq!(l.changes_in(lease, 0), None);
+        l.renew(Instant::now() - Duration::from_millis(200));
+        assert_eq!(l.standing(lease, 0), Standing::Held);
+        let left = l.changes_in(lease, 0).expect("it lapses");
+        assert!(left <= Duration::from_millis(800) && left > Duration::from_millis(700), "{left:?}");
+        l.renew(Instant::now() - Duration::from_millis(1800));
+        assert_eq!(l.standing(lease, 0), Standing::Held, "never moves back");
+        let l = Lease { epoch, renewed_ms: AtomicU64::new(0), pending: Mutex::default() };
+        l.renew(Instant::now() - Duration::from_millis(1800));
+        assert_eq!(l.standing(lease, 0), Standing::Lapsed, "1.8 s: past 1.0 s, before 2.5 s");
+        let left = l.changes_in(lease, 0).expect("it goes");
+        assert!(left <= Duration::from_millis(700) && left > Duration::from_millis(600), "{left:?}");
+        l.renew(Instant::now() - Duration::from_millis(2600));
+        let l2 = Lease { epoch, renewed_ms: AtomicU64::new(0), pending: Mutex::default() };
+        l2.renew(Instant::now() - Duration::from_millis(2600));
+        assert_eq!(l2.standing(lease, 0), Standing::Gone, "2.6 s: gone");
+        assert_eq!(l2.changes_in(lease, 0), None);
     }
 
     #[test]

@@ -189,6 +189,12 @@ impl Admin {
         self.exec("SELECT pg_reload_conf()").await
     }
 
+    /// Writes a WAL record (a logical message nothing decodes), so every streaming
+    /// standby answers with what it flushed and commits waiting for one complete.
+    pub async fn nudge(&self) -> Result<(), PgError> {
+        self.exec("SELECT pg_logical_emit_message(false, 'holdfast', 'commits released')").await
+    }
+
     /// The standbys streaming from this primary: application name → flushed LSN.
     pub async fn standbys(&self) -> Result<BTreeMap<String, (u64, String)>, PgError> {
         let rows = self

@@ -57,6 +57,11 @@ pub fn sync_names(database: &str, standbys: &[u32], k: u32) -> String {
     format!("ANY {} ({})", k.min(standbys.len() as u32), names.join(", "))
 }
 
+/// `synchronous_standby_names` of a primary whose node's lease lapsed: a standby no
+/// member is named, so every commit waits (none is acknowledged) until the real list is
+/// back. It holds `sync: 0` databases too (`synchronous_commit` is `on`).
+pub const HOLD_COMMITS: &str = "FIRST 1 (\"holdfast-commits-held\")";
+
 /// A value quoted for `postgresql.conf` (single quotes doubled).
 pub fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -104,6 +109,12 @@ pub fn postgresql_conf(c: &MemberConf<'_>) -> String {
     set("wal_receiver_timeout", quote("5s"));
     set("wal_sender_timeout", quote("5s"));
     set("wal_retrieve_retry_interval", quote("500ms"));
+    // A standby tells its primary what it flushed at least every second (default 10 s),
+    // so commits held while a lease lapsed complete soon after it is renewed.
+    set("wal_receiver_status_interval", quote("1s"));
+    // Commits wait for the synchronous standbys (and for none while the list is empty);
+    // holding them while the lease lapsed depends on it.
+    set("synchronous_commit", "on".into());
     set("tcp_keepalives_idle", "2".into());
     set("tcp_keepalives_interval", "1".into());
     set("tcp_keepalives_count", "3".into());

@@ -13,8 +13,13 @@ pub struct Want {
     /// This member is the primary of `term`.
     pub primary: bool,
     /// It must not run as a writable primary now: the node lost its lease (it cannot
-    /// reach the control plane's quorum), or a switchover is fencing it.
+    /// reach the control plane's quorum) long enough that another primary may exist, or
+    /// a switchover is fencing it.
     pub fenced: bool,
+    /// The node's lease has just lapsed (e.g. the Raft leader's machine died and an
+    /// election is under way): a running primary of the current term keeps running but
+    /// holds every commit ([`Step::Hold`]); nothing else may become primary meanwhile.
+    pub hold: bool,
 }
 
 /// What the member is.
@@ -57,6 +62,10 @@ pub enum Step {
     /// Run postgres (as a standby when `standby`): write the configuration and hand the
     /// instance to the agent. Also the steady state: the runner keeps it so.
     Run { standby: bool },
+    /// Keep the running primary running with every commit held: none is acknowledged
+    /// until the lease is renewed (the runner makes `synchronous_standby_names` name a
+    /// standby that does not exist, and restores it when the lease comes back).
+    Hold,
     /// Stop postgres (fast shutdown): fencing, or before a rewind.
     Stop { why: &'static str },
     /// `pg_rewind` the stopped former primary onto the current primary's timeline.
@@ -71,7 +80,11 @@ pub enum Step {
 pub fn next(want: Want, have: Have) -> Step {
     let was_primary = have.marker.primary_term > 0;
     let answers_as_primary = have.probe.is_some_and(|p| !p.in_recovery);
-    if want.fenced {
+    let primary_of_term = want.primary && have.running && have.marker.primary_term == want.term;
+    if want.hold && !want.fenced && primary_of_term && have.marker.ready && !have.diverged {
+        return Step::Hold;
+    }
+    if want.fenced || want.hold {
         return if have.running && (was_primary || answers_as_primary) {
             Step::Stop { why: "fenced: this node cannot reach the control plane's quorum (or a switchover fences it)" }
         } else if have.running {
@@ -145,7 +158,10 @@ mod tests {
         Have { marker: MarkerView { ready, primary_term }, data_exists: ready, running, probe, diverged: false }
     }
     fn want(term: u64, primary: bool, fenced: bool) -> Want {
-        Want { term, primary, fenced }
+        Want { term, primary, fenced, hold: false }
+    }
+    fn held(term: u64, primary: bool) -> Want {
+        Want { term, primary, fenced: false, hold: true }
     }
 
     #[test]
@@ -182,6 +198,27 @@ mod tests {
             ),
             (want(1, true, true), have(true, 1, false, None), Step::Wait { why: "fenced" }),
             (want(1, false, true), have(true, 0, true, probe(true)), Step::Run { standby: true }),
+            // A lapsed lease holds the running primary's commits; it starts, promotes or
+            // runs as primary nothing else, and a fence stops even a holding primary.
+            (held(1, true), have(true, 1, true, probe(false)), Step::Hold),
+            (held(1, true), have(true, 1, true, None), Step::Hold),
+            (held(1, true), have(true, 1, false, None), Step::Wait { why: "fenced" }),
+            (held(2, true), have(true, 0, true, probe(true)), Step::Run { standby: true }),
+            (
+                held(2, true),
+                have(true, 1, true, probe(false)),
+                Step::Stop {
+                    why: "fenced: this node cannot reach the control plane's quorum (or a switchover fences it)",
+                },
+            ),
+            (held(1, false), have(true, 0, true, probe(true)), Step::Run { standby: true }),
+            (
+                Want { term: 1, primary: true, fenced: true, hold: true },
+                have(true, 1, true, probe(false)),
+                Step::Stop {
+                    why: "fenced: this node cannot reach the control plane's quorum (or a switchover fences it)",
+                },
+            ),
             // A member without data is never primary.
             (
                 want(3, true, false),

@@ -96,6 +96,18 @@ impl ClusterConfig {
         self
     }
 
+    /// [`ClusterConfig::namespaces`] when running as root (as CI does), else Loopback: for
+    /// tests that run either way but are only true to a real cluster with one network
+    /// per node (on loopback every node's proxy listens on the same service addresses, so
+    /// only one of them binds each, and killing that node takes the others' too).
+    pub fn namespaces_when_root(self) -> Self {
+        if rustix::process::geteuid().is_root() {
+            self.namespaces()
+        } else {
+            self
+        }
+    }
+
     /// The first instance port of node 0; node i gets `base + 100 i ..= base + 100 i + 99`.
     /// On loopback every node's instances share 127.0.0.1, so tests running at once need
     /// ranges apart.

@@ -7,8 +7,11 @@
 //! status for the heartbeat (the leader's failover decisions and every node's routing
 //! read it) and the postgres instances for the workload reconciler.
 //!
-//! Fencing: a member that should be primary runs only while this node holds its lease
-//! ([`crate::lease`]); without it, or while a switchover fences it, postgres is stopped.
+//! Fencing: a member that should be primary takes writes only while this node holds its
+//! lease ([`crate::lease`]). When it lapses the primary holds every commit (the
+//! synchronous standby list names no member; the real list is back, and the held commits
+//! complete, the moment it is renewed); when it is gone, or while a switchover fences
+//! it, postgres is stopped.
 pub mod url;
 pub mod view;
 
@@ -27,6 +30,7 @@ use holdfast_spec::SyncLoss;
 use holdfast_state::model::{DatabaseRecord, SwitchoverPhase};
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::Standing;
 use crate::workers::Pass;
 use crate::NodeContext;
 
@@ -219,6 +223,10 @@ struct Local {
     divergences: u32,
     /// Since when this replica answers without streaming while its primary is up.
     not_streaming_since: Option<std::time::Instant>,
+    /// The primary holds its commits (the lease lapsed): since when.
+    holding_since: Option<std::time::Instant>,
+    /// Holding the commits failed (no reload): the primary is stopped instead.
+    hold_failed: bool,
 }
 
 /// How long a replica may answer without streaming from a primary that is up before it
@@ -268,10 +276,11 @@ async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
             }
             continue;
         }
-        // Look again at the latest when the lease lapses: a primary is fenced then.
+        // Look again at the latest when the lease's standing changes: a primary holds
+        // its commits when it lapses and is stopped when it is gone.
         let state = ctx.control.state();
         let lease = Duration::from_millis(state.settings.db_lease_ms);
-        let next = ctx.lease.expires_in(lease, state.revision).map_or(PASS, |left| PASS.min(left + LAPSE_SLACK));
+        let next = ctx.lease.changes_in(lease, state.revision).map_or(PASS, |left| PASS.min(left + LAPSE_SLACK));
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = states.changed() => {}
@@ -402,10 +411,15 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     let lease = Duration::from_millis(state.settings.db_lease_ms);
     let switchover_fence =
         rec.primary == key.1 && rec.switchover.as_ref().is_some_and(|s| s.phase == SwitchoverPhase::Fencing);
+    let standing = ctx.lease.standing(lease, state.revision);
+    if standing == Standing::Held {
+        local.hold_failed = false;
+    }
     let want = Want {
         term: rec.term,
         primary: rec.primary == key.1,
-        fenced: !ctx.lease.held(lease, state.revision) || switchover_fence,
+        fenced: standing == Standing::Gone || switchover_fence || local.hold_failed,
+        hold: standing == Standing::Lapsed,
     };
     let have =
         Have { marker: (&marker).into(), data_exists: dir.data().exists(), running, probe, diverged: local.diverged };
@@ -413,7 +427,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     let m = Member { key, rec, bins, user, dir, port, running };
     let outcome = execute(&m, &step, admin.as_ref(), probe, local).await;
     let keep_running = match &step {
-        Step::Run { .. } | Step::Promote { .. } => true,
+        Step::Run { .. } | Step::Promote { .. } | Step::Hold => true,
         Step::Wait { .. } => running && !want.fenced,
         Step::Init | Step::Clone | Step::Stop { .. } | Step::Rewind => false,
     };
@@ -462,8 +476,9 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
             }
         }
     }
-    // While postgres is being stopped, look again soon (a switchover waits for it).
-    let again = again || (matches!(step, Step::Stop { .. }) && running);
+    // While postgres is being stopped, look again soon (a switchover waits for it);
+    // while commits are held, too: they are released the moment the lease is back.
+    let again = again || (matches!(step, Step::Stop { .. }) && running) || matches!(step, Step::Hold);
     (st, again)
 }
 
@@ -515,6 +530,7 @@ fn describe(step: &Step) -> String {
         Step::Clone => "cloning the primary".into(),
         Step::Run { standby: true } => "running as a replica".into(),
         Step::Run { standby: false } => "running as the primary".into(),
+        Step::Hold => "running as the primary, holding every commit: this node's lease lapsed".into(),
         Step::Stop { why } => format!("stopped: {why}"),
         Step::Rewind => "pg_rewind".into(),
         Step::Promote { term } => format!("promoting (term {term})"),
@@ -563,7 +579,30 @@ async fn execute(
             local.fresh_data();
             Ok("cloned; starting as a replica".into())
         }
+        Step::Hold => {
+            // Every commit waits for a standby that does not exist: none is acknowledged
+            // while another primary may be promoted.
+            let since = *local.holding_since.get_or_insert_with(std::time::Instant::now);
+            let sync = conf::HOLD_COMMITS.to_string();
+            if local.sync_written.as_ref() != Some(&sync) {
+                tracing::warn!(database = %m.key.0, member = m.key.1, "this node's lease lapsed: the primary holds every commit until it is renewed (it is stopped if that takes longer than another lease)");
+                local.sync_written = Some(sync.clone());
+            }
+            let changed = write_conf(m, false, sync);
+            let held = match (changed, admin) {
+                (Ok(true), Some(a)) => a.reload().await.map_err(|e| e.to_string()),
+                (Ok(false), Some(_)) => Ok(()),
+                (Ok(_), None) => Err("no admin connection to reload the configuration".to_string()),
+                (Err(e), _) => Err(e),
+            };
+            if let Err(e) = held {
+                local.hold_failed = true;
+                return Err(format!("cannot hold the commits ({e}): stopping the primary instead"));
+            }
+            Ok(format!("{} for {:.1} s", describe(step), since.elapsed().as_secs_f64()))
+        }
         Step::Run { standby } => {
+            let released = !*standby && local.holding_since.is_some();
             let sync = if *standby { String::new() } else { sync_list(m, admin).await };
             if !*standby && local.sync_written.as_ref() != Some(&sync) {
                 if sync.is_empty() && rec.spec.sync > 0 {
@@ -577,6 +616,15 @@ async fn execute(
             if changed && m.running {
                 if let Some(a) = admin {
                     a.reload().await.map_err(|e| e.to_string())?;
+                    if released {
+                        // Held commits complete on a standby's next reply: WAL makes one.
+                        let _ = a.nudge().await;
+                    }
+                }
+            }
+            if let Some(since) = local.holding_since.take() {
+                if !*standby {
+                    tracing::info!(database = %m.key.0, member = m.key.1, held_ms = since.elapsed().as_millis() as u64, "the lease is back: held commits complete");
                 }
             }
             if !*standby {

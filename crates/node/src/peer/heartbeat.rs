@@ -40,6 +40,11 @@ pub struct Liveness {
     pub view: BTreeMap<NodeId, Vec<InstanceStatus>>,
     /// The last cluster-wide view of database members.
     pub db_view: BTreeMap<NodeId, Vec<MemberStatus>>,
+    /// On the leader: since when it leads, and the members' view it had as a follower
+    /// then. For one database lease it routes to the members of nodes it has not heard
+    /// yet as that view had them (an election must not empty `-rw` and cut its
+    /// connections while the primary's node is still on its way to the new leader).
+    pub led: Option<(Instant, BTreeMap<NodeId, Vec<MemberStatus>>)>,
 }
 
 impl Liveness {
@@ -182,7 +187,14 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
         }
         // At most 10 s of fast answers per wait (a promotion that does not finish is
         // reported by the database runner; this node goes back to its period).
-        let fast = awaiting && since.elapsed() < Duration::from_secs(10);
+        // While this node's lease has lapsed (the leader died, an election is under
+        // way) too: a held primary's commits complete at the first answer.
+        let lapsed = !ctx.dbs.statuses().is_empty() && {
+            let state = ctx.control.state();
+            ctx.lease.standing(Duration::from_millis(state.settings.db_lease_ms), state.revision)
+                == crate::lease::Standing::Lapsed
+        };
+        let fast = (awaiting && since.elapsed() < Duration::from_secs(10)) || lapsed;
         let period = if fast { FAST_PERIOD } else { ctx.heartbeat_period() };
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -257,6 +269,9 @@ async fn beat(ctx: &NodeContext, seq: u64, applied: &AtomicU64) -> Pass {
         }
         let hb = own_heartbeat(ctx);
         let mut live = ctx.liveness.lock().await;
+        if live.led.is_none() {
+            live.led = Some((Instant::now(), live.db_view.clone()));
+        }
         live.seen.insert(ctx.identity.node_id, (Instant::now(), hb));
         live.view = live.heard_instances();
         let db_view = live.heard_members(None);
@@ -266,7 +281,11 @@ async fn beat(ctx: &NodeContext, seq: u64, applied: &AtomicU64) -> Pass {
         apply_fence(ctx, &ctx.control.state(), None);
         return Pass::Idle("this node is the leader");
     }
-    ctx.liveness.lock().await.seen.clear();
+    {
+        let mut live = ctx.liveness.lock().await;
+        live.seen.clear();
+        live.led = None;
+    }
     let Some((_, addr)) = ctx.control.leader() else { return Pass::Error("no leader known".into()) };
     let sent_at = Instant::now();
     match send(ctx, &addr).await {
@@ -336,8 +355,18 @@ pub async fn members_by_node(ctx: &NodeContext) -> BTreeMap<NodeId, Vec<MemberSt
         let live = ctx.liveness.lock().await;
         if ctx.control.is_leader() && !live.seen.is_empty() {
             // A node not heard within the database lease: its reports are not current
-            // (its primary may be fenced or dead) and route nothing.
-            live.heard_members(Some(Duration::from_millis(ctx.control.state().settings.db_lease_ms)))
+            // (its primary may be fenced or dead) and route nothing. A new leader keeps
+            // what it knew as a follower for the nodes it has not heard yet.
+            let lease = Duration::from_millis(ctx.control.state().settings.db_lease_ms);
+            let mut heard = live.heard_members(Some(lease));
+            if let Some((_, inherited)) = live.led.as_ref().filter(|(since, _)| since.elapsed() < lease) {
+                for (node, members) in inherited {
+                    if !live.seen.contains_key(node) {
+                        heard.entry(*node).or_insert_with(|| members.clone());
+                    }
+                }
+            }
+            heard
         } else {
             live.db_view.clone()
         }
