@@ -115,8 +115,9 @@ fn a_dead_primarys_machine_fails_over_and_comes_back_as_a_replica() {
 fn the_raft_leaders_machine_dying_does_not_stop_a_primary_elsewhere() {
     // Proves: when the machine that dies is the control plane's Raft leader and holds
     // only a standby, the primary on another node keeps its lease through the election
-    // (it is never fenced), so writes through a third node's proxy pause for less than
-    // 2 s; no acknowledged write is missing, and the term does not move.
+    // (its commits are held during the election, its postgres is never restarted), so
+    // writes through a third node's proxy pause briefly (~1 s here; the test allows 3 s);
+    // no acknowledged write is missing, and the term does not move.
     if !have_postgres() {
         return;
     }
@@ -137,6 +138,14 @@ fn the_raft_leaders_machine_dying_does_not_stop_a_primary_elsewhere() {
     assert_eq!(c.leader_index(primary), Some(leader), "the leader did not move: {d}");
     let writer_node = (0..c.len()).find(|i| *i != leader && *i != primary).expect("a third node");
     let term = d["term"].as_u64();
+    let member = d["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["node"] == c[primary].name.as_str()).cloned())
+        .and_then(|m| m["member"].as_u64())
+        .expect("the primary's member");
+    let pidfile = c[primary].dir.join(format!("databases/db/m{member}/data/postmaster.pid"));
+    let postmaster = || std::fs::read_to_string(&pidfile).ok().and_then(|t| t.lines().next().map(str::to_string));
+    let before = postmaster().expect("the primary's postmaster.pid");
     let writer = PyWriter::start(&py, &c[writer_node], &url, &c[writer_node].home);
     writer.expect_acked_after(&c, 0.0, 50, Duration::from_secs(20), "writes under way");
     c.allow_errors(&["heartbeat", "link", "tunnel", "raft", "Raft", "connect"]);
@@ -156,7 +165,8 @@ fn the_raft_leaders_machine_dying_does_not_stop_a_primary_elsewhere() {
     );
     assert_eq!(missing(&c[primary], &url, "t", &acked), Vec::<u64>::new(), "acknowledged writes lost");
     assert_eq!(after["term"].as_u64(), term, "the primary was replaced: {after}");
-    assert!(gap < 2.0, "writes paused {gap:.2} s when only the leader's machine died");
+    assert_eq!(postmaster().as_deref(), Some(before.as_str()), "the primary's postgres was restarted");
+    assert!(gap < 3.0, "writes paused {gap:.2} s when only the leader's machine died");
 }
 
 #[test]

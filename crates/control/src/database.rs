@@ -6,8 +6,9 @@
 //! **When.** The primary is healthy when its node is not down and was heard within
 //! `db_lease_ms`, and its member reports `Primary` for the record's term and answers.
 //! A failover is needed when (a) its node has not been heard for `db_lease_ms` (the
-//! node itself stops PostgreSQL after `db_lease_ms - 500` without a heartbeat answer, so
-//! the old primary is down before a new one is promoted) — a leader that has led for
+//! node itself holds every commit after `db_lease_ms - 500` without a heartbeat answer, so
+//! the old primary acknowledges nothing once a new one may be promoted, and stops it a
+//! lease later) — a leader that has led for
 //! less than `db_lease_ms` waits, since it cannot know when the primary last heard from
 //! a leader; or (b) its node is alive but the member has not answered (or reports
 //! `Stopped`/`Failed`, or no report at all) for [`UNANSWERED_TICKS`] ticks in a row (the

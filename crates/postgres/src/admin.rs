@@ -189,10 +189,14 @@ impl Admin {
         self.exec("SELECT pg_reload_conf()").await
     }
 
-    /// Writes a WAL record (a logical message nothing decodes), so every streaming
-    /// standby answers with what it flushed and commits waiting for one complete.
+    /// Writes and flushes a WAL record (a transactional logical message nothing
+    /// decodes, committed without waiting for a standby), so every streaming standby
+    /// answers with what it flushed and commits waiting for one complete at once.
     pub async fn nudge(&self) -> Result<(), PgError> {
-        self.exec("SELECT pg_logical_emit_message(false, 'holdfast', 'commits released')").await
+        self.exec(
+            "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(true, 'holdfast', 'commits released'); COMMIT",
+        )
+        .await
     }
 
     /// The standbys streaming from this primary: application name → flushed LSN.

@@ -75,9 +75,10 @@ pub struct ClusterSettings {
     /// no quorum.
     pub promote_after_ms: u64,
     /// Database primary lease: the leader promotes a standby only after it has not heard
-    /// from the primary's node for this long, and a primary's node stops its PostgreSQL
-    /// when it has had no heartbeat answer for `db_lease_ms - 500` (so the old primary is
-    /// down before a new one is promoted).
+    /// from the primary's node for this long, and a primary's node holds every commit
+    /// when it has had no heartbeat answer for `db_lease_ms - 500` (so the old primary
+    /// acknowledges nothing once a new one may be promoted) and stops its PostgreSQL at
+    /// `2 × db_lease_ms - 500`.
     pub db_lease_ms: u64,
 }
 
