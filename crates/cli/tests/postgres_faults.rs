@@ -210,6 +210,8 @@ fn a_primary_cut_off_with_its_site_stops_taking_writes_and_the_majority_promotes
     let cut = epoch_now();
     let cut_at = Instant::now();
     pg.c.tb().cut_sites("a", "b").expect("cut the sites");
+    // The rules are in place from here (setting them up takes a while under load).
+    let cut_in_place = epoch_now();
     let stopped = wait_for_every(
         "the cut-off primary stops answering as primary",
         Duration::from_secs(10),
@@ -222,7 +224,7 @@ fn a_primary_cut_off_with_its_site_stops_taking_writes_and_the_majority_promotes
     majority.expect_acked_after(&pg.c, cut + 0.1, 20, Duration::from_secs(30), "writes on the majority's new primary");
     let first_new = majority.log().iter().find(|a| a.acked && a.sent > cut + 0.1).map(|a| a.done - cut).unwrap_or(0.0);
     let outage = majority.longest_gap_after(cut - 1.0);
-    let late: Vec<Attempt> = minority.log().into_iter().filter(|a| a.acked && a.sent > cut + 0.05).collect();
+    let late: Vec<Attempt> = minority.log().into_iter().filter(|a| a.acked && a.sent > cut_in_place).collect();
     assert!(late.is_empty(), "writes sent after the cut acknowledged on the minority: {late:?}");
     let during = db(&pg.c[0]).expect("status");
     assert!(during["term"].as_u64() > d["term"].as_u64(), "{during}");

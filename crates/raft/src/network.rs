@@ -132,6 +132,14 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         self.call("vote", &req, option.hard_ttl()).await
     }
 
+    async fn pre_vote(
+        &mut self,
+        req: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("pre-vote", &req, option.hard_ttl()).await
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<TypeConfig>,
@@ -175,6 +183,7 @@ pub async fn handle_rpc(raft: &Raft, rpc: &str, body: &[u8]) -> Result<Vec<u8>, 
     match rpc {
         "append" => wrap(raft.append_entries(serde_json::from_slice(body)?).await),
         "vote" => wrap(raft.vote(serde_json::from_slice(body)?).await),
+        "pre-vote" => wrap(raft.pre_vote(serde_json::from_slice(body)?).await),
         "snapshot" => {
             let (vote, meta, data): (VoteOf<TypeConfig>, SnapshotMetaOf<TypeConfig>, Vec<u8>) =
                 serde_json::from_slice(body)?;

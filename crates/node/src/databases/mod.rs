@@ -232,6 +232,8 @@ struct Local {
 /// How long a replica may answer without streaming from a primary that is up before it
 /// is taken as unable to follow it (diverged) and rewound.
 const NOT_STREAMING_FOR: Duration = Duration::from_secs(15);
+/// The same for a replica that answers on an older timeline than its primary's.
+const BEHIND_TIMELINE_FOR: Duration = Duration::from_secs(3);
 /// The same for a replica that runs but does not answer at all (recovery never reaches
 /// a consistent state: WAL it needs is gone from the primary).
 const NOT_ANSWERING_FOR: Duration = Duration::from_secs(30);
@@ -370,7 +372,14 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     if probe.is_some() || restarts < local.restarts_answering {
         local.restarts_answering = restarts;
     }
-    if probe.is_some_and(|p| p.streaming || !p.in_recovery) {
+    // The primary's timeline as this node hears it, when this member is a running
+    // replica and the primary answers: a replica still on an older timeline streams only
+    // now and then (it reaches the end of its own timeline and cannot switch: its WAL went
+    // past the fork) and must not count as following.
+    let replica = running && marker.ready && marker.primary_term == 0 && rec.primary != key.1;
+    let primary_tli = if replica { primary_timeline(ctx, rec, &key.0).await } else { None };
+    let follows = |p: &Probe| p.streaming && primary_tli.is_none_or(|t| p.timeline >= t);
+    if probe.is_some_and(|p| follows(&p) || !p.in_recovery) {
         local.divergences = 0; // it follows (or leads): earlier rewinds did their job
     }
     // A replica cannot follow the primary when postgres keeps failing to start, or when it
@@ -383,13 +392,19 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     if crash_looping {
         local.restarts_answering = restarts;
     }
-    let stuck_for = if probe.is_some() { NOT_STREAMING_FOR } else { NOT_ANSWERING_FOR };
-    let idle = running
-        && marker.ready
-        && marker.primary_term == 0
-        && rec.primary != key.1
-        && probe.is_none_or(|p| p.in_recovery && !p.streaming);
-    let stuck = if idle && primary_answers(ctx, rec, &key.0).await {
+    // Behind the primary's timeline is the clearest sign (a healthy replica takes the new
+    // timeline within a second of a promotion), and a synchronous standby stuck there
+    // holds commits up: it is rewound soonest.
+    let behind = probe.is_some_and(|p| p.in_recovery && primary_tli.is_some_and(|t| p.timeline < t));
+    let stuck_for = if behind {
+        BEHIND_TIMELINE_FOR
+    } else if probe.is_some() {
+        NOT_STREAMING_FOR
+    } else {
+        NOT_ANSWERING_FOR
+    };
+    let idle = replica && probe.is_none_or(|p| p.in_recovery && !follows(&p));
+    let stuck = if idle && primary_tli.is_some() {
         let since = *local.not_streaming_since.get_or_insert_with(std::time::Instant::now);
         since.elapsed() >= stuck_for
     } else {
@@ -482,19 +497,18 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     (st, again)
 }
 
-/// Whether the primary of `rec` (database `name`) reports answering as primary of the
-/// current term, as this node hears the members.
-async fn primary_answers(ctx: &NodeContext, rec: &DatabaseRecord, name: &str) -> bool {
-    let Some(node) = rec.primary_node() else { return false };
+/// The timeline of the primary of `rec` (database `name`) when it reports answering as
+/// primary of the current term, as this node hears the members.
+async fn primary_timeline(ctx: &NodeContext, rec: &DatabaseRecord, name: &str) -> Option<u32> {
+    let node = rec.primary_node()?;
     let members = crate::peer::heartbeat::members_by_node(ctx).await;
-    members.get(&node).is_some_and(|v| {
-        v.iter().any(|m| {
-            m.database == name
-                && m.member == rec.primary
-                && m.role == MemberRole::Primary
-                && m.term == rec.term
-                && m.answering
-        })
+    members.get(&node)?.iter().find_map(|m| {
+        (m.database == name
+            && m.member == rec.primary
+            && m.role == MemberRole::Primary
+            && m.term == rec.term
+            && m.answering)
+            .then_some(m.timeline)
     })
 }
 
