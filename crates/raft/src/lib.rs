@@ -140,11 +140,6 @@ impl ControlPlane {
             election_timeout_max: timing.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
             max_in_snapshot_log_to_keep: 100,
-            // A node cut off (a partition, a frozen machine) does not come back with an
-            // inflated term that deposes a healthy leader: it asks first whether it could
-            // win. Without it, every healed partition cost an election, and the primary's
-            // node a lapsed lease meanwhile.
-            enable_pre_vote: Some(true),
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| ControlPlaneError::Fatal(e.to_string()))?);
