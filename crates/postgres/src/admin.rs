@@ -67,6 +67,11 @@ impl Admin {
         Ok(Admin { client, socket, timeout })
     }
 
+    /// Whether the connection is gone (postgres stopped or restarted): connect again.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     async fn rows(&self, sql: &str) -> Result<Vec<tokio_postgres::Row>, PgError> {
         tokio::time::timeout(self.timeout, self.client.query(sql, &[]))
             .await
@@ -193,10 +198,16 @@ impl Admin {
     /// decodes, committed without waiting for a standby), so every streaming standby
     /// answers with what it flushed and commits waiting for one complete at once.
     pub async fn nudge(&self) -> Result<(), PgError> {
-        self.exec(
-            "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(true, 'holdfast', 'commits released'); COMMIT",
-        )
-        .await
+        let r = self
+            .exec(
+                "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(true, 'holdfast', 'commits released'); COMMIT",
+            )
+            .await;
+        if r.is_err() {
+            // The connection is kept across passes: never leave it in a failed transaction.
+            let _ = self.exec("ROLLBACK").await;
+        }
+        r
     }
 
     /// The standbys streaming from this primary: application name → flushed LSN.

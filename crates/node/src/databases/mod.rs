@@ -38,6 +38,8 @@ use crate::NodeContext;
 pub const WORKER: &str = "databases";
 /// How often each member is looked at.
 const PASS: Duration = Duration::from_millis(500);
+/// How often members look while their database has a switchover under way.
+const SWITCHOVER_PASS: Duration = Duration::from_millis(50);
 /// How long after the lease lapses a member looks again (the lapse itself is exact).
 const LAPSE_SLACK: Duration = Duration::from_millis(2);
 /// The agent's instance ids of members: `pg:<db>-<member>`, never a service's (service
@@ -227,6 +229,8 @@ struct Local {
     holding_since: Option<std::time::Instant>,
     /// Holding the commits failed (no reload): the primary is stopped instead.
     hold_failed: bool,
+    /// The admin connection of the last pass, and the port it reached.
+    admin: Option<(u16, Admin)>,
 }
 
 /// How long a replica may answer without streaming from a primary that is up before it
@@ -282,7 +286,12 @@ async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
         // its commits when it lapses and is stopped when it is gone.
         let state = ctx.control.state();
         let lease = Duration::from_millis(state.settings.db_lease_ms);
-        let next = ctx.lease.changes_in(lease, state.revision).map_or(PASS, |left| PASS.min(left + LAPSE_SLACK));
+        let mut next = ctx.lease.changes_in(lease, state.revision).map_or(PASS, |left| PASS.min(left + LAPSE_SLACK));
+        if state.desired.databases.get(&key.0).is_some_and(|r| r.switchover.is_some()) {
+            // A switchover waits on this member's reports (the old primary's final WAL
+            // position, the target's replay): report often while it lasts (at most 10 s).
+            next = next.min(SWITCHOVER_PASS);
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = states.changed() => {}
@@ -357,13 +366,19 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
         .as_ref()
         .is_some_and(|s| matches!(s.state, InstanceState::Starting | InstanceState::Ready | InstanceState::Unready));
     let port = inst.as_ref().and_then(|s| s.ports.get("pg").copied());
-    let admin = match (running, port) {
-        (true, Some(p)) => {
-            Admin::connect(&dir.socket(), p, &rec.credentials.superuser, Duration::from_secs(1)).await.ok()
-        }
+    // One admin connection per member, kept across passes while it works: a new one per
+    // pass costs a SCRAM handshake each time, which made a pass slow enough to delay
+    // fencing and switchovers by most of a second.
+    let conn = match (running, port, local.admin.take()) {
+        (true, Some(p), Some((q, a))) if q == p && !a.is_closed() => Some((q, a)),
+        (true, Some(p), _) => Admin::connect(&dir.socket(), p, &rec.credentials.superuser, Duration::from_secs(1))
+            .await
+            .ok()
+            .map(|a| (p, a)),
         _ => None,
     };
-    let probe = match &admin {
+    let admin = conn.as_ref().map(|(_, a)| a);
+    let probe = match admin {
         Some(a) => a.probe().await.ok(),
         None => None,
     };
@@ -440,7 +455,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
         Have { marker: (&marker).into(), data_exists: dir.data().exists(), running, probe, diverged: local.diverged };
     let step = member::next(want, have);
     let m = Member { key, rec, bins, user, dir, port, running };
-    let outcome = execute(&m, &step, admin.as_ref(), probe, local).await;
+    let outcome = execute(&m, &step, admin, probe, local).await;
     let keep_running = match &step {
         Step::Run { .. } | Step::Promote { .. } | Step::Hold => true,
         Step::Wait { .. } => running && !want.fenced,
@@ -494,6 +509,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     // While postgres is being stopped, look again soon (a switchover waits for it);
     // while commits are held, too: they are released the moment the lease is back.
     let again = again || (matches!(step, Step::Stop { .. }) && running) || matches!(step, Step::Hold);
+    local.admin = if probe.is_some() && running { conn } else { None };
     (st, again)
 }
 
