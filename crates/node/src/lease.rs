@@ -107,15 +107,16 @@ impl Lease {
 
     /// Held at revision `local`: renewed within `db_lease - FENCE_MARGIN`.
     pub fn held(&self, db_lease: Duration, local: u64) -> bool {
-        self.expires_in(db_lease, local).is_some()
+        self.standing(db_lease, local) == Standing::Held
     }
 
     /// Where the lease stands at revision `local` (see [`Standing`]).
     pub fn standing(&self, db_lease: Duration, local: u64) -> Standing {
         let Some(age) = self.age(local) else { return Standing::Gone };
-        if age < db_lease.saturating_sub(FENCE_MARGIN) {
+        let [lapses, goes] = edges(db_lease);
+        if age < lapses {
             Standing::Held
-        } else if age < (db_lease * 2).saturating_sub(FENCE_MARGIN) {
+        } else if age < goes {
             Standing::Lapsed
         } else {
             Standing::Gone
@@ -126,17 +127,13 @@ impl Lease {
     /// [`Standing::Gone`] and stays so).
     pub fn changes_in(&self, db_lease: Duration, local: u64) -> Option<Duration> {
         let age = self.age(local)?;
-        [db_lease.saturating_sub(FENCE_MARGIN), (db_lease * 2).saturating_sub(FENCE_MARGIN)]
-            .into_iter()
-            .find_map(|edge| edge.checked_sub(age).filter(|left| !left.is_zero()))
+        edges(db_lease).into_iter().find_map(|edge| edge.checked_sub(age).filter(|left| !left.is_zero()))
     }
+}
 
-    /// How long the lease stays held without another renewal (`None`: not held now), so
-    /// a primary is fenced the moment it lapses rather than at its next periodic look.
-    pub fn expires_in(&self, db_lease: Duration, local: u64) -> Option<Duration> {
-        let left = db_lease.saturating_sub(FENCE_MARGIN).checked_sub(self.age(local)?)?;
-        (!left.is_zero()).then_some(left)
-    }
+/// The ages at which a lease lapses and is gone (see [`Standing`]).
+fn edges(db_lease: Duration) -> [Duration; 2] {
+    [db_lease.saturating_sub(FENCE_MARGIN), (db_lease * 2).saturating_sub(FENCE_MARGIN)]
 }
 
 #[cfg(test)]

@@ -189,11 +189,11 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
         // reported by the database runner; this node goes back to its period).
         // While this node's lease has lapsed (the leader died, an election is under
         // way) too: a held primary's commits complete at the first answer.
-        let lapsed = !ctx.dbs.statuses().is_empty() && {
+        let lapsed = {
             let state = ctx.control.state();
             ctx.lease.standing(Duration::from_millis(state.settings.db_lease_ms), state.revision)
                 == crate::lease::Standing::Lapsed
-        };
+        } && !ctx.dbs.statuses().is_empty();
         let fast = (awaiting && since.elapsed() < Duration::from_secs(10)) || lapsed;
         let period = if fast { FAST_PERIOD } else { ctx.heartbeat_period() };
         tokio::select! {
