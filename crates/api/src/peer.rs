@@ -86,6 +86,10 @@ pub struct MemberStatus {
     pub port: Option<u16>,
     /// What the runner did or waits for last, for `db status`.
     pub detail: String,
+    /// A primary: the members its `synchronous_standby_names` names, as loaded (empty:
+    /// commits wait for no standby); `None` otherwise, or while it holds its commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_applied: Option<Vec<u32>>,
 }
 
 /// A member's role as its node reports it.

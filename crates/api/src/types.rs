@@ -291,6 +291,10 @@ pub struct DatabaseView {
     pub members: Vec<DbMemberView>,
     /// A switchover in progress: `requested` or `fencing`, and its target.
     pub switchover: Option<String>,
+    /// Members dropped from the synchronous list that a failover still counts until the
+    /// primary runs without them (each member's `sync_candidate` says who is listed).
+    #[serde(default)]
+    pub sync_leaving: Vec<u32>,
     /// What losing each member's node would cost now, e.g. `n1: loses 0 acknowledged commits`.
     pub losing: Vec<String>,
     pub warnings: Vec<String>,

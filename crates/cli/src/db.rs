@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
-use holdfast_api::types::{DatabaseView, SwitchoverRequest};
+use holdfast_api::types::{DatabaseView, DbMemberView, SwitchoverRequest};
 
 use crate::commands::client;
 use crate::output::table;
@@ -157,6 +157,17 @@ pub fn render(d: &DatabaseView) -> String {
         })
         .collect();
     out.push_str(&table(&["MEMBER", "NODE", "ROLE", "TERM", "TL", "LSN", "LAG", "STREAMING", "DETAIL"], &rows));
+    if d.sync > 0 {
+        let who = |m: &DbMemberView| format!("member {} on {}", m.member, m.node);
+        let listed: Vec<String> = d.members.iter().filter(|m| m.sync_candidate).map(who).collect();
+        let mut line = format!("a commit waits for ANY {} of: {}", d.sync, listed.join(", "));
+        let leaving: Vec<String> = d.members.iter().filter(|m| d.sync_leaving.contains(&m.member)).map(who).collect();
+        if !leaving.is_empty() {
+            line.push_str(&format!(" (dropping {}: a failover still counts it)", leaving.join(", ")));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
     if let Some(s) = &d.switchover {
         out.push_str(&format!("switchover: {s}\n"));
     }

@@ -252,6 +252,88 @@ fn a_primary_cut_off_with_its_site_stops_taking_writes_and_the_majority_promotes
 }
 
 #[test]
+fn losing_the_primarys_whole_site_loses_no_acknowledged_commit() {
+    // Proves: with members in sites a, a, b (`sync: 1`) and the primary in site a, a
+    // commit waits for the standby in site b (`db status` lists only it as synchronous),
+    // so when site a dies whole — the primary's machine and the other standby's, killed
+    // at once under a psycopg write loop from site c — the member in site b holds every
+    // acknowledged write and is promoted without hearing the dead standby (with every
+    // standby listed, nobody could be promoted: the dead one might have held the last
+    // commit). Site c's node keeps the Raft quorum with site b's. `on_sync_loss: async`:
+    // the new primary is the last member alive, so with `block` its writes would wait
+    // for a standby that is gone.
+    if !namespaces_or_skip("pgsite") || !have_postgres() {
+        return;
+    }
+    let Some(py) = python() else { return };
+    let cfg = config("pgsite")
+        .node(&["--site", "a", "--label", "pg=yes"])
+        .node(&["--site", "a", "--label", "pg=yes"])
+        .node(&["--site", "b", "--label", "pg=yes"])
+        .node(&["--site", "c"])
+        .namespaces();
+    let mut c = Cluster::form(cfg);
+    let spec = "project: pgsite\ndatabases:\n  db:\n    engine: postgres\n    instances: 3\n    sync: 1\n    on_sync_loss: async\n    users: [app]\n    databases: [app]\n    placement: { node_selector: { pg: \"yes\" } }\n    parameters: {max_connections: \"50\", shared_buffers: 16MB}\n";
+    let (ok, out, err) = c[0].deploy_yaml("db.yaml", spec);
+    assert!(ok, "{out}\n{err}");
+    let mut d = wait_healthy(&c[3], 2, Duration::from_secs(120));
+    if d["primary_node"] == "n3" {
+        let out = c[3].cli_ok(&["db", "switchover", "db", "--to", "n1"]);
+        assert!(out.contains("on n1 is the primary"), "{out}");
+        d = wait_healthy(&c[3], 2, Duration::from_secs(60));
+    }
+    let primary = d["primary_node"].as_str().expect("primary").to_string();
+    let voters: Vec<String> = c[3].nodes_json().expect("nodes")["nodes"]
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .filter(|n| n["role"] == "leader" || n["role"] == "voter")
+                .filter_map(|n| n["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(voters.contains(&"n3".to_string()) && voters.contains(&"n4".to_string()), "voters {voters:?}");
+    // The synchronous list settles on site b's member alone.
+    wait_for("only site b's member listed as synchronous", Duration::from_secs(30), || {
+        let d = db(&c[3])?;
+        let listed: Vec<String> = d["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter(|m| m["sync_candidate"] == true)
+                    .filter_map(|m| m["node"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        seen_unless(listed == ["n3"] && d["sync_leaving"].as_array().is_some_and(|l| l.is_empty()), (), d.to_string())
+    });
+    let url = c[3].cli_ok(&["db", "url", "db"]).trim().to_string();
+    psql(&c[3], &url, "CREATE TABLE t (id bigint PRIMARY KEY)").expect("create table");
+    let writer = PyWriter::start(&py, &c[3], &url, &c[3].home);
+    writer.wait_acked_after(0.0, 50, Duration::from_secs(20), "writes under way");
+    c.allow_errors(FAULT_ERRORS);
+    let killed_at = epoch_now();
+    c[0].kill_machine();
+    c[1].kill_machine();
+    writer.expect_acked_after(&c, killed_at + 0.1, 20, Duration::from_secs(30), "writes on site b's member");
+    let outage = writer.longest_gap_after(killed_at - 1.0);
+    let after = wait_healthy(&c[3], 0, Duration::from_secs(30));
+    assert_eq!(after["primary_node"], "n3", "{after}");
+    let log = writer.stop();
+    let acked = acked(&log);
+    assert_eq!(
+        missing(&c[3], &url, "t", &acked),
+        Vec::<u64>::new(),
+        "acknowledged writes lost with site a ({primary} and its standby)"
+    );
+    eprintln!(
+        "site a (primary {primary}) killed: writes back on n3 after {outage:.2} s; {} acknowledged, {} failed or unknown",
+        acked.len(),
+        log.len() - acked.len()
+    );
+}
+
+#[test]
 fn a_client_on_rw_is_disconnected_when_the_primarys_cable_is_pulled() {
     // Proves: a client connected through another node's `db-rw` to the primary, in the
     // middle of a long query, is disconnected by holdfast within seconds when the

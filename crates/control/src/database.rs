@@ -43,7 +43,7 @@
 use std::collections::BTreeMap;
 
 use holdfast_placement::NodeId;
-use holdfast_state::model::{DatabaseRecord, Switchover, SwitchoverPhase};
+use holdfast_state::model::{DatabaseRecord, Switchover, SwitchoverPhase, SyncSet};
 use holdfast_state::{ClusterState, Command};
 
 use crate::{MemberReport, MemberRole, Millis, Note, Observations};
@@ -60,7 +60,13 @@ pub struct DbMemory {
     pub unanswered: BTreeMap<String, u32>,
     /// Per database, when this leader first saw its switchover fencing.
     pub fencing_since: BTreeMap<String, Millis>,
+    /// Per (database, member) on the sync list: since when it has not been streaming.
+    pub sync_unhealthy: BTreeMap<(String, u32), Millis>,
 }
+
+/// How long a member on the sync list may stop streaming while its node is heard (a
+/// postgres restart) before the list is changed without it.
+pub const SYNC_DROP_AFTER_MS: Millis = 1_000;
 
 /// One pass's input.
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +178,7 @@ pub fn decide(input: DbInput<'_>, memory: &mut DbMemory) -> Vec<DbDecision> {
     let names = &input.state.desired.databases;
     memory.unanswered.retain(|k, _| names.contains_key(k));
     memory.fencing_since.retain(|k, _| names.get(k).is_some_and(|r| r.switchover.is_some()));
+    memory.sync_unhealthy.retain(|(db, _), _| names.contains_key(db));
     out
 }
 
@@ -207,10 +214,10 @@ fn decide_one(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
         && primary_report.is_some_and(|r| r.role == MemberRole::Primary && r.term == rec.term && r.answering);
     if healthy {
         memory.unanswered.remove(name);
-        if let Some(sw) = &rec.switchover {
-            if sw.phase == SwitchoverPhase::Requested {
-                requested(v, sw, memory, out);
-            }
+        match &rec.switchover {
+            Some(sw) if sw.phase == SwitchoverPhase::Requested => requested(v, sw, memory, out),
+            Some(_) => {}
+            None => sync_set(v, memory, out),
         }
         return;
     }
@@ -375,4 +382,130 @@ fn fencing(v: &View<'_>, sw: &Switchover, memory: &mut DbMemory, out: &mut Vec<D
             secs(SWITCHOVER_TIMEOUT_MS)
         ))));
     }
+}
+
+/// A healthy primary's synchronous standbys (`sync: k`, members in several sites): the
+/// standbys streaming in other sites than the primary's and at most `k - 1` in its own,
+/// so every acknowledged commit is in another site; with no standby streaming in
+/// another site, the ones streaming in its own (said as a warning). With one site, every
+/// other member (`None`). A member of the list whose node is suspect is dropped at once,
+/// one that stops streaming after [`SYNC_DROP_AFTER_MS`], when enough others stream: the
+/// list never shrinks below `k`.
+///
+/// Dropping goes in two steps (`SyncSet::leaving`): the new list is recorded with the
+/// dropped members still counted by a failover, then — once the primary reports running
+/// with the new list and `k` of its members hold the primary's WAL as of that report —
+/// the dropped members are forgotten. Adding members is one step.
+fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
+    let (name, rec) = (v.name, v.rec);
+    let k = rec.spec.sync as usize;
+    let current = rec.sync_names(rec.primary);
+    let propose = |set: Option<SyncSet>| {
+        DbDecision::Propose(Box::new(Command::SetDatabaseSyncSet {
+            database: name.to_string(),
+            expected_term: rec.term,
+            sync_set: set,
+        }))
+    };
+    let everyone = || -> Vec<u32> { (0..rec.members.len() as u32).filter(|m| *m != rec.primary).collect() };
+    if k == 0 {
+        if rec.sync_set.is_some() {
+            out.push(propose(None));
+        }
+        return;
+    }
+    // A drop under way: confirm it, or wait.
+    if let Some(set) = rec.sync_set.as_ref().filter(|s| !s.leaving.is_empty()) {
+        let Some(primary) = v.report(rec.primary) else { return };
+        let applied = primary.sync_applied.as_ref().is_some_and(|a| *a == current);
+        let holding = current
+            .iter()
+            .filter(|m| v.report(**m).is_some_and(|r| r.role == MemberRole::Replica && r.lsn >= primary.lsn))
+            .count();
+        if applied && holding >= k {
+            let next = (current != everyone()).then(|| SyncSet { names: set.names.clone(), leaving: Vec::new() });
+            out.push(propose(next));
+            out.push(DbDecision::Note(Note::info(format!(
+                "{name}: synchronous standbys: {} (no longer {})",
+                list(v, &current),
+                list(v, &set.leaving)
+            ))));
+        }
+        return;
+    }
+    let site = |m: u32| v.node_of(m).and_then(|n| v.input.state.nodes.get(&n)).map(|n| n.site.as_str());
+    let primary_site = site(rec.primary);
+    let sites: std::collections::BTreeSet<Option<&str>> = (0..rec.members.len() as u32).map(site).collect();
+    let now = v.input.now;
+    let mut streaming = Vec::new();
+    let mut in_grace = false;
+    let suspect_after = v.input.state.settings.suspect_after_ms;
+    for m in everyone() {
+        // A member whose node is suspect is dropped at once (a commit waits for it
+        // meanwhile); one heard but not streaming keeps its place for a moment (a
+        // postgres restart).
+        let heard = v.node_of(m).and_then(|n| v.silent(n)).is_some_and(|s| s < suspect_after);
+        let up = heard && v.candidate(m).is_some_and(|r| r.streaming);
+        let key = (name.to_string(), m);
+        if up {
+            memory.sync_unhealthy.remove(&key);
+            streaming.push(m);
+        } else {
+            let since = *memory.sync_unhealthy.entry(key).or_insert(now);
+            if heard && current.contains(&m) && now.saturating_sub(since) < SYNC_DROP_AFTER_MS {
+                in_grace = true;
+            }
+        }
+    }
+    if in_grace {
+        // Decide once it streams again or its moment is over.
+        return;
+    }
+    let want = if sites.len() <= 1 {
+        everyone()
+    } else if streaming.len() < k {
+        // Too few stream to choose: the list stays (writes wait, or run async, as the
+        // spec says), and a failover keeps counting it.
+        return;
+    } else {
+        let (remote, local): (Vec<u32>, Vec<u32>) = streaming.iter().partition(|m| site(**m) != primary_site);
+        if remote.is_empty() {
+            out.push(DbDecision::Recurring(Note::warn(format!(
+                "{name}: no standby in another site than the primary's ({}) streams: acknowledged commits are in that site only",
+                primary_site.unwrap_or("?")
+            ))));
+            local
+        } else {
+            let mut want: Vec<u32> = remote.into_iter().chain(local.into_iter().take(k - 1)).collect();
+            want.sort_unstable();
+            want
+        }
+    };
+    if want == current {
+        return;
+    }
+    let leaving: Vec<u32> = current.iter().copied().filter(|m| !want.contains(m)).collect();
+    let next = if leaving.is_empty() && want == everyone() {
+        None
+    } else {
+        Some(SyncSet { names: want.clone(), leaving: leaving.clone() })
+    };
+    out.push(propose(next));
+    let mut text = format!("{name}: synchronous standbys: {}", list(v, &want));
+    if !leaving.is_empty() {
+        text.push_str(&format!(" (dropping {} once the primary runs without it)", list(v, &leaving)));
+    }
+    out.push(DbDecision::Note(Note::info(text)));
+}
+
+/// "member 1 on n2 (site a), member 2 on n3 (site b)".
+fn list(v: &View<'_>, members: &[u32]) -> String {
+    let one = |m: &u32| {
+        let site = v.node_of(*m).and_then(|n| v.input.state.nodes.get(&n)).map_or("?", |n| n.site.as_str());
+        format!("member {m} on {} (site {site})", v.node_name(*m))
+    };
+    if members.is_empty() {
+        return "none".into();
+    }
+    members.iter().map(one).collect::<Vec<_>>().join(", ")
 }

@@ -81,6 +81,10 @@ pub struct MemberReport {
     pub replay_lsn: u64,
     /// PostgreSQL answered the node's last probe.
     pub answering: bool,
+    /// A replica streams WAL from the primary.
+    pub streaming: bool,
+    /// A primary: the members its `synchronous_standby_names` names, as loaded.
+    pub sync_applied: Option<Vec<u32>>,
     /// When not answering: since when, on the node's own clock (informational).
     pub down_since: Option<Millis>,
 }

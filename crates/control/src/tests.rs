@@ -206,6 +206,16 @@ impl World {
         self
     }
 
+    /// The primary on `node` reports running with `names` as its sync list.
+    fn sync_applied(&mut self, node: NodeId, member: u32, names: &[u32]) -> &mut Self {
+        if let Some(r) = self.obs.nodes.get_mut(&node) {
+            for m in r.databases.iter_mut().filter(|m| m.member == member) {
+                m.sync_applied = Some(names.to_vec());
+            }
+        }
+        self
+    }
+
     /// `node` reports member `member` of database `db`.
     fn member(&mut self, node: NodeId, member: u32, role: MemberRole, term: u64, lsn: u64) -> &mut Self {
         self.member_at(node, member, role, term, 1, lsn, lsn, true)
@@ -234,6 +244,8 @@ impl World {
                 lsn,
                 replay_lsn,
                 answering,
+                streaming: role == MemberRole::Replica && answering,
+                sync_applied: None,
                 down_since: None,
             });
         }
@@ -925,6 +937,118 @@ fn a_switchover_to_an_unhealthy_member_is_refused() {
         w.notes(),
         ["warn: db: switchover refused: member 1 is a healthy replica (up, heard within the lease, answering as a replica)"]
     );
+}
+
+/// Sites a, a, a, b: n1 (the leader) without PostgreSQL; `db` (instances 3, sync 1) has
+/// member 0 on n2 (site a, the primary at lsn 1000), member 1 on n4 (site b, 900) and
+/// member 2 on n3 (site a, 950): members spread over sites first.
+fn db_sites_world() -> World {
+    let mut w = world(&[(1, "a"), (2, "a"), (3, "a"), (4, "b")]);
+    let mut n1 = w.state.nodes[&1].clone();
+    n1.software.clear();
+    w.command(Command::UpsertNode(n1));
+    w.seen(1, 0);
+    w.deploy("databases:\n  db: { instances: 3, sync: 1 }\n");
+    assert_eq!(w.state.desired.databases["db"].members, [2, 4, 3]);
+    w.member(2, 0, MemberRole::Primary, 1, 1000).member(4, 1, MemberRole::Replica, 1, 900).member(
+        3,
+        2,
+        MemberRole::Replica,
+        1,
+        950,
+    );
+    w
+}
+
+#[test]
+fn with_sites_a_commit_waits_for_a_standby_in_another_site() {
+    let mut w = db_sites_world();
+    w.after(300).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: [1] (leaving [2])"]);
+    assert_eq!(
+        w.notes(),
+        ["info: db: synchronous standbys: member 1 on n4 (site b) (dropping member 2 on n3 (site a) once the primary runs without it)"]
+    );
+    let rec = &w.state.desired.databases["db"];
+    assert_eq!((rec.sync_names(0), rec.sync_standbys(0)), (vec![1], vec![1, 2]), "a failover still counts member 2");
+    // Not yet loaded by the primary: member 2 stays counted.
+    w.after(300).all_seen_but(&[]).check(&[]);
+    // Loaded, but member 1 does not hold the WAL the primary had then: a commit
+    // acknowledged by member 2 alone may be missing from it.
+    w.sync_applied(2, 0, &[1]).after(300).all_seen_but(&[]).check(&[]);
+    w.member(4, 1, MemberRole::Replica, 1, 1000).sync_applied(2, 0, &[1]);
+    w.after(300).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: [1] (leaving [])"]);
+    assert_eq!(
+        w.notes(),
+        ["info: db: synchronous standbys: member 1 on n4 (site b) (no longer member 2 on n3 (site a))"]
+    );
+    assert_eq!(w.state.desired.databases["db"].sync_standbys(0), vec![1]);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    // Site a is lost with the primary: member 1 holds every acknowledged commit, so it
+    // is promoted without hearing member 2 (with every standby listed it could not be).
+    w.after(1600).all_seen_but(&[1, 2, 3]).check(&["promote db member 1 on n4, term 2"]);
+    assert_eq!(w.state.desired.databases["db"].sync_set, None, "a promotion lists every other member again");
+}
+
+#[test]
+fn without_the_other_site_commits_wait_for_the_standby_of_the_primarys_own() {
+    let mut w = db_sites_world();
+    w.member(4, 1, MemberRole::Replica, 1, 1000).sync_applied(2, 0, &[1]);
+    w.after(300).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: [1] (leaving [2])"]);
+    w.after(300).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: [1] (leaving [])"]);
+    // n4 dies: once it is suspect, member 2 takes its place.
+    w.after(300).all_seen_but(&[4]).check(&[]);
+    w.after(900).all_seen_but(&[4]).check(&["set-database-sync-set db at term 1: [2] (leaving [1])"]);
+    assert_eq!(
+        w.notes(),
+        [
+            "info: db: synchronous standbys: member 2 on n3 (site a) (dropping member 1 on n4 (site b) once the primary runs without it)",
+            "warn: db: no standby in another site than the primary's (a) streams: acknowledged commits are in that site only"
+        ]
+    );
+    // Member 2 catches up and the primary loads the list: member 1 is forgotten.
+    w.member(3, 2, MemberRole::Replica, 1, 1000).sync_applied(2, 0, &[2]);
+    w.after(300).all_seen_but(&[4]).check(&["set-database-sync-set db at term 1: [2] (leaving [])"]);
+    // n4 is back and streams: the list moves back to it (adding is one step, dropping two).
+    w.member(4, 1, MemberRole::Replica, 1, 1000)
+        .after(300)
+        .all_seen_but(&[])
+        .check(&["set-database-sync-set db at term 1: [1] (leaving [2])"]);
+}
+
+#[test]
+fn a_listed_standby_that_stops_streaming_on_a_live_node_keeps_its_place_for_a_second() {
+    let mut w = db_sites_world();
+    w.member(4, 1, MemberRole::Replica, 1, 1000).sync_applied(2, 0, &[1]);
+    w.after(300).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: [1] (leaving [2])"]);
+    w.after(300).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: [1] (leaving [])"]);
+    w.member_at(4, 1, MemberRole::Starting, 1, 1, 1000, 1000, false);
+    w.after(300).all_seen_but(&[]).check(&[]).after(600).all_seen_but(&[]).check(&[]);
+    w.after(400).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: [2] (leaving [1])"]);
+}
+
+#[test]
+fn one_site_or_async_keeps_every_standby_listed() {
+    let mut w = world(&[(1, "a"), (2, "a"), (3, "a"), (4, "a")]);
+    let mut n1 = w.state.nodes[&1].clone();
+    n1.software.clear();
+    w.command(Command::UpsertNode(n1));
+    w.seen(1, 0);
+    w.deploy("databases:\n  db: { instances: 3, sync: 1 }\n");
+    let members = w.state.desired.databases["db"].members.clone();
+    w.member(members[0], 0, MemberRole::Primary, 1, 1000).member(members[1], 1, MemberRole::Replica, 1, 900);
+    w.member(members[2], 2, MemberRole::Replica, 1, 950);
+    w.after(300).all_seen_but(&[]).check(&[]).after(2000).all_seen_but(&[members[2]]).check(&[]);
+    let mut w = db_sites_world();
+    w.deploy("databases:\n  db: { instances: 3 }\n");
+    w.after(300).all_seen_but(&[]).check(&[]);
+}
+
+#[test]
+fn the_sync_list_is_not_changed_when_too_few_stream() {
+    let mut w = db_sites_world();
+    w.member_at(3, 2, MemberRole::Starting, 1, 1, 900, 900, false);
+    w.member_at(4, 1, MemberRole::Starting, 1, 1, 900, 900, false);
+    w.after(300).all_seen_but(&[]).check(&[]).after(2000).all_seen_but(&[]).check(&[]);
 }
 
 mod db_props {

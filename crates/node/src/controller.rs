@@ -72,6 +72,8 @@ fn member_report(m: &holdfast_api::peer::MemberStatus) -> holdfast_control::Memb
         lsn: m.lsn,
         replay_lsn: m.replay_lsn,
         answering: m.answering,
+        streaming: m.streaming,
+        sync_applied: m.sync_applied.clone(),
         down_since: None,
     }
 }

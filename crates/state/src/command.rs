@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    CaRecord, ClusterSettings, ClusterState, Desired, JoinTokenRecord, NodeRecord, Switchover, FORMAT_VERSION,
+    CaRecord, ClusterSettings, ClusterState, Desired, JoinTokenRecord, NodeRecord, Switchover, SyncSet, FORMAT_VERSION,
 };
 use holdfast_placement::NodeId;
 
@@ -49,6 +49,14 @@ impl std::fmt::Display for Request {
                     s.to.map_or("any".to_string(), |t| format!("member {t}"))
                 ),
                 None => write!(f, "set-database-switchover {database} at term {expected_term}: clear"),
+            },
+            Command::SetDatabaseSyncSet { database, expected_term, sync_set } => match sync_set {
+                Some(s) => write!(
+                    f,
+                    "set-database-sync-set {database} at term {expected_term}: {:?} (leaving {:?})",
+                    s.names, s.leaving
+                ),
+                None => write!(f, "set-database-sync-set {database} at term {expected_term}: every standby"),
             },
             Command::SetRemoving { id, removing } => write!(f, "set-removing {id} {removing}"),
             Command::RemoveNode { id, expected_revision } => {
@@ -114,6 +122,10 @@ pub enum Command {
     /// aborted, the primary takes writes again). Compare-and-set on the term like
     /// `SetDatabasePrimary`; the target, if any, must be a member other than the primary.
     SetDatabaseSwitchover { database: String, expected_term: u64, switchover: Option<Switchover> },
+    /// Set the synchronous standbys of the primary of `expected_term` (`None`: every
+    /// other member). Compare-and-set on the term; every member named must exist and
+    /// not be the primary.
+    SetDatabaseSyncSet { database: String, expected_term: u64, sync_set: Option<SyncSet> },
 }
 
 /// The outcome of applying a [`Request`].
@@ -282,6 +294,7 @@ impl ClusterState {
                 db.term = *term;
                 db.primary = *primary;
                 db.switchover = None;
+                db.sync_set = None;
                 self.revision += 1;
                 Response::Applied { revision: self.revision }
             }
@@ -310,6 +323,40 @@ impl ClusterState {
                 }
                 if &db.switchover != switchover {
                     db.switchover = switchover.clone();
+                    self.revision += 1;
+                }
+                Response::Applied { revision: self.revision }
+            }
+            Command::SetDatabaseSyncSet { database, expected_term, sync_set } => {
+                let Some(db) = self.desired.databases.get_mut(database) else {
+                    return Response::Refused { reason: format!("unknown database `{database}`") };
+                };
+                if db.term != *expected_term {
+                    return Response::Refused {
+                        reason: format!(
+                            "database `{database}` is at term {}, not {expected_term}: its primary changed meanwhile",
+                            db.term
+                        ),
+                    };
+                }
+                if let Some(set) = sync_set {
+                    let bad = set
+                        .names
+                        .iter()
+                        .chain(&set.leaving)
+                        .find(|m| **m as usize >= db.members.len() || **m == db.primary);
+                    if let Some(m) = bad {
+                        return Response::Refused {
+                            reason: format!(
+                                "database `{database}`: member {m} cannot be a synchronous standby (members 0..{}, member {} is the primary)",
+                                db.members.len(),
+                                db.primary
+                            ),
+                        };
+                    }
+                }
+                if &db.sync_set != sync_set {
+                    db.sync_set = sync_set.clone();
                     self.revision += 1;
                 }
                 Response::Applied { revision: self.revision }

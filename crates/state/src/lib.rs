@@ -31,6 +31,6 @@ pub mod voters;
 pub use command::{Command, Request, Response};
 pub use model::{
     ClusterSettings, ClusterState, DatabaseRecord, DbAddresses, DbCredentials, Desired, NodeRecord, ServiceRecord,
-    Switchover, SwitchoverPhase, FORMAT_VERSION, POSTGRES_PORT,
+    Switchover, SwitchoverPhase, SyncSet, FORMAT_VERSION, POSTGRES_PORT,
 };
 pub use plan::{Plan, PlanError};

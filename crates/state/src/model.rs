@@ -1,6 +1,6 @@
 //! The state model: desired services, routes, placements and databases, and the node
 //! registry.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use holdfast_placement::{Assignment, Capacity, NodeId};
@@ -208,6 +208,10 @@ pub struct DatabaseRecord {
     /// A switchover asked for by a user, being carried out by the leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switchover: Option<Switchover>,
+    /// The synchronous standbys the leader chose for the primary of `term`; `None`: every
+    /// other member (the default, and what every promotion resets it to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_set: Option<SyncSet>,
 }
 
 impl DatabaseRecord {
@@ -216,14 +220,46 @@ impl DatabaseRecord {
         self.members.get(self.primary as usize).copied()
     }
 
-    /// The members a commit waits for while member `primary` is the primary (the list
-    /// of its `synchronous_standby_names = 'ANY k (...)'`): every other member. (A list
-    /// limited to other sites would block every write while that site is cut off; a
-    /// site-preferring list needs `FIRST k` and the primary reporting which standby is
-    /// synchronous, so the failover rule can stay exact. Not done yet.)
-    pub fn sync_standbys(&self, primary: u32) -> Vec<u32> {
-        (0..self.members.len() as u32).filter(|m| *m != primary).collect()
+    /// The members a commit waits for while member `primary` is the primary: the list of
+    /// its `synchronous_standby_names = 'ANY k (...)'` — [`DatabaseRecord::sync_set`]'s
+    /// names, or every other member.
+    pub fn sync_names(&self, primary: u32) -> Vec<u32> {
+        match &self.sync_set {
+            Some(set) => self.valid_standbys(primary, set.names.iter().copied()),
+            None => self.valid_standbys(primary, 0..self.members.len() as u32),
+        }
     }
+
+    /// The members an acknowledged commit of member `primary` may be on (`k` of them,
+    /// `k = spec.sync`): the names it waits for, and members leaving the list that its
+    /// commits may still have waited for (see [`SyncSet::leaving`]). A failover counts
+    /// these.
+    pub fn sync_standbys(&self, primary: u32) -> Vec<u32> {
+        match &self.sync_set {
+            Some(set) => self.valid_standbys(primary, set.names.iter().chain(&set.leaving).copied()),
+            None => self.sync_names(primary),
+        }
+    }
+
+    fn valid_standbys(&self, primary: u32, members: impl Iterator<Item = u32>) -> Vec<u32> {
+        let n = self.members.len() as u32;
+        let set: BTreeSet<u32> = members.filter(|m| *m < n && *m != primary).collect();
+        set.into_iter().collect()
+    }
+}
+
+/// A primary's synchronous standbys, chosen by the leader so that with several sites a
+/// commit is acknowledged by a standby in another site than the primary's.
+///
+/// A change that drops members goes in two steps, so a failover never counts too few:
+/// `names` is the new list and `leaving` the dropped members, still counted by
+/// [`DatabaseRecord::sync_standbys`]; once the primary reports running with `names`
+/// and `k` of them hold its WAL, `leaving` is cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSet {
+    pub names: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaving: Vec<u32>,
 }
 
 /// The port every database endpoint listens on.

@@ -306,6 +306,7 @@ fn plan_databases(
                     credentials,
                     addresses,
                     switchover: None,
+                    sync_set: None,
                 }
             }
             Some(old) => {
@@ -321,10 +322,15 @@ fn plan_databases(
                 let replaces = crate::database::needs_new_generation(&old.spec, spec);
                 let kind = if details.is_empty() { ChangeKind::Unchanged } else { ChangeKind::Update };
                 plan.changes.push(change(kind, format!("database {name}"), details, replaces));
+                // Other members or another `sync`: every other member again (a superset
+                // of any chosen list, so a failover never counts too few); the leader
+                // chooses anew.
+                let same = old.members == members.nodes && old.spec.sync == spec.sync;
                 DatabaseRecord {
                     project: project.clone(),
                     spec: spec.clone(),
                     generation: if replaces { new_generation } else { old.generation },
+                    sync_set: if same { old.sync_set.clone() } else { None },
                     members: members.nodes,
                     credentials,
                     ..old.clone()

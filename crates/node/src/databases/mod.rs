@@ -231,6 +231,10 @@ struct Local {
     hold_failed: bool,
     /// The admin connection of the last pass, and the port it reached.
     admin: Option<(u16, Admin)>,
+    /// A primary: the members of the sync list it runs with, loaded in an earlier pass
+    /// (reported with the next pass's probe, so the LSN it reports is from after it took
+    /// effect); `None` while none or the commit hold is loaded.
+    sync_applied: Option<Vec<u32>>,
 }
 
 /// How long a replica may answer without streaming from a primary that is up before it
@@ -326,6 +330,7 @@ fn status(key: &Key, term: u64, role: MemberRole, detail: impl Into<String>) -> 
         streaming: false,
         port: None,
         detail,
+        sync_applied: None,
     }
 }
 
@@ -369,6 +374,8 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     // One admin connection per member, kept across passes while it works: a new one per
     // pass costs a SCRAM handshake each time, which made a pass slow enough to delay
     // fencing and switchovers by most of a second.
+    // The list loaded before this pass's probe (see `Local::sync_applied`).
+    let sync_applied = local.sync_applied.clone();
     let conn = match (running, port, local.admin.take()) {
         (true, Some(p), Some((q, a))) if q == p && !a.is_closed() => Some((q, a)),
         (true, Some(p), _) => Admin::connect(&dir.socket(), p, &rec.credentials.superuser, Duration::from_secs(1))
@@ -493,6 +500,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
         st.streaming = p.streaming;
         if !p.in_recovery {
             st.term = marker.primary_term;
+            st.sync_applied = sync_applied;
         }
     }
     st.port = if running { port } else { None };
@@ -613,6 +621,7 @@ async fn execute(
             // Every commit waits for a standby that does not exist: none is acknowledged
             // while another primary may be promoted.
             let since = *local.holding_since.get_or_insert_with(std::time::Instant::now);
+            local.sync_applied = None;
             let sync = conf::HOLD_COMMITS.to_string();
             if local.sync_written.as_ref() != Some(&sync) {
                 tracing::warn!(database = %m.key.0, member = m.key.1, "this node's lease lapsed: the primary holds every commit until it is renewed (it is stopped if that takes longer than another lease)");
@@ -633,7 +642,7 @@ async fn execute(
         }
         Step::Run { standby } => {
             let released = !*standby && local.holding_since.is_some();
-            let sync = if *standby { String::new() } else { sync_list(m, admin).await };
+            let (sync, names) = if *standby { (String::new(), Vec::new()) } else { sync_list(m, admin).await };
             if !*standby && local.sync_written.as_ref() != Some(&sync) {
                 if sync.is_empty() && rec.spec.sync > 0 {
                     tracing::warn!(database = %m.key.0, "too few standbys stream: commits no longer wait for one (on_sync_loss: async)");
@@ -652,6 +661,8 @@ async fn execute(
                     }
                 }
             }
+            // Loaded when unchanged, or reloaded just now (reported from the next pass).
+            local.sync_applied = (!*standby && m.running && (!changed || admin.is_some())).then_some(names);
             if let Some(since) = local.holding_since.take() {
                 if !*standby {
                     tracing::info!(database = %m.key.0, member = m.key.1, held_ms = since.elapsed().as_millis() as u64, "the lease is back: held commits complete");
@@ -728,11 +739,12 @@ async fn execute(
 }
 
 /// `synchronous_standby_names` for this primary now: `ANY k (...)`, or empty with
-/// `on_sync_loss: async` while fewer than k standbys stream.
-async fn sync_list(m: &Member<'_>, admin: Option<&Admin>) -> String {
+/// `on_sync_loss: async` while fewer than k standbys stream; with the members it names.
+async fn sync_list(m: &Member<'_>, admin: Option<&Admin>) -> (String, Vec<u32>) {
     let spec = &m.rec.spec;
-    let set = m.rec.sync_standbys(m.key.1);
+    let set = m.rec.sync_names(m.key.1);
     let full = conf::sync_names(&m.key.0, &set, spec.sync);
+    let full = if spec.sync == 0 { (full, Vec::new()) } else { (full, set.clone()) };
     if spec.sync == 0 || spec.on_sync_loss == SyncLoss::Block {
         return full;
     }
@@ -742,7 +754,7 @@ async fn sync_list(m: &Member<'_>, admin: Option<&Admin>) -> String {
         None => return full,
     };
     if streaming < spec.sync {
-        String::new()
+        (String::new(), Vec::new())
     } else {
         full
     }

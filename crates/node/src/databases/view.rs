@@ -23,7 +23,7 @@ pub fn databases(
                 .and_then(|n| members.get(n))
                 .and_then(|v| v.iter().find(|m| &m.database == name && m.member == i))
         };
-        let sync_set = rec.sync_standbys(rec.primary);
+        let sync_set = rec.sync_names(rec.primary);
         let primary_lsn = report(rec.primary).filter(|r| r.role == MemberRole::Primary).map(|r| r.lsn);
         let mut views = Vec::new();
         let mut warnings = Vec::new();
@@ -120,6 +120,7 @@ pub fn databases(
                     None => phase.to_string(),
                 }
             }),
+            sync_leaving: rec.sync_set.as_ref().map(|s| s.leaving.clone()).unwrap_or_default(),
             losing,
             warnings,
         });

@@ -325,6 +325,36 @@ fn switchover_commands_are_compare_and_set_and_a_promotion_ends_them() {
 }
 
 #[test]
+fn sync_sets_are_compare_and_set_checked_and_a_promotion_resets_them() {
+    let s = cluster(&[node(1, "a", "arm64", "15"), node(2, "a", "arm64", "15"), node(3, "b", "arm64", "15")]);
+    let (_, mut s) = deploy(&s, "databases:\n  db: { instances: 3, sync: 1 }\n");
+    let set = |expected_term, names: &[u32], leaving: &[u32]| Command::SetDatabaseSyncSet {
+        database: "db".into(),
+        expected_term,
+        sync_set: Some(crate::SyncSet { names: names.to_vec(), leaving: leaving.to_vec() }),
+    };
+    let rec = &s.desired.databases["db"];
+    assert_eq!((rec.sync_names(0), rec.sync_standbys(0)), (vec![1, 2], vec![1, 2]), "every other member by default");
+    assert_eq!(
+        s.apply(&Request::new(set(1, &[0], &[]))),
+        Response::Refused {
+            reason: "database `db`: member 0 cannot be a synchronous standby (members 0..3, member 0 is the primary)"
+                .into()
+        }
+    );
+    assert!(matches!(s.apply(&Request::new(set(1, &[1], &[3]))), Response::Refused { .. }));
+    assert!(matches!(s.apply(&Request::new(set(2, &[1], &[]))), Response::Refused { .. }));
+    assert_eq!(s.desired.databases["db"].sync_set, None, "nothing changed by a refused set");
+    assert!(matches!(s.apply(&Request::new(set(1, &[2], &[1]))), Response::Applied { .. }));
+    let rec = &s.desired.databases["db"];
+    assert_eq!((rec.sync_names(0), rec.sync_standbys(0)), (vec![2], vec![1, 2]));
+    let cmd = Command::SetDatabasePrimary { database: "db".into(), expected_term: 1, term: 2, primary: 2 };
+    s.apply(&Request::new(cmd));
+    let rec = &s.desired.databases["db"];
+    assert_eq!((rec.sync_set.clone(), rec.sync_names(2)), (None, vec![0, 1]));
+}
+
+#[test]
 fn a_node_with_members_cannot_be_removed() {
     let s = cluster(&[node(1, "a", "arm64", "15")]);
     let (_, mut s) = deploy(&s, "databases:\n  db: {}\n");
