@@ -67,6 +67,36 @@ impl Admin {
         Ok(Admin { client, socket, timeout })
     }
 
+    /// Runs `CHECKPOINT` on the server at `host:port` (TCP, as the superuser): before
+    /// `pg_rewind` from a primary promoted moments ago, whose `pg_control` still names its
+    /// old timeline until its first checkpoint (PostgreSQL's pg_rewind documentation says
+    /// to checkpoint it); a rewind from it would leave a replica that cannot start
+    /// ("requested timeline N does not contain minimum recovery point ...").
+    pub async fn checkpoint_remote(host: &str, port: u16, password: &str, timeout: Duration) -> Result<(), PgError> {
+        let socket = format!("{host}:{port}");
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(host)
+            .port(port)
+            .user(crate::SUPERUSER)
+            .password(password)
+            .dbname("postgres")
+            .application_name("holdfast")
+            .connect_timeout(timeout);
+        let (client, connection) = tokio::time::timeout(timeout, cfg.connect(NoTls))
+            .await
+            .map_err(|_| PgError::Timeout { socket: socket.clone(), secs: timeout.as_secs() })?
+            .map_err(|source| PgError::Sql { socket: socket.clone(), source })?;
+        let conn = tokio::spawn(connection);
+        let done = tokio::time::timeout(Duration::from_secs(120), client.simple_query("CHECKPOINT")).await;
+        drop(client);
+        let _ = conn.await;
+        match done {
+            Err(_) => Err(PgError::Timeout { socket, secs: 120 }),
+            Ok(Err(source)) => Err(PgError::Sql { socket, source }),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
     /// Whether the connection is gone (postgres stopped or restarted): connect again.
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
@@ -175,17 +205,33 @@ impl Admin {
         Ok(())
     }
 
-    /// Promotes a replica and waits (up to 30 s) until it accepts writes.
+    /// Promotes a replica and waits (up to 30 s) until it accepts writes. It asks
+    /// without waiting and looks every 10 ms itself: `pg_promote(true)` looks only every
+    /// 100 ms, and a switchover's write pause is that much longer.
     pub async fn promote(&self) -> Result<(), PgError> {
-        let rows = tokio::time::timeout(Duration::from_secs(35), self.client.query("SELECT pg_promote(true, 30)", &[]))
+        let timeout = |secs| PgError::Timeout { socket: self.socket.clone(), secs };
+        let sql = |source| PgError::Sql { socket: self.socket.clone(), source };
+        let rows = tokio::time::timeout(Duration::from_secs(5), self.client.query("SELECT pg_promote(false)", &[]))
             .await
-            .map_err(|_| PgError::Timeout { socket: self.socket.clone(), secs: 35 })?
-            .map_err(|source| PgError::Sql { socket: self.socket.clone(), source })?;
-        let ok: bool = rows.first().and_then(|r| r.try_get(0).ok()).unwrap_or(false);
-        if ok {
-            Ok(())
-        } else {
-            Err(PgError::Answer("pg_promote did not finish within 30 s".into()))
+            .map_err(|_| timeout(5))?
+            .map_err(sql)?;
+        if !rows.first().and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false) {
+            return Err(PgError::Answer("pg_promote refused (not a standby, or the signal failed)".into()));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows =
+                tokio::time::timeout(Duration::from_secs(5), self.client.query("SELECT pg_is_in_recovery()", &[]))
+                    .await
+                    .map_err(|_| timeout(5))?
+                    .map_err(sql)?;
+            if !rows.first().and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(true) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PgError::Answer("the promotion did not finish within 30 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

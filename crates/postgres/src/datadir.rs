@@ -203,8 +203,9 @@ pub async fn basebackup(
 }
 
 /// `pg_rewind` of a former primary against the current one (reached as the superuser at
-/// the `-rw` address). The target must be stopped; PostgreSQL 13+ finishes its crash
-/// recovery first by itself.
+/// the `-rw` address), after a `CHECKPOINT` there (a source promoted moments ago names
+/// its old timeline in `pg_control` until then). The target must be stopped; PostgreSQL
+/// 13+ finishes its crash recovery first by itself.
 pub async fn rewind(
     bins: &Binaries,
     dir: &MemberDir,
@@ -218,6 +219,7 @@ pub async fn rewind(
         crate::conf::conninfo_value(host),
         crate::SUPERUSER
     );
+    crate::admin::Admin::checkpoint_remote(host, port, superuser_password, Duration::from_secs(5)).await?;
     let args = vec![format!("--target-pgdata={}", dir.data().display()), format!("--source-server={source}")];
     run(bins, "pg_rewind", &args, &[("PGPASSWORD", superuser_password)], user, Duration::from_secs(3600)).await
 }
