@@ -219,7 +219,11 @@ pub async fn rewind(
         crate::conf::conninfo_value(host),
         crate::SUPERUSER
     );
-    crate::admin::Admin::checkpoint_remote(host, port, superuser_password, Duration::from_secs(5)).await?;
+    // Said as not reaching the source (the runner retries without counting a failed
+    // rewind, which would end in a fresh clone).
+    crate::admin::Admin::checkpoint_remote(host, port, superuser_password, Duration::from_secs(5))
+        .await
+        .map_err(|e| PgError::Answer(format!("could not connect to checkpoint the source before pg_rewind: {e}")))?;
     let args = vec![format!("--target-pgdata={}", dir.data().display()), format!("--source-server={source}")];
     run(bins, "pg_rewind", &args, &[("PGPASSWORD", superuser_password)], user, Duration::from_secs(3600)).await
 }
