@@ -395,7 +395,8 @@ fn fencing(v: &View<'_>, sw: &Switchover, memory: &mut DbMemory, out: &mut Vec<D
 /// Dropping goes in two steps (`SyncSet::leaving`): the new list is recorded with the
 /// dropped members still counted by a failover, then — once the primary reports running
 /// with the new list and `k` of its members hold the primary's WAL as of that report —
-/// the dropped members are forgotten. Adding members is one step.
+/// the dropped members are forgotten. Adding members is one step. A list that changes
+/// again before its drop is confirmed keeps counting every member still leaving.
 fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
     let (name, rec) = (v.name, v.rec);
     let k = rec.spec.sync as usize;
@@ -414,15 +415,19 @@ fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
         }
         return;
     }
-    // A drop under way: confirm it, or wait.
+    // A drop under way: confirm it; else the list may still change (a member of the new
+    // list may die before it is confirmed), carrying the members still leaving.
+    let mut carried: Vec<u32> = Vec::new();
     if let Some(set) = rec.sync_set.as_ref().filter(|s| !s.leaving.is_empty()) {
-        let Some(primary) = v.report(rec.primary) else { return };
-        let applied = primary.sync_applied.as_ref().is_some_and(|a| *a == current);
-        let holding = current
-            .iter()
-            .filter(|m| v.report(**m).is_some_and(|r| r.role == MemberRole::Replica && r.lsn >= primary.lsn))
-            .count();
-        if applied && holding >= k {
+        let confirmed = v.report(rec.primary).is_some_and(|primary| {
+            let applied = primary.sync_applied.as_ref().is_some_and(|a| *a == current);
+            let holding = current
+                .iter()
+                .filter(|m| v.report(**m).is_some_and(|r| r.role == MemberRole::Replica && r.lsn >= primary.lsn))
+                .count();
+            applied && holding >= k
+        });
+        if confirmed {
             let next = (current != everyone()).then(|| SyncSet { names: set.names.clone(), leaving: Vec::new() });
             out.push(propose(next));
             out.push(DbDecision::Note(Note::info(format!(
@@ -430,8 +435,9 @@ fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
                 list(v, &current),
                 list(v, &set.leaving)
             ))));
+            return;
         }
-        return;
+        carried = rec.sync_standbys(rec.primary).into_iter().filter(|m| !current.contains(m)).collect();
     }
     let site = |m: u32| v.node_of(m).and_then(|n| v.input.state.nodes.get(&n)).map(|n| n.site.as_str());
     let primary_site = site(rec.primary);
@@ -484,7 +490,14 @@ fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
     if want == current {
         return;
     }
-    let leaving: Vec<u32> = current.iter().copied().filter(|m| !want.contains(m)).collect();
+    let leaving: Vec<u32> = current
+        .iter()
+        .chain(&carried)
+        .copied()
+        .filter(|m| !want.contains(m))
+        .collect::<std::collections::BTreeSet<u32>>()
+        .into_iter()
+        .collect();
     let next = if leaving.is_empty() && want == everyone() {
         None
     } else {

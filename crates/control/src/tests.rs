@@ -1016,6 +1016,19 @@ fn without_the_other_site_commits_wait_for_the_standby_of_the_primarys_own() {
 }
 
 #[test]
+fn a_new_list_whose_member_dies_before_its_drop_is_confirmed_changes_again_and_counts_both() {
+    let mut w = db_sites_world();
+    w.after(300).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: [1] (leaving [2])"]);
+    // Member 1 never catches up: n4 dies. Waiting for the confirmation would block every
+    // commit for good; the list moves to member 2, and member 1 is counted as leaving.
+    w.after(300).all_seen_but(&[4]).check(&[]);
+    w.after(900).all_seen_but(&[4]).check(&["set-database-sync-set db at term 1: [2] (leaving [1])"]);
+    assert_eq!(w.state.desired.databases["db"].sync_standbys(0), vec![1, 2]);
+    w.member(3, 2, MemberRole::Replica, 1, 1000).sync_applied(2, 0, &[2]);
+    w.after(300).all_seen_but(&[4]).check(&["set-database-sync-set db at term 1: [2] (leaving [])"]);
+}
+
+#[test]
 fn a_listed_standby_that_stops_streaming_on_a_live_node_keeps_its_place_for_a_second() {
     let mut w = db_sites_world();
     w.member(4, 1, MemberRole::Replica, 1, 1000).sync_applied(2, 0, &[1]);
