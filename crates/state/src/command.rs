@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    CaRecord, ClusterSettings, ClusterState, Desired, JoinTokenRecord, NodeRecord, Switchover, SyncSet, FORMAT_VERSION,
+    CaRecord, ClusterSettings, ClusterState, DatabaseRecord, Desired, JoinTokenRecord, NodeRecord, Switchover, SyncSet,
+    FORMAT_VERSION,
 };
 use holdfast_placement::NodeId;
 
@@ -270,17 +271,10 @@ impl ClusterState {
                 Response::Applied { revision: self.revision }
             }
             Command::SetDatabasePrimary { database, expected_term, term, primary } => {
-                let Some(db) = self.desired.databases.get_mut(database) else {
-                    return Response::Refused { reason: format!("unknown database `{database}`") };
+                let db = match database_at_term(&mut self.desired.databases, database, *expected_term) {
+                    Ok(db) => db,
+                    Err(refused) => return refused,
                 };
-                if db.term != *expected_term {
-                    return Response::Refused {
-                        reason: format!(
-                            "database `{database}` is at term {}, not {expected_term}: its primary changed meanwhile",
-                            db.term
-                        ),
-                    };
-                }
                 if *term <= db.term {
                     return Response::Refused {
                         reason: format!("database `{database}`: term {term} is not newer than term {}", db.term),
@@ -299,17 +293,10 @@ impl ClusterState {
                 Response::Applied { revision: self.revision }
             }
             Command::SetDatabaseSwitchover { database, expected_term, switchover } => {
-                let Some(db) = self.desired.databases.get_mut(database) else {
-                    return Response::Refused { reason: format!("unknown database `{database}`") };
+                let db = match database_at_term(&mut self.desired.databases, database, *expected_term) {
+                    Ok(db) => db,
+                    Err(refused) => return refused,
                 };
-                if db.term != *expected_term {
-                    return Response::Refused {
-                        reason: format!(
-                            "database `{database}` is at term {}, not {expected_term}: its primary changed meanwhile",
-                            db.term
-                        ),
-                    };
-                }
                 if let Some(to) = switchover.as_ref().and_then(|s| s.to) {
                     if to as usize >= db.members.len() || to == db.primary {
                         return Response::Refused {
@@ -328,17 +315,10 @@ impl ClusterState {
                 Response::Applied { revision: self.revision }
             }
             Command::SetDatabaseSyncSet { database, expected_term, sync_set } => {
-                let Some(db) = self.desired.databases.get_mut(database) else {
-                    return Response::Refused { reason: format!("unknown database `{database}`") };
+                let db = match database_at_term(&mut self.desired.databases, database, *expected_term) {
+                    Ok(db) => db,
+                    Err(refused) => return refused,
                 };
-                if db.term != *expected_term {
-                    return Response::Refused {
-                        reason: format!(
-                            "database `{database}` is at term {}, not {expected_term}: its primary changed meanwhile",
-                            db.term
-                        ),
-                    };
-                }
                 if let Some(set) = sync_set {
                     let bad = set
                         .names
@@ -407,6 +387,27 @@ impl ClusterState {
             }
         }
     }
+}
+
+/// The database `database` for a compare-and-set on its term: refused when it is unknown
+/// or no longer at `expected_term` (its primary changed meanwhile).
+fn database_at_term<'a>(
+    databases: &'a mut BTreeMap<String, DatabaseRecord>,
+    database: &str,
+    expected_term: u64,
+) -> Result<&'a mut DatabaseRecord, Response> {
+    let Some(db) = databases.get_mut(database) else {
+        return Err(Response::Refused { reason: format!("unknown database `{database}`") });
+    };
+    if db.term != expected_term {
+        return Err(Response::Refused {
+            reason: format!(
+                "database `{database}` is at term {}, not {expected_term}: its primary changed meanwhile",
+                db.term
+            ),
+        });
+    }
+    Ok(db)
 }
 
 #[cfg(test)]
