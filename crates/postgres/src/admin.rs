@@ -42,23 +42,14 @@ impl Admin {
     /// Connects over the Unix socket in `socket_dir` to the member on `port`.
     pub async fn connect(socket_dir: &Path, port: u16, password: &str, timeout: Duration) -> Result<Admin, PgError> {
         let socket = format!("{}/.s.PGSQL.{port}", socket_dir.display());
-        let mut cfg = tokio_postgres::Config::new();
+        let mut cfg = superuser(password, timeout);
         cfg.host_path(socket_dir)
             .port(port)
-            .user(crate::SUPERUSER)
-            .password(password)
-            .dbname("postgres")
-            .application_name("holdfast")
             // holdfast's own writes (roles, databases) commit locally: with synchronous
             // standbys configured they would otherwise wait for a standby that cannot
             // exist yet (it needs the replication role to clone).
-            .options("-c synchronous_commit=local")
-            .connect_timeout(timeout);
-        let connect = cfg.connect(NoTls);
-        let (client, connection) = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| PgError::Timeout { socket: socket.clone(), secs: timeout.as_secs() })?
-            .map_err(|source| PgError::Sql { socket: socket.clone(), source })?;
+            .options("-c synchronous_commit=local");
+        let (client, connection) = open(&cfg, &socket, timeout).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "postgres admin connection ended");
@@ -74,18 +65,9 @@ impl Admin {
     /// ("requested timeline N does not contain minimum recovery point ...").
     pub async fn checkpoint_remote(host: &str, port: u16, password: &str, timeout: Duration) -> Result<(), PgError> {
         let socket = format!("{host}:{port}");
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host(host)
-            .port(port)
-            .user(crate::SUPERUSER)
-            .password(password)
-            .dbname("postgres")
-            .application_name("holdfast")
-            .connect_timeout(timeout);
-        let (client, connection) = tokio::time::timeout(timeout, cfg.connect(NoTls))
-            .await
-            .map_err(|_| PgError::Timeout { socket: socket.clone(), secs: timeout.as_secs() })?
-            .map_err(|source| PgError::Sql { socket: socket.clone(), source })?;
+        let mut cfg = superuser(password, timeout);
+        cfg.host(host).port(port);
+        let (client, connection) = open(&cfg, &socket, timeout).await?;
         let conn = tokio::spawn(connection);
         let done = tokio::time::timeout(Duration::from_secs(120), client.simple_query("CHECKPOINT")).await;
         drop(client);
@@ -103,10 +85,19 @@ impl Admin {
     }
 
     async fn rows(&self, sql: &str) -> Result<Vec<tokio_postgres::Row>, PgError> {
-        tokio::time::timeout(self.timeout, self.client.query(sql, &[]))
+        self.rows_within(sql, self.timeout).await
+    }
+
+    async fn rows_within(&self, sql: &str, within: Duration) -> Result<Vec<tokio_postgres::Row>, PgError> {
+        tokio::time::timeout(within, self.client.query(sql, &[]))
             .await
-            .map_err(|_| PgError::Timeout { socket: self.socket.clone(), secs: self.timeout.as_secs() })?
+            .map_err(|_| PgError::Timeout { socket: self.socket.clone(), secs: within.as_secs() })?
             .map_err(|source| PgError::Sql { socket: self.socket.clone(), source })
+    }
+
+    /// The first column of the first row of `sql`, as a boolean (`None`: no such value).
+    async fn boolean(&self, sql: &str, within: Duration) -> Result<Option<bool>, PgError> {
+        Ok(self.rows_within(sql, within).await?.first().and_then(|r| r.try_get::<_, bool>(0).ok()))
     }
 
     async fn exec(&self, sql: &str) -> Result<(), PgError> {
@@ -209,23 +200,13 @@ impl Admin {
     /// without waiting and looks every 10 ms itself: `pg_promote(true)` looks only every
     /// 100 ms, and a switchover's write pause is that much longer.
     pub async fn promote(&self) -> Result<(), PgError> {
-        let timeout = |secs| PgError::Timeout { socket: self.socket.clone(), secs };
-        let sql = |source| PgError::Sql { socket: self.socket.clone(), source };
-        let rows = tokio::time::timeout(Duration::from_secs(5), self.client.query("SELECT pg_promote(false)", &[]))
-            .await
-            .map_err(|_| timeout(5))?
-            .map_err(sql)?;
-        if !rows.first().and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false) {
+        let within = Duration::from_secs(5);
+        if !self.boolean("SELECT pg_promote(false)", within).await?.unwrap_or(false) {
             return Err(PgError::Answer("pg_promote refused (not a standby, or the signal failed)".into()));
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let rows =
-                tokio::time::timeout(Duration::from_secs(5), self.client.query("SELECT pg_is_in_recovery()", &[]))
-                    .await
-                    .map_err(|_| timeout(5))?
-                    .map_err(sql)?;
-            if !rows.first().and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(true) {
+            if !self.boolean("SELECT pg_is_in_recovery()", within).await?.unwrap_or(true) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -270,6 +251,32 @@ impl Admin {
         }
         Ok(out)
     }
+}
+
+/// The superuser's connection settings (database `postgres`), without a host.
+fn superuser(password: &str, timeout: Duration) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.user(crate::SUPERUSER)
+        .password(password)
+        .dbname("postgres")
+        .application_name("holdfast")
+        .connect_timeout(timeout);
+    cfg
+}
+
+/// Connects with `cfg` within `timeout`; `socket` names the server in errors.
+async fn open(
+    cfg: &tokio_postgres::Config,
+    socket: &str,
+    timeout: Duration,
+) -> Result<
+    (tokio_postgres::Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>),
+    PgError,
+> {
+    tokio::time::timeout(timeout, cfg.connect(NoTls))
+        .await
+        .map_err(|_| PgError::Timeout { socket: socket.to_string(), secs: timeout.as_secs() })?
+        .map_err(|source| PgError::Sql { socket: socket.to_string(), source })
 }
 
 /// A quoted SQL identifier.
