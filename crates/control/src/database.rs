@@ -107,6 +107,11 @@ impl View<'_> {
         self.rec.members.get(member as usize).copied()
     }
 
+    /// The site of the node member `member` runs on.
+    fn site(&self, member: u32) -> Option<&str> {
+        self.node_of(member).and_then(|n| self.input.state.nodes.get(&n)).map(|n| n.site.as_str())
+    }
+
     fn node_name(&self, member: u32) -> String {
         self.node_of(member).map_or_else(|| format!("member {member}"), |n| self.input.state.node_name(n))
     }
@@ -439,9 +444,8 @@ fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
         }
         carried = rec.sync_standbys(rec.primary).into_iter().filter(|m| !current.contains(m)).collect();
     }
-    let site = |m: u32| v.node_of(m).and_then(|n| v.input.state.nodes.get(&n)).map(|n| n.site.as_str());
-    let primary_site = site(rec.primary);
-    let sites: std::collections::BTreeSet<Option<&str>> = (0..rec.members.len() as u32).map(site).collect();
+    let primary_site = v.site(rec.primary);
+    let sites: std::collections::BTreeSet<Option<&str>> = (0..rec.members.len() as u32).map(|m| v.site(m)).collect();
     let now = v.input.now;
     let mut streaming = Vec::new();
     let mut in_grace = false;
@@ -474,7 +478,7 @@ fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
         // spec says), and a failover keeps counting it.
         return;
     } else {
-        let (remote, local): (Vec<u32>, Vec<u32>) = streaming.iter().partition(|m| site(**m) != primary_site);
+        let (remote, local): (Vec<u32>, Vec<u32>) = streaming.iter().partition(|m| v.site(**m) != primary_site);
         if remote.is_empty() {
             out.push(DbDecision::Recurring(Note::warn(format!(
                 "{name}: no standby in another site than the primary's ({}) streams: acknowledged commits are in that site only",
@@ -513,10 +517,7 @@ fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
 
 /// "member 1 on n2 (site a), member 2 on n3 (site b)".
 fn list(v: &View<'_>, members: &[u32]) -> String {
-    let one = |m: &u32| {
-        let site = v.node_of(*m).and_then(|n| v.input.state.nodes.get(&n)).map_or("?", |n| n.site.as_str());
-        format!("member {m} on {} (site {site})", v.node_name(*m))
-    };
+    let one = |m: &u32| format!("member {m} on {} (site {})", v.node_name(*m), v.site(*m).unwrap_or("?"));
     if members.is_empty() {
         return "none".into();
     }

@@ -732,16 +732,23 @@ mod props {
     }
 }
 
+/// A cluster of `nodes` whose n1 (the leader) has no PostgreSQL, with database `db` of
+/// `fields` (`instances: 3, sync: 1`) deployed; nobody reports its members yet.
+fn pg_world(nodes: &[(NodeId, &str)], fields: &str) -> World {
+    let mut w = world(nodes);
+    let mut n1 = w.state.nodes[&1].clone();
+    n1.software.clear();
+    w.command(Command::UpsertNode(n1));
+    w.seen(1, 0);
+    w.deploy(&format!("databases:\n  db: {{ {fields} }}\n"));
+    w
+}
+
 /// Four nodes on four sites, n1 (the leader) without PostgreSQL; database `db` with
 /// `fields` has its members on n2 n3 n4 (member 0 on n2 the primary, term 1), all
 /// reporting: the primary at lsn 1000, member 1 at 900, member 2 at 950.
 fn db_world(fields: &str) -> World {
-    let mut w = world(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")]);
-    let mut n1 = w.state.nodes[&1].clone();
-    n1.software.clear();
-    w.command(Command::UpsertNode(n1.clone()));
-    w.seen(1, 0);
-    w.deploy(&format!("databases:\n  db: {{ instances: 3{fields} }}\n"));
+    let mut w = pg_world(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")], &format!("instances: 3{fields}"));
     assert_eq!(w.state.desired.databases["db"].members, [2, 3, 4]);
     w.member(2, 0, MemberRole::Primary, 1, 1000).member(3, 1, MemberRole::Replica, 1, 900).member(
         4,
@@ -943,12 +950,7 @@ fn a_switchover_to_an_unhealthy_member_is_refused() {
 /// member 0 on n2 (site a, the primary at lsn 1000), member 1 on n4 (site b, 900) and
 /// member 2 on n3 (site a, 950): members spread over sites first.
 fn db_sites_world() -> World {
-    let mut w = world(&[(1, "a"), (2, "a"), (3, "a"), (4, "b")]);
-    let mut n1 = w.state.nodes[&1].clone();
-    n1.software.clear();
-    w.command(Command::UpsertNode(n1));
-    w.seen(1, 0);
-    w.deploy("databases:\n  db: { instances: 3, sync: 1 }\n");
+    let mut w = pg_world(&[(1, "a"), (2, "a"), (3, "a"), (4, "b")], "instances: 3, sync: 1");
     assert_eq!(w.state.desired.databases["db"].members, [2, 4, 3]);
     w.member(2, 0, MemberRole::Primary, 1, 1000).member(4, 1, MemberRole::Replica, 1, 900).member(
         3,
@@ -1041,12 +1043,7 @@ fn a_listed_standby_that_stops_streaming_on_a_live_node_keeps_its_place_for_a_se
 
 #[test]
 fn one_site_or_async_keeps_every_standby_listed() {
-    let mut w = world(&[(1, "a"), (2, "a"), (3, "a"), (4, "a")]);
-    let mut n1 = w.state.nodes[&1].clone();
-    n1.software.clear();
-    w.command(Command::UpsertNode(n1));
-    w.seen(1, 0);
-    w.deploy("databases:\n  db: { instances: 3, sync: 1 }\n");
+    let mut w = pg_world(&[(1, "a"), (2, "a"), (3, "a"), (4, "a")], "instances: 3, sync: 1");
     let members = w.state.desired.databases["db"].members.clone();
     w.member(members[0], 0, MemberRole::Primary, 1, 1000).member(members[1], 1, MemberRole::Replica, 1, 900);
     w.member(members[2], 2, MemberRole::Replica, 1, 950);
