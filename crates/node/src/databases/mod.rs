@@ -652,6 +652,11 @@ async fn execute(
                 local.sync_written = Some(sync.clone());
             }
             let changed = write_conf(m, *standby, sync)?;
+            if changed {
+                // Unknown until the new file is loaded: a failed reload below returns
+                // before the list is recorded again.
+                local.sync_applied = None;
+            }
             if changed && m.running {
                 if let Some(a) = admin {
                     a.reload().await.map_err(|e| e.to_string())?;
