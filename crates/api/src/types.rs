@@ -154,6 +154,7 @@ pub struct NodeView {
     pub draining: bool,
     /// Milliseconds since the leader last heard from the node.
     pub last_seen_ms: Option<u64>,
+    /// Service replicas and database members placed on the node.
     pub instances: usize,
     pub cpu_reserved_millis: u64,
     pub cpu_capacity_millis: u64,

@@ -2,7 +2,8 @@
 //! under CI; on loopback otherwise), with the machine's PostgreSQL, psql and a
 //! psycopg writer: three members on three holdfast nodes, a primary whose machine dies
 //! under the write loop, the old primary coming back as a replica, a synchronous standby
-//! dying, the read-only endpoint, and a switchover under load. Every write is counted as
+//! dying, the read-only endpoint, a switchover under load, and a drain of the primary's
+//! node. Every write is counted as
 //! acknowledged or failed-or-unknown; with `sync: 1` no acknowledged write may be missing.
 //! The faults that need network namespaces (freeze, partition, link down, the seeded
 //! schedule) are in `postgres_faults.rs`.
@@ -199,6 +200,92 @@ fn a_switchover_under_load_loses_nothing() {
     assert_eq!(missing(&c[0], &url, "t", &acked), Vec::<u64>::new(), "acknowledged writes lost in a switchover");
     let after = wait_healthy(&c[0], 2, Duration::from_secs(60));
     assert_eq!(after["primary_node"], to.as_str(), "{after}");
+}
+
+/// The pids of `postgres` processes whose command line names `dir` (a node's data
+/// directory: its members' data directories are under it).
+fn postgres_under(dir: &std::path::Path) -> Vec<u32> {
+    let dir = dir.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let is_postgres = args.first().is_some_and(|a| a.ends_with("/postgres") || a.starts_with("postgres:"));
+        if is_postgres && args.iter().any(|a| a.contains(&dir)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn draining_the_primarys_node_switches_over_and_moves_its_member_away() {
+    // Proves: `holdfast drain` of the node holding the primary (two members, a third node
+    // free) under a psycopg write loop: the primary is switched over (not failed over) to
+    // the standby, the old primary's member is moved to the free node and cloned there,
+    // the drain command returns once the node is empty, no postgres runs on it any more,
+    // no acknowledged write is missing, and writes pause only for the switchover.
+    if !have_postgres() {
+        return;
+    }
+    let Some(py) = python() else { return };
+    let c = pg_cluster("pgdrain", 35000);
+    let yaml = "project: pgdrain\ndatabases:\n  db:\n    engine: postgres\n    instances: 2\n    users: [app]\n    databases: [app]\n";
+    let (ok, out, err) = c[0].deploy_yaml("db.yaml", yaml);
+    assert!(ok, "{out}\n{err}");
+    let before = wait_healthy(&c[0], 1, Duration::from_secs(90));
+    let url = c[0].cli_ok(&["db", "url", "db"]).trim().to_string();
+    psql(&c[0], &url, "CREATE TABLE t (id bigint PRIMARY KEY)").expect("create table");
+    let member_nodes = |d: &serde_json::Value| -> Vec<String> {
+        let mut v: Vec<String> = d["members"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| m["node"].as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let primary = before["primary_node"].as_str().expect("primary").to_string();
+    let members = member_nodes(&before);
+    let standby = members.iter().find(|n| **n != primary).expect("a standby").clone();
+    let spare = c.iter().map(|n| n.name.clone()).find(|n| !members.contains(n)).expect("a free node");
+    let victim = node_index(&c, &primary);
+    let watcher = node_index(&c, &spare);
+    assert!(!postgres_under(&c[victim].dir).is_empty(), "the primary's postgres runs under {:?}", c[victim].dir);
+
+    let writer = PyWriter::start(&py, &c[watcher], &url, &c[watcher].home);
+    writer.wait_acked_after(0.0, 20, Duration::from_secs(20), "writes under way");
+    let asked = epoch_now();
+    let out = c[watcher].cli_ok(&["drain", &primary, "--timeout", "150s"]);
+    eprintln!("holdfast drain {primary}:\n{out}");
+    assert!(out.contains(&format!("node {primary} is drained")), "{out}");
+    writer.expect_acked_after(&c, epoch_now(), 20, Duration::from_secs(30), "writes after the drain");
+    let pause = writer.longest_gap_after(asked);
+    let log = writer.stop();
+    let acked: Vec<u64> = log.iter().filter(|a| a.acked).map(|a| a.id).collect();
+
+    let after = wait_healthy(&c[watcher], 1, Duration::from_secs(90));
+    assert_eq!(after["primary_node"], standby.as_str(), "switched over to the standby: {after}");
+    assert_eq!(after["term"].as_u64(), before["term"].as_u64().map(|t| t + 1), "one promotion: {after}");
+    let mut expected = vec![standby.clone(), spare.clone()];
+    expected.sort();
+    assert_eq!(member_nodes(&after), expected, "the member left {primary} for {spare}: {after}");
+    let nodes = c[watcher].cli_json(&["nodes"]).expect("nodes");
+    let drained = nodes["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == primary.as_str()).cloned())
+        .expect("the drained node");
+    assert_eq!(drained["instances"], 0, "{drained}");
+    wait_for("no postgres left on the drained node", Duration::from_secs(30), || {
+        let pids = postgres_under(&c[victim].dir);
+        seen_unless(pids.is_empty(), (), format!("postgres pids {pids:?}"))
+    });
+    eprintln!(
+        "drain of the primary's node: {} acknowledged, {} failed or unknown; longest write pause {pause:.2} s",
+        acked.len(),
+        log.len() - acked.len()
+    );
+    assert_eq!(missing(&c[watcher], &url, "t", &acked), Vec::<u64>::new(), "acknowledged writes lost in a drain");
 }
 
 #[test]

@@ -92,42 +92,43 @@ fn secs(ms: Millis) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
 
-struct View<'a> {
-    input: DbInput<'a>,
-    name: &'a str,
-    rec: &'a DatabaseRecord,
+/// One database as the leader sees it this tick (shared with [`crate::db_drain`]).
+pub(crate) struct View<'a> {
+    pub(crate) input: DbInput<'a>,
+    pub(crate) name: &'a str,
+    pub(crate) rec: &'a DatabaseRecord,
 }
 
 impl View<'_> {
-    fn lease(&self) -> Millis {
+    pub(crate) fn lease(&self) -> Millis {
         self.input.state.settings.db_lease_ms
     }
 
-    fn node_of(&self, member: u32) -> Option<NodeId> {
+    pub(crate) fn node_of(&self, member: u32) -> Option<NodeId> {
         self.rec.members.get(member as usize).copied()
     }
 
     /// The site of the node member `member` runs on.
-    fn site(&self, member: u32) -> Option<&str> {
+    pub(crate) fn site(&self, member: u32) -> Option<&str> {
         self.node_of(member).and_then(|n| self.input.state.nodes.get(&n)).map(|n| n.site.as_str())
     }
 
-    fn node_name(&self, member: u32) -> String {
+    pub(crate) fn node_name(&self, member: u32) -> String {
         self.node_of(member).map_or_else(|| format!("member {member}"), |n| self.input.state.node_name(n))
     }
 
     /// How long since the node was heard (`None`: never, by this leader).
-    fn silent(&self, node: NodeId) -> Option<Millis> {
+    pub(crate) fn silent(&self, node: NodeId) -> Option<Millis> {
         self.input.observations.nodes.get(&node).map(|r| self.input.now.saturating_sub(r.seen_at))
     }
 
     /// Up and heard within the lease.
-    fn node_ok(&self, node: NodeId) -> bool {
+    pub(crate) fn node_ok(&self, node: NodeId) -> bool {
         let up = self.input.state.nodes.get(&node).is_some_and(|n| !n.down);
         up && self.silent(node).is_some_and(|s| s < self.lease())
     }
 
-    fn report(&self, member: u32) -> Option<&MemberReport> {
+    pub(crate) fn report(&self, member: u32) -> Option<&MemberReport> {
         let node = self.node_of(member)?;
         self.input
             .observations
@@ -139,7 +140,7 @@ impl View<'_> {
     }
 
     /// A member that may be promoted: node ok, `Replica`, answering.
-    fn candidate(&self, member: u32) -> Option<&MemberReport> {
+    pub(crate) fn candidate(&self, member: u32) -> Option<&MemberReport> {
         let node = self.node_of(member)?;
         if member == self.rec.primary || !self.node_ok(node) {
             return None;
@@ -148,7 +149,7 @@ impl View<'_> {
     }
 
     /// Every candidate, best first.
-    fn candidates(&self) -> Vec<&MemberReport> {
+    pub(crate) fn candidates(&self) -> Vec<&MemberReport> {
         let mut c: Vec<&MemberReport> = (0..self.rec.members.len() as u32).filter_map(|m| self.candidate(m)).collect();
         c.sort_by(|a, b| {
             // The WAL a standby holds is the further of received and replayed: a WAL
@@ -168,7 +169,7 @@ impl View<'_> {
         }
     }
 
-    fn set_switchover(&self, switchover: Option<Switchover>) -> Command {
+    pub(crate) fn set_switchover(&self, switchover: Option<Switchover>) -> Command {
         Command::SetDatabaseSwitchover { database: self.name.to_string(), expected_term: self.rec.term, switchover }
     }
 }
@@ -222,7 +223,14 @@ fn decide_one(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
         match &rec.switchover {
             Some(sw) if sw.phase == SwitchoverPhase::Requested => requested(v, sw, memory, out),
             Some(_) => {}
-            None => sync_set(v, memory, out),
+            None => {
+                let before = out.len();
+                sync_set(v, memory, out);
+                let changing = out[before..].iter().any(|d| matches!(d, DbDecision::Propose(_)));
+                if !changing {
+                    crate::db_drain::step(v, out);
+                }
+            }
         }
         return;
     }
@@ -470,6 +478,13 @@ fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
     if in_grace {
         // Decide once it streams again or its moment is over.
         return;
+    }
+    // Members on draining nodes leave the list first when enough others stream (their
+    // drain waits for that).
+    let staying: Vec<u32> =
+        streaming.iter().copied().filter(|m| v.node_of(*m).is_none_or(|n| !crate::db_drain::draining(v, n))).collect();
+    if staying.len() >= k {
+        streaming = staying;
     }
     let want = if sites.len() <= 1 {
         everyone()

@@ -36,6 +36,9 @@ pub struct Engine {
     pub(crate) placed_at: Option<(u64, Vec<Note>)>,
     /// Database failover counters and switchover timers.
     databases: DbMemory,
+    /// What the database duties are waiting for as of the last tick (a failover that
+    /// cannot be sure yet, a drain step that cannot happen), for `status`.
+    db_waiting: Vec<Note>,
 }
 
 /// Applies `cmd` to the simulated state and proposes it; a command the state would
@@ -67,6 +70,12 @@ impl Engine {
     /// Since when this node has been leading, if it is.
     pub fn leader_since(&self) -> Option<Millis> {
         self.leader_since
+    }
+
+    /// What the database duties were waiting for at the last tick, in plain words (for
+    /// `holdfast status`; the log has each once).
+    pub fn database_waits(&self) -> &[Note] {
+        &self.db_waiting
     }
 
     /// Why each learner is not a voter yet (for `holdfast nodes`).
@@ -202,6 +211,7 @@ impl Engine {
         // 6. Database failovers and switchovers (after re-placement, so a promoted
         //    primary's old member is re-placed on a later tick, never in the same one).
         let db_input = DbInput { now, leader_since, state: &sim.clone(), observations: obs };
+        self.db_waiting.clear();
         for d in database::decide(db_input, &mut self.databases) {
             match d {
                 DbDecision::Propose(cmd) => {
@@ -209,6 +219,7 @@ impl Engine {
                 }
                 DbDecision::Note(n) => out.notes.push(n),
                 DbDecision::Recurring(n) => {
+                    self.db_waiting.push(n.clone());
                     recurring.insert(n);
                 }
             }

@@ -16,6 +16,8 @@
 //! - [`fence`]: the fencing verdict the leader puts in a heartbeat answer.
 //! - [`database`]: database failover and switchover: which standby to promote, when,
 //!   and when it is not safe to.
+//! - `db_drain`: database members leaving a draining node (the primary by a switchover,
+//!   standbys one at a time once the others carry the commits).
 //! - [`engine`]: [`Engine::tick`] sequences all of them against one simulated state, so
 //!   each proposal is planned on the revision the previous one produces.
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ use holdfast_state::Command;
 use serde::{Deserialize, Serialize};
 
 pub mod database;
+mod db_drain;
 pub mod detector;
 pub mod engine;
 pub mod fence;

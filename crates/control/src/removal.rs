@@ -15,7 +15,7 @@ pub fn finish(state: &ClusterState) -> Option<(Command, Note)> {
 }
 
 /// Replicas placed on `node`, including those moving to or away from it, and database
-/// members placed there (a removal waits for them too; drains do not move them yet).
+/// members placed there (a removal waits for them too: `db_drain` moves them away).
 pub fn replicas_on(state: &ClusterState, node: holdfast_placement::NodeId) -> usize {
     let placed: usize = state.desired.placements.values().map(|p| p.iter().filter(|n| **n == node).count()).sum();
     let moving_in: usize = state.desired.moves.values().map(|m| m.values().filter(|n| **n == node).count()).sum();

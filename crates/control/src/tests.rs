@@ -99,6 +99,9 @@ fn render(before: &ClusterState, out: &Output) -> Vec<String> {
             Command::SetDatabaseSwitchover { database, switchover: None, .. } => {
                 format!("switchover {database}: clear")
             }
+            Command::MoveDatabaseMember { database, member, from, to, .. } => {
+                format!("move {database} member {member} from {} to {}", name(&sim, *from), name(&sim, *to))
+            }
             Command::SetDesired { desired, .. } => {
                 let mut parts = Vec::new();
                 for (svc, placed) in &desired.placements {
@@ -1113,4 +1116,104 @@ mod db_props {
             }
         }
     }
+}
+
+/// Five nodes on five sites, n1 (the leader) without PostgreSQL; database `db` with
+/// `fields` has its members on n2 n3 n4 (member 0 on n2 the primary), reporting as in
+/// [`db_world`]; n5 is free.
+fn db_drain_world(fields: &str) -> World {
+    let mut w = pg_world(&[(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")], &format!("instances: 3{fields}"));
+    assert_eq!(w.state.desired.databases["db"].members, [2, 3, 4]);
+    w.member(2, 0, MemberRole::Primary, 1, 1000).member(3, 1, MemberRole::Replica, 1, 900).member(
+        4,
+        2,
+        MemberRole::Replica,
+        1,
+        950,
+    );
+    w
+}
+
+fn drain(w: &mut World, node: NodeId) {
+    w.command(Command::SetNodeFlags { id: node, cordoned: Some(true), down: None, draining: Some(true) });
+}
+
+#[test]
+fn draining_the_primarys_node_switches_it_over_then_moves_its_member() {
+    let mut w = db_drain_world("");
+    w.command(Command::SetRemoving { id: 2, removing: true });
+    w.after(300).all_seen_but(&[]).check(&["switchover db: Requested to member Some(2)"]);
+    assert_eq!(w.notes(), ["info: db: drain: switching the primary over from n2 to member 2 on n4"]);
+    w.after(300).all_seen_but(&[]).check(&["switchover db: Fencing to member Some(2)"]);
+    w.member(2, 0, MemberRole::Fenced, 1, 1000).member(4, 2, MemberRole::Replica, 1, 1001);
+    w.after(300).all_seen_but(&[]).check(&["promote db member 2 on n4, term 2"]);
+    // The old primary's node has not turned its member into a replica yet: it waits
+    // for nothing (it is leaving), but member 1 must stream before member 0 moves.
+    w.member(4, 2, MemberRole::Primary, 2, 1100).member_at(3, 1, MemberRole::Replica, 2, 1, 1100, 1100, false);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["info: db: drain: member 0 on n2 waits for member 1 on n3 to stream (one member moves at a time)"]
+    );
+    w.member(3, 1, MemberRole::Replica, 2, 1100);
+    w.after(300).all_seen_but(&[]).check(&["move db member 0 from n2 to n5"]);
+    assert_eq!(
+        w.notes(),
+        ["info: db: drain: member 0 moves from n2 to n5 (cloned there from the primary; the copy on n2 stops)"]
+    );
+    // Nothing is left on n2: its removal finishes.
+    w.after(300).all_seen_but(&[]).check(&["remove n2", "remove members 2"]);
+    assert_eq!(w.state.desired.databases["db"].members, [5, 3, 4]);
+}
+
+#[test]
+fn a_draining_standby_moves_once_the_synchronous_list_no_longer_counts_it() {
+    let mut w = db_drain_world(", sync: 1");
+    w.member(4, 2, MemberRole::Replica, 1, 1000);
+    drain(&mut w, 3);
+    // Sites: the list drops member 1 (its node drains) in two steps, then it moves.
+    w.after(300).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: [2] (leaving [1])"]);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    assert_eq!(w.notes(), ["info: db: drain: member 1 on n3 waits to leave the synchronous standbys"]);
+    w.sync_applied(2, 0, &[2]);
+    w.after(300).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: [2] (leaving [])"]);
+    w.after(300).all_seen_but(&[]).check(&["move db member 1 from n3 to n5"]);
+    // Its copy on n5 streams: the list takes it back.
+    w.member(5, 1, MemberRole::Replica, 1, 1000);
+    w.after(300).all_seen_but(&[]).check(&["set-database-sync-set db at term 1: every standby"]);
+}
+
+#[test]
+fn a_standby_whose_move_would_hold_commits_stays_and_says_why() {
+    let mut w = pg_world(&[(1, "a"), (2, "a"), (3, "a"), (4, "a")], "instances: 2, sync: 1");
+    assert_eq!(w.state.desired.databases["db"].members, [2, 3]);
+    w.member(2, 0, MemberRole::Primary, 1, 1000).member(3, 1, MemberRole::Replica, 1, 1000);
+    drain(&mut w, 3);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: drain: member 1 on n3 cannot leave: with sync 1, commits would wait while its copy is made elsewhere (0 other standby(s) stream); raise instances by one for the drain, or lower sync"]
+    );
+    // Draining the primary's node too: no standby off a draining node to switch over to.
+    drain(&mut w, 2);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: drain: the primary on n2 cannot leave yet: no standby streams on a node that is not draining"]
+    );
+}
+
+#[test]
+fn a_standby_with_nowhere_to_go_stays_and_says_why() {
+    let mut w = db_drain_world("");
+    w.command(Command::SetNodeFlags { id: 5, cordoned: Some(true), down: None, draining: None });
+    drain(&mut w, 3);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: drain: member 1 on n3 cannot leave: database `db`: no node for member 1 (needs 0.00 CPU, 0Mi memory) among the arm64 nodes with PostgreSQL 15: n2 runs another member, n4 runs another member; add nodes, free room or lower instances"]
+    );
+    // Uncordoning n5 lets it go there.
+    w.command(Command::SetNodeFlags { id: 5, cordoned: Some(false), down: None, draining: None });
+    w.after(300).all_seen_but(&[]).check(&["move db member 1 from n3 to n5"]);
 }

@@ -129,6 +129,9 @@ async fn pass(ctx: &NodeContext, engine: &mut Engine, epoch: Instant) -> Pass {
         if let Ok(mut p) = ctx.promotion.lock() {
             *p = engine.promotion_blockers(input);
         }
+        if let Ok(mut w) = ctx.database_waits.lock() {
+            *w = engine.database_waits().iter().map(|n| n.text.clone()).collect();
+        }
         for note in &out.notes {
             match note.level {
                 Level::Warn => tracing::warn!("{}", note.text),

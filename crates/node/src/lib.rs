@@ -134,6 +134,8 @@ pub struct NodeContext {
     pub workers: workers::Workers,
     /// On the leader: why each learner does not vote yet (from the last controller pass).
     pub promotion: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, String>>>,
+    /// On the leader: what the database duties wait for (from the last controller pass).
+    pub database_waits: Arc<std::sync::Mutex<Vec<String>>>,
     /// The node's data directory (database members live under `databases/`).
     pub data_dir: std::path::PathBuf,
     /// Whether this node reaches the control plane's quorum (database fencing).
@@ -269,6 +271,7 @@ impl Node {
             cert_fingerprint,
             workers: workers::Workers::default(),
             promotion: Default::default(),
+            database_waits: Default::default(),
             data_dir: config.data_dir.clone(),
             lease: Default::default(),
             dbs: Default::default(),

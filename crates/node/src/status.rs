@@ -64,7 +64,29 @@ pub async fn build(ctx: &NodeContext) -> StatusResponse {
     for n in state.nodes.values().filter(|n| n.down) {
         warnings.push(format!("node {} is down; its replicas were placed elsewhere", n.name));
     }
+    warnings.extend(database_drain_warnings(&state));
+    if ctx.control.is_leader() {
+        warnings.extend(ctx.database_waits.lock().map(|w| w.clone()).unwrap_or_default());
+    }
     StatusResponse { node, control_plane, services, routes: state.desired.routes.clone(), warnings }
+}
+
+/// Database members on draining nodes, which the leader moves away (the primary by a
+/// switchover first).
+pub fn database_drain_warnings(state: &ClusterState) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, db) in &state.desired.databases {
+        for (i, node) in db.members.iter().enumerate() {
+            let Some(n) = state.nodes.get(node).filter(|n| n.draining && !n.down) else { continue };
+            let how = if i as u32 == db.primary {
+                "the primary: switched over to a standby first, then moved"
+            } else {
+                "a standby: moved once the other members carry the commits without it"
+            };
+            out.push(format!("database {name} member {i} is leaving {} (drain): {how}", n.name));
+        }
+    }
+    out
 }
 
 /// Replicas that break their placement rules where they run (no other node may take

@@ -59,6 +59,9 @@ impl std::fmt::Display for Request {
                 ),
                 None => write!(f, "set-database-sync-set {database} at term {expected_term}: every standby"),
             },
+            Command::MoveDatabaseMember { database, expected_term, member, from, to } => {
+                write!(f, "move-database-member {database} member {member} from {from} to {to} at term {expected_term}")
+            }
             Command::SetRemoving { id, removing } => write!(f, "set-removing {id} {removing}"),
             Command::RemoveNode { id, expected_revision } => {
                 write!(f, "remove-node {id} at revision {expected_revision}")
@@ -127,6 +130,11 @@ pub enum Command {
     /// other member). Compare-and-set on the term; every member named must exist and
     /// not be the primary.
     SetDatabaseSyncSet { database: String, expected_term: u64, sync_set: Option<SyncSet> },
+    /// Move standby `member` of `database` from node `from` to node `to` (a drain: the
+    /// node `to` clones it, the one on `from` stops). Compare-and-set on the term and on
+    /// the member's node; refused for the primary, for a node already holding a member
+    /// of the database, and for a node that is not a live member of the cluster.
+    MoveDatabaseMember { database: String, expected_term: u64, member: u32, from: NodeId, to: NodeId },
 }
 
 /// The outcome of applying a [`Request`].
@@ -312,6 +320,33 @@ impl ClusterState {
                     db.switchover = switchover.clone();
                     self.revision += 1;
                 }
+                Response::Applied { revision: self.revision }
+            }
+            Command::MoveDatabaseMember { database, expected_term, member, from, to } => {
+                let to_ok = self.nodes.get(to).is_some_and(|n| !n.down && !n.removing);
+                let db = match database_at_term(&mut self.desired.databases, database, *expected_term) {
+                    Ok(db) => db,
+                    Err(refused) => return refused,
+                };
+                let refuse = |reason: String| Response::Refused { reason: format!("database `{database}`: {reason}") };
+                if *member == db.primary {
+                    return refuse(format!("member {member} is the primary; switch it over before it moves"));
+                }
+                match db.members.get(*member as usize) {
+                    None => return refuse(format!("there is no member {member}")),
+                    Some(at) if at != from => {
+                        return refuse(format!("member {member} is on node {at}, not {from}: it moved meanwhile"))
+                    }
+                    Some(_) => {}
+                }
+                if db.members.contains(to) {
+                    return refuse(format!("node {to} already runs a member"));
+                }
+                if !to_ok {
+                    return refuse(format!("node {to} is not a live member of the cluster"));
+                }
+                db.members[*member as usize] = *to;
+                self.revision += 1;
                 Response::Applied { revision: self.revision }
             }
             Command::SetDatabaseSyncSet { database, expected_term, sync_set } => {

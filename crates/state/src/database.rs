@@ -247,6 +247,37 @@ pub fn place_members(
     Ok(Members { nodes: nodes.into_iter().flatten().collect(), arch: group.0, version: group.1, arch_chosen })
 }
 
+/// Where member `slot` of database `name` goes when it leaves its node (a drain): the
+/// node [`place_members`] picks for it when every other member stays where it is (same
+/// architecture and PostgreSQL major, not cordoned, room for its `resources`, sites with
+/// the fewest members first). The database's record with that one member moved, or why
+/// no node can take it. Never the primary's member (a drain switches it over first).
+pub fn move_member(state: &ClusterState, name: &str, slot: u32) -> Result<DatabaseRecord, PlanError> {
+    let record = state
+        .desired
+        .databases
+        .get(name)
+        .ok_or_else(|| PlanError::Database(format!("database `{name}` does not exist")))?;
+    if slot == record.primary {
+        return Err(PlanError::Database(format!(
+            "database `{name}`: member {slot} is the primary; switch it over before it moves"
+        )));
+    }
+    if slot as usize >= record.members.len() {
+        return Err(PlanError::Database(format!("database `{name}` has no member {slot}")));
+    }
+    let mut previous = record.clone();
+    // Not a node: the member is placed anew, the others keep their nodes.
+    previous.members[slot as usize] = NodeId::MAX;
+    let used = used_except(state, &state.desired.services, &state.desired.databases, name);
+    let members = place_members(state, name, &record.spec, Some(&previous), &used)?;
+    let to = members.nodes.get(slot as usize).copied().unwrap_or(NodeId::MAX);
+    let mut next = record.clone();
+    // Only this member moves (the others are re-placed by their own rules, if at all).
+    next.members[slot as usize] = to;
+    Ok(next)
+}
+
 /// A database's passwords: the previous ones where they exist, a new one from
 /// `passwords` for each role that has none; users no longer in the spec are dropped.
 /// `passwords` returns `None` when the caller has no source (plain `plan_deploy`).

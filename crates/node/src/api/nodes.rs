@@ -35,6 +35,12 @@ pub async fn list_nodes(State(ctx): State<NodeContext>) -> Json<NodesResponse> {
                 mem += count as u64 * r.spec.resources.memory_bytes.unwrap_or(0);
             }
         }
+        for db in state.desired.databases.values() {
+            let count = db.members.iter().filter(|x| **x == n.id).count();
+            instances += count;
+            cpu += count as u64 * db.spec.resources.cpu_millis.map(u64::from).unwrap_or(0);
+            mem += count as u64 * db.spec.resources.memory_bytes.unwrap_or(0);
+        }
         let last_seen_ms = if is_leader { live.last_seen_ms(n.id) } else { None };
         let node_state = holdfast_control::detector::node_state(n.down, last_seen_ms, &state.settings);
         nodes.push(NodeView {

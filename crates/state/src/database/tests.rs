@@ -393,3 +393,32 @@ fn state_written_before_databases_still_loads() -> Result<(), serde_json::Error>
     assert_eq!(back, s);
     Ok(())
 }
+
+#[test]
+fn a_draining_standby_moves_to_the_emptiest_site_and_the_primary_never_does() {
+    let s = cluster(&[
+        node(1, "a", "arm64", "15"),
+        node(2, "b", "arm64", "15"),
+        node(3, "b", "arm64", "15"),
+        node(4, "c", "arm64", "15"),
+        node(5, "d", "amd64", "15"),
+    ]);
+    let (_, mut s) = deploy(&s, "databases:\n  db: { instances: 2 }\n");
+    assert_eq!(members(&s, "db"), ["n1", "n2"]);
+    s.apply(&Request::new(Command::SetNodeFlags { id: 2, cordoned: Some(true), down: None, draining: Some(true) }));
+    // Member 1 leaves n2 for a site without a member (b's n3 and c's n4 tie: the lowest
+    // id); n5 is another architecture.
+    let moved = crate::database::move_member(&s, "db", 1).expect("a node takes it");
+    assert_eq!(moved.members, [1, 3]);
+    // The primary's member never moves this way.
+    assert_eq!(
+        crate::database::move_member(&s, "db", 0).map(|_| ()),
+        Err(PlanError::Database("database `db`: member 0 is the primary; switch it over before it moves".into()))
+    );
+    // With n3 and n4 cordoned too, nothing of the same kind can take it: said plainly.
+    for id in [3, 4] {
+        s.apply(&Request::new(Command::SetNodeFlags { id, cordoned: Some(true), down: None, draining: None }));
+    }
+    let e = crate::database::move_member(&s, "db", 1).map(|_| ()).unwrap_err().to_string();
+    assert_eq!(e, "database `db`: no node for member 1 (needs 0.00 CPU, 0Mi memory) among the arm64 nodes with PostgreSQL 15: n1 runs another member; add nodes, free room or lower instances");
+}
