@@ -4,8 +4,10 @@
 //!
 //! - **The primary leaves first by a switchover**, never by a failover: the leader asks
 //!   for a switchover to the most advanced standby that streams on a node that is not
-//!   draining (the switchover itself fences, waits for the target to catch up, promotes;
-//!   zero acknowledged commits lost). With no such standby the drain waits and says why.
+//!   draining and is within `SWITCHOVER_MAX_BEHIND` of the primary (the switchover
+//!   itself fences, waits for the target to catch up, promotes; zero acknowledged commits
+//!   lost), and asks again only `SWITCHOVER_RETRY_MS` later (an aborted switchover held
+//!   writes for its timeout). With no such standby the drain waits and says why.
 //! - **A standby moves once the others can carry the commits without it**: every other
 //!   standby not on a draining node streams (so moves go one at a time: the member moved
 //!   last must stream before the next leaves), at least `sync` of them do (a commit never
@@ -23,8 +25,15 @@ use holdfast_state::database::move_member;
 use holdfast_state::model::{Switchover, SwitchoverPhase};
 use holdfast_state::Command;
 
-use crate::database::{DbDecision, View};
-use crate::Note;
+use crate::database::{DbDecision, DbMemory, View};
+use crate::{MemberReport, Millis, Note};
+
+/// How long after a drain asked for a switchover it may ask again (one that could not
+/// complete was aborted after its timeout, with writes paused meanwhile).
+pub const SWITCHOVER_RETRY_MS: Millis = 30_000;
+/// How far (bytes of WAL) behind the primary's last report a standby may be to be the
+/// target of a drain's switchover.
+pub const SWITCHOVER_MAX_BEHIND: u64 = 16 << 20;
 
 /// True when `node` is draining (and not down: a down node's members are re-placed or
 /// failed over by other duties).
@@ -38,17 +47,30 @@ fn member_draining(v: &View<'_>, member: u32) -> bool {
 
 /// One drain step for a database whose primary is healthy and which has no switchover or
 /// synchronous-list change under way.
-pub(crate) fn step(v: &View<'_>, out: &mut Vec<DbDecision>) {
+pub(crate) fn step(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
     let (name, rec) = (v.name, v.rec);
     let leaving: Vec<u32> = (0..rec.members.len() as u32).filter(|m| member_draining(v, *m)).collect();
     let Some(&first) = leaving.first() else { return };
     let streams = |m: u32| v.candidate(m).is_some_and(|r| r.streaming);
 
     if leaving.contains(&rec.primary) {
-        let target =
-            v.candidates().into_iter().find(|r| r.streaming && !member_draining(v, r.member)).map(|r| r.member);
+        let now = v.input.now;
+        if memory.drain_switchover_at.get(name).is_some_and(|at| now.saturating_sub(*at) < SWITCHOVER_RETRY_MS) {
+            return;
+        }
+        // A standby far behind could not catch up within the switchover's timeout (the
+        // primary is fenced meanwhile): wait for one close to the primary's last report.
+        let primary_lsn = v.report(rec.primary).map_or(0, |r| r.lsn);
+        let close = |r: &&MemberReport| r.lsn.max(r.replay_lsn).saturating_add(SWITCHOVER_MAX_BEHIND) >= primary_lsn;
+        let target = v
+            .candidates()
+            .into_iter()
+            .filter(|r| r.streaming && !member_draining(v, r.member))
+            .find(close)
+            .map(|r| r.member);
         match target {
             Some(t) => {
+                memory.drain_switchover_at.insert(name.to_string(), now);
                 out.push(DbDecision::Propose(Box::new(v.set_switchover(Some(Switchover {
                     to: Some(t),
                     requested_term: rec.term,
@@ -61,8 +83,9 @@ pub(crate) fn step(v: &View<'_>, out: &mut Vec<DbDecision>) {
                 ))));
             }
             None => out.push(DbDecision::Recurring(Note::warn(format!(
-                "{name}: drain: the primary on {} cannot leave yet: no standby streams on a node that is not draining",
-                v.node_name(rec.primary)
+                "{name}: drain: the primary on {} cannot leave yet: no standby streams on a node that is not draining within {} MiB of it",
+                v.node_name(rec.primary),
+                SWITCHOVER_MAX_BEHIND >> 20
             )))),
         }
         return;

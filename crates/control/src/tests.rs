@@ -1199,7 +1199,7 @@ fn a_standby_whose_move_would_hold_commits_stays_and_says_why() {
     w.after(300).all_seen_but(&[]).check(&[]);
     assert_eq!(
         w.notes(),
-        ["warn: db: drain: the primary on n2 cannot leave yet: no standby streams on a node that is not draining"]
+        ["warn: db: drain: the primary on n2 cannot leave yet: no standby streams on a node that is not draining within 16 MiB of it"]
     );
 }
 
@@ -1216,4 +1216,24 @@ fn a_standby_with_nowhere_to_go_stays_and_says_why() {
     // Uncordoning n5 lets it go there.
     w.command(Command::SetNodeFlags { id: 5, cordoned: Some(false), down: None, draining: None });
     w.after(300).all_seen_but(&[]).check(&["move db member 1 from n3 to n5"]);
+}
+
+#[test]
+fn a_drain_switches_over_only_to_a_close_standby_and_not_again_at_once_after_an_abort() {
+    let mut w = db_drain_world("");
+    // Both standbys are over 16 MiB behind the primary: no switchover yet.
+    w.member(2, 0, MemberRole::Primary, 1, 100 << 20);
+    drain(&mut w, 2);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: drain: the primary on n2 cannot leave yet: no standby streams on a node that is not draining within 16 MiB of it"]
+    );
+    w.member(3, 1, MemberRole::Replica, 1, 90 << 20);
+    w.after(300).all_seen_but(&[]).check(&["switchover db: Requested to member Some(1)"]);
+    w.after(300).all_seen_but(&[]).check(&["switchover db: Fencing to member Some(1)"]);
+    // The target never catches up: aborted after 10 s, and not asked again for 30 s.
+    w.after(10_000).all_seen_but(&[]).check(&["switchover db: clear"]);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    w.after(19_500).all_seen_but(&[]).check(&["switchover db: Requested to member Some(1)"]);
 }
