@@ -90,6 +90,9 @@ pub struct MemberStatus {
     /// commits wait for no standby); `None` otherwise, or while it holds its commits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_applied: Option<Vec<u32>>,
+    /// A setting changed in its configuration takes effect only after a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_restart: bool,
 }
 
 /// A member's role as its node reports it.

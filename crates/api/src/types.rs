@@ -319,6 +319,9 @@ pub struct DbMemberView {
     pub answering: bool,
     /// A synchronous standby candidate (`sync > 0`, not the primary).
     pub sync_candidate: bool,
+    /// A changed setting waits for a restart (the leader restarts members one at a time).
+    #[serde(default)]
+    pub pending_restart: bool,
     pub detail: String,
 }
 

@@ -152,7 +152,11 @@ pub fn render(d: &DatabaseView) -> String {
                 lsn(m.lsn),
                 m.lag_bytes.map(|b| format!("{b} B")).unwrap_or_else(|| "-".into()),
                 if m.streaming { "yes" } else { "-" }.to_string(),
-                m.detail.clone(),
+                if m.pending_restart {
+                    format!("restart pending (changed settings); {}", m.detail)
+                } else {
+                    m.detail.clone()
+                },
             ]
         })
         .collect();

@@ -2,8 +2,8 @@
 //! under CI; on loopback otherwise), with the machine's PostgreSQL, psql and a
 //! psycopg writer: three members on three holdfast nodes, a primary whose machine dies
 //! under the write loop, the old primary coming back as a replica, a synchronous standby
-//! dying, the read-only endpoint, a switchover under load, and a drain of the primary's
-//! node. Every write is counted as
+//! dying, the read-only endpoint, a switchover under load, a drain of the primary's
+//! node, and a rolling restart for a setting that needs one. Every write is counted as
 //! acknowledged or failed-or-unknown; with `sync: 1` no acknowledged write may be missing.
 //! The faults that need network namespaces (freeze, partition, link down, the seeded
 //! schedule) are in `postgres_faults.rs`.
@@ -286,6 +286,67 @@ fn draining_the_primarys_node_switches_over_and_moves_its_member_away() {
         log.len() - acked.len()
     );
     assert_eq!(missing(&c[watcher], &url, "t", &acked), Vec::<u64>::new(), "acknowledged writes lost in a drain");
+}
+
+#[test]
+fn a_setting_that_needs_a_restart_rolls_out_member_by_member_losing_nothing() {
+    // Proves: a redeploy that changes `shared_buffers` (a setting PostgreSQL applies only
+    // at a restart) under a psycopg write loop: every member ends up running it, the
+    // standbys restart one at a time and the primary hands over by a switchover (one new
+    // term, not a failover), no acknowledged write is missing, and `db status` shows
+    // nothing pending afterwards. Lowering `max_connections` is refused, changing nothing.
+    if !have_postgres() {
+        return;
+    }
+    let Some(py) = python() else { return };
+    let c = pg_cluster("pgrestart", 34000);
+    let (ok, out, err) = c[0].deploy_yaml("db.yaml", &spec("pgrestart"));
+    assert!(ok, "{out}\n{err}");
+    let before = wait_healthy(&c[0], 2, Duration::from_secs(90));
+    let url = c[0].cli_ok(&["db", "url", "db"]).trim().to_string();
+    let admin = c[0].cli_ok(&["db", "url", "db", "--endpoint", "admin"]).trim().to_string();
+    psql(&c[0], &url, "CREATE TABLE t (id bigint PRIMARY KEY)").expect("create table");
+    let shared = |c: &Cluster| members_answer(c, &admin, "db", 3, "SHOW shared_buffers");
+    assert_eq!(shared(&c), vec![Some("16MB".to_string()); 3]);
+    let primary = before["primary_node"].as_str().expect("primary").to_string();
+    let watcher = (0..c.len()).find(|i| c[*i].name != primary).expect("another node");
+    let writer = PyWriter::start(&py, &c[watcher], &url, &c[watcher].home);
+    writer.wait_acked_after(0.0, 20, Duration::from_secs(20), "writes under way");
+
+    let asked = epoch_now();
+    let (ok, out, err) =
+        c[0].deploy_yaml("db.yaml", &spec("pgrestart").replace("shared_buffers: 16MB", "shared_buffers: 32MB"));
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("~shared_buffers"), "{out}");
+    wait_for("every member runs shared_buffers 32MB", Duration::from_secs(120), || {
+        let now = shared(&c);
+        seen_unless(now.iter().all(|s| s.as_deref() == Some("32MB")), (), format!("{now:?}"))
+    });
+    let after = wait_for("the database healthy with nothing pending", Duration::from_secs(60), || {
+        let d = db(&c[watcher]);
+        let done = d.as_ref().is_ok_and(|d| {
+            healthy(d, 2) && d["members"].as_array().is_some_and(|m| m.iter().all(|m| m["pending_restart"] == false))
+        });
+        seen_unless(done, d.clone().unwrap_or_default(), format!("{d:?}"))
+    });
+    assert_eq!(after["term"].as_u64(), before["term"].as_u64().map(|t| t + 1), "one switchover: {after}");
+    writer.expect_acked_after(&c, epoch_now(), 20, Duration::from_secs(30), "writes after the rolling restart");
+    let pause = writer.longest_gap_after(asked);
+    let log = writer.stop();
+    let acked: Vec<u64> = log.iter().filter(|a| a.acked).map(|a| a.id).collect();
+    eprintln!(
+        "rolling restart for shared_buffers: {} acknowledged, {} failed or unknown; longest write pause {pause:.2} s",
+        acked.len(),
+        log.len() - acked.len()
+    );
+    assert_eq!(missing(&c[watcher], &url, "t", &acked), Vec::<u64>::new(), "acknowledged writes lost in a restart");
+
+    // Lowering a setting standbys must keep as high as the primary: refused, nothing changes.
+    let lower = spec("pgrestart").replace("max_connections: \"50\"", "max_connections: \"20\"");
+    let (ok, out, err) = c[0].deploy_yaml("db.yaml", &lower.replace("shared_buffers: 16MB", "shared_buffers: 32MB"));
+    assert!(!ok, "{out}");
+    assert!(err.contains("lowering max_connections (50 -> 20)"), "{err}");
+    assert_eq!(members_answer(&c, &admin, "db", 3, "SHOW max_connections"), vec![Some("50".to_string()); 3]);
 }
 
 #[test]

@@ -62,9 +62,9 @@ pub struct DbMemory {
     pub fencing_since: BTreeMap<String, Millis>,
     /// Per (database, member) on the sync list: since when it has not been streaming.
     pub sync_unhealthy: BTreeMap<(String, u32), Millis>,
-    /// Per database, when a drain last asked for a switchover (asked again only
+    /// Per database, when a drain or a restart last asked for a switchover (asked again only
     /// `db_drain::SWITCHOVER_RETRY_MS` later: an aborted one paused writes).
-    pub drain_switchover_at: BTreeMap<String, Millis>,
+    pub planned_switchover_at: BTreeMap<String, Millis>,
 }
 
 /// How long a member on the sync list may stop streaming while its node is heard (a
@@ -188,7 +188,7 @@ pub fn decide(input: DbInput<'_>, memory: &mut DbMemory) -> Vec<DbDecision> {
     memory.unanswered.retain(|k, _| names.contains_key(k));
     memory.fencing_since.retain(|k, _| names.get(k).is_some_and(|r| r.switchover.is_some()));
     memory.sync_unhealthy.retain(|(db, _), _| names.contains_key(db));
-    memory.drain_switchover_at.retain(|db, _| names.contains_key(db));
+    memory.planned_switchover_at.retain(|db, _| names.contains_key(db));
     out
 }
 
@@ -233,6 +233,12 @@ fn decide_one(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
                 let changing = out[before..].iter().any(|d| matches!(d, DbDecision::Propose(_)));
                 if !changing {
                     crate::db_drain::step(v, memory, out);
+                }
+                let changing = out[before..].iter().any(|d| matches!(d, DbDecision::Propose(_)));
+                let draining = (0..rec.members.len() as u32)
+                    .any(|m| v.node_of(m).is_some_and(|n| crate::db_drain::draining(v, n)));
+                if !changing && !draining {
+                    crate::db_restart::step(v, memory, out);
                 }
             }
         }

@@ -54,35 +54,17 @@ pub(crate) fn step(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision
     let streams = |m: u32| v.candidate(m).is_some_and(|r| r.streaming);
 
     if leaving.contains(&rec.primary) {
-        let now = v.input.now;
-        if memory.drain_switchover_at.get(name).is_some_and(|at| now.saturating_sub(*at) < SWITCHOVER_RETRY_MS) {
-            return;
-        }
-        // A standby far behind could not catch up within the switchover's timeout (the
-        // primary is fenced meanwhile): wait for one close to the primary's last report.
-        let primary_lsn = v.report(rec.primary).map_or(0, |r| r.lsn);
-        let close = |r: &&MemberReport| r.lsn.max(r.replay_lsn).saturating_add(SWITCHOVER_MAX_BEHIND) >= primary_lsn;
-        let target = v
-            .candidates()
-            .into_iter()
-            .filter(|r| r.streaming && !member_draining(v, r.member))
-            .find(close)
-            .map(|r| r.member);
+        let target = planned_switchover_target(v, memory, &|m| !member_draining(v, m));
         match target {
-            Some(t) => {
-                memory.drain_switchover_at.insert(name.to_string(), now);
-                out.push(DbDecision::Propose(Box::new(v.set_switchover(Some(Switchover {
-                    to: Some(t),
-                    requested_term: rec.term,
-                    phase: SwitchoverPhase::Requested,
-                })))));
-                out.push(DbDecision::Note(Note::info(format!(
-                    "{name}: drain: switching the primary over from {} to member {t} on {}",
-                    v.node_name(rec.primary),
-                    v.node_name(t)
-                ))));
-            }
-            None => out.push(DbDecision::Recurring(Note::warn(format!(
+            Target::Member(t) => ask_switchover(
+                v,
+                memory,
+                t,
+                format!("{name}: drain: switching the primary over from {} to member {t} on {}", v.node_name(rec.primary), v.node_name(t)),
+                out,
+            ),
+            Target::AskedRecently => {}
+            Target::None => out.push(DbDecision::Recurring(Note::warn(format!(
                 "{name}: drain: the primary on {} cannot leave yet: no standby streams on a node that is not draining within {} MiB of it",
                 v.node_name(rec.primary),
                 SWITCHOVER_MAX_BEHIND >> 20
@@ -142,4 +124,41 @@ pub(crate) fn step(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision
         v.input.state.node_name(to),
         v.node_name(first)
     ))));
+}
+
+/// Whom a planned switchover (a drain, a restart) may go to.
+pub(crate) enum Target {
+    Member(u32),
+    /// One was asked for less than [`SWITCHOVER_RETRY_MS`] ago.
+    AskedRecently,
+    /// No standby qualifies.
+    None,
+}
+
+/// The most advanced standby that streams, is `eligible` and is within
+/// [`SWITCHOVER_MAX_BEHIND`] of the primary's last report (one far behind could not catch
+/// up within the switchover's timeout, with the primary fenced meanwhile).
+pub(crate) fn planned_switchover_target(v: &View<'_>, memory: &DbMemory, eligible: &dyn Fn(u32) -> bool) -> Target {
+    let now = v.input.now;
+    if memory.planned_switchover_at.get(v.name).is_some_and(|at| now.saturating_sub(*at) < SWITCHOVER_RETRY_MS) {
+        return Target::AskedRecently;
+    }
+    let primary_lsn = v.report(v.rec.primary).map_or(0, |r| r.lsn);
+    let close = |r: &&MemberReport| r.lsn.max(r.replay_lsn).saturating_add(SWITCHOVER_MAX_BEHIND) >= primary_lsn;
+    v.candidates()
+        .into_iter()
+        .filter(|r| r.streaming && eligible(r.member))
+        .find(close)
+        .map_or(Target::None, |r| Target::Member(r.member))
+}
+
+/// Asks for a switchover to `to` (remembered, so it is not asked again at once).
+pub(crate) fn ask_switchover(v: &View<'_>, memory: &mut DbMemory, to: u32, note: String, out: &mut Vec<DbDecision>) {
+    memory.planned_switchover_at.insert(v.name.to_string(), v.input.now);
+    out.push(DbDecision::Propose(Box::new(v.set_switchover(Some(Switchover {
+        to: Some(to),
+        requested_term: v.rec.term,
+        phase: SwitchoverPhase::Requested,
+    })))));
+    out.push(DbDecision::Note(Note::info(note)));
 }

@@ -18,6 +18,8 @@
 //!   and when it is not safe to.
 //! - `db_drain`: database members leaving a draining node (the primary by a switchover,
 //!   standbys one at a time once the others carry the commits).
+//! - `db_restart`: rolling restarts for settings that need one (standbys one at a time,
+//!   then the primary by a switchover).
 //! - [`engine`]: [`Engine::tick`] sequences all of them against one simulated state, so
 //!   each proposal is planned on the revision the previous one produces.
 #![forbid(unsafe_code)]
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod database;
 mod db_drain;
+mod db_restart;
 pub mod detector;
 pub mod engine;
 pub mod fence;
@@ -90,6 +93,8 @@ pub struct MemberReport {
     pub sync_applied: Option<Vec<u32>>,
     /// When not answering: since when, on the node's own clock (informational).
     pub down_since: Option<Millis>,
+    /// A setting changed in its configuration waits for a restart.
+    pub pending_restart: bool,
 }
 
 /// What a member is doing, as its node sees it.

@@ -250,7 +250,18 @@ impl World {
                 streaming: role == MemberRole::Replica && answering,
                 sync_applied: None,
                 down_since: None,
+                pending_restart: false,
             });
+        }
+        self
+    }
+
+    /// `node`'s member `member` of `db` says a setting waits for a restart (or not).
+    fn pending_restart(&mut self, node: NodeId, member: u32, pending: bool) -> &mut Self {
+        if let Some(r) = self.obs.nodes.get_mut(&node) {
+            for m in r.databases.iter_mut().filter(|m| m.member == member) {
+                m.pending_restart = pending;
+            }
         }
         self
     }
@@ -1236,4 +1247,53 @@ fn a_drain_switches_over_only_to_a_close_standby_and_not_again_at_once_after_an_
     w.after(10_000).all_seen_but(&[]).check(&["switchover db: clear"]);
     w.after(300).all_seen_but(&[]).check(&[]);
     w.after(19_500).all_seen_but(&[]).check(&["switchover db: Requested to member Some(1)"]);
+}
+
+#[test]
+fn settings_that_need_a_restart_roll_standbys_first_then_the_primary_by_a_switchover() {
+    let mut w = db_drain_world(", sync: 1");
+    w.member(3, 1, MemberRole::Replica, 1, 1000).member(4, 2, MemberRole::Replica, 1, 1000);
+    for (node, member) in [(2, 0), (3, 1), (4, 2)] {
+        w.pending_restart(node, member, true);
+    }
+    w.after(300).all_seen_but(&[]).check(&["set-database-restart db member 1 at term 1"]);
+    assert_eq!(w.notes(), ["info: db: restarting member 1 on n3 (settings changed that need a restart)"]);
+    // Member 1 is down for its restart: nothing else happens until it streams again.
+    w.member_at(3, 1, MemberRole::Starting, 1, 1, 1000, 1000, false);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    w.member(3, 1, MemberRole::Replica, 1, 1000).pending_restart(3, 1, false);
+    w.after(300).all_seen_but(&[]).check(&["set-database-restart db none at term 1"]);
+    assert_eq!(w.notes(), ["info: db: member 1 on n3 restarted with the new settings"]);
+    w.after(300).all_seen_but(&[]).check(&["set-database-restart db member 2 at term 1"]);
+    w.pending_restart(4, 2, false);
+    w.after(300).all_seen_but(&[]).check(&["set-database-restart db none at term 1"]);
+    // Every standby runs the new settings: the primary hands over to the best of them.
+    w.after(300).all_seen_but(&[]).check(&["switchover db: Requested to member Some(1)"]);
+    assert_eq!(
+        w.notes(),
+        ["info: db: switching the primary over from n2 to member 1 on n3 (settings changed that need a restart; the old primary restarts as a standby)"]
+    );
+}
+
+#[test]
+fn a_standby_restarts_only_while_the_others_stream_and_a_lone_primary_restarts_in_place() {
+    let mut w = db_drain_world("");
+    w.pending_restart(3, 1, true).pending_restart(4, 2, true);
+    w.member_at(4, 2, MemberRole::Replica, 1, 1, 950, 950, true);
+    w.obs.nodes.get_mut(&4).expect("n4").databases[0].streaming = false;
+    w.after(300).all_seen_but(&[]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["info: db: member 1 on n3 waits to restart until member 2 on n4 streams (one member restarts at a time)"]
+    );
+
+    let mut w = pg_world(&[(1, "a"), (2, "a")], "instances: 1");
+    w.member(2, 0, MemberRole::Primary, 1, 1000).pending_restart(2, 0, true);
+    w.after(300).all_seen_but(&[]).check(&["set-database-restart db member 0 at term 1"]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: restarting its only member, the primary on n2 (settings changed that need a restart): connections drop and writes wait until it is back"]
+    );
+    w.pending_restart(2, 0, false);
+    w.after(300).all_seen_but(&[]).check(&["set-database-restart db none at term 1"]);
 }

@@ -75,6 +75,7 @@ fn member_report(m: &holdfast_api::peer::MemberStatus) -> holdfast_control::Memb
         streaming: m.streaming,
         sync_applied: m.sync_applied.clone(),
         down_since: None,
+        pending_restart: m.pending_restart,
     }
 }
 

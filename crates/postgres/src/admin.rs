@@ -29,6 +29,9 @@ pub struct Probe {
     pub replay_lsn: u64,
     /// Replica: connected to its upstream.
     pub streaming: bool,
+    /// A setting changed in the configuration file takes effect only after a restart
+    /// (`pg_settings.pending_restart`, e.g. `shared_buffers`).
+    pub pending_restart: bool,
 }
 
 /// An open admin connection.
@@ -128,7 +131,8 @@ impl Admin {
                    ELSE pg_current_wal_flush_lsn() END) - '0/0'::pg_lsn)::text, \
                  ((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END) \
                    - '0/0'::pg_lsn)::text, \
-                 EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')",
+                 EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'), \
+                 EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)",
             )
             .await?;
         let row = rows.first().ok_or_else(|| PgError::Answer("the probe returned no row".into()))?;
@@ -139,12 +143,14 @@ impl Admin {
         let in_recovery: bool = row.try_get(0).map_err(|e| PgError::Answer(e.to_string()))?;
         let timeline: Option<i32> = row.try_get(1).map_err(|e| PgError::Answer(e.to_string()))?;
         let streaming: bool = row.try_get(4).map_err(|e| PgError::Answer(e.to_string()))?;
+        let pending_restart: bool = row.try_get(5).map_err(|e| PgError::Answer(e.to_string()))?;
         Ok(Probe {
             in_recovery,
             timeline: timeline.unwrap_or(0).max(0) as u32,
             lsn: get_lsn(2)?,
             replay_lsn: get_lsn(3)?,
             streaming,
+            pending_restart,
         })
     }
 

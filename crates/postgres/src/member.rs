@@ -20,6 +20,9 @@ pub struct Want {
     /// election is under way): a running primary of the current term keeps running but
     /// holds every commit ([`Step::Hold`]); nothing else may become primary meanwhile.
     pub hold: bool,
+    /// The leader asks this member to restart (one at a time: settings changed that
+    /// need a restart); it does if its postgres says a setting waits for one.
+    pub restart: bool,
 }
 
 /// What the member is.
@@ -76,6 +79,9 @@ pub enum Step {
     Wait { why: &'static str },
 }
 
+/// Why a member stops when the leader asks it to restart.
+pub const RESTART: &str = "restarting: settings changed that take effect only after a restart";
+
 /// The next step for a member.
 pub fn next(want: Want, have: Have) -> Step {
     let was_primary = have.marker.primary_term > 0;
@@ -110,6 +116,9 @@ pub fn next(want: Want, have: Have) -> Step {
         } else {
             Step::Clone
         };
+    }
+    if want.restart && have.running && have.probe.is_some_and(|p| p.pending_restart) && !have.diverged {
+        return Step::Stop { why: RESTART };
     }
     if have.diverged && !want.primary {
         return if have.running {
@@ -152,16 +161,29 @@ mod tests {
     use super::*;
 
     fn probe(in_recovery: bool) -> Option<Probe> {
-        Some(Probe { in_recovery, timeline: 1, lsn: 100, replay_lsn: 100, streaming: in_recovery })
+        Some(Probe {
+            in_recovery,
+            timeline: 1,
+            lsn: 100,
+            replay_lsn: 100,
+            streaming: in_recovery,
+            pending_restart: false,
+        })
     }
     fn have(ready: bool, primary_term: u64, running: bool, probe: Option<Probe>) -> Have {
         Have { marker: MarkerView { ready, primary_term }, data_exists: ready, running, probe, diverged: false }
     }
     fn want(term: u64, primary: bool, fenced: bool) -> Want {
-        Want { term, primary, fenced, hold: false }
+        Want { term, primary, fenced, hold: false, restart: false }
     }
     fn held(term: u64, primary: bool) -> Want {
-        Want { term, primary, fenced: false, hold: true }
+        Want { term, primary, fenced: false, hold: true, restart: false }
+    }
+    fn restart(term: u64, primary: bool) -> Want {
+        Want { restart: true, ..want(term, primary, false) }
+    }
+    fn pending(in_recovery: bool) -> Option<Probe> {
+        probe(in_recovery).map(|p| Probe { pending_restart: true, ..p })
     }
 
     #[test]
@@ -213,12 +235,22 @@ mod tests {
             ),
             (held(1, false), have(true, 0, true, probe(true)), Step::Run { standby: true }),
             (
-                Want { term: 1, primary: true, fenced: true, hold: true },
+                Want { term: 1, primary: true, fenced: true, hold: true, restart: false },
                 have(true, 1, true, probe(false)),
                 Step::Stop {
                     why: "fenced: this node cannot reach the control plane's quorum (or a switchover fences it)",
                 },
             ),
+            // Asked to restart: a member whose postgres waits for a restart stops, then
+            // runs again (as what it was); one that already restarted just runs; a fence
+            // or a held lease comes first.
+            (restart(1, false), have(true, 0, true, pending(true)), Step::Stop { why: RESTART }),
+            (restart(1, false), have(true, 0, false, None), Step::Run { standby: true }),
+            (restart(1, false), have(true, 0, true, probe(true)), Step::Run { standby: true }),
+            (restart(1, true), have(true, 1, true, pending(false)), Step::Stop { why: RESTART }),
+            (restart(1, true), have(true, 1, false, None), Step::Run { standby: false }),
+            (want(1, false, false), have(true, 0, true, pending(true)), Step::Run { standby: true }),
+            (held(1, true), have(true, 1, true, pending(false)), Step::Hold),
             // A member without data is never primary.
             (
                 want(3, true, false),

@@ -62,6 +62,10 @@ impl std::fmt::Display for Request {
             Command::MoveDatabaseMember { database, expected_term, member, from, to } => {
                 write!(f, "move-database-member {database} member {member} from {from} to {to} at term {expected_term}")
             }
+            Command::SetDatabaseRestart { database, expected_term, member } => match member {
+                Some(m) => write!(f, "set-database-restart {database} member {m} at term {expected_term}"),
+                None => write!(f, "set-database-restart {database} none at term {expected_term}"),
+            },
             Command::SetRemoving { id, removing } => write!(f, "set-removing {id} {removing}"),
             Command::RemoveNode { id, expected_revision } => {
                 write!(f, "remove-node {id} at revision {expected_revision}")
@@ -135,6 +139,9 @@ pub enum Command {
     /// the member's node; refused for the primary, for a node already holding a member
     /// of the database, and for a node that is not a live member of the cluster.
     MoveDatabaseMember { database: String, expected_term: u64, member: u32, from: NodeId, to: NodeId },
+    /// Ask member `member` of `database` to restart (`None`: no restart under way).
+    /// Compare-and-set on the term; the member must exist.
+    SetDatabaseRestart { database: String, expected_term: u64, member: Option<u32> },
 }
 
 /// The outcome of applying a [`Request`].
@@ -347,6 +354,22 @@ impl ClusterState {
                 }
                 db.members[*member as usize] = *to;
                 self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::SetDatabaseRestart { database, expected_term, member } => {
+                let db = match database_at_term(&mut self.desired.databases, database, *expected_term) {
+                    Ok(db) => db,
+                    Err(refused) => return refused,
+                };
+                if let Some(m) = member.filter(|m| *m as usize >= db.members.len()) {
+                    return Response::Refused {
+                        reason: format!("database `{database}` has no member {m} (members 0..{})", db.members.len()),
+                    };
+                }
+                if &db.restart != member {
+                    db.restart = *member;
+                    self.revision += 1;
+                }
                 Response::Applied { revision: self.revision }
             }
             Command::SetDatabaseSyncSet { database, expected_term, sync_set } => {

@@ -361,6 +361,37 @@ pub fn needs_new_generation(old: &DatabaseSpec, new: &DatabaseSpec) -> bool {
     &a != new
 }
 
+/// Settings a hot standby must have at least as high as its primary's, with
+/// PostgreSQL 15's defaults. Members apply changed settings by restarting standbys first
+/// (then the primary by a switchover), which suits raising them, not lowering them.
+const STANDBY_AT_LEAST_PRIMARY: &[(&str, i64)] = &[
+    ("max_connections", 100),
+    ("max_locks_per_transaction", 64),
+    ("max_prepared_transactions", 0),
+    ("max_worker_processes", 8),
+];
+
+/// Why a change from `old` to `new` cannot be applied to database `name`'s members, if
+/// it cannot: lowering a setting a standby must hold at least as high as its primary's,
+/// with more than one member (a standby restarted first with the lower value stops
+/// replaying until the primary has it too).
+pub fn refused_decrease(name: &str, old: &DatabaseSpec, new: &DatabaseSpec) -> Option<String> {
+    if old.instances.max(new.instances) <= 1 {
+        return None;
+    }
+    let value = |spec: &DatabaseSpec, key: &str, default: i64| -> i64 {
+        spec.parameters.get(key).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+    };
+    STANDBY_AT_LEAST_PRIMARY.iter().find_map(|(key, default)| {
+        let (a, b) = (value(old, key, *default), value(new, key, *default));
+        (b < a).then(|| {
+            format!(
+                "database `{name}`: lowering {key} ({a} -> {b}) cannot be rolled out: a standby must keep {key} at least as high as its primary's, and members restart standbys first; to lower it, deploy the database with `instances: 1` first (its standbys are dropped), then with the lower value, then scale back"
+            )
+        })
+    })
+}
+
 /// Human-readable changes of a database's spec (passwords and parameter values are never
 /// shown).
 pub fn describe_change(old: &DatabaseSpec, new: &DatabaseSpec) -> Vec<String> {

@@ -212,6 +212,10 @@ pub struct DatabaseRecord {
     /// other member (the default, and what every promotion resets it to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_set: Option<SyncSet>,
+    /// The member the leader asks to restart now (settings changed that take effect only
+    /// after a restart; one member at a time, the primary by a switchover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<u32>,
 }
 
 impl DatabaseRecord {

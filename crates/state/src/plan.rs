@@ -307,9 +307,13 @@ fn plan_databases(
                     addresses,
                     switchover: None,
                     sync_set: None,
+                    restart: None,
                 }
             }
             Some(old) => {
+                if let Some(why) = crate::database::refused_decrease(name, &old.spec, spec) {
+                    return Err(PlanError::Database(why));
+                }
                 let mut details = crate::database::describe_change(&old.spec, spec);
                 for (i, (a, b)) in old.members.iter().zip(&members.nodes).enumerate() {
                     if a != b {

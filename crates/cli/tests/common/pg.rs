@@ -95,15 +95,24 @@ pub fn missing(node: &Node, url: &str, table: &str, acked: &[u64]) -> Vec<u64> {
 /// holdfast's proxies): `Some(false)` a primary (takes writes), `Some(true)` in recovery,
 /// `None` not running or not answering. By member index.
 pub fn members_directly(c: &Cluster, admin_url: &str, database: &str, members: usize) -> Vec<Option<bool>> {
+    members_answer(c, admin_url, database, members, "SELECT pg_is_in_recovery()")
+        .into_iter()
+        .map(|a| a.map(|out| out == "t"))
+        .collect()
+}
+
+/// What each member's own postgres answers to `sql`, looked at directly on its node (a
+/// running member is found by its `postmaster.pid`); `None`: not running or not
+/// answering. By member index.
+pub fn members_answer(c: &Cluster, admin_url: &str, database: &str, members: usize, sql: &str) -> Vec<Option<String>> {
     (0..members)
         .map(|k| {
-            c.iter().find_map(|n| {
+            c.iter().filter(|n| n.running()).find_map(|n| {
                 let pid = n.dir.join(format!("databases/{database}/m{k}/data/postmaster.pid"));
                 let text = std::fs::read_to_string(pid).ok()?;
                 let port: u16 = text.lines().nth(3)?.trim().parse().ok()?;
                 let url = at_port(admin_url, port)?;
-                let out = psql(n, &url, "SELECT pg_is_in_recovery()").ok()?;
-                Some(out == "t")
+                psql(n, &url, sql).ok()
             })
         })
         .collect()

@@ -331,6 +331,7 @@ fn status(key: &Key, term: u64, role: MemberRole, detail: impl Into<String>) -> 
         port: None,
         detail,
         sync_applied: None,
+        pending_restart: false,
     }
 }
 
@@ -457,6 +458,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
         primary: rec.primary == key.1,
         fenced: standing == Standing::Gone || switchover_fence || local.hold_failed,
         hold: standing == Standing::Lapsed,
+        restart: rec.restart == Some(key.1),
     };
     let have =
         Have { marker: (&marker).into(), data_exists: dir.data().exists(), running, probe, diverged: local.diverged };
@@ -498,6 +500,7 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
         st.replay_lsn = p.replay_lsn;
         st.answering = true;
         st.streaming = p.streaming;
+        st.pending_restart = p.pending_restart;
         if !p.in_recovery {
             st.term = marker.primary_term;
             st.sync_applied = sync_applied;

@@ -57,6 +57,7 @@ pub fn databases(
                 streaming: r.is_some_and(|r| r.streaming),
                 answering: r.is_some_and(|r| r.answering),
                 sync_candidate: rec.spec.sync > 0 && sync_set.contains(&i),
+                pending_restart: r.is_some_and(|r| r.pending_restart),
                 detail: r.map(|r| r.detail.clone()).unwrap_or_default(),
             });
         }

@@ -422,3 +422,24 @@ fn a_draining_standby_moves_to_the_emptiest_site_and_the_primary_never_does() {
     let e = crate::database::move_member(&s, "db", 1).map(|_| ()).unwrap_err().to_string();
     assert_eq!(e, "database `db`: no node for member 1 (needs 0.00 CPU, 0Mi memory) among the arm64 nodes with PostgreSQL 15: n1 runs another member; add nodes, free room or lower instances");
 }
+
+#[test]
+fn lowering_a_setting_standbys_need_as_high_as_the_primary_is_refused_with_more_than_one_member() {
+    let s = cluster(&[node(1, "a", "arm64", "15"), node(2, "b", "arm64", "15")]);
+    let (_, s) = deploy(&s, "databases:\n  db: { instances: 2, parameters: { max_connections: \"200\" } }\n");
+    // Raising is fine; so is any change of another setting.
+    let (_, s) = deploy(
+        &s,
+        "databases:\n  db: { instances: 2, parameters: { max_connections: \"300\", shared_buffers: 64MB } }\n",
+    );
+    assert_eq!(
+        refused(&s, "databases:\n  db: { instances: 2, parameters: { max_connections: \"50\" } }\n"),
+        "database `db`: lowering max_connections (300 -> 50) cannot be rolled out: a standby must keep max_connections at least as high as its primary's, and members restart standbys first; to lower it, deploy the database with `instances: 1` first (its standbys are dropped), then with the lower value, then scale back"
+    );
+    // Dropping the setting goes back to the default (100): lower too.
+    assert!(refused(&s, "databases:\n  db: { instances: 2 }\n").contains("(300 -> 100)"));
+    // With one member there is no standby: allowed.
+    let (_, s) = deploy(&s, "databases:\n  db: { instances: 1, parameters: { max_connections: \"300\" } }\n");
+    let (_, s) = deploy(&s, "databases:\n  db: { instances: 1, parameters: { max_connections: \"50\" } }\n");
+    assert_eq!(s.desired.databases["db"].spec.parameters["max_connections"], "50");
+}
