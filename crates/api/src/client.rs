@@ -12,9 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::{
-    DatabaseUrlResponse, DatabasesResponse, DeployRequest, ErrorBody, NodeActionResponse, NodeLabelsRequest,
-    NodeLabelsResponse, NodesResponse, PlanResponse, ScaleRequest, SettingsChange, SettingsView, StatusResponse,
-    SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
+    DatabaseUrlResponse, DatabasesResponse, DeployRequest, ErrorBody, EventsResponse, NodeActionResponse,
+    NodeLabelsRequest, NodeLabelsResponse, NodesResponse, PlanResponse, ScaleRequest, SettingsChange, SettingsView,
+    StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
 };
 
 /// Why a call failed.
@@ -216,6 +216,12 @@ impl Client {
 
     pub async fn remove_node(&self, node: &str) -> Result<NodeActionResponse, ClientError> {
         self.call(Method::DELETE, &format!("/v1/nodes/{node}"), None::<&()>).await
+    }
+
+    /// Events since `since_ms` (ms since the epoch), at most `limit` (the newest), from
+    /// every node's journal.
+    pub async fn events(&self, since_ms: u64, limit: usize) -> Result<EventsResponse, ClientError> {
+        self.call(Method::GET, &format!("/v1/events?since_ms={since_ms}&limit={limit}"), None::<&()>).await
     }
 
     /// The background loops of the node this client talks to.

@@ -253,6 +253,35 @@ pub struct WorkersResponse {
     pub workers: Vec<WorkerView>,
 }
 
+/// One event (`holdfast events`). Events derived from the replicated log are recorded
+/// by every node under the same `key` (`r<log index>.<n>`); a leader change by every
+/// node that saw it (`leader.<term>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    pub key: String,
+    /// Milliseconds since the Unix epoch when the (earliest) node recorded it.
+    pub at_ms: u64,
+    /// `info` or `warn`.
+    pub level: String,
+    /// A stable word for scripts: `node-down`, `failover`, `switchover`, `leader`, ...
+    pub kind: String,
+    /// What it is about: `node n2`, `database db`, `service web`, `cluster`.
+    pub subject: String,
+    pub message: String,
+}
+
+/// `GET /v1/events?since_ms=&limit=` (every node's journal, merged) and
+/// `GET /cluster/events?since_ms=` (one node's).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventsResponse {
+    /// Oldest first.
+    pub events: Vec<EventView>,
+    /// Nodes whose journal could not be read this time (their events may be missing if
+    /// no other node recorded them).
+    #[serde(default)]
+    pub unreachable: Vec<String>,
+}
+
 /// `GET /v1/databases`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatabasesResponse {

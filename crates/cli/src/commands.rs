@@ -622,6 +622,64 @@ async fn node_rm(g: &Global, args: NodeRmArgs) -> Result<ExitCode> {
 }
 
 /// `holdfast workers`: the background loops of the node this CLI talks to.
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Only events of the last DURATION (e.g. 30m, 1h, 2d).
+    #[arg(long, value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// Keep printing new events as they happen.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// At most this many events (the newest).
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
+}
+
+pub async fn events(g: &Global, args: EventsArgs) -> Result<ExitCode> {
+    let c = client(g)?;
+    let since = args.since.map_or(0, |d| now_ms().saturating_sub(d.as_millis() as u64));
+    let r = c.events(since, args.limit).await?;
+    if g.json && !args.follow {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let print = |events: &[holdfast_api::types::EventView]| {
+        if g.json {
+            for e in events {
+                if let Ok(line) = serde_json::to_string(e) {
+                    println!("{line}");
+                }
+            }
+        } else {
+            print!("{}", output::events(events));
+        }
+    };
+    if !g.json && r.events.is_empty() && !args.follow {
+        println!("no events{}", if args.since.is_some() { " in that time" } else { "" });
+    }
+    print(&r.events);
+    if !r.unreachable.is_empty() {
+        eprintln!("(not read: the journals of {}; events only they recorded are missing)", r.unreachable.join(", "));
+    }
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Follow: ask again every second for what is newer than the newest seen (events of
+    // the same millisecond are told apart by key).
+    let mut seen: std::collections::HashSet<String> = r.events.iter().map(|e| e.key.clone()).collect();
+    let mut from = r.events.last().map_or(now_ms(), |e| e.at_ms);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(r) = c.events(from, 5000).await else { continue };
+        let fresh: Vec<holdfast_api::types::EventView> =
+            r.events.into_iter().filter(|e| seen.insert(e.key.clone())).collect();
+        if let Some(last) = fresh.last() {
+            from = from.max(last.at_ms);
+        }
+        print(&fresh);
+    }
+}
+
 pub async fn workers(g: &Global) -> Result<ExitCode> {
     let r = client(g)?.workers().await?;
     print_json_or(g, &r, &output::workers(&r))

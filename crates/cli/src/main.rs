@@ -114,6 +114,12 @@ enum Cmd {
     /// What each background loop of a node is doing: leader duties, heartbeats, links,
     /// reconcilers — last run, last progress, errors in a row, last error.
     Workers,
+    /// What happened in the cluster: nodes down and back, drains, deploys, replicas
+    /// moved, database failovers and switchovers, leader changes — from every node's
+    /// journal, so the history survives any one node.
+    ///
+    /// Examples: `holdfast events --since 1h`, `holdfast events -f`, `holdfast events --json`.
+    Events(commands::EventsArgs),
     /// Join tokens.
     #[command(subcommand)]
     Token(commands::TokenCmd),
@@ -153,6 +159,7 @@ fn main() -> ExitCode {
             Cmd::Rm(args) => commands::remove(&cli.global, args).await,
             Cmd::Node(cmd) => commands::node(&cli.global, cmd).await,
             Cmd::Workers => commands::workers(&cli.global).await,
+            Cmd::Events(args) => commands::events(&cli.global, args).await,
             Cmd::Db(cmd) => db::run(&cli.global, cmd).await,
         }
     });

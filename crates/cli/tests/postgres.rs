@@ -75,6 +75,12 @@ fn a_dead_primarys_machine_fails_over_and_comes_back_as_a_replica() {
         "db-ro still reaches only replicas"
     );
     eprintln!("primary killed: writes back after {outage:.2} s without an acknowledged write");
+    // A survivor's history names the failover, whether or not the leader died with it.
+    let failover = wait_for("the failover in the events", Duration::from_secs(10), || {
+        let kinds = event_kinds(&c[watcher], "database db");
+        seen_unless(kinds.contains(&"failover".to_string()), kinds.clone(), format!("{kinds:?}"))
+    });
+    assert!(failover.contains(&"deployed".to_string()), "{failover:?}");
 
     // The old primary's machine comes back: it rejoins as a replica of the new term.
     c[victim].spawn(&[]);
@@ -286,6 +292,25 @@ fn draining_the_primarys_node_switches_over_and_moves_its_member_away() {
         log.len() - acked.len()
     );
     assert_eq!(missing(&c[watcher], &url, "t", &acked), Vec::<u64>::new(), "acknowledged writes lost in a drain");
+    // The history says what happened, in order, on every node (the drained one too).
+    for n in c.iter() {
+        let kinds = event_kinds(n, "database db");
+        let order = ["switchover-requested", "switchover", "member-moved"];
+        let at: Vec<Option<usize>> = order.iter().map(|k| kinds.iter().position(|x| x == k)).collect();
+        assert!(at.iter().all(Option::is_some) && at.windows(2).all(|w| w[0] < w[1]), "{}: {kinds:?}", n.name);
+        assert!(event_kinds(n, &format!("node {primary}")).contains(&"node-draining".to_string()), "{}", n.name);
+    }
+}
+
+/// The kinds of the events about `subject`, oldest first, as node `n` answers them.
+fn event_kinds(n: &Node, subject: &str) -> Vec<String> {
+    let ev = n.cli_json(&["events"]).expect("events");
+    ev["events"]
+        .as_array()
+        .map(|a| {
+            a.iter().filter(|e| e["subject"] == subject).filter_map(|e| e["kind"].as_str().map(String::from)).collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]

@@ -258,8 +258,10 @@ fn a_frozen_node_leaves_rotation_before_the_leader_declares_it_down() {
     wait_for("the service-address loop between requests", Duration::from_secs(10), || {
         seen_unless(held.load(Ordering::SeqCst), (), "a request in flight")
     });
+    // Frozen once every thread of it is stopped (a request sent between the signal and
+    // then could still be answered and then cut: its bytes cannot be replayed).
+    stop_and_wait(nodes[victim].pid());
     let frozen_at = start.elapsed();
-    signal(nodes[victim].pid(), libc_sig::STOP);
     hold.store(false, Ordering::SeqCst);
     let link_down =
         wait_for_every("the link to the frozen node down", Duration::from_secs(5), Duration::from_millis(20), || {

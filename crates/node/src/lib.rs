@@ -21,6 +21,7 @@
 pub mod api;
 pub mod controller;
 pub mod databases;
+pub mod events;
 pub mod identity;
 pub mod lease;
 pub mod logs;
@@ -134,6 +135,8 @@ pub struct NodeContext {
     pub workers: workers::Workers,
     /// On the leader: why each learner does not vote yet (from the last controller pass).
     pub promotion: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, String>>>,
+    /// This node's event journal (`holdfast events`).
+    pub events: events::Journal,
     /// On the leader: what the database duties wait for (from the last controller pass).
     pub database_waits: Arc<std::sync::Mutex<Vec<String>>>,
     /// The node's data directory (database members live under `databases/`).
@@ -272,6 +275,7 @@ impl Node {
             workers: workers::Workers::default(),
             promotion: Default::default(),
             database_waits: Default::default(),
+            events: events::Journal::new(&config.data_dir),
             data_dir: config.data_dir.clone(),
             lease: Default::default(),
             dbs: Default::default(),
@@ -304,6 +308,7 @@ impl Node {
             ("heartbeats", tokio::spawn(peer::heartbeat::run(ctx.clone(), tasks_token.child_token()))),
             ("leader duties", tokio::spawn(controller::run(ctx.clone(), tasks_token.child_token()))),
             ("databases", tokio::spawn(databases::run(ctx.clone(), tasks_token.child_token()))),
+            ("event journal", tokio::spawn(events::run(ctx.clone(), tasks_token.child_token()))),
         ];
 
         // A brand-new cluster waits until it has registered itself, so the first deploy

@@ -24,7 +24,7 @@ use axum::routing::{connect, delete, get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{databases, local, logs, nodes, services, settings, tokens, ApiError};
+use crate::api::{databases, events, local, logs, nodes, services, settings, tokens, ApiError};
 use crate::NodeContext;
 
 /// The certificate fingerprint of the client of one connection, if it sent one.
@@ -117,6 +117,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/services/{name}/logs", get(logs::logs))
         .route("/v1/node/reexec", post(local::reexec))
         .route("/v1/workers", get(local::workers))
+        .route("/v1/events", get(events::events))
         .route_layer(middleware::from_fn(commit_timeout))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_admin_token));
     let peers = Router::new()
@@ -125,6 +126,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/cluster/logs/{service}", get(logs::local_logs))
         .route("/cluster/tunnel/{port}", connect(crate::tunnel::accept).get(crate::tunnel::accept))
         .route("/cluster/links", get(crate::tunnel::links))
+        .route("/cluster/events", get(events::local))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_member_cert));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

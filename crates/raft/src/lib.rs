@@ -19,7 +19,7 @@ pub use openraft::async_runtime::WatchReceiver;
 pub mod network;
 pub mod store;
 
-pub use store::{force_single_voter, Recovered};
+pub use store::{force_single_voter, AppliedEvents, Recovered};
 
 openraft::declare_raft_types!(
     /// Types holdfast's Raft runs with.
@@ -92,6 +92,7 @@ pub struct ControlPlane {
     pub raft: Raft,
     pub node_id: NodeId,
     state: tokio::sync::watch::Receiver<Arc<ClusterState>>,
+    events: tokio::sync::broadcast::Sender<store::AppliedEvents>,
 }
 
 /// Timing of the Raft protocol. Defaults suit a LAN or Wi-Fi: a follower starts an
@@ -145,6 +146,7 @@ impl ControlPlane {
         let config = Arc::new(config.validate().map_err(|e| ControlPlaneError::Fatal(e.to_string()))?);
         let (log, sm) = store::open(&data_dir.join("raft.redb"))?;
         let state = sm.subscribe();
+        let events = sm.events();
         let raft =
             Raft::new(node_id, config, network, log, sm).await.map_err(|e| ControlPlaneError::Fatal(e.to_string()))?;
         let initialized = raft.is_initialized().await.map_err(|e| ControlPlaneError::Fatal(e.to_string()))?;
@@ -152,7 +154,7 @@ impl ControlPlane {
             let members = std::collections::BTreeMap::from([(node_id, openraft::BasicNode::new(addr))]);
             raft.initialize(members).await.map_err(|e| ControlPlaneError::Fatal(e.to_string()))?;
         }
-        Ok(ControlPlane { raft, node_id, state })
+        Ok(ControlPlane { raft, node_id, state, events })
     }
 
     /// The latest applied state (may lag the leader by the replication delay).
@@ -163,6 +165,12 @@ impl ControlPlane {
     /// A receiver that sees every newly applied state.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<ClusterState>> {
         self.state.clone()
+    }
+
+    /// The events of log entries as this node applies them (see
+    /// `holdfast_state::events`); a slow receiver misses the oldest (`Lagged`).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<store::AppliedEvents> {
+        self.events.subscribe()
     }
 
     /// Waits until this node is leader with its log applied, and returns the state as of

@@ -20,7 +20,7 @@ use openraft::{EntryPayload, LogState, OptionalSend, RaftLogReader, RaftSnapshot
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{broadcast, watch, Mutex};
 
 use crate::TypeConfig;
 
@@ -74,7 +74,8 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachine), StoreError> {
 
     let inner = SmInner::load(&db).map_err(|e| corrupt(&e))?;
     let (tx, _) = watch::channel(Arc::new(inner.state.clone()));
-    let sm = StateMachine { db: db.clone(), inner: Arc::new(Mutex::new(inner)), publish: Arc::new(tx) };
+    let (events, _) = broadcast::channel(1024);
+    let sm = StateMachine { db: db.clone(), inner: Arc::new(Mutex::new(inner)), publish: Arc::new(tx), events };
     Ok((LogStore { db }, sm))
 }
 
@@ -272,12 +273,26 @@ pub struct StateMachine {
     db: Arc<Database>,
     inner: Arc<Mutex<SmInner>>,
     publish: Arc<watch::Sender<Arc<ClusterState>>>,
+    events: broadcast::Sender<AppliedEvents>,
+}
+
+/// The events one applied log entry says (`holdfast_state::events`), once it is on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedEvents {
+    /// The entry's log index: the same events have the same index on every node.
+    pub index: u64,
+    pub events: Vec<holdfast_state::events::Happened>,
 }
 
 impl StateMachine {
     /// A receiver of every newly applied state.
     pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
         self.publish.subscribe()
+    }
+
+    /// A sender of the events of entries as they are applied (subscribe to receive).
+    pub fn events(&self) -> broadcast::Sender<AppliedEvents> {
+        self.events.clone()
     }
 }
 
@@ -322,13 +337,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut inner = self.inner.lock().await;
         let mut responders = Vec::new();
+        let mut said = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             inner.applied = Some(entry.log_id());
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Nothing,
                 EntryPayload::Normal(req) => {
+                    // The state before, only for commands that may say something (most
+                    // entries are routine and copy nothing).
+                    let before = holdfast_state::events::may_describe(&req.command).then(|| inner.state.clone());
                     let r = inner.state.apply(req);
                     tracing::debug!(%req, ?r, "applied");
+                    if let Some(before) = before {
+                        let events = holdfast_state::events::describe(&before, &req.command, &inner.state);
+                        if !events.is_empty() {
+                            said.push(AppliedEvents { index: entry.log_id().index, events });
+                        }
+                    }
                     r
                 }
                 EntryPayload::Membership(m) => {
@@ -347,6 +372,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         blocking(move || snapshot.save(&db, None)).await?;
         self.publish.send_replace(Arc::new(inner.state.clone()));
         drop(inner);
+        for e in said {
+            // Nobody listening (yet): nothing to keep.
+            let _ = self.events.send(e);
+        }
         for (r, response) in responders {
             r.send(response);
         }

@@ -11,6 +11,8 @@
 //!   replica is current, and which ones a returning node must stop.
 //! - [`database`]: managed databases: placing members (one node each, one architecture
 //!   and PostgreSQL major version), endpoint addresses, kept passwords.
+//! - [`events`]: what happened, in words, derived from each applied command (every node
+//!   derives the same events from the same log).
 //! - [`drain`]: moving a draining node's replicas away one at a time, start before stop.
 //! - [`voters`]: which nodes are Raft voters, spread over sites.
 //! - [`labels`]: node label rules (`--label`, `holdfast node label`) and a node's full
@@ -22,6 +24,7 @@
 pub mod command;
 pub mod database;
 pub mod drain;
+pub mod events;
 pub mod fencing;
 pub mod labels;
 pub mod model;

@@ -404,6 +404,27 @@ pub fn pids_in_group(pgid: u32) -> Vec<u32> {
     out
 }
 
+/// Sends SIGSTOP to `pid` and waits (up to 5 s) until every thread of it is stopped:
+/// the signal reaches a thread running on another core only at its next interrupt, and a
+/// test that calls the process frozen before that can see it answer once more.
+pub fn stop_and_wait(pid: u32) {
+    signal(pid, libc_sig::STOP);
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return true };
+        tasks.flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the command name in parentheses.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|s| s == "T" || s == "t")
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !stopped() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Sends signal number `sig` to `pid` (errors, e.g. already gone, are ignored).
 pub fn signal(pid: u32, sig: i32) {
     // rustix takes a known signal: map the numbers tests use.

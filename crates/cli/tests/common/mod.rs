@@ -8,7 +8,7 @@ pub mod pg;
 use std::path::PathBuf;
 
 #[allow(unused_imports)] // each test binary uses a different part
-pub use holdfast_testbed::cluster::{alive, libc_sig, pids_in_group, service_of, signal};
+pub use holdfast_testbed::cluster::{alive, libc_sig, pids_in_group, service_of, signal, stop_and_wait};
 #[allow(unused_imports)]
 pub use holdfast_testbed::{namespaces_or_skip, seen_unless, wait_for, wait_for_every, Cluster, ClusterConfig, Node};
 

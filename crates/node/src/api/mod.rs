@@ -3,12 +3,14 @@
 //! proposals. A bad request changes nothing.
 //!
 //! - [`services`]: deploy, restart, scale, remove, status.
+//! - [`events`]: the cluster's event history, every node's journal merged.
 //! - [`logs`]: cluster-wide service logs (and the node-to-node side of them).
 //! - [`nodes`]: `nodes`, cordon, drain, uncordon, labels, removal.
 //! - [`tokens`]: join tokens.
 //! - [`settings`]: cluster settings (failure detection, learner promotion).
 //! - [`local`]: this node only: its background loops, re-exec.
 pub mod databases;
+pub mod events;
 pub mod local;
 pub mod logs;
 pub mod nodes;

@@ -1,0 +1,86 @@
+//! `GET /v1/events` (every node's journal, merged: the history survives any one node)
+//! and `GET /cluster/events` (node-to-node: this node's journal). Answered by the node
+//! asked, never forwarded: it works without a leader.
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::Json;
+use holdfast_api::types::{EventView, EventsResponse};
+use serde::Deserialize;
+
+use crate::events::merge;
+use crate::NodeContext;
+
+/// `?since_ms=&limit=`.
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    #[serde(default)]
+    since_ms: u64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    200
+}
+
+/// At most this many events in one answer.
+const MAX_LIMIT: usize = 5000;
+
+async fn own(ctx: &NodeContext, since_ms: u64) -> Vec<EventView> {
+    let journal = ctx.events.clone();
+    tokio::task::spawn_blocking(move || journal.read(since_ms)).await.unwrap_or_default()
+}
+
+/// One other node's journal through its `/cluster/events` (mutual TLS), within 2 s.
+async fn fetch(ctx: &NodeContext, addr: &str, since_ms: u64) -> Result<Vec<EventView>, String> {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get(format!("https://{addr}/cluster/events?since_ms={since_ms}&limit={MAX_LIMIT}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let read = async {
+        let resp = ctx.node_client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        serde_json::from_slice::<EventsResponse>(&bytes).map(|r| r.events).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(2), read).await.map_err(|_| "no answer within 2s".to_string())?
+}
+
+/// `GET /v1/events`: this node's journal and every other node's, merged (one event per
+/// key, oldest first, the newest `limit`); nodes that did not answer are named.
+pub async fn events(State(ctx): State<NodeContext>, Query(q): Query<EventsQuery>) -> Json<EventsResponse> {
+    let state = ctx.control.state();
+    let others: Vec<(String, String)> = state
+        .nodes
+        .values()
+        .filter(|n| n.id != ctx.identity.node_id)
+        .map(|n| (n.name.clone(), n.addr.clone()))
+        .collect();
+    let fetches = others.iter().map(|(name, addr)| {
+        let ctx = ctx.clone();
+        async move { (name.clone(), fetch(&ctx, addr, q.since_ms).await) }
+    });
+    let (mine, theirs) = tokio::join!(own(&ctx, q.since_ms), futures::future::join_all(fetches));
+    let mut lists = vec![mine];
+    let mut unreachable = Vec::new();
+    for (name, r) in theirs {
+        match r {
+            Ok(list) => lists.push(list),
+            Err(e) => {
+                tracing::debug!(node = %name, error = %e, "events: journal not read");
+                unreachable.push(name);
+            }
+        }
+    }
+    Json(EventsResponse { events: merge(lists, q.limit.min(MAX_LIMIT)), unreachable })
+}
+
+/// `GET /cluster/events`: this node's journal.
+pub async fn local(State(ctx): State<NodeContext>, Query(q): Query<EventsQuery>) -> Json<EventsResponse> {
+    let mine = own(&ctx, q.since_ms).await;
+    Json(EventsResponse { events: merge(vec![mine], q.limit.min(MAX_LIMIT)), unreachable: Vec::new() })
+}
