@@ -302,17 +302,6 @@ fn draining_the_primarys_node_switches_over_and_moves_its_member_away() {
     }
 }
 
-/// The kinds of the events about `subject`, oldest first, as node `n` answers them.
-fn event_kinds(n: &Node, subject: &str) -> Vec<String> {
-    let ev = n.cli_json(&["events"]).expect("events");
-    ev["events"]
-        .as_array()
-        .map(|a| {
-            a.iter().filter(|e| e["subject"] == subject).filter_map(|e| e["kind"].as_str().map(String::from)).collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_setting_that_needs_a_restart_rolls_out_member_by_member_losing_nothing() {
     // Proves: a redeploy that changes `shared_buffers` (a setting PostgreSQL applies only

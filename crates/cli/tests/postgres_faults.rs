@@ -163,6 +163,10 @@ fn a_frozen_primary_is_replaced_never_takes_a_write_when_thawed_and_rejoins_as_a
     let settled = pg.wait_settled(w, Duration::from_secs(90));
     let rejoined = pg.member_on(&settled, p);
     assert_eq!(rejoined["role"], "replica", "the thawed primary rejoins as a replica: {settled}");
+    // The history has the failover (every node) and the thawed node's own fencing.
+    let kinds = event_kinds(&pg.c[w], "database db");
+    assert!(kinds.contains(&"failover".to_string()), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "member-fenced" || k == "member-holding"), "{kinds:?}");
     assert!(fenced < Duration::from_secs(10), "the thawed primary answered as primary for {fenced:?}");
     let accepted: Vec<i64> = direct.iter().filter(|(_, ok)| *ok).map(|(n, _)| -*n).collect();
     assert!(accepted.is_empty(), "the thawed old primary acknowledged writes {accepted:?}");

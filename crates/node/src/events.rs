@@ -106,6 +106,28 @@ fn level(l: Level) -> String {
     }
 }
 
+/// Records an event only this node sees (e.g. a database member fenced here), keyed by
+/// this node's name, the time and a counter.
+pub fn record_local(ctx: &NodeContext, level: Level, kind: &str, subject: String, message: String) {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let at_ms = now_ms();
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let event = EventView {
+        key: format!("{}.{at_ms}.{n}", ctx.identity.name),
+        at_ms,
+        level: self::level(level),
+        kind: kind.to_string(),
+        subject,
+        message,
+    };
+    let journal = ctx.events.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = journal.append(&[event]) {
+            tracing::warn!("cannot write the event journal: {e}");
+        }
+    });
+}
+
 /// Records applied entries' events and leader changes until cancelled.
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     let mut applied = ctx.control.subscribe_events();

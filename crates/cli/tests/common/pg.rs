@@ -318,3 +318,15 @@ impl Drop for PyWriter {
         let _ = self.child.wait();
     }
 }
+
+/// The kinds of the events about `subject`, oldest first, as node `n` answers them
+/// (`holdfast events`: every node's journal merged).
+pub fn event_kinds(n: &Node, subject: &str) -> Vec<String> {
+    let ev = n.cli_json(&["events"]).unwrap_or_default();
+    ev["events"]
+        .as_array()
+        .map(|a| {
+            a.iter().filter(|e| e["subject"] == subject).filter_map(|e| e["kind"].as_str().map(String::from)).collect()
+        })
+        .unwrap_or_default()
+}

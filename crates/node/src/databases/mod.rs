@@ -27,6 +27,7 @@ use holdfast_postgres::datadir::{self, Marker, MemberDir};
 use holdfast_postgres::install::{self, Binaries, OsUser};
 use holdfast_postgres::member::{self, Have, Step, Want};
 use holdfast_spec::SyncLoss;
+use holdfast_state::events::Level;
 use holdfast_state::model::{DatabaseRecord, SwitchoverPhase};
 use tokio_util::sync::CancellationToken;
 
@@ -235,6 +236,8 @@ struct Local {
     /// (reported with the next pass's probe, so the LSN it reports is from after it took
     /// effect); `None` while none or the commit hold is loaded.
     sync_applied: Option<Vec<u32>>,
+    /// The step of the last pass (a change to a notable one is an event).
+    last_step: Option<Step>,
 }
 
 /// How long a replica may answer without streaming from a primary that is up before it
@@ -463,6 +466,16 @@ async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (MemberStatus,
     let have =
         Have { marker: (&marker).into(), data_exists: dir.data().exists(), running, probe, diverged: local.diverged };
     let step = member::next(want, have);
+    if let Some((level, kind, text)) = notable(&step, local.last_step.as_ref()) {
+        crate::events::record_local(
+            ctx,
+            level,
+            kind,
+            format!("database {}", key.0),
+            format!("{}: member {} on {}: {text}", key.0, key.1, ctx.identity.name),
+        );
+    }
+    local.last_step = Some(step.clone());
     let m = Member { key, rec, bins, user, dir, port, running };
     let outcome = execute(&m, &step, admin, probe, local).await;
     let keep_running = match &step {
@@ -563,6 +576,29 @@ fn open_path_for(data_dir: &std::path::Path, member_root: &std::path::Path, user
         }
     }
     Ok(())
+}
+
+/// A step worth an event when a member comes to it (only this node sees it: fencing,
+/// holding commits, rewinds, clones), with its level, kind and words.
+fn notable(step: &Step, last: Option<&Step>) -> Option<(Level, &'static str, String)> {
+    if last == Some(step) {
+        return None;
+    }
+    Some(match step {
+        Step::Hold => (
+            Level::Warn,
+            "member-holding",
+            "holds every commit: this node lost the control plane's quorum (its lease lapsed)".to_string(),
+        ),
+        Step::Stop { why } if why.starts_with("fenced") => (Level::Warn, "member-fenced", format!("stopped: {why}")),
+        Step::Stop { why } => (Level::Info, "member-stopped", format!("stopped: {why}")),
+        Step::Rewind => (Level::Warn, "member-rewind", "pg_rewind onto the primary's timeline".to_string()),
+        Step::Clone => (Level::Info, "member-clone", "cloning the primary (pg_basebackup)".to_string()),
+        Step::Run { standby: false } if last == Some(&Step::Hold) => {
+            (Level::Info, "member-released", "the lease is back: held commits complete".to_string())
+        }
+        _ => return None,
+    })
 }
 
 fn describe(step: &Step) -> String {
@@ -858,4 +894,24 @@ fn instance_spec(m: &Member<'_>) -> InstanceSpec {
     spec.stop_grace = Duration::from_secs(30);
     spec.run_as = Some(RunAs { uid: m.user.uid, gid: m.user.gid });
     spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_coming_to_a_notable_step_is_an_event_once() {
+        let kind = |step: &Step, last: Option<&Step>| notable(step, last).map(|(l, k, _)| (l, k));
+        let fenced = Step::Stop { why: "fenced: this node cannot reach the control plane's quorum" };
+        assert_eq!(kind(&Step::Hold, Some(&Step::Run { standby: false })), Some((Level::Warn, "member-holding")));
+        assert_eq!(kind(&Step::Hold, Some(&Step::Hold)), None, "said once");
+        assert_eq!(kind(&Step::Run { standby: false }, Some(&Step::Hold)), Some((Level::Info, "member-released")));
+        assert_eq!(kind(&fenced, Some(&Step::Hold)), Some((Level::Warn, "member-fenced")));
+        assert_eq!(kind(&Step::Stop { why: member::RESTART }, None), Some((Level::Info, "member-stopped")));
+        assert_eq!(kind(&Step::Rewind, None), Some((Level::Warn, "member-rewind")));
+        assert_eq!(kind(&Step::Clone, None), Some((Level::Info, "member-clone")));
+        assert_eq!(kind(&Step::Run { standby: true }, None), None, "the steady state says nothing");
+        assert_eq!(kind(&Step::Wait { why: "fenced" }, None), None);
+    }
 }
