@@ -53,6 +53,13 @@ pub(crate) fn step(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision
     let Some(&first) = leaving.first() else { return };
     let streams = |m: u32| v.candidate(m).is_some_and(|r| r.streaming);
 
+    if leaving.contains(&rec.primary) && rec.members.len() == 1 {
+        out.push(DbDecision::Recurring(Note::warn(format!(
+            "{name}: drain: its only member, the primary on {}, cannot leave: there is no standby to hand writes to; deploy it with `instances: 2` (a standby is cloned on another node, then the drain switches over to it)",
+            v.node_name(rec.primary)
+        ))));
+        return;
+    }
     if leaving.contains(&rec.primary) {
         let target = planned_switchover_target(v, memory, &|m| !member_draining(v, m));
         match target {

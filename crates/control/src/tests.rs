@@ -1297,3 +1297,19 @@ fn a_standby_restarts_only_while_the_others_stream_and_a_lone_primary_restarts_i
     w.pending_restart(2, 0, false);
     w.after(300).all_seen_but(&[]).check(&["set-database-restart db none at term 1"]);
 }
+
+#[test]
+fn a_one_member_database_on_a_draining_node_says_how_to_let_it_leave() {
+    let mut w = pg_world(&[(1, "a"), (2, "a"), (3, "a")], "instances: 1");
+    w.member(2, 0, MemberRole::Primary, 1, 1000);
+    drain(&mut w, 2);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: drain: its only member, the primary on n2, cannot leave: there is no standby to hand writes to; deploy it with `instances: 2` (a standby is cloned on another node, then the drain switches over to it)"]
+    );
+    // With a second member on n3 streaming, the drain switches over to it.
+    w.deploy("databases:\n  db: { instances: 2 }\n");
+    w.member(3, 1, MemberRole::Replica, 1, 1000);
+    w.after(300).all_seen_but(&[]).check(&["switchover db: Requested to member Some(1)"]);
+}
