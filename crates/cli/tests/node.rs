@@ -290,6 +290,12 @@ fn memory_limit_overrun_is_reported_as_oom_kill() {
     });
     let text = d.cli_ok(&["status"]);
     assert!(text.to_lowercase().contains("out of memory"), "status tells the OOM kill: {text}\n{i}");
+    // The history has it too, with the limit.
+    let events = wait_for("the OOM kill in the events", Duration::from_secs(10), || {
+        let text = d.cli_ok(&["events"]);
+        seen_unless(text.contains("oom-killed"), text.clone(), text.clone())
+    });
+    assert!(events.contains("hog-0 on") && events.contains("out of memory: limit"), "{events}");
 }
 
 #[test]

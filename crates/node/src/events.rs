@@ -2,7 +2,10 @@
 //! `holdfast_state::events`). Every node records the events of the log entries it applies
 //! (same key on every node: `r<index>.<n>`) and the leader changes it sees
 //! (`leader.<term>`), so the history survives any one node, the leader included;
-//! `GET /v1/events` merges every node's journal.
+//! `GET /v1/events` merges every node's journal. What only this node sees is recorded
+//! here too: its instances started, exited (OOM kills with the limit), crash-looping,
+//! failing health checks ([`instance_events`]), and its database members fenced or
+//! holding commits (`record_local`, from the member runner).
 //!
 //! The journal is `events.jsonl` in the data directory, one JSON event per line, appended
 //! only when something happens (an idle cluster writes nothing) and cut back to its newest
@@ -11,9 +14,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
+use holdfast_agent::{InstanceId, InstanceState, InstanceStatus};
 use holdfast_api::types::EventView;
 use holdfast_raft::WatchReceiver;
-use holdfast_state::events::Level;
+use holdfast_state::events::{Happened, Level};
 use tokio_util::sync::CancellationToken;
 
 use crate::workers::Pass;
@@ -128,6 +134,77 @@ pub fn record_local(ctx: &NodeContext, level: Level, kind: &str, subject: String
     });
 }
 
+/// What changed in this node's instances between two looks at the agent, in words:
+/// started (not re-adopted after a daemon restart), exited (OOM-killed says so, with the
+/// limit; a stop asked for is `instance-stopped`), crash-looping, failing its health
+/// check and passing again. Pure.
+pub fn instance_events(
+    before: &BTreeMap<InstanceId, InstanceStatus>,
+    now: &[InstanceStatus],
+    node: &str,
+) -> Vec<Happened> {
+    let mut out = Vec::new();
+    for s in now {
+        let p = before.get(&s.id);
+        let (subject, name) = match s.id.service.strip_prefix(crate::databases::INSTANCE_PREFIX) {
+            Some(db) => (format!("database {db}"), format!("{db} member {} (postgres)", s.id.replica)),
+            None => (format!("service {}", s.id.service), s.id.to_string()),
+        };
+        let event = |level, kind: &str, message: String| Happened {
+            level,
+            kind: kind.to_string(),
+            subject: subject.clone(),
+            message,
+        };
+        let new_run = s.started_at_ms.is_some() && p.is_none_or(|p| p.started_at_ms != s.started_at_ms);
+        if let Some(e) = &s.last_exit {
+            if p.is_none_or(|p| p.last_exit.as_ref().map(|x| x.at_ms) != Some(e.at_ms)) {
+                let stopping = p.is_some_and(|p| p.state == InstanceState::Stopping);
+                out.push(if e.oom_killed {
+                    event(
+                        Level::Warn,
+                        "oom-killed",
+                        format!("{name} on {node} was killed for running out of memory: {}", e.description),
+                    )
+                } else if stopping {
+                    event(Level::Info, "instance-stopped", format!("{name} on {node} stopped: {}", e.description))
+                } else {
+                    event(Level::Warn, "instance-exited", format!("{name} on {node} exited: {}", e.description))
+                });
+            }
+        }
+        if new_run && !s.adopted {
+            let pid = s.pid.map_or(String::new(), |p| format!("pid {p}, "));
+            out.push(event(
+                Level::Info,
+                "instance-started",
+                format!("{name} started on {node} ({pid}generation {})", s.generation),
+            ));
+        }
+        let was = p.map(|p| p.state);
+        if s.state == InstanceState::CrashLoop && was != Some(InstanceState::CrashLoop) {
+            let why = s.last_exit.as_ref().map_or(String::new(), |e| format!(": {}", e.description));
+            out.push(event(
+                Level::Warn,
+                "crash-loop",
+                format!("{name} on {node} is crash-looping ({} restarts){why}", s.restarts),
+            ));
+        }
+        if s.state == InstanceState::Unready && was == Some(InstanceState::Ready) {
+            let why = s.last_health_error.as_deref().unwrap_or("no reason given");
+            out.push(event(Level::Warn, "unhealthy", format!("{name} on {node} fails its health check: {why}")));
+        }
+        if s.state == InstanceState::Ready && was == Some(InstanceState::Unready) {
+            out.push(event(Level::Info, "healthy", format!("{name} on {node} passes its health check again")));
+        }
+    }
+    out
+}
+
+fn view(key: String, at_ms: u64, h: Happened) -> EventView {
+    EventView { key, at_ms, level: level(h.level), kind: h.kind, subject: h.subject, message: h.message }
+}
+
 /// Records applied entries' events and leader changes until cancelled.
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     let mut applied = ctx.control.subscribe_events();
@@ -135,21 +212,32 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     // every replication ack: waking on those would cost an idle leader CPU).
     let mut server = ctx.control.raft.server_metrics();
     let mut last_term_recorded = None;
+    // This node's instances as last seen (re-adopted ones are not news).
+    let mut agent_version = ctx.agent.subscribe();
+    let mut instances: BTreeMap<InstanceId, InstanceStatus> =
+        ctx.agent.status().into_iter().map(|s| (s.id.clone(), s)).collect();
+    let mut seq: u64 = 0;
     loop {
         let mut batch = Vec::new();
         tokio::select! {
             _ = cancel.cancelled() => break,
+            r = agent_version.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                let now = ctx.agent.status();
+                let at_ms = now_ms();
+                for h in instance_events(&instances, &now, &ctx.identity.name) {
+                    seq += 1;
+                    batch.push(view(format!("{}.{at_ms}.i{seq}", ctx.identity.name), at_ms, h));
+                }
+                instances = now.into_iter().map(|s| (s.id.clone(), s)).collect();
+            }
             r = applied.recv() => match r {
                 Ok(a) => {
+                    let at_ms = now_ms();
                     for (n, h) in a.events.into_iter().enumerate() {
-                        batch.push(EventView {
-                            key: format!("r{}.{n}", a.index),
-                            at_ms: now_ms(),
-                            level: level(h.level),
-                            kind: h.kind,
-                            subject: h.subject,
-                            message: h.message,
-                        });
+                        batch.push(view(format!("r{}.{n}", a.index), at_ms, h));
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
@@ -209,6 +297,89 @@ mod tests {
             subject: "s".into(),
             message: key.into(),
         }
+    }
+
+    fn inst(service: &str, state: InstanceState, started: Option<u64>, exit: Option<(u64, bool)>) -> InstanceStatus {
+        InstanceStatus {
+            id: InstanceId::new(service, 0),
+            generation: 3,
+            pid: started.map(|_| 42),
+            state,
+            ready: state == InstanceState::Ready,
+            restarts: 5,
+            ports: Default::default(),
+            started_at_ms: started,
+            last_exit: exit.map(|(at_ms, oom_killed)| holdfast_agent::ExitInfo {
+                code: None,
+                signal: Some(9),
+                oom_killed,
+                at_ms,
+                description: if oom_killed {
+                    "killed by SIGKILL (out of memory: limit 64Mi)".into()
+                } else {
+                    "exit code 1".into()
+                },
+            }),
+            last_health_error: (state == InstanceState::Unready).then(|| "HTTP 500".to_string()),
+            adopted: false,
+            memory_bytes: None,
+            cpu_usage_ns: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn said(before: Vec<InstanceStatus>, now: Vec<InstanceStatus>) -> Vec<String> {
+        let before = before.into_iter().map(|s| (s.id.clone(), s)).collect();
+        instance_events(&before, &now, "n1")
+            .into_iter()
+            .map(|h| format!("{:?} {} {}: {}", h.level, h.kind, h.subject, h.message))
+            .collect()
+    }
+
+    #[test]
+    fn instances_starting_exiting_crash_looping_and_flapping_say_so_once() {
+        use InstanceState::*;
+        let ready = inst("web", Ready, Some(1000), None);
+        assert_eq!(
+            said(vec![], vec![ready.clone()]),
+            ["Info instance-started service web: web-0 started on n1 (pid 42, generation 3)"]
+        );
+        assert_eq!(said(vec![ready.clone()], vec![ready.clone()]), Vec::<String>::new(), "nothing changed");
+        let adopted = InstanceStatus { adopted: true, ..ready.clone() };
+        assert_eq!(said(vec![], vec![adopted]), Vec::<String>::new(), "re-adopted after a daemon restart");
+        let oom = inst("web", Backoff, None, Some((2000, true)));
+        assert_eq!(
+            said(vec![ready.clone()], vec![oom.clone()]),
+            ["Warn oom-killed service web: web-0 on n1 was killed for running out of memory: killed by SIGKILL (out of memory: limit 64Mi)"]
+        );
+        let looping = inst("web", CrashLoop, None, Some((3000, false)));
+        assert_eq!(
+            said(vec![oom], vec![looping]),
+            [
+                "Warn instance-exited service web: web-0 on n1 exited: exit code 1",
+                "Warn crash-loop service web: web-0 on n1 is crash-looping (5 restarts): exit code 1"
+            ]
+        );
+        let unready = inst("web", Unready, Some(1000), None);
+        assert_eq!(
+            said(vec![ready.clone()], vec![unready.clone()]),
+            ["Warn unhealthy service web: web-0 on n1 fails its health check: HTTP 500"]
+        );
+        assert_eq!(
+            said(vec![unready], vec![ready.clone()]),
+            ["Info healthy service web: web-0 on n1 passes its health check again"]
+        );
+        let stopping = inst("web", Stopping, Some(1000), None);
+        let stopped = inst("web", Exited, None, Some((4000, false)));
+        assert_eq!(
+            said(vec![stopping], vec![stopped]),
+            ["Info instance-stopped service web: web-0 on n1 stopped: exit code 1"]
+        );
+        let pg = inst("pg:db", Ready, Some(5000), None);
+        assert_eq!(
+            said(vec![], vec![pg]),
+            ["Info instance-started database db: db member 0 (postgres) started on n1 (pid 42, generation 3)"]
+        );
     }
 
     #[test]

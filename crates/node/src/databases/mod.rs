@@ -45,16 +45,16 @@ const SWITCHOVER_PASS: Duration = Duration::from_millis(50);
 const LAPSE_SLACK: Duration = Duration::from_millis(2);
 /// The agent's instance ids of members: `pg:<db>-<member>`, never a service's (service
 /// names are DNS labels, without `:`).
-const PREFIX: &str = "pg:";
+pub const INSTANCE_PREFIX: &str = "pg:";
 
 /// The agent instance id of a member.
 pub fn instance_id(database: &str, member: u32) -> InstanceId {
-    InstanceId::new(format!("{PREFIX}{database}"), member)
+    InstanceId::new(format!("{INSTANCE_PREFIX}{database}"), member)
 }
 
 /// Whether an agent instance is a database member (not a service replica).
 pub fn is_member(id: &InstanceId) -> bool {
-    id.service.starts_with(PREFIX)
+    id.service.starts_with(INSTANCE_PREFIX)
 }
 
 type Key = (String, u32);
