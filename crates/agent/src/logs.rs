@@ -59,7 +59,7 @@ pub(crate) fn rotate_if_needed(path: &Path, max_bytes: u64, keep: usize) -> io::
 }
 
 /// Formats unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub(crate) fn utc_timestamp(ms: u64) -> String {
+pub fn utc_timestamp(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;

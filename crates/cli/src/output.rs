@@ -305,21 +305,10 @@ mod tests {
     }
 }
 
-/// `2026-12-07 06:15:02` (UTC) for milliseconds since the Unix epoch.
+/// `2026-12-07 06:15:02` (UTC) for milliseconds since the Unix epoch (the agent's log
+/// marker timestamp, to the second).
 pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's days_from_civil, inverted).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+    holdfast_agent::utc_timestamp(ms).chars().take(19).collect::<String>().replacen('T', " ", 1)
 }
 
 /// Events as a table: time (UTC), level, kind, subject, message.
