@@ -624,7 +624,7 @@ async fn node_rm(g: &Global, args: NodeRmArgs) -> Result<ExitCode> {
 /// `holdfast workers`: the background loops of the node this CLI talks to.
 #[derive(Args, Debug)]
 pub struct EventsArgs {
-    /// Only events of the last DURATION (e.g. 30m, 1h, 2d).
+    /// Only events of the last DURATION (e.g. 30m, 1h, 48h).
     #[arg(long, value_parser = parse_duration)]
     pub since: Option<Duration>,
     /// Keep printing new events as they happen.
