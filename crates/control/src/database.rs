@@ -151,6 +151,11 @@ impl View<'_> {
         self.report(member).filter(|r| r.role == MemberRole::Replica && r.answering)
     }
 
+    /// A candidate that streams from the primary.
+    pub(crate) fn streams(&self, member: u32) -> bool {
+        self.candidate(member).is_some_and(|r| r.streaming)
+    }
+
     /// Every candidate, best first.
     pub(crate) fn candidates(&self) -> Vec<&MemberReport> {
         let mut c: Vec<&MemberReport> = (0..self.rec.members.len() as u32).filter_map(|m| self.candidate(m)).collect();
@@ -473,7 +478,7 @@ fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
         // meanwhile); one heard but not streaming keeps its place for a moment (a
         // postgres restart).
         let heard = v.node_of(m).and_then(|n| v.silent(n)).is_some_and(|s| s < suspect_after);
-        let up = heard && v.candidate(m).is_some_and(|r| r.streaming);
+        let up = heard && v.streams(m);
         let key = (name.to_string(), m);
         if up {
             memory.sync_unhealthy.remove(&key);

@@ -51,7 +51,6 @@ pub(crate) fn step(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision
     let (name, rec) = (v.name, v.rec);
     let leaving: Vec<u32> = (0..rec.members.len() as u32).filter(|m| member_draining(v, *m)).collect();
     let Some(&first) = leaving.first() else { return };
-    let streams = |m: u32| v.candidate(m).is_some_and(|r| r.streaming);
 
     if leaving.contains(&rec.primary) && rec.members.len() == 1 {
         out.push(DbDecision::Recurring(Note::warn(format!(
@@ -82,7 +81,7 @@ pub(crate) fn step(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision
 
     let staying: Vec<u32> =
         (0..rec.members.len() as u32).filter(|m| *m != rec.primary && !member_draining(v, *m)).collect();
-    if let Some(&behind) = staying.iter().find(|m| !streams(**m)) {
+    if let Some(&behind) = staying.iter().find(|m| !v.streams(**m)) {
         out.push(DbDecision::Recurring(Note::info(format!(
             "{name}: drain: member {first} on {} waits for member {behind} on {} to stream (one member moves at a time)",
             v.node_name(first),

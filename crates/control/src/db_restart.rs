@@ -67,8 +67,7 @@ pub(crate) fn step(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision
 
     let standbys: Vec<u32> = (0..n).filter(|m| *m != rec.primary).collect();
     if let Some(&m) = standbys.iter().find(|m| pending(**m)) {
-        let streams = |o: u32| v.candidate(o).is_some_and(|r| r.streaming);
-        if let Some(&behind) = standbys.iter().find(|o| **o != m && !streams(**o)) {
+        if let Some(&behind) = standbys.iter().find(|o| **o != m && !v.streams(**o)) {
             out.push(DbDecision::Recurring(Note::info(format!(
                 "{name}: member {m} on {} waits to restart until member {behind} on {} streams (one member restarts at a time)",
                 v.node_name(m),

@@ -118,14 +118,11 @@ pub fn record_local(ctx: &NodeContext, level: Level, kind: &str, subject: String
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let at_ms = now_ms();
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let event = EventView {
-        key: format!("{}.{at_ms}.{n}", ctx.identity.name),
+    let event = view(
+        format!("{}.{at_ms}.{n}", ctx.identity.name),
         at_ms,
-        level: self::level(level),
-        kind: kind.to_string(),
-        subject,
-        message,
-    };
+        Happened { level, kind: kind.to_string(), subject, message },
+    );
     let journal = ctx.events.clone();
     tokio::task::spawn_blocking(move || {
         if let Err(e) = journal.append(&[event]) {

@@ -223,6 +223,21 @@ pub fn describe(before: &ClusterState, cmd: &Command, after: &ClusterState) -> V
     out
 }
 
+/// `<label i> <old node> -> <new node>` for every slot `i` whose node changed.
+fn changed_nodes(
+    after: &ClusterState,
+    old: &[holdfast_placement::NodeId],
+    new: &[holdfast_placement::NodeId],
+    label: impl Fn(usize) -> String,
+) -> Vec<String> {
+    old.iter()
+        .zip(new)
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .map(|(i, (x, y))| format!("{} {} -> {}", label(i), after.node_name(*x), after.node_name(*y)))
+        .collect()
+}
+
 /// Services and databases deployed, changed or removed; replicas and members moved.
 fn desired(before: &ClusterState, after: &ClusterState, out: &mut Vec<Happened>) {
     let (a, b) = (&before.desired, &after.desired);
@@ -264,13 +279,7 @@ fn desired(before: &ClusterState, after: &ClusterState, out: &mut Vec<Happened>)
         if svc_a.generation != svc_b.generation {
             continue;
         }
-        let moved: Vec<String> = old
-            .iter()
-            .zip(placed)
-            .enumerate()
-            .filter(|(_, (x, y))| x != y)
-            .map(|(i, (x, y))| format!("{name}-{i} {} -> {}", after.node_name(*x), after.node_name(*y)))
-            .collect();
+        let moved = changed_nodes(after, old, placed, |i| format!("{name}-{i}"));
         if !moved.is_empty() {
             out.push(one(
                 Level::Info,
@@ -320,14 +329,7 @@ fn desired(before: &ClusterState, after: &ClusterState, out: &mut Vec<Happened>)
                         ),
                     ));
                 }
-                let moved: Vec<String> = x
-                    .members
-                    .iter()
-                    .zip(&y.members)
-                    .enumerate()
-                    .filter(|(_, (p, q))| p != q)
-                    .map(|(i, (p, q))| format!("member {i} {} -> {}", after.node_name(*p), after.node_name(*q)))
-                    .collect();
+                let moved = changed_nodes(after, &x.members, &y.members, |i| format!("member {i}"));
                 if !moved.is_empty() {
                     out.push(one(
                         Level::Info,
