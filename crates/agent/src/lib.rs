@@ -45,6 +45,7 @@ mod error;
 mod health;
 mod instance;
 mod logs;
+pub mod osuser;
 pub use logs::utc_timestamp;
 mod ports;
 mod preexec;

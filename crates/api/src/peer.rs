@@ -93,6 +93,11 @@ pub struct MemberStatus {
     /// A setting changed in its configuration takes effect only after a restart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending_restart: bool,
+    /// Redis: the replication id the member serves (a master) or follows (a replica), so
+    /// a replica still attached to a former master can be told from one that follows the
+    /// current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replid: Option<String>,
 }
 
 /// A member's role as its node reports it.

@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 
 use holdfast_placement::NodeId;
 use holdfast_state::model::{DatabaseRecord, Switchover, SwitchoverPhase, SyncSet};
-use holdfast_state::{ClusterState, Command};
+use holdfast_state::{ClusterState, Command, DbEngine};
 
 use crate::{MemberReport, MemberRole, Millis, Note, Observations};
 
@@ -284,7 +284,7 @@ fn decide_one(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
         if *count < UNANSWERED_TICKS {
             return;
         }
-        let r = format!("PostgreSQL of primary {primary_name} not answering");
+        let r = format!("{} of primary {primary_name} not answering", rec.spec.engine.product());
         (r.clone(), r)
     };
     // `reason` says how long (for the one-off promotion note); `stable` is the same words
@@ -388,7 +388,14 @@ fn fencing(v: &View<'_>, sw: &Switchover, memory: &mut DbMemory, out: &mut Vec<D
         .filter(|lsn| *lsn > 0);
     let target_report = v.candidate(target);
     if let (Some(final_lsn), Some(t)) = (stopped_at, target_report) {
-        if t.replay_lsn > final_lsn {
+        // PostgreSQL's final position is where its shutdown checkpoint record starts: the
+        // target must have replayed that record too. A fenced Redis master reports the
+        // offset it stopped taking writes at: the target must have processed it.
+        let caught_up = match v.rec.spec.engine {
+            DbEngine::Postgres => t.replay_lsn > final_lsn,
+            DbEngine::Redis => t.replay_lsn >= final_lsn,
+        };
+        if caught_up {
             memory.fencing_since.remove(name);
             out.push(DbDecision::Propose(Box::new(v.promote(target))));
             out.push(DbDecision::Note(Note::info(format!(
@@ -437,7 +444,8 @@ fn sync_set(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision>) {
         }))
     };
     let everyone = || -> Vec<u32> { (0..rec.members.len() as u32).filter(|m| *m != rec.primary).collect() };
-    if k == 0 {
+    // Redis's `WAIT` counts any replica: its list is always every other member.
+    if k == 0 || rec.spec.engine == DbEngine::Redis {
         if rec.sync_set.is_some() {
             out.push(propose(None));
         }

@@ -1313,3 +1313,80 @@ fn a_one_member_database_on_a_draining_node_says_how_to_let_it_leave() {
     w.member(3, 1, MemberRole::Replica, 1, 1000);
     w.after(300).all_seen_but(&[]).check(&["switchover db: Requested to member Some(1)"]);
 }
+
+/// Sites a, a, a, b, every node with PostgreSQL and Redis, n1 (the leader) with neither;
+/// Redis database `db` of `fields` on n2 (the master, offset 1000) n4 (900) n3 (950).
+fn redis_world(fields: &str) -> World {
+    let mut w = world(&[(1, "a"), (2, "a"), (3, "a"), (4, "b")]);
+    for id in 1..=4 {
+        let mut n = w.state.nodes[&id].clone();
+        if id == 1 {
+            n.software.clear();
+        } else {
+            n.software.insert("redis".into(), "7".into());
+        }
+        w.command(Command::UpsertNode(n));
+        w.seen(id, 0);
+    }
+    w.deploy(&format!("databases:\n  db: {{ engine: redis, instances: 3{fields} }}\n"));
+    assert_eq!(w.state.desired.databases["db"].members, [2, 4, 3]);
+    w.member(2, 0, MemberRole::Primary, 1, 1000).member(4, 1, MemberRole::Replica, 1, 900).member(
+        3,
+        2,
+        MemberRole::Replica,
+        1,
+        950,
+    );
+    w
+}
+
+#[test]
+fn a_redis_master_silent_for_the_lease_fails_over_to_the_replica_with_the_highest_offset() {
+    let mut w = redis_world("");
+    // Several sites, but Redis's WAIT counts any replica: no synchronous list is chosen.
+    w.after(300).all_seen_but(&[]).check(&[]);
+    w.after(1200).all_seen_but(&[2]).check(&[]);
+    w.after(400).all_seen_but(&[2]).check(&["promote db member 2 on n3, term 2"]);
+    assert_eq!(
+        w.notes(),
+        ["info: db: promoting member 2 on n3 (term 1 → 2): primary n2 silent for 1.6 s; may lose up to 50 bytes of acknowledged writes (asynchronous replication)"]
+    );
+}
+
+#[test]
+fn a_redis_master_not_answering_fails_over_after_two_ticks() {
+    let mut w = redis_world("");
+    // A restart (starting) is not a failure; failing twice in a row is.
+    w.member_at(2, 0, MemberRole::Starting, 1, 0, 0, 0, false);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    w.member_at(2, 0, MemberRole::Failed, 1, 0, 0, 0, false);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    w.after(300).all_seen_but(&[]).check(&["promote db member 2 on n3, term 2"]);
+    assert_eq!(w.notes(), ["info: db: promoting member 2 on n3 (term 1 → 2): Redis of primary n2 not answering"]);
+}
+
+#[test]
+fn replicated_redis_promotes_only_when_every_replica_that_may_hold_a_write_reports() {
+    let mut w = redis_world(", durability: replicated");
+    w.after(1600).all_seen_but(&[2, 3]).check(&[]);
+    assert_eq!(
+        w.notes(),
+        ["warn: db: primary n2 silent; heard from 1 of 2 synchronous standbys, need 2 to be sure no acknowledged commit is lost; waiting"]
+    );
+    w.after(300).all_seen_but(&[2]).check(&["promote db member 2 on n3, term 2"]);
+}
+
+#[test]
+fn a_redis_switchover_promotes_a_target_that_processed_the_fenced_masters_offset() {
+    let mut w = redis_world("");
+    ask_switchover(&mut w, Some(1));
+    w.after(300).all_seen_but(&[]).check(&["switchover db: Fencing to member Some(1)"]);
+    // The fenced master keeps running and reports the offset it stopped at.
+    w.member(2, 0, MemberRole::Fenced, 1, 1000).after(300).all_seen_but(&[]).check(&[]);
+    w.member_at(4, 1, MemberRole::Replica, 1, 0, 1000, 999, true).after(300).all_seen_but(&[]).check(&[]);
+    // Processed exactly that offset: it holds every write the master took.
+    w.member_at(4, 1, MemberRole::Replica, 1, 0, 1000, 1000, true)
+        .after(300)
+        .all_seen_but(&[])
+        .check(&["promote db member 1 on n4, term 2"]);
+}

@@ -143,8 +143,8 @@ pub fn instance_events(
     let mut out = Vec::new();
     for s in now {
         let p = before.get(&s.id);
-        let (subject, name) = match s.id.service.strip_prefix(crate::databases::INSTANCE_PREFIX) {
-            Some(db) => (format!("database {db}"), format!("{db} member {} (postgres)", s.id.replica)),
+        let (subject, name) = match crate::databases::member_of(&s.id) {
+            Some((db, engine)) => (format!("database {db}"), format!("{db} member {} ({engine})", s.id.replica)),
             None => (format!("service {}", s.id.service), s.id.to_string()),
         };
         let event = |level, kind: &str, message: String| Happened {

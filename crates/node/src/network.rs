@@ -21,7 +21,8 @@ use std::sync::Arc;
 use holdfast_agent::{InstanceId, InstanceStatus};
 use holdfast_api::peer::{MemberRole, MemberStatus};
 use holdfast_net::{Endpoint, NetHandle, NetTable, Route, ServiceNet, Target};
-use holdfast_state::ClusterState;
+use holdfast_spec::DbEndpoint;
+use holdfast_state::{ClusterState, DbEngine};
 use tokio_util::sync::CancellationToken;
 
 use crate::links::Reachability;
@@ -86,14 +87,16 @@ pub fn net_table(state: &ClusterState, this_node: u64, observed: &BTreeMap<u64, 
     NetTable { services, routes }
 }
 
-/// The three endpoint services of every database (`<db>-rw`, `-ro`, `-r`, port 5432) for
-/// `this_node`, from the members' reports (pure). `-rw` leads only to the member holding
-/// the current term that reports itself primary of it — a stale primary, or a promoted
-/// replica before it says so, gets nothing — and is single-writer: connections to a
-/// member that loses it are cut. `-ro` leads to answering replicas, `-r` to both.
-/// `-wal` (the `-rw` address, port 5433) is what replicas stream from: the same primary
-/// as `-rw`, but not cut, so a primary shutting down for a switchover still hands its
-/// last WAL to the standbys.
+/// The endpoint services of every database for `this_node`, from the members' reports
+/// (pure). PostgreSQL: `<db>-rw`, `-ro`, `-r` (port 5432) and `-wal` (the `-rw` address,
+/// port 5433); Redis: `<db>` (the master), `-ro`, `-r` (port 6379) and `-repl` (the
+/// master's address, port 6380). The master endpoint (`-rw`, Redis's `<db>`) leads only
+/// to the member holding the current term that reports itself primary of it — a stale
+/// primary, or a promoted replica before it says so, gets nothing — and is
+/// single-writer: connections to a member that loses it are cut. `-ro` leads to
+/// answering replicas, `-r` to both. The replication endpoint (`-wal`, `-repl`) is what
+/// replicas stream from: the same primary, but not cut, so a primary shutting down or
+/// fenced for a switchover still hands its last changes to them.
 pub fn database_services(
     state: &ClusterState,
     this_node: u64,
@@ -101,6 +104,11 @@ pub fn database_services(
 ) -> Vec<ServiceNet> {
     let mut out = Vec::new();
     for (name, rec) in &state.desired.databases {
+        let engine = rec.spec.engine;
+        let port_name = match engine {
+            DbEngine::Postgres => "pg",
+            DbEngine::Redis => "redis",
+        };
         let (mut rw, mut ro, mut any, mut wal) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, node) in rec.members.iter().enumerate() {
             let i = i as u32;
@@ -119,7 +127,7 @@ pub fn database_services(
             let replica = st.role == MemberRole::Replica && st.answering;
             let endpoint = |ready: bool| Endpoint {
                 instance: holdfast_postgres::conf::member_name(name, i),
-                ports: BTreeMap::from([("pg".to_string(), target.clone())]),
+                ports: BTreeMap::from([(port_name.to_string(), target.clone())]),
                 ready,
             };
             rw.push(endpoint(primary));
@@ -128,19 +136,62 @@ pub fn database_services(
             any.push(endpoint(primary || replica));
         }
         let service =
-            |suffix: &str, address: Ipv4Addr, port: u16, endpoints: Vec<Endpoint>, single_writer: bool| ServiceNet {
+            |service: String, address: Ipv4Addr, port: u16, endpoints: Vec<Endpoint>, single_writer: bool| ServiceNet {
                 project: rec.project.clone(),
-                name: format!("{name}-{suffix}"),
+                name: service,
                 address,
-                ports: BTreeMap::from([("pg".to_string(), port)]),
+                ports: BTreeMap::from([(port_name.to_string(), port)]),
                 endpoints,
                 single_writer,
             };
-        out.push(service("rw", rec.addresses.rw, holdfast_postgres::POSTGRES_PORT, rw, true));
-        out.push(service("ro", rec.addresses.ro, holdfast_postgres::POSTGRES_PORT, ro, false));
-        out.push(service("r", rec.addresses.r, holdfast_postgres::POSTGRES_PORT, any, false));
-        // Replication: the primary, at the -rw address on its own port, never cut.
-        out.push(service("wal", rec.addresses.rw, holdfast_postgres::WAL_PORT, wal, false));
+        let ep = |e: DbEndpoint| engine.endpoint_name(name, e);
+        let port = engine.port(DbEndpoint::Rw);
+        out.push(service(ep(DbEndpoint::Rw), rec.addresses.rw, port, rw, true));
+        out.push(service(ep(DbEndpoint::Ro), rec.addresses.ro, port, ro, false));
+        out.push(service(ep(DbEndpoint::R), rec.addresses.r, port, any, false));
+        // Replication: the primary, at the master address on its own port, never cut.
+        let (suffix, repl_port) = match engine {
+            DbEngine::Postgres => ("wal", holdfast_postgres::WAL_PORT),
+            DbEngine::Redis => ("repl", holdfast_redis::REPL_PORT),
+        };
+        out.push(service(format!("{name}-{suffix}"), rec.addresses.rw, repl_port, wal, false));
+    }
+    out
+}
+
+/// What each Redis database's Sentinel-compatible endpoint on this node tells (pure):
+/// the master and replicas endpoints, whether a master of the current term answers and
+/// how many replicas do, and the term.
+pub fn sentinel_table(
+    state: &ClusterState,
+    members: &BTreeMap<u64, Vec<MemberStatus>>,
+) -> holdfast_redis::sentinel_server::Table {
+    let mut out = BTreeMap::new();
+    for (name, rec) in &state.desired.databases {
+        let Some(address) = rec.addresses.sentinel.filter(|_| rec.spec.engine == DbEngine::Redis) else { continue };
+        let report = |i: usize| {
+            rec.members
+                .get(i)
+                .and_then(|n| members.get(n))
+                .and_then(|v| v.iter().find(|m| &m.database == name && m.member == i as u32))
+        };
+        let master_up = report(rec.primary as usize)
+            .is_some_and(|m| m.role == MemberRole::Primary && m.term == rec.term && m.answering);
+        let replicas_up =
+            (0..rec.members.len()).filter_map(report).filter(|m| m.role == MemberRole::Replica && m.answering).count()
+                as u32;
+        let port = DbEngine::Redis.port(DbEndpoint::Rw);
+        out.insert(
+            SocketAddr::from((address, holdfast_spec::SENTINEL_PORT)),
+            holdfast_redis::sentinel::MasterView {
+                name: name.clone(),
+                master: (rec.addresses.rw, port),
+                master_up,
+                replicas: (rec.addresses.ro, port),
+                replicas_up,
+                term: rec.term,
+            },
+        );
     }
     out
 }
@@ -183,7 +234,11 @@ pub fn rw_gaps(state: &ClusterState, this_node: u64, members: &BTreeMap<u64, Vec
             }
         }
         if !ok {
-            out.push(format!("{name}-rw has no endpoint: {}", why.join("; ")));
+            out.push(format!(
+                "{} has no endpoint: {}",
+                rec.spec.engine.endpoint_name(name, DbEndpoint::Rw),
+                why.join("; ")
+            ));
         }
     }
     out
@@ -232,6 +287,10 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
     let mut members_changed = ctx.members_changed.subscribe();
     let mut last = NetTable::default();
     let mut last_gaps: Vec<String> = Vec::new();
+    // Redis databases' Sentinel-compatible endpoints; the server stops when `sentinels`
+    // is dropped with this loop.
+    let (sentinels, table) = tokio::sync::watch::channel(holdfast_redis::sentinel_server::Table::new());
+    tokio::spawn(holdfast_redis::sentinel_server::run(table));
     loop {
         let state = states.borrow_and_update().clone();
         links.borrow_and_update();
@@ -240,6 +299,12 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
         let members = crate::peer::heartbeat::members_by_node(&ctx).await;
         let mut full = net_table(&state, ctx.identity.node_id, &observed);
         full.services.extend(database_services(&state, ctx.identity.node_id, &members));
+        let sentinel = sentinel_table(&state, &members);
+        sentinels.send_if_modified(|t| {
+            let changed = *t != sentinel;
+            *t = sentinel;
+            changed
+        });
         let gaps = rw_gaps(&state, ctx.identity.node_id, &members);
         if gaps != last_gaps {
             for gap in &gaps {

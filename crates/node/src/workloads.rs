@@ -77,7 +77,7 @@ fn instance_spec(
                 EnvValue::Value(v) => Some(v.clone()),
                 // Validated at deploy: the database and user exist.
                 EnvValue::Url { url, endpoint, user } => {
-                    databases.get(url).and_then(|rec| crate::databases::url::url(rec, *endpoint, user.as_deref()))
+                    databases.get(url).and_then(|rec| crate::databases::url::url(url, rec, *endpoint, user.as_deref()))
                 }
             };
             value.map(|v| (k.clone(), v))

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
-use crate::model::{DatabaseSpec, DbEndpoint, DbEngine, EnvValue, SyncLoss, DEFAULT_DB_INSTANCES, MAX_DB_INSTANCES};
+use crate::model::{
+    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, Persistence, SyncLoss, DEFAULT_DB_INSTANCES, MAX_DB_INSTANCES,
+};
 use crate::model::{
     HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Spread,
     Stack, StopSignal, StopSpec, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_PROJECT,
@@ -49,7 +51,14 @@ const DATABASE_FIELDS: &[&str] = &[
     "bin_dir",
     "placement",
     "resources",
+    "persistence",
+    "maxmemory",
+    "durability",
 ];
+/// Fields only a PostgreSQL database takes.
+const POSTGRES_ONLY: &[&str] = &["sync", "on_sync_loss", "databases", "users", "parameters"];
+/// Fields only a Redis database takes.
+const REDIS_ONLY: &[&str] = &["persistence", "maxmemory", "durability"];
 
 const TOP: FieldSet = FieldSet {
     names: &["project", "services", "routes", "databases"],
@@ -528,7 +537,38 @@ impl Doc<'_> {
                 }
             }
         }
+        if db.engine != DbEngine::Postgres {
+            db = DatabaseSpec::for_engine(name, db.engine);
+        }
+        // A field of the other engine: said once, precisely, and otherwise ignored.
+        let (foreign, hint): (&[&str], &str) = match db.engine {
+            DbEngine::Postgres => (
+                REDIS_ONLY,
+                "it is a Redis setting (`engine: redis`); a PostgreSQL database takes sync, on_sync_loss, databases, users and parameters",
+            ),
+            DbEngine::Redis => (
+                POSTGRES_ONLY,
+                "it is a PostgreSQL setting; a Redis database takes persistence (aof | rdb | none), maxmemory and durability (none | replicated)",
+            ),
+        };
+        for field in foreign {
+            if let Some((k, _)) = f.get(field) {
+                let p = dp.field(field);
+                self.fail(
+                    SpecErrorKind::UnknownField,
+                    &p,
+                    k.pos,
+                    format!("`{field}` does not apply to an engine `{}` database: {hint}", db.engine),
+                );
+            }
+        }
+        if db.engine == DbEngine::Redis {
+            self.redis_fields(&f, dp, &mut db);
+        }
         for (field, default) in [("instances", DEFAULT_DB_INSTANCES), ("sync", 0)] {
+            if foreign.contains(&field) {
+                continue;
+            }
             let Some((_, v)) = f.get(field) else { continue };
             let p = dp.field(field);
             let value = match &v.kind {
@@ -557,7 +597,7 @@ impl Doc<'_> {
             let slot = if field == "instances" { &mut db.instances } else { &mut db.sync };
             *slot = value.unwrap_or(default);
         }
-        if let Some((_, v)) = f.get("on_sync_loss") {
+        if let Some((_, v)) = f.get("on_sync_loss").filter(|_| !foreign.contains(&"on_sync_loss")) {
             let p = dp.field("on_sync_loss");
             let valid: Vec<&str> = SyncLoss::ALL.iter().map(|e| e.as_str()).collect();
             if let Some(s) = self.string(v, &p, &format!("one of {}", valid.join(", "))) {
@@ -576,16 +616,16 @@ impl Doc<'_> {
                 }
             }
         }
-        if let Some((_, v)) = f.get("databases") {
+        if let Some((_, v)) = f.get("databases").filter(|_| !foreign.contains(&"databases")) {
             db.databases = self.names(v, &dp.field("databases"), "a list of database names, e.g. `[app]`");
             if f.get("users").is_none() {
                 db.users = db.databases.clone();
             }
         }
-        if let Some((_, v)) = f.get("users") {
+        if let Some((_, v)) = f.get("users").filter(|_| !foreign.contains(&"users")) {
             db.users = self.names(v, &dp.field("users"), "a list of user names, e.g. `[app]`");
         }
-        if let Some((_, v)) = f.get("parameters") {
+        if let Some((_, v)) = f.get("parameters").filter(|_| !foreign.contains(&"parameters")) {
             let pp = dp.field("parameters");
             match self.entries(
                 v,
@@ -623,6 +663,85 @@ impl Doc<'_> {
             db.resources = self.resources(v, &dp.field("resources"));
         }
         db
+    }
+
+    /// A Redis database's own fields: `persistence`, `maxmemory` (with a unit: a bare
+    /// number is refused, Redis would read it as bytes) and `durability` (kept as
+    /// `sync`: `replicated` is 1).
+    fn redis_fields(&mut self, f: &Fields<'_>, dp: &FieldPath, db: &mut DatabaseSpec) {
+        let mut options = db.redis_options();
+        if let Some((_, v)) = f.get("persistence") {
+            let p = dp.field("persistence");
+            let valid: Vec<&str> = Persistence::ALL.iter().map(|e| e.as_str()).collect();
+            if let Some(s) = self.string(v, &p, &format!("one of {}", valid.join(", "))) {
+                match s.parse::<Persistence>() {
+                    Ok(e) => options.persistence = e,
+                    Err(_) => self.fail(
+                        SpecErrorKind::InvalidValue,
+                        &p,
+                        v.pos,
+                        format!(
+                            "invalid persistence `{}`{} (valid: aof = an append-only file fsynced every second (the default), rdb = periodic snapshots, none = nothing on disk)",
+                            s.escape_debug(),
+                            suggestion_suffix(&s, valid.iter().copied()),
+                        ),
+                    ),
+                }
+            }
+        }
+        if let Some((_, v)) = f.get("maxmemory") {
+            let p = dp.field("maxmemory");
+            match &v.kind {
+                Kind::Int(_) | Kind::Float(_) | Kind::Str(_) => {
+                    let text = v.scalar_text().unwrap_or_default();
+                    let bare = !text.trim().is_empty() && text.trim().chars().all(|c| c.is_ascii_digit() || c == '.');
+                    if bare {
+                        self.fail(
+                            SpecErrorKind::InvalidValue,
+                            &p,
+                            v.pos,
+                            format!(
+                                "maxmemory `{}` has no unit: write e.g. `{}Mi` (Ki, Mi, Gi binary; K, M, G decimal)",
+                                text.trim().escape_debug(),
+                                text.trim().escape_debug()
+                            ),
+                        );
+                    } else {
+                        match parse_memory_bytes(&text) {
+                            Ok(0) => self.fail(
+                                SpecErrorKind::InvalidValue,
+                                &p,
+                                v.pos,
+                                "maxmemory 0 would mean no limit in Redis; leave maxmemory out for no limit, or give a size such as `256Mi`".to_string(),
+                            ),
+                            Ok(b) => options.maxmemory = Some(b),
+                            Err(e) => self.fail(SpecErrorKind::InvalidValue, &p, v.pos, e.to_string()),
+                        }
+                    }
+                }
+                _ => self.wrong_type(&p, v, "a memory quantity such as `256Mi`"),
+            }
+        }
+        if let Some((_, v)) = f.get("durability") {
+            let p = dp.field("durability");
+            if let Some(s) = self.string(v, &p, "one of none, replicated") {
+                match s.as_str() {
+                    "none" => db.sync = 0,
+                    "replicated" => db.sync = 1,
+                    _ => self.fail(
+                        SpecErrorKind::InvalidValue,
+                        &p,
+                        v.pos,
+                        format!(
+                            "invalid durability `{}`{} (valid: none = a write is acknowledged by the master alone (the default), replicated = once a replica has it too)",
+                            s.escape_debug(),
+                            suggestion_suffix(&s, ["none", "replicated"].into_iter()),
+                        ),
+                    ),
+                }
+            }
+        }
+        db.redis = Some(options);
     }
 
     /// A list of names; items that are not strings are reported and left empty.
@@ -981,7 +1100,7 @@ impl Doc<'_> {
                         &ep,
                         v.pos,
                         format!(
-                            "invalid endpoint `{}`{} (valid: rw = the primary (the default), ro = replicas only, r = any member)",
+                            "invalid endpoint `{}`{} (valid: rw = the primary (the default), ro = replicas only, r = any member, sentinel = Redis only: the Sentinel-compatible endpoint)",
                             s.escape_debug(),
                             suggestion_suffix(&s, valid.iter().copied()),
                         ),

@@ -171,11 +171,15 @@ pub enum DbEndpoint {
     Ro,
     /// Any member, primary included (read-only use).
     R,
+    /// Redis only: holdfast's Sentinel-compatible endpoint, for Sentinel-aware clients
+    /// (it names the `rw` and `ro` addresses as the master and the replicas).
+    Sentinel,
 }
 
 impl DbEndpoint {
-    /// Every endpoint, in documentation order.
-    pub const ALL: [DbEndpoint; 3] = [DbEndpoint::Rw, DbEndpoint::Ro, DbEndpoint::R];
+    /// Every endpoint, in documentation order (not every engine has every one:
+    /// [`DbEngine::endpoints`]).
+    pub const ALL: [DbEndpoint; 4] = [DbEndpoint::Rw, DbEndpoint::Ro, DbEndpoint::R, DbEndpoint::Sentinel];
 
     /// The spelling used in YAML and JSON, also the suffix of the endpoint's service
     /// name (`<db>-rw`, `<db>-ro`, `<db>-r`).
@@ -184,6 +188,7 @@ impl DbEndpoint {
             DbEndpoint::Rw => "rw",
             DbEndpoint::Ro => "ro",
             DbEndpoint::R => "r",
+            DbEndpoint::Sentinel => "sentinel",
         }
     }
 }
@@ -206,11 +211,20 @@ impl FromStr for DbEndpoint {
 pub const DEFAULT_DB_INSTANCES: u32 = 1;
 /// Largest accepted database `instances`.
 pub const MAX_DB_INSTANCES: u32 = 9;
-/// The port every database endpoint listens on.
+/// The port every PostgreSQL endpoint listens on.
 pub const POSTGRES_PORT: u16 = 5432;
+/// The port every Redis endpoint listens on (but `sentinel`).
+pub const REDIS_PORT: u16 = 6379;
+/// The port of a Redis database's Sentinel-compatible endpoint.
+pub const SENTINEL_PORT: u16 = 26379;
 
 /// One managed database (`databases.<name>` in YAML): a primary and `instances - 1`
-/// streaming standbys, failed over by the leader.
+/// streaming standbys (Redis: a master and replicas), failed over by the leader.
+///
+/// PostgreSQL uses `sync`, `on_sync_loss`, `databases`, `users` and `parameters`. Redis
+/// uses [`DatabaseSpec::redis`]; its YAML `durability: replicated` is `sync: 1` here (a
+/// write is acknowledged once a replica has it) and `none` is `sync: 0`; its one user is
+/// Redis's `default` user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabaseSpec {
     /// Which database server.
@@ -234,7 +248,66 @@ pub struct DatabaseSpec {
     pub placement: PlacementSpec,
     /// Requests per member, for placement.
     pub resources: Resources,
+    /// Redis's own settings (`None` for PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisOptions>,
 }
+
+/// A Redis database's own settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisOptions {
+    /// How members keep their data on disk.
+    #[serde(default)]
+    pub persistence: Persistence,
+    /// `maxmemory` of every member, in bytes (`None`: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxmemory: Option<u64>,
+}
+
+/// How a Redis member keeps its data on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Persistence {
+    /// An append-only file, fsynced every second (a restart loses at most about 1 s).
+    #[default]
+    Aof,
+    /// Periodic RDB snapshots only.
+    Rdb,
+    /// Nothing on disk: a restarted member starts empty (and is never made master
+    /// while another member holds the data).
+    None,
+}
+
+impl Persistence {
+    /// Every mode, in documentation order.
+    pub const ALL: [Persistence; 3] = [Persistence::Aof, Persistence::Rdb, Persistence::None];
+
+    /// The spelling used in YAML and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Persistence::Aof => "aof",
+            Persistence::Rdb => "rdb",
+            Persistence::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Persistence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Persistence {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Persistence::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| format!("unknown persistence `{s}`"))
+    }
+}
+
+/// The Redis user services connect as (`requirepass`).
+pub const REDIS_DEFAULT_USER: &str = "default";
 
 impl DatabaseSpec {
     /// A database named `name` with every field at its default: one instance, async,
@@ -252,7 +325,28 @@ impl DatabaseSpec {
             bin_dir: None,
             placement: PlacementSpec::default(),
             resources: Resources::default(),
+            redis: None,
         }
+    }
+
+    /// A database of `engine` named `name` with every field at its default (Redis: AOF,
+    /// no maxmemory, `durability: none`, its `default` user).
+    pub fn for_engine(name: &str, engine: DbEngine) -> Self {
+        match engine {
+            DbEngine::Postgres => DatabaseSpec::new(name),
+            DbEngine::Redis => DatabaseSpec {
+                engine,
+                databases: Vec::new(),
+                users: vec![REDIS_DEFAULT_USER.to_string()],
+                redis: Some(RedisOptions::default()),
+                ..DatabaseSpec::new(name)
+            },
+        }
+    }
+
+    /// The Redis settings, defaults when absent.
+    pub fn redis_options(&self) -> RedisOptions {
+        self.redis.clone().unwrap_or_default()
     }
 }
 
@@ -263,17 +357,61 @@ pub enum DbEngine {
     /// PostgreSQL with streaming replication.
     #[default]
     Postgres,
+    /// Redis with asynchronous replication (`durability: replicated` waits for a replica).
+    Redis,
 }
 
 impl DbEngine {
     /// Every engine, in documentation order.
-    pub const ALL: [DbEngine; 1] = [DbEngine::Postgres];
+    pub const ALL: [DbEngine; 2] = [DbEngine::Postgres, DbEngine::Redis];
 
-    /// The spelling used in YAML and JSON.
+    /// The spelling used in YAML and JSON; also the key nodes report the engine's
+    /// version under (`NodeRecord::software`).
     pub fn as_str(self) -> &'static str {
         match self {
             DbEngine::Postgres => "postgres",
+            DbEngine::Redis => "redis",
         }
+    }
+
+    /// The product's name, for people.
+    pub fn product(self) -> &'static str {
+        match self {
+            DbEngine::Postgres => "PostgreSQL",
+            DbEngine::Redis => "Redis",
+        }
+    }
+
+    /// The endpoints a database of this engine has.
+    pub fn endpoints(self) -> &'static [DbEndpoint] {
+        match self {
+            DbEngine::Postgres => &[DbEndpoint::Rw, DbEndpoint::Ro, DbEndpoint::R],
+            DbEngine::Redis => &[DbEndpoint::Rw, DbEndpoint::Ro, DbEndpoint::R, DbEndpoint::Sentinel],
+        }
+    }
+
+    /// The service name of `endpoint` of database `db`: `<db>-rw`, `<db>-ro`, `<db>-r`
+    /// (PostgreSQL); `<db>` (the master), `<db>-ro`, `<db>-r`, `<db>-sentinel` (Redis).
+    pub fn endpoint_name(self, db: &str, endpoint: DbEndpoint) -> String {
+        match (self, endpoint) {
+            (DbEngine::Redis, DbEndpoint::Rw) => db.to_string(),
+            _ => format!("{db}-{endpoint}"),
+        }
+    }
+
+    /// The port `endpoint` listens on at its address.
+    pub fn port(self, endpoint: DbEndpoint) -> u16 {
+        match (self, endpoint) {
+            (DbEngine::Postgres, _) => POSTGRES_PORT,
+            (DbEngine::Redis, DbEndpoint::Sentinel) => SENTINEL_PORT,
+            (DbEngine::Redis, _) => REDIS_PORT,
+        }
+    }
+
+    /// Whether members must run on one CPU architecture (PostgreSQL replicas replay the
+    /// primary's files byte for byte; Redis replicates a portable format).
+    pub fn one_architecture(self) -> bool {
+        matches!(self, DbEngine::Postgres)
     }
 }
 

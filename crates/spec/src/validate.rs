@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    DatabaseSpec, DbEndpoint, EnvValue, HealthCheck, PlacementSpec, Resources, RunCommand, ServiceSpec, Stack,
-    MAX_DB_INSTANCES, MAX_REPLICAS,
+    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, HealthCheck, PlacementSpec, Resources, RunCommand, ServiceSpec,
+    Stack, SyncLoss, MAX_DB_INSTANCES, MAX_REPLICAS, REDIS_DEFAULT_USER,
 };
 use crate::names::{dns_label_problem, env_name_problem, host_problem, label_key_problem, label_value_problem};
 use crate::path::FieldPath;
@@ -272,8 +272,8 @@ fn validate_service(stack: &Stack, name: &str, svc: &ServiceSpec, sp: &FieldPath
                         );
                     }
                 }
-                EnvValue::Url { url, user, .. } => {
-                    validate_env_url(stack, url, user.as_deref(), &p, sink);
+                EnvValue::Url { url, user, endpoint } => {
+                    validate_env_url(stack, url, *endpoint, user.as_deref(), &p, sink);
                 }
             }
         }
@@ -485,8 +485,16 @@ fn validate_node_selector(placement: &PlacementSpec, pp: &FieldPath, sink: &mut 
     }
 }
 
-/// `{ url: X, user: U }`: `X` is a database of the stack and `U` one of its users.
-fn validate_env_url(stack: &Stack, url: &str, user: Option<&str>, p: &FieldPath, sink: &mut dyn Sink) {
+/// `{ url: X, endpoint: E, user: U }`: `X` is a database of the stack, `E` one of its
+/// engine's endpoints and `U` one of its users.
+fn validate_env_url(
+    stack: &Stack,
+    url: &str,
+    endpoint: DbEndpoint,
+    user: Option<&str>,
+    p: &FieldPath,
+    sink: &mut dyn Sink,
+) {
     let up = p.field("url");
     if sink.is_poisoned(&up) {
         return;
@@ -512,6 +520,20 @@ fn validate_env_url(stack: &Stack, url: &str, user: Option<&str>, p: &FieldPath,
         sink.report(SpecErrorKind::UnknownReference, &up, Target::Value, msg);
         return;
     };
+    let ep = p.field("endpoint");
+    if !db.engine.endpoints().contains(&endpoint) && !sink.is_poisoned(&ep) {
+        let valid: Vec<&str> = db.engine.endpoints().iter().map(|e| e.as_str()).collect();
+        sink.report(
+            SpecErrorKind::InvalidValue,
+            &ep,
+            Target::Value,
+            format!(
+                "database `{url}` ({}) has no `{endpoint}` endpoint (endpoints: {})",
+                db.engine.product(),
+                valid.join(", ")
+            ),
+        );
+    }
     let userp = p.field("user");
     let db_path = databases_path.key(url);
     if let Some(user) = user {
@@ -585,7 +607,8 @@ fn validate_database(stack: &Stack, name: &str, db: &DatabaseSpec, dp: &FieldPat
     if let Some(msg) = &name_problem {
         sink.report(SpecErrorKind::InvalidValue, dp, Target::Key, msg.clone());
     } else {
-        let endpoints: Vec<String> = DbEndpoint::ALL.iter().map(|e| format!("{name}-{e}")).collect();
+        let endpoints: Vec<String> =
+            db.engine.endpoints().iter().map(|e| db.engine.endpoint_name(name, *e)).filter(|n| n != name).collect();
         if stack.services.contains_key(name) {
             sink.report(
                 SpecErrorKind::Duplicate,
@@ -594,7 +617,8 @@ fn validate_database(stack: &Stack, name: &str, db: &DatabaseSpec, dp: &FieldPat
                 format!("database `{name}` has the same name as service `{name}`; rename one (both are DNS names of the project)"),
             );
         }
-        let reserved = format!("`{name}-rw`, `{name}-ro` and `{name}-r` are the database's endpoints");
+        let quoted: Vec<String> = endpoints.iter().map(|e| format!("`{e}`")).collect();
+        let reserved = format!("{} are the database's endpoints", quoted.join(", "));
         for endpoint in &endpoints {
             if stack.services.contains_key(endpoint) {
                 sink.report(
@@ -624,6 +648,16 @@ fn validate_database(stack: &Stack, name: &str, db: &DatabaseSpec, dp: &FieldPat
             Target::Value,
             format!("instances must be between 1 and {MAX_DB_INSTANCES}, found {}", db.instances),
         );
+    } else if instances_ok && db.engine == DbEngine::Redis && db.sync > db.instances - 1 {
+        sink.report(
+            SpecErrorKind::InvalidValue,
+            &dp.field("durability"),
+            Target::Value,
+            format!(
+                "durability: replicated acknowledges a write once a replica has it, but instances: {} has no replica; raise instances to at least 2 or use durability: none",
+                db.instances
+            ),
+        );
     } else if instances_ok && !sink.is_poisoned(&dp.field("sync")) && db.sync > db.instances - 1 {
         let standbys = db.instances - 1;
         let plural = if standbys == 1 { "standby" } else { "standbys" };
@@ -638,7 +672,22 @@ fn validate_database(stack: &Stack, name: &str, db: &DatabaseSpec, dp: &FieldPat
         );
     }
 
-    for (field, what, list) in [("databases", "database", &db.databases), ("users", "user", &db.users)] {
+    if db.engine == DbEngine::Redis {
+        validate_redis(db, dp, sink);
+    } else if db.redis.is_some() {
+        sink.report(
+            SpecErrorKind::InvalidValue,
+            &dp.field("redis"),
+            Target::Key,
+            "Redis settings on a PostgreSQL database; remove them or use `engine: redis`".to_string(),
+        );
+    }
+    let pg_lists: &[(&str, &str, &Vec<String>)] = if db.engine == DbEngine::Postgres {
+        &[("databases", "database", &db.databases), ("users", "user", &db.users)]
+    } else {
+        &[]
+    };
+    for &(field, what, list) in pg_lists {
         let lp = dp.field(field);
         if sink.is_poisoned(&lp) {
             continue;
@@ -729,8 +778,9 @@ fn validate_database(stack: &Stack, name: &str, db: &DatabaseSpec, dp: &FieldPat
                     &bin,
                     Target::Value,
                     format!(
-                        "bin_dir `{}` must be an absolute path, e.g. `/usr/lib/postgresql/15/bin`",
-                        shown.escape_debug()
+                        "bin_dir `{}` must be an absolute path, e.g. `{}`",
+                        shown.escape_debug(),
+                        if db.engine == DbEngine::Redis { "/usr/bin" } else { "/usr/lib/postgresql/15/bin" }
                     ),
                 );
             }
@@ -751,6 +801,36 @@ fn validate_database(stack: &Stack, name: &str, db: &DatabaseSpec, dp: &FieldPat
         }
     }
     validate_resources(&db.resources, &dp.field("resources"), sink);
+}
+
+/// A Redis database as the API carries it: no PostgreSQL lists or parameters, its one
+/// `default` user, its options present (the loader reports YAML mistakes itself, with
+/// positions; these catch a hand-made or mixed-up canonical spec).
+fn validate_redis(db: &DatabaseSpec, dp: &FieldPath, sink: &mut dyn Sink) {
+    let mut problem = |field: &'static str, msg: String| {
+        let p = dp.field(field);
+        if !sink.is_poisoned(&p) {
+            sink.report(SpecErrorKind::InvalidValue, &p, Target::Value, msg);
+        }
+    };
+    if !db.databases.is_empty() {
+        problem("databases", "a Redis database has no `databases` list; remove it".into());
+    }
+    if db.users != [REDIS_DEFAULT_USER] {
+        problem("users", format!("a Redis database has one user, `{REDIS_DEFAULT_USER}`; remove `users`"));
+    }
+    if !db.parameters.is_empty() {
+        problem("parameters", "a Redis database takes no PostgreSQL `parameters`; remove them".into());
+    }
+    if db.on_sync_loss != SyncLoss::Block {
+        problem("on_sync_loss", "`on_sync_loss` is a PostgreSQL setting; remove it".into());
+    }
+    if db.sync > 1 {
+        problem("durability", format!("durability is none or replicated (sync 0 or 1), found sync {}", db.sync));
+    }
+    if db.redis.as_ref().is_some_and(|r| r.maxmemory == Some(0)) {
+        problem("maxmemory", "maxmemory 0 would mean no limit in Redis; leave it out instead".into());
+    }
 }
 
 /// Why `path` is not a usable URL path (prefix).

@@ -58,6 +58,7 @@ fn full_example_parses_with_defaults() {
                 anti_affinity: vec![],
             },
             resources: Resources { cpu_millis: Some(500), memory_bytes: Some(512 << 20) },
+            redis: None,
         }
     );
     // Everything left out: one async instance, a database and a user named after it.
@@ -116,9 +117,9 @@ macro_rules! exact {
 
 exact! {
     unknown_engine: db("    engine: postgress\n")
-        => ["demo.yaml:3:13: databases.db.engine: unknown database engine `postgress`, did you mean `postgres`? (known engines: postgres)"];
+        => ["demo.yaml:3:13: databases.db.engine: unknown database engine `postgress`, did you mean `postgres`? (known engines: postgres, redis)"];
     unknown_field: db("    instance: 3\n")
-        => ["demo.yaml:3:5: databases.db: unknown field `instance`, did you mean `instances`? (valid fields: engine, instances, sync, on_sync_loss, databases, users, parameters, bin_dir, placement, resources)"];
+        => ["demo.yaml:3:5: databases.db: unknown field `instance`, did you mean `instances`? (valid fields: engine, instances, sync, on_sync_loss, databases, users, parameters, bin_dir, placement, resources, persistence, maxmemory, durability)"];
     zero_instances: db("    instances: 0\n")
         => ["demo.yaml:3:16: databases.db.instances: instances must be between 1 and 9, found 0"];
     ten_instances: db("    instances: 10\n")
@@ -171,7 +172,7 @@ exact! {
     database_named_like_service: "services:\n  db: { run: [srv] }\n  db-ro: { run: [srv] }\ndatabases:\n  db: {}\n"
         => [
             "demo.yaml:5:3: databases.db: database `db` has the same name as service `db`; rename one (both are DNS names of the project)",
-            "demo.yaml:5:3: databases.db: service `db-ro` clashes with database `db`: `db-rw`, `db-ro` and `db-r` are the database's endpoints; rename the service",
+            "demo.yaml:5:3: databases.db: service `db-ro` clashes with database `db`: `db-rw`, `db-ro`, `db-r` are the database's endpoints; rename the service",
         ];
     database_defined_twice: "databases:\n  db: {}\n  db: {}\n"
         => ["demo.yaml:3:3: databases.db: database `db` is defined twice (first at demo.yaml:2:3)"];
@@ -185,9 +186,58 @@ exact! {
     env_url_unknown_key: "databases:\n  db: {}\nservices:\n  web:\n    run: [srv]\n    env: { URL: { url: db, usr: db } }\n"
         => ["demo.yaml:6:28: services.web.env.URL: unknown field `usr`, did you mean `user`? (valid fields: url, endpoint, user)"];
     env_url_bad_endpoint: "databases:\n  db: {}\nservices:\n  web:\n    run: [srv]\n    env: { URL: { url: db, endpoint: wr } }\n"
-        => ["demo.yaml:6:38: services.web.env.URL.endpoint: invalid endpoint `wr`, did you mean `rw`? (valid: rw = the primary (the default), ro = replicas only, r = any member)"];
+        => ["demo.yaml:6:38: services.web.env.URL.endpoint: invalid endpoint `wr`, did you mean `rw`? (valid: rw = the primary (the default), ro = replicas only, r = any member, sentinel = Redis only: the Sentinel-compatible endpoint)"];
+    redis_instances_zero: db("    engine: redis\n    instances: 0\n")
+        => ["demo.yaml:4:16: databases.db.instances: instances must be between 1 and 9, found 0"];
+    redis_maxmemory_without_unit: db("    engine: redis\n    maxmemory: 256\n")
+        => ["demo.yaml:4:16: databases.db.maxmemory: maxmemory `256` has no unit: write e.g. `256Mi` (Ki, Mi, Gi binary; K, M, G decimal)"];
+    redis_maxmemory_bad_unit: db("    engine: redis\n    maxmemory: 256MB\n")
+        => ["demo.yaml:4:16: databases.db.maxmemory: invalid memory quantity `256MB`: use a number with Ki, Mi, Gi, Ti (binary) or K, M, G, T (decimal), e.g. `256Mi`"];
+    redis_persistence_typo: db("    engine: redis\n    persistence: aff\n")
+        => ["demo.yaml:4:18: databases.db.persistence: invalid persistence `aff`, did you mean `aof`? (valid: aof = an append-only file fsynced every second (the default), rdb = periodic snapshots, none = nothing on disk)"];
+    redis_durability_typo: db("    engine: redis\n    instances: 2\n    durability: replicatd\n")
+        => ["demo.yaml:5:17: databases.db.durability: invalid durability `replicatd`, did you mean `replicated`? (valid: none = a write is acknowledged by the master alone (the default), replicated = once a replica has it too)"];
+    redis_durability_without_replica: db("    engine: redis\n    durability: replicated\n")
+        => ["demo.yaml:4:17: databases.db.durability: durability: replicated acknowledges a write once a replica has it, but instances: 1 has no replica; raise instances to at least 2 or use durability: none"];
+    redis_with_postgres_fields: db("    engine: redis\n    sync: 1\n    users: [app]\n")
+        => [
+            "demo.yaml:4:5: databases.db.sync: `sync` does not apply to an engine `redis` database: it is a PostgreSQL setting; a Redis database takes persistence (aof | rdb | none), maxmemory and durability (none | replicated)",
+            "demo.yaml:5:5: databases.db.users: `users` does not apply to an engine `redis` database: it is a PostgreSQL setting; a Redis database takes persistence (aof | rdb | none), maxmemory and durability (none | replicated)",
+        ];
+    postgres_with_redis_fields: db("    maxmemory: 1Gi\n")
+        => ["demo.yaml:3:5: databases.db.maxmemory: `maxmemory` does not apply to an engine `postgres` database: it is a Redis setting (`engine: redis`); a PostgreSQL database takes sync, on_sync_loss, databases, users and parameters"];
+    redis_endpoint_names: "services:\n  cache-sentinel: { run: [srv] }\ndatabases:\n  cache: { engine: redis }\n"
+        => ["demo.yaml:4:3: databases.cache: service `cache-sentinel` clashes with database `cache`: `cache-ro`, `cache-r`, `cache-sentinel` are the database's endpoints; rename the service"];
+    env_url_redis_endpoint: "databases:\n  cache: { engine: redis }\n  db: {}\nservices:\n  web:\n    run: [srv]\n    env: { A: { url: db, endpoint: sentinel }, B: { url: cache, user: app } }\n"
+        => [
+            "demo.yaml:7:36: services.web.env.A.endpoint: database `db` (PostgreSQL) has no `sentinel` endpoint (endpoints: rw, ro, r)",
+            "demo.yaml:7:71: services.web.env.B.user: `app` is not a user of database `cache` (users: default)",
+        ];
     env_url_missing_url: "databases:\n  db: {}\nservices:\n  web:\n    run: [srv]\n    env: { URL: { user: db } }\n"
         => ["demo.yaml:6:17: services.web.env.URL: missing required field `url`: the database to connect to, e.g. `{ url: db }`"];
+}
+
+#[test]
+fn redis_example_parses_with_defaults() {
+    let stack = check_ok(
+        "databases:\n  cache:\n    engine: redis\n    instances: 3\n    persistence: rdb\n    maxmemory: 256Mi\n    durability: replicated\n  plain: { engine: redis }\nservices:\n  web:\n    run: [srv]\n    env: { REDIS_URL: { url: cache }, SENTINEL: { url: cache, endpoint: sentinel } }\n",
+    );
+    let cache = &stack.databases["cache"];
+    assert_eq!(cache.engine, DbEngine::Redis);
+    assert_eq!((cache.instances, cache.sync), (3, 1), "durability: replicated is sync 1");
+    assert_eq!(cache.users, vec!["default".to_string()]);
+    assert!(cache.databases.is_empty());
+    assert_eq!(
+        cache.redis,
+        Some(holdfast_spec::RedisOptions { persistence: holdfast_spec::Persistence::Rdb, maxmemory: Some(256 << 20) })
+    );
+    let plain = &stack.databases["plain"];
+    assert_eq!((plain.instances, plain.sync), (1, 0));
+    assert_eq!(plain.redis_options().persistence, holdfast_spec::Persistence::Aof);
+    assert_eq!(DbEngine::Redis.endpoint_name("cache", DbEndpoint::Rw), "cache");
+    assert_eq!(DbEngine::Redis.endpoint_name("cache", DbEndpoint::Sentinel), "cache-sentinel");
+    assert_eq!(DbEngine::Redis.port(DbEndpoint::Sentinel), 26379);
+    stack.validate().expect("the canonical form validates");
 }
 
 /// `Stack::validate` (a stack received over the API) checks the new fields too.

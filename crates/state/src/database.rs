@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use holdfast_placement::{Capacity, NodeId};
-use holdfast_spec::{DatabaseSpec, DbEndpoint};
+use holdfast_spec::{DatabaseSpec, DbEndpoint, DbEngine};
 
 use crate::model::{ClusterState, DatabaseRecord, DbAddresses, DbCredentials, NodeRecord, ServiceRecord};
 use crate::plan::{service_address, PlanError};
@@ -79,11 +79,23 @@ pub struct Members {
 }
 
 impl Members {
-    /// `arm64, PostgreSQL 15` (with `(chosen: most nodes)` when holdfast chose the arch).
-    pub fn describe_group(&self) -> String {
+    /// `arm64, PostgreSQL 15` (with `(chosen: most nodes)` when holdfast chose the arch);
+    /// `Redis 7` for an engine that does not tie members to one architecture.
+    pub fn describe_group(&self, engine: DbEngine) -> String {
+        if !engine.one_architecture() {
+            return format!("{} {}", engine.product(), self.version);
+        }
         let chosen = if self.arch_chosen { " (architecture chosen by holdfast)" } else { "" };
-        format!("{}, PostgreSQL {}{chosen}", self.arch, self.version)
+        format!("{}, {} {}{chosen}", self.arch, engine.product(), self.version)
     }
+}
+
+/// The group a node's members of `engine` belong to: (architecture, engine version);
+/// the architecture is `any` for an engine that replicates a portable format.
+fn group_of(engine: DbEngine, n: &NodeRecord) -> Option<(String, String)> {
+    let version = n.software.get(engine.as_str())?;
+    let arch = if engine.one_architecture() { n.arch.clone() } else { "any".to_string() };
+    Some((arch, version.clone()))
 }
 
 fn node_matches(node: &NodeRecord, selector: &BTreeMap<String, String>) -> bool {
@@ -100,7 +112,8 @@ pub fn place_members(
     previous: Option<&DatabaseRecord>,
     used: &BTreeMap<NodeId, Capacity>,
 ) -> Result<Members, PlanError> {
-    let engine = spec.engine.as_str();
+    let engine = spec.engine;
+    let product = engine.product();
     let selector = &spec.placement.node_selector;
     let instances = spec.instances as usize;
     let prev_members: &[NodeId] = previous.map(|p| p.members.as_slice()).unwrap_or(&[]);
@@ -118,14 +131,12 @@ pub fn place_members(
         if !may_take {
             continue;
         }
-        match n.software.get(engine) {
-            Some(v) => groups.entry((n.arch.clone(), v.clone())).or_default().push(n),
+        match group_of(engine, n) {
+            Some(g) => groups.entry(g).or_default().push(n),
             None => without_engine.push(n.name.clone()),
         }
     }
-    let primary_group = primary_node
-        .and_then(|id| state.nodes.get(&id))
-        .and_then(|n| n.software.get(engine).map(|v| (n.arch.clone(), v.clone())));
+    let primary_group = primary_node.and_then(|id| state.nodes.get(&id)).and_then(|n| group_of(engine, n));
     // An existing database stays in its primary's group (moving it would lose the
     // primary); a new one, or one whose primary's node is gone, takes the largest.
     let chosen = primary_group.clone().or_else(|| {
@@ -136,11 +147,18 @@ pub fn place_members(
             .iter()
             .map(|((arch, v), nodes)| {
                 let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-                format!("{arch} with PostgreSQL {v} has {}", names.join(", "))
+                if engine.one_architecture() {
+                    format!("{arch} with {product} {v} has {}", names.join(", "))
+                } else {
+                    format!("{product} {v} on {}", names.join(", "))
+                }
             })
             .collect();
         if !without_engine.is_empty() {
-            parts.push(format!("{} report no PostgreSQL", without_engine.join(", ")));
+            parts.push(format!(
+                "{} report no {product} (install it there, or keep the database off them with a node_selector)",
+                without_engine.join(", ")
+            ));
         }
         if parts.is_empty() {
             "no node is alive and schedulable".to_string()
@@ -159,12 +177,13 @@ pub fn place_members(
         alive + usize::from(primary_down) >= instances || primary_group.as_ref() == Some(g)
     }) else {
         return Err(PlanError::Database(format!(
-            "database `{name}` needs {instances} instances on nodes{among} of one architecture with PostgreSQL, one node each: {}; add nodes or lower instances",
+            "database `{name}` needs {instances} instances on nodes{among} {}, one node each: {}; add nodes or lower instances",
+            if engine.one_architecture() { format!("of one architecture with {product}") } else { format!("with {product}") },
             describe_groups()
         )));
     };
     let in_group: Vec<&NodeRecord> = groups.get(&group).cloned().unwrap_or_default();
-    let arch_chosen = !selector.contains_key(holdfast_placement::LABEL_ARCH);
+    let arch_chosen = engine.one_architecture() && !selector.contains_key(holdfast_placement::LABEL_ARCH);
 
     // The primary's member stays where it is: on a down node the failover moves the
     // primary first; on a live node that no longer qualifies it would lose the primary.
@@ -235,8 +254,8 @@ pub fn place_members(
                 })
                 .collect();
             return Err(PlanError::Database(format!(
-                "database `{name}`: no node for member {i} (needs {request}) among the {} nodes with PostgreSQL {}: {}; add nodes, free room or lower instances",
-                group.0,
+                "database `{name}`: no node for member {i} (needs {request}) among the {}nodes with {product} {}: {}; add nodes, free room or lower instances",
+                if engine.one_architecture() { format!("{} ", group.0) } else { String::new() },
                 group.1,
                 detail.join(", ")
             )));
@@ -309,18 +328,19 @@ pub fn credentials(
     Ok(DbCredentials { superuser, replication, users: out })
 }
 
-/// The endpoint addresses of a new database, past every address in `taken` (which they
-/// are added to).
-pub fn addresses(project: &str, name: &str, taken: &mut Vec<Ipv4Addr>) -> DbAddresses {
+/// The endpoint addresses of a new database of `engine`, past every address in `taken`
+/// (which they are added to); each from the hash of its endpoint's service name.
+pub fn addresses(project: &str, name: &str, engine: DbEngine, taken: &mut Vec<Ipv4Addr>) -> DbAddresses {
     let mut one = |endpoint: DbEndpoint| {
-        let a = service_address(project, &format!("{name}-{endpoint}"), taken);
+        let a = service_address(project, &engine.endpoint_name(name, endpoint), taken);
         taken.push(a);
         a
     };
     let rw = one(DbEndpoint::Rw);
     let ro = one(DbEndpoint::Ro);
     let r = one(DbEndpoint::R);
-    DbAddresses { rw, ro, r }
+    let sentinel = engine.endpoints().contains(&DbEndpoint::Sentinel).then(|| one(DbEndpoint::Sentinel));
+    DbAddresses { rw, ro, r, sentinel }
 }
 
 /// Every address in use by services and databases.
@@ -330,7 +350,7 @@ pub fn addresses_in_use(
 ) -> Vec<Ipv4Addr> {
     let mut out: Vec<Ipv4Addr> = services.values().map(|s| s.address).collect();
     for db in databases.values() {
-        out.extend(DbEndpoint::ALL.iter().map(|e| db.addresses.get(*e)));
+        out.extend(DbEndpoint::ALL.iter().filter_map(|e| db.addresses.get(*e)));
     }
     out
 }
@@ -400,7 +420,20 @@ pub fn describe_change(old: &DatabaseSpec, new: &DatabaseSpec) -> Vec<String> {
         out.push(format!("instances: {} -> {}", old.instances, new.instances));
     }
     if old.sync != new.sync {
-        out.push(format!("sync: {} -> {}", old.sync, new.sync));
+        if new.engine == DbEngine::Redis {
+            let word = |sync: u32| if sync == 0 { "none" } else { "replicated" };
+            out.push(format!("durability: {} -> {}", word(old.sync), word(new.sync)));
+        } else {
+            out.push(format!("sync: {} -> {}", old.sync, new.sync));
+        }
+    }
+    let (a, b) = (old.redis_options(), new.redis_options());
+    if new.engine == DbEngine::Redis && a.persistence != b.persistence {
+        out.push(format!("persistence: {} -> {}", a.persistence, b.persistence));
+    }
+    if new.engine == DbEngine::Redis && a.maxmemory != b.maxmemory {
+        let show = |m: Option<u64>| m.map_or("no limit".to_string(), holdfast_spec::units::format_bytes);
+        out.push(format!("maxmemory: {} -> {}", show(a.maxmemory), show(b.maxmemory)));
     }
     if old.on_sync_loss != new.on_sync_loss {
         out.push(format!("on_sync_loss: {} -> {}", old.on_sync_loss, new.on_sync_loss));

@@ -32,6 +32,8 @@ pub mod plan;
 pub mod voters;
 
 pub use command::{Command, Request, Response};
+/// The database engines, for crates that read records without depending on the spec.
+pub use holdfast_spec::DbEngine;
 pub use model::{
     ClusterSettings, ClusterState, DatabaseRecord, DbAddresses, DbCredentials, Desired, NodeRecord, ServiceRecord,
     Switchover, SwitchoverPhase, SyncSet, FORMAT_VERSION, POSTGRES_PORT,

@@ -203,7 +203,7 @@ pub struct DatabaseRecord {
     /// The member index that is primary for `term`.
     pub primary: u32,
     pub credentials: DbCredentials,
-    /// Stable addresses of the three endpoints (port [`POSTGRES_PORT`]).
+    /// Stable addresses of the endpoints (port [`DbEngine::port`](holdfast_spec::DbEngine::port)).
     pub addresses: DbAddresses,
     /// A switchover asked for by a user, being carried out by the leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,15 +291,19 @@ pub struct DbAddresses {
     pub ro: Ipv4Addr,
     /// Any member.
     pub r: Ipv4Addr,
+    /// Redis: the Sentinel-compatible endpoint (`None` for PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<Ipv4Addr>,
 }
 
 impl DbAddresses {
-    /// The address of `endpoint`.
-    pub fn get(&self, endpoint: DbEndpoint) -> Ipv4Addr {
+    /// The address of `endpoint` (`None`: the database has no such endpoint).
+    pub fn get(&self, endpoint: DbEndpoint) -> Option<Ipv4Addr> {
         match endpoint {
-            DbEndpoint::Rw => self.rw,
-            DbEndpoint::Ro => self.ro,
-            DbEndpoint::R => self.r,
+            DbEndpoint::Rw => Some(self.rw),
+            DbEndpoint::Ro => Some(self.ro),
+            DbEndpoint::R => Some(self.r),
+            DbEndpoint::Sentinel => self.sentinel,
         }
     }
 }
@@ -472,7 +476,7 @@ impl ClusterState {
     /// The database and endpoint that `ip` is the address of.
     pub fn database_of_address(&self, ip: Ipv4Addr) -> Option<(&str, DbEndpoint)> {
         self.desired.databases.iter().find_map(|(name, db)| {
-            DbEndpoint::ALL.into_iter().find(|e| db.addresses.get(*e) == ip).map(|e| (name.as_str(), e))
+            DbEndpoint::ALL.into_iter().find(|e| db.addresses.get(*e) == Some(ip)).map(|e| (name.as_str(), e))
         })
     }
 }

@@ -289,11 +289,11 @@ fn plan_databases(
             None => {
                 let mut taken = crate::database::addresses_in_use(services, &all);
                 taken.extend(crate::database::addresses_in_use(&BTreeMap::new(), current));
-                let addresses = crate::database::addresses(project, name, &mut taken);
+                let addresses = crate::database::addresses(project, name, spec.engine, &mut taken);
                 plan.changes.push(change(
                     ChangeKind::Create,
                     format!("database {name}"),
-                    vec![format!("members: {}", nodes.join(" ")), members.describe_group()],
+                    vec![format!("members: {}", nodes.join(" ")), members.describe_group(spec.engine)],
                     false,
                 ));
                 DatabaseRecord {
@@ -311,6 +311,14 @@ fn plan_databases(
                 }
             }
             Some(old) => {
+                if old.spec.engine != spec.engine {
+                    return Err(PlanError::Database(format!(
+                        "database `{name}` runs {}; it cannot become {} in place (its data would not carry over): deploy the {} database under another name, or remove `{name}` first",
+                        old.spec.engine.product(),
+                        spec.engine.product(),
+                        spec.engine.product()
+                    )));
+                }
                 if let Some(why) = crate::database::refused_decrease(name, &old.spec, spec) {
                     return Err(PlanError::Database(why));
                 }

@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use holdfast_api::types::{DatabaseUrlResponse, DatabasesResponse, SwitchoverRequest, SwitchoverResponse};
-use holdfast_spec::DbEndpoint;
+use holdfast_spec::DbEngine;
 use holdfast_state::model::{Switchover, SwitchoverPhase};
 use holdfast_state::{Command, Response as ApplyResponse};
 
@@ -43,24 +43,40 @@ pub async fn url(
     let state = ctx.control.state();
     let rec = state.desired.databases.get(&name).ok_or_else(|| unknown(&state, &name))?;
     let endpoint = q.endpoint.as_deref().unwrap_or("rw");
+    let engine = rec.spec.engine;
     if endpoint == "admin" {
-        let url = format!(
-            "postgresql://{}:{}@{}:{}/postgres",
-            holdfast_postgres::SUPERUSER,
-            rec.credentials.superuser,
-            rec.addresses.rw,
-            holdfast_postgres::POSTGRES_PORT
-        );
+        let url = match engine {
+            DbEngine::Postgres => format!(
+                "postgresql://{}:{}@{}:{}/postgres",
+                holdfast_postgres::SUPERUSER,
+                rec.credentials.superuser,
+                rec.addresses.rw,
+                holdfast_postgres::POSTGRES_PORT
+            ),
+            DbEngine::Redis => format!(
+                "redis://{}:{}@{}:{}",
+                holdfast_redis::ADMIN_USER,
+                rec.credentials.superuser,
+                rec.addresses.rw,
+                holdfast_spec::REDIS_PORT
+            ),
+        };
         return Ok(Json(DatabaseUrlResponse { url }));
     }
-    let Some(e) = DbEndpoint::ALL.into_iter().find(|e| e.as_str() == endpoint) else {
+    let valid: Vec<&str> = engine.endpoints().iter().map(|e| e.as_str()).collect();
+    let Some(e) = engine.endpoints().iter().copied().find(|e| e.as_str() == endpoint) else {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
-            format!("unknown endpoint `{endpoint}`: use rw (the primary), ro (replicas), r (any member) or admin"),
+            format!(
+                "database `{name}` ({}) has no endpoint `{endpoint}`: use {} or admin",
+                engine.product(),
+                valid.join(", ")
+            ),
         ));
     };
-    crate::databases::url::url(rec, e, q.user.as_deref()).map(|url| Json(DatabaseUrlResponse { url })).ok_or_else(
-        || {
+    crate::databases::url::url(&name, rec, e, q.user.as_deref())
+        .map(|url| Json(DatabaseUrlResponse { url }))
+        .ok_or_else(|| {
             ApiError(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -69,8 +85,7 @@ pub async fn url(
                     rec.spec.users.join(", ")
                 ),
             )
-        },
-    )
+        })
 }
 
 /// `POST /v1/databases/{name}/switchover`.

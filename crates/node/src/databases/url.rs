@@ -1,22 +1,33 @@
 //! Connection URLs of a database's endpoints (pure): what `{ url: db }` in a service's
 //! env becomes, and what `holdfast db url` prints.
-use holdfast_spec::DbEndpoint;
+use holdfast_spec::{DbEndpoint, DbEngine};
 use holdfast_state::model::DatabaseRecord;
 
-/// `postgresql://user:password@<endpoint address>:5432/<first database>`; `user` defaults
-/// to the first user. `None` when the user is not one of the database's.
-pub fn url(record: &DatabaseRecord, endpoint: DbEndpoint, user: Option<&str>) -> Option<String> {
+/// PostgreSQL: `postgresql://user:password@<endpoint address>:5432/<first database>`;
+/// `user` defaults to the first user. Redis: `redis://:password@<address>:6379` (its
+/// `default` user), and for the `sentinel` endpoint
+/// `redis+sentinel://:password@<address>:26379/<db>` (the path is the master name
+/// Sentinel clients ask for). `None` when the user is not one of the database's, or the
+/// database has no such endpoint.
+pub fn url(name: &str, record: &DatabaseRecord, endpoint: DbEndpoint, user: Option<&str>) -> Option<String> {
+    let engine = record.spec.engine;
+    let address = record.addresses.get(endpoint).filter(|_| engine.endpoints().contains(&endpoint))?;
+    let port = engine.port(endpoint);
     let user = match user {
         Some(u) => u,
         None => record.spec.users.first()?.as_str(),
     };
     let password = record.credentials.users.get(user)?;
-    let database = record.spec.databases.first().map(String::as_str).unwrap_or("postgres");
-    Some(format!(
-        "postgresql://{user}:{password}@{}:{}/{database}",
-        record.addresses.get(endpoint),
-        holdfast_postgres::POSTGRES_PORT
-    ))
+    match engine {
+        DbEngine::Postgres => {
+            let database = record.spec.databases.first().map(String::as_str).unwrap_or("postgres");
+            Some(format!("postgresql://{user}:{password}@{address}:{port}/{database}"))
+        }
+        DbEngine::Redis if endpoint == DbEndpoint::Sentinel => {
+            Some(format!("redis+sentinel://:{password}@{address}:{port}/{name}"))
+        }
+        DbEngine::Redis => Some(format!("redis://:{password}@{address}:{port}")),
+    }
 }
 
 #[cfg(test)]
@@ -48,11 +59,11 @@ mod tests {
         })
         .expect("plan");
         let rec = &desired.databases["db"];
-        let rw = url(rec, DbEndpoint::Rw, None).expect("url");
+        let rw = url("db", rec, DbEndpoint::Rw, None).expect("url");
         let pw = &rec.credentials.users["app"];
         assert_eq!(rw, format!("postgresql://app:{pw}@{}:5432/app", rec.addresses.rw));
-        let ro = url(rec, DbEndpoint::Ro, Some("ro_user")).expect("url");
+        let ro = url("db", rec, DbEndpoint::Ro, Some("ro_user")).expect("url");
         assert!(ro.starts_with("postgresql://ro_user:") && ro.contains(&rec.addresses.ro.to_string()), "{ro}");
-        assert_eq!(url(rec, DbEndpoint::Rw, Some("nobody")), None);
+        assert_eq!(url("db", rec, DbEndpoint::Rw, Some("nobody")), None);
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use holdfast_api::peer::{MemberRole, MemberStatus};
 use holdfast_api::types::{DatabaseView, DbMemberView};
-use holdfast_spec::{DbEndpoint, SyncLoss};
+use holdfast_spec::SyncLoss;
 use holdfast_state::model::SwitchoverPhase;
 use holdfast_state::ClusterState;
 
@@ -97,17 +97,21 @@ pub fn databases(
         out.push(DatabaseView {
             name: name.clone(),
             project: rec.project.clone(),
-            engine: "postgres".into(),
+            engine: rec.spec.engine.as_str().into(),
             instances: rec.spec.instances,
             sync: rec.spec.sync,
             on_sync_loss: format!("{:?}", rec.spec.on_sync_loss).to_lowercase(),
             term: rec.term,
             primary: rec.primary,
             primary_node: rec.primary_node().map(node_name).unwrap_or_default(),
-            endpoints: DbEndpoint::ALL
+            endpoints: rec
+                .spec
+                .engine
+                .endpoints()
                 .iter()
-                .map(|e| {
-                    (e.as_str().to_string(), format!("{}:{}", rec.addresses.get(*e), holdfast_postgres::POSTGRES_PORT))
+                .filter_map(|e| {
+                    let addr = rec.addresses.get(*e)?;
+                    Some((e.as_str().to_string(), format!("{addr}:{}", rec.spec.engine.port(*e))))
                 })
                 .collect(),
             members: views,

@@ -81,10 +81,7 @@ pub fn own_record(ctx: &NodeContext) -> NodeRecord {
         Some(n) => (n.labels.clone(), n.labels_start_id),
         None => (ctx.start_labels.labels.clone(), ctx.start_labels.start_id),
     };
-    let mut software = BTreeMap::new();
-    if let Some(major) = crate::databases::local_postgres_major() {
-        software.insert("postgres".to_string(), major);
-    }
+    let software = crate::databases::local_software();
     NodeRecord {
         labels,
         labels_start_id,

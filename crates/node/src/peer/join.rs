@@ -144,9 +144,7 @@ pub async fn perform_join(
         public_key_pem: key.public_key_pem().map_err(|e| fail(e.to_string()))?,
         labels: start_labels.labels.clone(),
         start_id: start_labels.start_id,
-        software: crate::databases::local_postgres_major()
-            .map(|major| std::collections::BTreeMap::from([("postgres".to_string(), major)]))
-            .unwrap_or_default(),
+        software: crate::databases::local_software(),
     };
     let tls = holdfast_pki::tls::pinned_client_config(&token.ca).map_err(|e| fail(e.to_string()))?;
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();

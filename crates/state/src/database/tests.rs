@@ -136,12 +136,12 @@ fn too_few_nodes_of_one_kind_is_refused_naming_them() {
     ]);
     assert_eq!(
         refused(&s, DB3),
-        "database `db` needs 3 instances on nodes of one architecture with PostgreSQL, one node each: amd64 with PostgreSQL 15 has n3; arm64 with PostgreSQL 15 has n1, n2; n4 report no PostgreSQL; add nodes or lower instances"
+        "database `db` needs 3 instances on nodes of one architecture with PostgreSQL, one node each: amd64 with PostgreSQL 15 has n3; arm64 with PostgreSQL 15 has n1, n2; n4 report no PostgreSQL (install it there, or keep the database off them with a node_selector); add nodes or lower instances"
     );
     let s = cluster(&[node(1, "a", "arm64", "")]);
     assert_eq!(
         refused(&s, "databases:\n  db: {}\n"),
-        "database `db` needs 1 instances on nodes of one architecture with PostgreSQL, one node each: n1 report no PostgreSQL; add nodes or lower instances"
+        "database `db` needs 1 instances on nodes of one architecture with PostgreSQL, one node each: n1 report no PostgreSQL (install it there, or keep the database off them with a node_selector); add nodes or lower instances"
     );
 }
 
@@ -442,4 +442,38 @@ fn lowering_a_setting_standbys_need_as_high_as_the_primary_is_refused_with_more_
     let (_, s) = deploy(&s, "databases:\n  db: { instances: 1, parameters: { max_connections: \"300\" } }\n");
     let (_, s) = deploy(&s, "databases:\n  db: { instances: 1, parameters: { max_connections: \"50\" } }\n");
     assert_eq!(s.desired.databases["db"].spec.parameters["max_connections"], "50");
+}
+
+/// A node reporting Redis `version` besides PostgreSQL 15.
+fn redis_node(id: NodeId, site: &str, arch: &str, version: &str) -> NodeRecord {
+    let mut n = node(id, site, arch, "15");
+    if !version.is_empty() {
+        n.software.insert("redis".into(), version.into());
+    }
+    n
+}
+
+#[test]
+fn redis_members_mix_architectures_but_need_redis() {
+    // Redis replicates a portable format: arm64 and amd64 nodes together.
+    let s =
+        cluster(&[redis_node(1, "a", "arm64", "7"), redis_node(2, "b", "amd64", "7"), redis_node(3, "a", "amd64", "")]);
+    let (plan, s) = deploy(&s, "databases:\n  cache: { engine: redis, instances: 2 }\n");
+    assert_eq!(plan, ["create database cache [members: n1 n2; Redis 7]"]);
+    let rec = &s.desired.databases["cache"];
+    assert!(rec.addresses.sentinel.is_some(), "a Redis database has a Sentinel address");
+    assert_eq!(rec.credentials.users.keys().collect::<Vec<_>>(), ["default"]);
+    // A node without redis-server is named.
+    let s = cluster(&[redis_node(1, "a", "arm64", "7"), redis_node(2, "a", "amd64", "")]);
+    assert_eq!(
+        refused(&s, "databases:\n  cache: { engine: redis, instances: 2 }\n"),
+        "database `cache` needs 2 instances on nodes with Redis, one node each: Redis 7 on n1; n2 report no Redis (install it there, or keep the database off them with a node_selector); add nodes or lower instances"
+    );
+    // An engine is never changed in place.
+    let s = cluster(&[redis_node(1, "a", "arm64", "7")]);
+    let (_, s) = deploy(&s, "databases:\n  db: {}\n");
+    assert_eq!(
+        refused(&s, "databases:\n  db: { engine: redis }\n"),
+        "database `db` runs PostgreSQL; it cannot become Redis in place (its data would not carry over): deploy the Redis database under another name, or remove `db` first"
+    );
 }
