@@ -20,10 +20,13 @@ pub enum DbCmd {
     Status(StatusArgs),
     /// Print a connection URL with its password (for operators and scripts).
     ///
-    /// `--endpoint rw` (default) reaches the primary, `ro` the replicas only, `r` any
-    /// member; every node serves these addresses. `admin` is the superuser's URL on the
-    /// primary (what `db psql` uses). Example:
+    /// `--endpoint rw` (default) reaches the primary (Redis: the master), `ro` the
+    /// replicas only, `r` any member; every node serves these addresses. Redis also has
+    /// `sentinel`: a Sentinel-compatible endpoint for Sentinel-aware clients (the path of
+    /// its URL is the master name). `admin` is the superuser's URL on the primary (what
+    /// `db psql` uses). Examples:
     ///   psql "$(holdfast db url db --endpoint ro)"
+    ///   redis-cli -u "$(holdfast db url cache)" PING
     Url(UrlArgs),
     /// Open psql as the database's superuser on the primary (needs psql installed).
     Psql(PsqlArgs),
@@ -45,9 +48,9 @@ pub struct UrlArgs {
     /// A user of the database (default: its first user).
     #[arg(long)]
     pub user: Option<String>,
-    /// rw (the primary), ro (replicas only), r (any member), or admin (the superuser,
-    /// on the primary).
-    #[arg(long, default_value = "rw", value_parser = ["rw", "ro", "r", "admin"])]
+    /// rw (the primary), ro (replicas only), r (any member), sentinel (Redis only), or
+    /// admin (the superuser, on the primary).
+    #[arg(long, default_value = "rw", value_parser = ["rw", "ro", "r", "sentinel", "admin"])]
     pub endpoint: String,
 }
 
@@ -86,7 +89,17 @@ pub async fn run(g: &Global, cmd: DbCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DbCmd::Psql(a) => {
-            let r = client(g)?.database_url(&a.name, "admin", None).await?;
+            let c = client(g)?;
+            let dbs = c.databases().await?;
+            if let Some(d) = dbs.databases.iter().find(|d| d.name == a.name && d.engine != "postgres") {
+                bail!(
+                    "`{}` is a {} database: psql does not speak to it; use e.g. redis-cli -u \"$(holdfast db url {} --endpoint admin)\"",
+                    d.name,
+                    d.engine,
+                    d.name
+                );
+            }
+            let r = c.database_url(&a.name, "admin", None).await?;
             let status = std::process::Command::new("psql").arg(&r.url).args(&a.args).status().map_err(|e| {
                 anyhow!("cannot run psql ({e}); install PostgreSQL's client (Debian: postgresql-client)")
             })?;
@@ -130,38 +143,52 @@ async fn status(g: &Global, a: StatusArgs) -> Result<ExitCode> {
 
 /// One database for people.
 pub fn render(d: &DatabaseView) -> String {
-    let mode =
-        if d.sync == 0 { "async".to_string() } else { format!("sync ANY {} (on loss: {})", d.sync, d.on_sync_loss) };
+    let redis = d.engine == "redis";
+    let mode = match (redis, d.sync) {
+        (true, 0) => "durability: none".to_string(),
+        (true, _) => "durability: replicated".to_string(),
+        (false, 0) => "async".to_string(),
+        (false, k) => format!("sync ANY {k} (on loss: {})", d.on_sync_loss),
+    };
+    let primary = if redis { "master" } else { "primary" };
     let mut out = format!(
-        "{} ({}, project {}): {} instance(s), {mode}, term {}, primary member {} on {}\n",
+        "{} ({}, project {}): {} instance(s), {mode}, term {}, {primary} member {} on {}\n",
         d.name, d.engine, d.project, d.instances, d.term, d.primary, d.primary_node
     );
     for (e, addr) in &d.endpoints {
-        out.push_str(&format!("  {}-{e}  {addr}\n", d.name));
+        let service = if redis && e == "rw" { d.name.clone() } else { format!("{}-{e}", d.name) };
+        out.push_str(&format!("  {service}  {addr}\n"));
     }
     let rows: Vec<Vec<String>> = d
         .members
         .iter()
         .map(|m| {
-            vec![
-                m.member.to_string(),
-                m.node.clone(),
-                m.role.clone(),
-                m.term.to_string(),
-                m.timeline.to_string(),
-                lsn(m.lsn),
-                m.lag_bytes.map(|b| format!("{b} B")).unwrap_or_else(|| "-".into()),
-                if m.streaming { "yes" } else { "-" }.to_string(),
-                if m.pending_restart {
-                    format!("restart pending (changed settings); {}", m.detail)
-                } else {
-                    m.detail.clone()
-                },
-            ]
+            let mut row = vec![m.member.to_string(), m.node.clone(), m.role.clone(), m.term.to_string()];
+            if redis {
+                row.push(m.replay_lsn.to_string());
+            } else {
+                row.push(m.timeline.to_string());
+                row.push(lsn(m.lsn));
+            }
+            row.push(m.lag_bytes.map(|b| format!("{b} B")).unwrap_or_else(|| "-".into()));
+            row.push(if m.streaming { "yes" } else { "-" }.to_string());
+            row.push(if m.pending_restart {
+                format!("restart pending (changed settings); {}", m.detail)
+            } else {
+                m.detail.clone()
+            });
+            row
         })
         .collect();
-    out.push_str(&table(&["MEMBER", "NODE", "ROLE", "TERM", "TL", "LSN", "LAG", "STREAMING", "DETAIL"], &rows));
-    if d.sync > 0 {
+    let headers: &[&str] = if redis {
+        &["MEMBER", "NODE", "ROLE", "TERM", "OFFSET", "LAG", "STREAMING", "DETAIL"]
+    } else {
+        &["MEMBER", "NODE", "ROLE", "TERM", "TL", "LSN", "LAG", "STREAMING", "DETAIL"]
+    };
+    out.push_str(&table(headers, &rows));
+    if d.sync > 0 && redis {
+        out.push_str("a write is acknowledged once a replica has it (durability: replicated)\n");
+    } else if d.sync > 0 {
         let who = |m: &DbMemberView| format!("member {} on {}", m.member, m.node);
         let listed: Vec<String> = d.members.iter().filter(|m| m.sync_candidate).map(who).collect();
         let mut line = format!("a commit waits for ANY {} of: {}", d.sync, listed.join(", "));

@@ -4,9 +4,9 @@ use holdfast_spec::{DbEndpoint, DbEngine};
 use holdfast_state::model::DatabaseRecord;
 
 /// PostgreSQL: `postgresql://user:password@<endpoint address>:5432/<first database>`;
-/// `user` defaults to the first user. Redis: `redis://:password@<address>:6379` (its
-/// `default` user), and for the `sentinel` endpoint
-/// `redis+sentinel://:password@<address>:26379/<db>` (the path is the master name
+/// `user` defaults to the first user. Redis: `redis://default:password@<address>:6379`
+/// (its `default` user, named: some clients send `AUTH "" password` for an empty one),
+/// and for the `sentinel` endpoint `redis+sentinel://default:password@<address>:26379/<db>` (the path is the master name
 /// Sentinel clients ask for). `None` when the user is not one of the database's, or the
 /// database has no such endpoint.
 pub fn url(name: &str, record: &DatabaseRecord, endpoint: DbEndpoint, user: Option<&str>) -> Option<String> {
@@ -24,9 +24,9 @@ pub fn url(name: &str, record: &DatabaseRecord, endpoint: DbEndpoint, user: Opti
             Some(format!("postgresql://{user}:{password}@{address}:{port}/{database}"))
         }
         DbEngine::Redis if endpoint == DbEndpoint::Sentinel => {
-            Some(format!("redis+sentinel://:{password}@{address}:{port}/{name}"))
+            Some(format!("redis+sentinel://{user}:{password}@{address}:{port}/{name}"))
         }
-        DbEngine::Redis => Some(format!("redis://:{password}@{address}:{port}")),
+        DbEngine::Redis => Some(format!("redis://{user}:{password}@{address}:{port}")),
     }
 }
 
