@@ -17,6 +17,10 @@ command -v iptables >/dev/null || need_pkgs+=(iptables)
 # and psql, the client the tests check with.
 ls /usr/lib/postgresql/*/bin/pg_rewind >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v psql >/dev/null || need_pkgs+=(postgresql-client)
+# Managed Redis: redis-server (and redis-sentinel, the benchmark's peer), redis-cli.
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+command -v redis-sentinel >/dev/null || need_pkgs+=(redis-sentinel)
+command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${need_pkgs[*]}"
@@ -27,7 +31,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
-# psycopg 3 from PyPI: the fault tests' writer is a client from another ecosystem.
+# psycopg 3 and redis-py from PyPI: the fault tests' writers are clients from another
+# ecosystem.
 HOLDFAST_TEST_PYTHON=$(bash scripts/pyenv.sh)
 export HOLDFAST_TEST_PYTHON
 

@@ -25,11 +25,11 @@ pub fn have_postgres() -> bool {
     found && psql
 }
 
-/// The python with psycopg 3 (`HOLDFAST_TEST_PYTHON`, set by scripts/test.sh from
-/// scripts/pyenv.sh; required under CI).
+/// The python with psycopg 3 and redis-py (`HOLDFAST_TEST_PYTHON`, set by scripts/test.sh
+/// from scripts/pyenv.sh; required under CI).
 pub fn python() -> Option<PathBuf> {
     let py = std::env::var_os("HOLDFAST_TEST_PYTHON").map(PathBuf::from).filter(|p| {
-        std::process::Command::new(p).args(["-c", "import psycopg"]).output().is_ok_and(|o| o.status.success())
+        std::process::Command::new(p).args(["-c", "import psycopg, redis"]).output().is_ok_and(|o| o.status.success())
     });
     if py.is_none() {
         assert!(
@@ -159,7 +159,21 @@ impl PyWriter {
     /// [`PyWriter::start`] whose first write has id `first_id` (several writers, one
     /// table); its log is `writer-<node>-<first_id>.tsv` under `dir`.
     pub fn start_at(python: &Path, node: &Node, url: &str, dir: &Path, first_id: u64) -> PyWriter {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/pg_writer.py");
+        PyWriter::start_script(python, node, "pg_writer.py", &[url], dir, first_id)
+    }
+
+    /// `bench/<script>` (`pg_writer.py`, `redis_writer.py`) with `--dsn` and the given
+    /// arguments (`args[0]` is the DSN), first id `first_id`.
+    pub fn start_script(
+        python: &Path,
+        node: &Node,
+        script: &str,
+        args: &[&str],
+        dir: &Path,
+        first_id: u64,
+    ) -> PyWriter {
+        let url = args.first().copied().unwrap_or_default();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench").join(script);
         let out = dir.join(format!("writer-{}-{first_id}.tsv", node.name));
         let stop = dir.join(format!("writer-{}-{first_id}.stop", node.name));
         let _ = std::fs::remove_file(&stop);
@@ -181,6 +195,8 @@ impl PyWriter {
             "--first-id",
             &first,
         ];
+        let mut argv: Vec<&str> = argv.to_vec();
+        argv.extend(args.iter().skip(1));
         let child = node
             .client_command(&argv)
             .stdin(Stdio::null())

@@ -1,0 +1,211 @@
+//! Managed Redis end to end (each node in its own network namespace when root, as under
+//! CI; on loopback otherwise), with the machine's redis-server, redis-cli and redis-py
+//! (PyPI): three members on three holdfast nodes; the master's machine dies under a write
+//! loop through the one master URL, writes resume on a promoted replica, the old master
+//! comes back as a replica; Sentinel-aware clients (redis-py's `Sentinel`) find the
+//! master through holdfast's Sentinel-compatible endpoint before and after; a switchover;
+//! every instance restarted keeps its data (AOF). Every write is counted as acknowledged
+//! or failed-or-unknown.
+mod common;
+
+use std::time::Duration;
+
+use common::pg::*;
+use common::*;
+use serde_json::Value;
+
+/// redis-server and redis-cli are on this machine (required under CI).
+fn have_redis() -> bool {
+    let ok = ["redis-server", "redis-cli"]
+        .iter()
+        .all(|p| std::process::Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()));
+    if !ok {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have redis-server and redis-cli (scripts/test.sh installs them)"
+        );
+        eprintln!("skipping: no redis-server or redis-cli here");
+    }
+    ok
+}
+
+/// Three nodes on sites a, a, b.
+fn redis_cluster(name: &str, ports_from: u16) -> Cluster {
+    Cluster::form(config(name).sites(&["a", "a", "b"]).ports_from(ports_from).namespaces_when_root())
+}
+
+fn spec(project: &str, fields: &str) -> String {
+    format!("project: {project}\ndatabases:\n  cache:\n    engine: redis\n    instances: 3\n{fields}")
+}
+
+/// redis-cli inside `node` with `url` (bounded): its output, or the error.
+fn cli(node: &Node, url: &str, args: &[&str]) -> Result<String, String> {
+    let mut argv = vec!["redis-cli", "--no-auth-warning", "-u", url];
+    argv.extend(args);
+    let out = node.exec_within(&argv, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !text.starts_with("ERR") && !text.contains("NOAUTH") && !text.starts_with("NOPERM") {
+        Ok(text)
+    } else {
+        Err(format!("{text} {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// The role line of `ROLE` through `url` (`master`, `slave`).
+fn role(node: &Node, url: &str) -> Result<String, String> {
+    cli(node, url, &["ROLE"]).map(|t| t.lines().next().unwrap_or_default().to_string())
+}
+
+/// The `w:*` keys `url` does not have among `acked`.
+fn missing_keys(node: &Node, url: &str, acked: &[u64]) -> Vec<u64> {
+    let keys = wait_for("the keys read back", Duration::from_secs(20), || cli(node, url, &["KEYS", "w:*"]));
+    let have: std::collections::BTreeSet<u64> =
+        keys.lines().filter_map(|k| k.strip_prefix("w:")).filter_map(|v| v.parse().ok()).collect();
+    acked.iter().copied().filter(|v| !have.contains(v)).collect()
+}
+
+/// redis-py's Sentinel client inside `node`: the master address it discovers through
+/// `sentinel` (host:port) for `name`, and `ROLE` through a connection to it.
+fn sentinel_discovers(py: &std::path::Path, node: &Node, sentinel: &str, password: &str) -> Result<String, String> {
+    let script = format!(
+        "from redis.sentinel import Sentinel\nh,p='{sentinel}'.rsplit(':',1)\ns=Sentinel([(h,int(p))],socket_timeout=2)\nm=s.master_for('cache',username='default',password='{password}',socket_timeout=2)\nprint(s.discover_master('cache'), m.execute_command('ROLE')[0].decode(), m.set('sentinel-check','1'))\nprint(len(s.discover_slaves('cache')))"
+    );
+    let py = py.to_string_lossy().into_owned();
+    let out = node.exec_within(&[py.as_str(), "-c", &script], Duration::from_secs(15)).map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// The password in a `redis://default:<pw>@host:port` URL.
+fn password(url: &str) -> String {
+    url.split_once("default:").and_then(|(_, r)| r.split_once('@')).map(|(p, _)| p.to_string()).unwrap_or_default()
+}
+
+/// `host:port` of a `redis+sentinel://…@host:port/name` URL.
+fn host_port(url: &str) -> String {
+    url.rsplit_once('@').and_then(|(_, r)| r.split_once('/')).map(|(h, _)| h.to_string()).unwrap_or_default()
+}
+
+fn members(d: &Value) -> Vec<Value> {
+    d["members"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_dead_masters_machine_fails_over_and_comes_back_as_a_replica() {
+    // Proves: SIGKILL of the master's whole machine (daemon and redis-server) under a
+    // redis-py write loop through the one master URL: writes resume on a promoted replica
+    // through the same URL (the proxies cut the old connections; the client only
+    // reconnects), the term moves on, `cache-ro` reaches only replicas, a Sentinel-aware
+    // client finds the master before and after, and the old master's node, started
+    // again, rejoins as a replica instead of taking writes.
+    if !have_redis() {
+        return;
+    }
+    let Some(py) = python() else { return };
+    let mut c = redis_cluster("rdkill", 39500);
+    let (ok, out, err) = c[0].deploy_yaml("cache.yaml", &spec("rdkill", ""));
+    assert!(ok, "{out}\n{err}");
+    let before = wait_healthy(&c[0], 2, Duration::from_secs(60));
+    let url = c[0].cli_ok(&["db", "url", "cache"]).trim().to_string();
+    let ro = c[0].cli_ok(&["db", "url", "cache", "--endpoint", "ro"]).trim().to_string();
+    let sentinel = host_port(c[0].cli_ok(&["db", "url", "cache", "--endpoint", "sentinel"]).trim());
+    assert!(url.starts_with("redis://default:"), "{url}");
+    assert_eq!(cli(&c[0], &url, &["SET", "k", "v"]).as_deref(), Ok("OK"));
+    assert_eq!(role(&c[1], &url).as_deref(), Ok("master"), "the master URL reaches the master from every node");
+    assert_eq!(role(&c[2], &ro).as_deref(), Ok("slave"), "cache-ro reaches a replica");
+    assert!(cli(&c[0], &url, &["CONFIG", "SET", "maxmemory", "1"]).is_err(), "services cannot reconfigure members");
+    let found = sentinel_discovers(&py, &c[1], &sentinel, &password(&url)).expect("redis-py Sentinel before");
+    assert!(found.contains("master True"), "{found}");
+
+    let victim_name = before["primary_node"].as_str().expect("master node").to_string();
+    let victim = node_index(&c, &victim_name);
+    let watcher = (0..c.len()).find(|i| *i != victim).expect("a survivor");
+    let term = before["term"].as_u64().expect("term");
+    let writer = PyWriter::start_script(&py, &c[watcher], "redis_writer.py", &[&url], &c[watcher].home, 1);
+    writer.wait_acked_after(0.0, 20, Duration::from_secs(20), "writes under way");
+    c.allow_errors(&["heartbeat", "link", "tunnel", "raft", "Raft", "connect"]);
+    let killed_at = epoch_now();
+    c[victim].kill_machine();
+    writer.expect_acked_after(&c, killed_at + 0.1, 20, Duration::from_secs(30), "writes acknowledged again");
+    let outage = writer.longest_gap_after(killed_at - 1.0);
+    let after = wait_healthy(&c[watcher], 1, Duration::from_secs(30));
+    assert!(after["term"].as_u64() > Some(term), "a new term: {after}");
+    assert_ne!(after["primary_node"], victim_name.as_str(), "{after}");
+    let log = writer.stop();
+    let acked: Vec<u64> = log.iter().filter(|a| a.acked).map(|a| a.id).collect();
+    let lost = missing_keys(&c[watcher], &url, &acked);
+    eprintln!(
+        "master killed: writes back after {outage:.2} s without an acknowledged write; {} acknowledged, {} lost (durability: none)",
+        acked.len(),
+        lost.len()
+    );
+    // Asynchronous replication may lose the last writes before the kill, never more than
+    // the in-flight moment: a replica that was behind by more than that is not chosen.
+    assert!(lost.len() <= 5, "acknowledged writes lost beyond the last moment: {lost:?}");
+    assert_eq!(role(&c[watcher], &ro).as_deref(), Ok("slave"), "cache-ro still reaches only replicas");
+    let found = sentinel_discovers(&py, &c[watcher], &sentinel, &password(&url)).expect("redis-py Sentinel after");
+    assert!(found.contains("master True"), "{found}");
+    let failover = wait_for("the failover in the events", Duration::from_secs(10), || {
+        let kinds = event_kinds(&c[watcher], "database cache");
+        seen_unless(kinds.iter().any(|k| k == "failover"), kinds.clone(), format!("{kinds:?}"))
+    });
+    assert!(failover.contains(&"deployed".to_string()), "{failover:?}");
+
+    // The old master's machine comes back: it rejoins as a replica of the new master.
+    c[victim].start_up();
+    let back = wait_for("the old master back as a replica", Duration::from_secs(60), || {
+        let d = db(&c[watcher])?;
+        let m = members(&d).into_iter().find(|m| m["node"] == victim_name.as_str()).unwrap_or_default();
+        seen_unless(m["role"] == "replica" && m["streaming"] == true, d.clone(), d.to_string())
+    });
+    assert_eq!(back["primary_node"], after["primary_node"], "the new master stays: {back}");
+    assert_eq!(cli(&c[victim], &url, &["GET", "k"]).as_deref(), Ok("v"), "the data written before is there");
+    c.finish();
+}
+
+#[test]
+fn a_switchover_and_a_full_restart_keep_every_write() {
+    // Proves: a planned switchover under a write loop hands the master to the chosen
+    // member with no acknowledged write lost (the old master refuses writes while the
+    // target catches up); then every node stops and starts again: with AOF persistence
+    // the data is still there and one master serves it.
+    if !have_redis() {
+        return;
+    }
+    let Some(py) = python() else { return };
+    let mut c = redis_cluster("rdswitch", 39000);
+    let (ok, out, err) = c[0].deploy_yaml("cache.yaml", &spec("rdswitch", "    persistence: aof\n"));
+    assert!(ok, "{out}\n{err}");
+    let before = wait_healthy(&c[0], 2, Duration::from_secs(60));
+    let url = c[0].cli_ok(&["db", "url", "cache"]).trim().to_string();
+    let from = before["primary_node"].as_str().expect("master").to_string();
+    let to = c.iter().map(|n| n.name.clone()).find(|n| *n != from).expect("another node");
+    let writer = PyWriter::start_script(&py, &c[0], "redis_writer.py", &[&url], &c[0].home, 1);
+    writer.wait_acked_after(0.0, 20, Duration::from_secs(20), "writes under way");
+    let asked = epoch_now();
+    let out = c[0].cli_ok(&["db", "switchover", "cache", "--to", &to]);
+    assert!(out.contains(&to), "{out}");
+    writer.expect_acked_after(&c, asked + 0.5, 20, Duration::from_secs(20), "writes after the switchover");
+    let pause = writer.longest_gap_after(asked - 0.5);
+    let after = wait_healthy(&c[0], 2, Duration::from_secs(30));
+    assert_eq!(after["primary_node"], to.as_str(), "{after}");
+    let log = writer.stop();
+    let acked: Vec<u64> = log.iter().filter(|a| a.acked).map(|a| a.id).collect();
+    assert_eq!(missing_keys(&c[0], &url, &acked), Vec::<u64>::new(), "acknowledged writes lost by a switchover");
+    eprintln!("switchover: writes paused {pause:.2} s; {} acknowledged, none lost", acked.len());
+
+    // Every node stops, then starts again: AOF brings the data back.
+    for i in (0..c.len()).rev() {
+        c[i].signal_and_wait(15, Duration::from_secs(60));
+    }
+    for i in 0..c.len() {
+        c[i].start_up();
+    }
+    c.wait_formed();
+    wait_healthy(&c[0], 2, Duration::from_secs(90));
+    assert_eq!(missing_keys(&c[0], &url, &acked), Vec::<u64>::new(), "data lost by restarting every instance");
+    c.finish();
+}
