@@ -209,3 +209,51 @@ fn a_switchover_and_a_full_restart_keep_every_write() {
     assert_eq!(missing_keys(&c[0], &url, &acked), Vec::<u64>::new(), "data lost by restarting every instance");
     c.finish();
 }
+
+#[test]
+fn with_replicated_durability_a_dead_master_loses_no_acknowledged_write() {
+    // Proves: with `durability: replicated` every node's proxy acknowledges a write only
+    // once a replica has it (WAIT after each batch of writes), so SIGKILL of the master's
+    // machine under a write loop loses none of the acknowledged writes, and pipelines and
+    // transactions still work through the relay.
+    if !have_redis() {
+        return;
+    }
+    let Some(py) = python() else { return };
+    let mut c = redis_cluster("rdrepl", 38500);
+    let (ok, out, err) = c[0].deploy_yaml("cache.yaml", &spec("rdrepl", "    durability: replicated\n"));
+    assert!(ok, "{out}\n{err}");
+    let before = wait_healthy(&c[0], 2, Duration::from_secs(60));
+    let url = c[0].cli_ok(&["db", "url", "cache"]).trim().to_string();
+    // A pipeline and a transaction through the relay, from redis-py.
+    let script = format!(
+        "import redis\nr=redis.Redis.from_url('{url}')\np=r.pipeline(transaction=False)\nfor i in range(50): p.set(f'p:{{i}}', i)\np.get('p:7')\nprint(p.execute()[-1].decode())\nt=r.pipeline(transaction=True)\nt.incr('c'); t.incr('c')\nprint(t.execute())"
+    );
+    let pyname = py.to_string_lossy().into_owned();
+    let o = c[1].exec_within(&[pyname.as_str(), "-c", &script], Duration::from_secs(15)).expect("python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "7\n[1, 2]");
+
+    let victim_name = before["primary_node"].as_str().expect("master node").to_string();
+    let victim = node_index(&c, &victim_name);
+    let watcher = (0..c.len()).find(|i| *i != victim).expect("a survivor");
+    let writer = PyWriter::start_script(&py, &c[watcher], "redis_writer.py", &[&url], &c[watcher].home, 1);
+    writer.wait_acked_after(0.0, 20, Duration::from_secs(20), "writes under way");
+    c.allow_errors(&["heartbeat", "link", "tunnel", "raft", "Raft", "connect"]);
+    let killed_at = epoch_now();
+    c[victim].kill_machine();
+    writer.expect_acked_after(&c, killed_at + 0.1, 20, Duration::from_secs(30), "writes acknowledged again");
+    let outage = writer.longest_gap_after(killed_at - 1.0);
+    wait_healthy(&c[watcher], 1, Duration::from_secs(30));
+    let log = writer.stop();
+    let acked: Vec<u64> = log.iter().filter(|a| a.acked).map(|a| a.id).collect();
+    let lost = missing_keys(&c[watcher], &url, &acked);
+    eprintln!(
+        "replicated: writes back after {outage:.2} s; {} acknowledged, {} failed or unknown, {} lost",
+        acked.len(),
+        log.len() - acked.len(),
+        lost.len()
+    );
+    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost with durability: replicated");
+    c.finish();
+}

@@ -83,6 +83,7 @@ async fn node(args: &[String]) -> Result<(), Error> {
                 ready: true,
             }],
             single_writer: false,
+            redis_wait: None,
         }],
         routes: vec![Route {
             host: "bench.localhost".into(),

@@ -174,12 +174,14 @@ pub(crate) struct Pool {
     pub backends: Vec<Arc<Backend>>,
     /// See [`crate::ServiceNet::single_writer`].
     pub single_writer: bool,
+    /// See [`crate::ServiceNet::redis_wait`].
+    pub redis_wait: Option<crate::resp::RedisWait>,
     next: AtomicUsize,
 }
 
 impl Pool {
     pub fn new(service: String, backends: Vec<Arc<Backend>>) -> Self {
-        Pool { service, backends, single_writer: false, next: AtomicUsize::new(0) }
+        Pool { service, backends, single_writer: false, redis_wait: None, next: AtomicUsize::new(0) }
     }
 
     /// The next endpoint to try, never one in `tried`.

@@ -186,6 +186,7 @@ mod tests {
             ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect::<BTreeMap<_, _>>(),
             endpoints: vec![],
             single_writer: false,
+            redis_wait: None,
         };
         NetTable {
             services: vec![

@@ -13,7 +13,8 @@
 //!
 //! Decisions are pure functions with table-driven unit tests: route matching (`route.rs`),
 //! DNS answers (`dns_answer.rs`), endpoint choice (`balance.rs`) and header rewriting
-//! (`headers.rs`). The IO around them lives in `proxy.rs`, `dns.rs`, `ingress.rs`,
+//! (`headers.rs`), and the Redis relay's framing (`resp.rs`: a `WAIT` after every batch of
+//! writes for `durability: replicated`). The IO around them lives in `proxy.rs`, `dns.rs`, `ingress.rs`,
 //! `client.rs` and `dial.rs`; `net.rs` starts and stops it all.
 
 mod balance;
@@ -26,6 +27,7 @@ mod headers;
 mod ingress;
 mod net;
 mod proxy;
+pub mod resp;
 mod route;
 mod state;
 mod stats;

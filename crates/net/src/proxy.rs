@@ -152,8 +152,14 @@ async fn relay(mut inbound: TcpStream, pool: Option<Arc<Pool>>, shared: Arc<Shar
                 if pool.single_writer {
                     keepalive(&inbound);
                 }
+                let copy = async {
+                    match pool.redis_wait {
+                        Some(wait) => crate::resp::relay(&mut inbound, &mut outbound, wait).await,
+                        None => tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await.map(|_| ()),
+                    }
+                };
                 tokio::select! {
-                    r = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => if let Err(error) = r {
+                    r = copy => if let Err(error) = r {
                         tracing::debug!(instance = %backend.instance, %error, "proxy: connection ended with an error");
                     },
                     _ = cut.cancelled() => {

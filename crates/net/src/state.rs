@@ -61,6 +61,7 @@ impl Compiled {
                 }
                 let mut pool = Pool::new(svc.name.clone(), ready);
                 pool.single_writer = svc.single_writer;
+                pool.redis_wait = svc.redis_wait;
                 let pool = Arc::new(pool);
                 pools.insert((si, port_name.as_str()), pool.clone());
                 let label = format!("proxy:{}/{}/{}", svc.project, svc.name, port_name);
@@ -124,6 +125,7 @@ mod tests {
                 ports: [("http".to_string(), 8080), ("admin".to_string(), 9000)].into(),
                 endpoints,
                 single_writer: false,
+                redis_wait: None,
             }],
             routes: vec![
                 Route { host: "a".into(), path: "/".into(), service: "web".into(), port: "http".into() },

@@ -32,6 +32,10 @@ pub struct ServiceNet {
     /// of writing to, or hanging on, the old), and no connection is taken while the node's
     /// lease (`NetConfig::lease`) is not held.
     pub single_writer: bool,
+    /// Redis with `durability: replicated`: connections are relayed by
+    /// [`crate::resp::relay`], which acknowledges a write only once `replicas` replicas
+    /// have it (`WAIT`); `None`: bytes are copied as they are.
+    pub redis_wait: Option<crate::resp::RedisWait>,
 }
 
 /// One instance of a service.
@@ -108,6 +112,7 @@ mod tests {
             ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
             endpoints: vec![],
             single_writer: false,
+            redis_wait: None,
         }
     }
 

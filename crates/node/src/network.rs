@@ -76,6 +76,7 @@ pub fn net_table(state: &ClusterState, this_node: u64, observed: &BTreeMap<u64, 
             ports: record.spec.ports.clone(),
             endpoints,
             single_writer: false,
+            redis_wait: None,
         });
     }
     let routes = state
@@ -143,10 +144,19 @@ pub fn database_services(
                 ports: BTreeMap::from([(port_name.to_string(), port)]),
                 endpoints,
                 single_writer,
+                redis_wait: None,
             };
         let ep = |e: DbEndpoint| engine.endpoint_name(name, e);
         let port = engine.port(DbEndpoint::Rw);
-        out.push(service(ep(DbEndpoint::Rw), rec.addresses.rw, port, rw, true));
+        let mut master = service(ep(DbEndpoint::Rw), rec.addresses.rw, port, rw, true);
+        if engine == DbEngine::Redis && rec.spec.sync > 0 {
+            // `durability: replicated`: a write is acknowledged once a replica has it.
+            master.redis_wait = Some(holdfast_net::resp::RedisWait {
+                replicas: rec.spec.sync,
+                timeout: std::time::Duration::from_millis(REDIS_WAIT_MS),
+            });
+        }
+        out.push(master);
         out.push(service(ep(DbEndpoint::Ro), rec.addresses.ro, port, ro, false));
         out.push(service(ep(DbEndpoint::R), rec.addresses.r, port, any, false));
         // Replication: the primary, at the master address on its own port, never cut.
@@ -158,6 +168,10 @@ pub fn database_services(
     }
     out
 }
+
+/// How long a write to a Redis database with `durability: replicated` waits for a replica
+/// before it is answered with an error (a live replica answers within a round trip).
+pub const REDIS_WAIT_MS: u64 = 1000;
 
 /// What each Redis database's Sentinel-compatible endpoint on this node tells (pure):
 /// the master and replicas endpoints, whether a master of the current term answers and
@@ -477,6 +491,7 @@ mod tests {
                     ep("web-2", &[("http", "n3", 20201)]),
                 ],
                 single_writer: false,
+                redis_wait: None,
             }],
             routes: vec![],
         };

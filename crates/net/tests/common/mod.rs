@@ -261,6 +261,7 @@ pub fn service(project: &str, name: &str, ip: Ipv4Addr, port: u16, endpoints: Ve
         ports: BTreeMap::from([("http".to_string(), port)]),
         endpoints,
         single_writer: false,
+        redis_wait: None,
     }
 }
 
