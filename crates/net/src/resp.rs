@@ -463,7 +463,7 @@ mod tests {
         let (out, kinds) = take(&mut b, get);
         assert_eq!((out.as_str(), kinds), (get, vec![Kind::Read]));
         // A partial command stays until it is whole.
-        let mut buf = set[..10].as_bytes().to_vec();
+        let mut buf = set.as_bytes()[..10].to_vec();
         let (out, kinds) = b.take(&mut buf, &WAIT).expect("partial");
         assert!(out.is_empty() && kinds.is_empty() && buf.len() == 10);
         // Inline commands count too.
