@@ -21,6 +21,9 @@ command -v psql >/dev/null || need_pkgs+=(postgresql-client)
 command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v redis-sentinel >/dev/null || need_pkgs+=(redis-sentinel)
 command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
+# ioredis (npm) is the Redis tests' Node.js client: node and npm.
+command -v node >/dev/null || need_pkgs+=(nodejs)
+command -v npm >/dev/null || need_pkgs+=(npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${need_pkgs[*]}"

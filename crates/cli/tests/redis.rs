@@ -257,3 +257,86 @@ fn with_replicated_durability_a_dead_master_loses_no_acknowledged_write() {
     assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost with durability: replicated");
     c.finish();
 }
+
+/// The `NODE_PATH` with ioredis (scripts/nodeenv.sh; required under CI).
+fn ioredis() -> Option<String> {
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/nodeenv.sh"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    if out.is_none() {
+        assert!(std::env::var("CI").is_err(), "CI must have node and ioredis (scripts/nodeenv.sh installs them)");
+        eprintln!("skipping: no node/ioredis here (bash scripts/nodeenv.sh)");
+    }
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// ioredis inside `node`: as a plain one-URL client, in Sentinel mode for the master, and
+/// in Sentinel mode for a replica (`role: 'slave'`); each writes or reads and answers
+/// `ROLE`. Prints the three roles.
+fn ioredis_roles(node_path: &str, node: &Node, url: &str, sentinel: &str, password: &str) -> Result<String, String> {
+    const SCRIPT: &str = r#"
+const Redis = require('ioredis');
+const [url, sentinel, password] = process.argv.slice(1);
+const [host, port] = [sentinel.slice(0, sentinel.lastIndexOf(':')), Number(sentinel.slice(sentinel.lastIndexOf(':') + 1))];
+const opts = { connectTimeout: 2000, maxRetriesPerRequest: 2, enableOfflineQueue: true };
+(async () => {
+  const plain = new Redis(url, opts);
+  await plain.set('io:plain', '1');
+  const a = (await plain.role())[0];
+  const master = new Redis({ ...opts, sentinels: [{ host, port }], name: 'cache', username: 'default', password });
+  await master.set('io:sentinel', '1');
+  const b = (await master.role())[0];
+  const replica = new Redis({ ...opts, sentinels: [{ host, port }], name: 'cache', role: 'slave', username: 'default', password });
+  const c = (await replica.role())[0];
+  await replica.get('io:sentinel');
+  console.log(a, b, c);
+  for (const r of [plain, master, replica]) r.disconnect();
+})().catch((e) => { console.error(String(e)); process.exit(1); });
+"#;
+    let env = format!("NODE_PATH={node_path}");
+    let out = node
+        .exec_within(&["env", &env, "node", "-e", SCRIPT, url, sentinel, password], Duration::from_secs(20))
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[test]
+fn ioredis_finds_the_master_as_a_plain_and_a_sentinel_client_before_and_after_a_failover() {
+    // Proves: seed 000's own client, ioredis from npm, unchanged: with the one master URL,
+    // and in Sentinel mode against holdfast's Sentinel-compatible endpoint (the master,
+    // and a replica with role 'slave'), it reaches the right member before and after the
+    // master's machine dies.
+    if !have_redis() {
+        return;
+    }
+    let Some(node_path) = ioredis() else { return };
+    let mut c = redis_cluster("rdio", 38000);
+    let (ok, out, err) = c[0].deploy_yaml("cache.yaml", &spec("rdio", ""));
+    assert!(ok, "{out}\n{err}");
+    let before = wait_healthy(&c[0], 2, Duration::from_secs(60));
+    let url = c[0].cli_ok(&["db", "url", "cache"]).trim().to_string();
+    let sentinel = host_port(c[0].cli_ok(&["db", "url", "cache", "--endpoint", "sentinel"]).trim());
+    let pw = password(&url);
+    let roles = ioredis_roles(&node_path, &c[1], &url, &sentinel, &pw).expect("ioredis before");
+    assert_eq!(roles, "master master slave");
+
+    let victim = node_index(&c, before["primary_node"].as_str().expect("master"));
+    let watcher = (0..c.len()).find(|i| *i != victim).expect("a survivor");
+    c.allow_errors(&["heartbeat", "link", "tunnel", "raft", "Raft", "connect"]);
+    c[victim].kill_machine();
+    wait_for("a new master", Duration::from_secs(30), || {
+        let d = db(&c[watcher])?;
+        seen_unless(healthy(&d, 1) && d["term"].as_u64() > before["term"].as_u64(), (), d.to_string())
+    });
+    let roles = wait_for("ioredis after the failover", Duration::from_secs(20), || {
+        ioredis_roles(&node_path, &c[watcher], &url, &sentinel, &pw)
+    });
+    assert_eq!(roles, "master master slave");
+    c.finish();
+}
