@@ -328,6 +328,17 @@ fn ioredis_finds_the_master_as_a_plain_and_a_sentinel_client_before_and_after_a_
 
     let victim = node_index(&c, before["primary_node"].as_str().expect("master"));
     let watcher = (0..c.len()).find(|i| *i != victim).expect("a survivor");
+    // A Sentinel subscriber hears the failover on `+switch-master`.
+    let (host, port) = sentinel.rsplit_once(':').expect("host:port");
+    let heard_file = c[watcher].home.join("switch-master.txt");
+    let sink = std::fs::File::create(&heard_file).expect("subscriber output file");
+    let mut subscriber = c[watcher]
+        .client_command(&["timeout", "40", "redis-cli", "-h", host, "-p", port, "SUBSCRIBE", "+switch-master"])
+        .stdout(sink)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-cli SUBSCRIBE");
+    std::thread::sleep(Duration::from_millis(500));
     c.allow_errors(&["heartbeat", "link", "tunnel", "raft", "Raft", "connect"]);
     c[victim].kill_machine();
     wait_for("a new master", Duration::from_secs(30), || {
@@ -338,5 +349,14 @@ fn ioredis_finds_the_master_as_a_plain_and_a_sentinel_client_before_and_after_a_
         ioredis_roles(&node_path, &c[watcher], &url, &sentinel, &pw)
     });
     assert_eq!(roles, "master master slave");
+    let master_addr = url.rsplit_once('@').and_then(|(_, h)| h.split_once(':')).map(|(h, _)| h.to_string());
+    let expected = format!("cache {0} 6379 {0} 6379", master_addr.unwrap_or_default());
+    let heard = wait_for("+switch-master heard by a Sentinel subscriber", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&heard_file).unwrap_or_default();
+        seen_unless(text.contains(&expected), (), text)
+    });
+    let _ = subscriber.kill();
+    let _ = subscriber.wait();
+    let _ = heard;
     c.finish();
 }

@@ -318,6 +318,9 @@ async fn execute(
         }
         Step::Replica => {
             write_conf(m, true, Writes::Fenced)?;
+            if let (Some(a), Some(p)) = (admin, probe) {
+                apply_settings(m, a, p, local).await?;
+            }
             Ok(describe(step))
         }
         Step::Repoint => {
@@ -342,12 +345,7 @@ async fn execute(
                     local.held = false;
                     tracing::info!(database = %m.key.0, member = m.key.1, "the lease is back: held writes go on");
                 }
-                let options = rec.spec.redis_options();
-                let want = (p.run_id.clone(), disk(options.persistence), options.maxmemory);
-                if local.applied.as_ref() != Some(&want) {
-                    a.apply_settings(want.1, want.2).await.map_err(err)?;
-                    local.applied = Some(want);
-                }
+                apply_settings(m, a, p, local).await?;
                 if marker.run_id != p.run_id && !p.run_id.is_empty() {
                     set_marker(marker, Marker { run_id: p.run_id.clone(), ..marker.clone() })?;
                 }
@@ -410,6 +408,19 @@ async fn execute(
         }
         Step::Wait { why } => Ok(format!("waiting: {why}")),
     }
+}
+
+/// The spec's live settings (persistence, maxmemory) on the running process, once per
+/// process and change: a redeploy takes effect without a restart.
+async fn apply_settings(m: &Member<'_>, a: &Admin, p: &Probe, local: &mut Local) -> Result<(), String> {
+    let options = m.rec.spec.redis_options();
+    let want = (p.run_id.clone(), disk(options.persistence), options.maxmemory);
+    if local.applied.as_ref() != Some(&want) {
+        a.apply_settings(want.1, want.2).await.map_err(|e| e.to_string())?;
+        tracing::info!(database = %m.key.0, member = m.key.1, persistence = ?want.1, maxmemory = ?want.2, "settings applied");
+        local.applied = Some(want);
+    }
+    Ok(())
 }
 
 /// The agent instance that runs the member's redis-server.
