@@ -351,12 +351,11 @@ fn ioredis_finds_the_master_as_a_plain_and_a_sentinel_client_before_and_after_a_
     assert_eq!(roles, "master master slave");
     let master_addr = url.rsplit_once('@').and_then(|(_, h)| h.split_once(':')).map(|(h, _)| h.to_string());
     let expected = format!("cache {0} 6379 {0} 6379", master_addr.unwrap_or_default());
-    let heard = wait_for("+switch-master heard by a Sentinel subscriber", Duration::from_secs(10), || {
+    wait_for("+switch-master heard by a Sentinel subscriber", Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&heard_file).unwrap_or_default();
         seen_unless(text.contains(&expected), (), text)
     });
     let _ = subscriber.kill();
     let _ = subscriber.wait();
-    let _ = heard;
     c.finish();
 }
