@@ -237,6 +237,26 @@ read -r set_proxy get_proxy < <(rb "$url" "$requests" 1)
 read -r set_direct get_direct < <(rb "$direct" "$requests" 1)
 read -r setp_proxy getp_proxy < <(rb "$url" "$requests_p" 16)
 read -r setp_direct getp_direct < <(rb "$direct" "$requests_p" 16)
+# HAProxy (tcp mode) in front of the same master: what a peer proxy costs on this machine.
+get_ha=""; set_ha=""; getp_ha=""; setp_ha=""; haproxy_version=""
+if ! command -v haproxy >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null 2>&1 || true
+fi
+if command -v haproxy >/dev/null; then
+  haproxy_version=$(haproxy -v | head -1 | awk '{print $3}')
+  dport=$(python3 -c 'import sys,urllib.parse as u; print(u.urlparse(sys.argv[1]).port)' "$direct")
+  printf 'global\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nfrontend rd\n  bind 127.0.0.1:45499\n  default_backend master\nbackend master\n  server m 127.0.0.1:%s\n' "$dport" >"$work/haproxy-redis.cfg"
+  haproxy -f "$work/haproxy-redis.cfg" -db >"$work/haproxy-redis.log" 2>&1 &
+  hap=$!
+  sleep 1
+  ha_url=$(python3 -c 'import sys,urllib.parse as u; p=u.urlparse(sys.argv[1]); print(f"redis://{p.username}:{p.password}@127.0.0.1:45499")' "$url")
+  read -r set_ha get_ha < <(rb "$ha_url" "$requests" 1)
+  read -r setp_ha getp_ha < <(rb "$ha_url" "$requests_p" 16)
+  kill "$hap" 2>/dev/null || true
+  wait "$hap" 2>/dev/null || true
+else
+  echo "haproxy is not installed (and could not be): HAProxy not measured"
+fi
 rurl=$(local_master cacher); rdirect=$(direct_url cacher "$rurl")
 read -r set_repl get_repl < <(rb "$rurl" "$requests" 1)
 read -r set_repl_direct get_repl_direct < <(rb "$rdirect" "$requests" 1)
@@ -305,10 +325,12 @@ printf '%-64s %-30s %s\n' "writes unavailable, durability replicated (s)" "${rep
 printf '%-64s %-30s %s\n' "  kill -> first acknowledged write, replicated (s)" "${repl_r[*]} (median $rr)" "< 2 s"
 printf '%-64s %-30s %s\n' "  rounds where the Raft leader died with the master" "${repl_ld[*]}" ""
 printf '%-64s %-30s %s\n' "  acknowledged writes missing, replicated" "$repl_lost of $repl_acked" "0"
-printf '%-64s %-30s %s\n' "redis-benchmark GET (rps): master URL, local proxy / direct" "$get_proxy / $get_direct ($(ratio "$get_proxy" "$get_direct")x)" ">= 0.9x"
-printf '%-64s %-30s %s\n' "redis-benchmark SET (rps): master URL, local proxy / direct" "$set_proxy / $set_direct ($(ratio "$set_proxy" "$set_direct")x)" ">= 0.9x"
-printf '%-64s %-30s %s\n' "redis-benchmark GET -P 16 (rps): local proxy / direct" "$getp_proxy / $getp_direct ($(ratio "$getp_proxy" "$getp_direct")x)" ">= 0.9x"
-printf '%-64s %-30s %s\n' "redis-benchmark SET -P 16 (rps): local proxy / direct" "$setp_proxy / $setp_direct ($(ratio "$setp_proxy" "$setp_direct")x)" ">= 0.9x"
+ha() { [ -n "$1" ] && echo "; HAProxy $haproxy_version $1 ($(ratio "$1" "$2")x)"; }
+printf '%-64s %-30s %s\n' "redis-benchmark GET (rps): master URL, local proxy / direct" "$get_proxy / $get_direct ($(ratio "$get_proxy" "$get_direct")x)" ">= 0.9x$(ha "$get_ha" "$get_direct")"
+printf '%-64s %-30s %s\n' "redis-benchmark SET (rps): master URL, local proxy / direct" "$set_proxy / $set_direct ($(ratio "$set_proxy" "$set_direct")x)" ">= 0.9x$(ha "$set_ha" "$set_direct")"
+printf '%-64s %-30s %s\n' "redis-benchmark GET -P 16 (rps): local proxy / direct" "$getp_proxy / $getp_direct ($(ratio "$getp_proxy" "$getp_direct")x)" ">= 0.9x$(ha "$getp_ha" "$getp_direct")"
+printf '%-64s %-30s %s\n' "redis-benchmark SET -P 16 (rps): local proxy / direct" "$setp_proxy / $setp_direct ($(ratio "$setp_proxy" "$setp_direct")x)" ">= 0.9x$(ha "$setp_ha" "$setp_direct")"
+[ -n "$get_ha" ] && printf '%-64s %-30s %s\n' "ratio holdfast / HAProxy: GET, SET, GET -P 16, SET -P 16" "$(ratio "$get_proxy" "$get_ha")x, $(ratio "$set_proxy" "$set_ha")x, $(ratio "$getp_proxy" "$getp_ha")x, $(ratio "$setp_proxy" "$setp_ha")x" ">= 1.0x"
 printf '%-64s %-30s %s\n' "replicated, GET (rps): local proxy (relay) / direct" "$get_repl / $get_repl_direct ($(ratio "$get_repl" "$get_repl_direct")x)" "reported"
 printf '%-64s %-30s %s\n' "replicated, SET (rps): local proxy (relay, WAIT) / direct" "$set_repl / $set_repl_direct ($(ratio "$set_repl" "$set_repl_direct")x)" "reported"
 printf '%-64s %-30s %s\n' "replicated, GET -P 16 (rps): local proxy (relay) / direct" "$getp_repl / $getp_repl_direct ($(ratio "$getp_repl" "$getp_repl_direct")x)" "reported"
@@ -329,6 +351,7 @@ python3 - "$res" \
   "replicated_window_s=$(list "${repl_w[@]}")" "replicated_kill_to_ack_s=$(list "${repl_r[@]}")" "replicated_lost=$repl_lost" "replicated_acked=$repl_acked" \
   "raft_leader_died_too_replicated=\"${repl_ld[*]}\"" \
   "benchmark_clients=16" "benchmark_requests=$requests" "benchmark_requests_pipelined=$requests_p" \
+  "haproxy=\"$haproxy_version\"" "get_haproxy_rps=${get_ha:-0}" "set_haproxy_rps=${set_ha:-0}" "get_p16_haproxy_rps=${getp_ha:-0}" "set_p16_haproxy_rps=${setp_ha:-0}" \
   "get_proxy_rps=${get_proxy:-0}" "get_direct_rps=${get_direct:-0}" "set_proxy_rps=${set_proxy:-0}" "set_direct_rps=${set_direct:-0}" \
   "get_p16_proxy_rps=${getp_proxy:-0}" "get_p16_direct_rps=${getp_direct:-0}" "set_p16_proxy_rps=${setp_proxy:-0}" "set_p16_direct_rps=${setp_direct:-0}" \
   "replicated_get_proxy_rps=${get_repl:-0}" "replicated_get_direct_rps=${get_repl_direct:-0}" "replicated_set_proxy_rps=${set_repl:-0}" "replicated_set_direct_rps=${set_repl_direct:-0}" \

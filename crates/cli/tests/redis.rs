@@ -105,7 +105,7 @@ fn a_dead_masters_machine_fails_over_and_comes_back_as_a_replica() {
         return;
     }
     let Some(py) = python() else { return };
-    let mut c = redis_cluster("rdkill", 39500);
+    let mut c = redis_cluster("rdkill", 40000);
     let (ok, out, err) = c[0].deploy_yaml("cache.yaml", &spec("rdkill", ""));
     assert!(ok, "{out}\n{err}");
     let before = wait_healthy(&c[0], 2, Duration::from_secs(60));
@@ -176,7 +176,7 @@ fn a_switchover_and_a_full_restart_keep_every_write() {
         return;
     }
     let Some(py) = python() else { return };
-    let mut c = redis_cluster("rdswitch", 39000);
+    let mut c = redis_cluster("rdswitch", 40500);
     let (ok, out, err) = c[0].deploy_yaml("cache.yaml", &spec("rdswitch", "    persistence: aof\n"));
     assert!(ok, "{out}\n{err}");
     let before = wait_healthy(&c[0], 2, Duration::from_secs(60));
@@ -220,7 +220,7 @@ fn with_replicated_durability_a_dead_master_loses_no_acknowledged_write() {
         return;
     }
     let Some(py) = python() else { return };
-    let mut c = redis_cluster("rdrepl", 38500);
+    let mut c = redis_cluster("rdrepl", 41000);
     let (ok, out, err) = c[0].deploy_yaml("cache.yaml", &spec("rdrepl", "    durability: replicated\n"));
     assert!(ok, "{out}\n{err}");
     let before = wait_healthy(&c[0], 2, Duration::from_secs(60));
@@ -316,7 +316,7 @@ fn ioredis_finds_the_master_as_a_plain_and_a_sentinel_client_before_and_after_a_
         return;
     }
     let Some(node_path) = ioredis() else { return };
-    let mut c = redis_cluster("rdio", 38000);
+    let mut c = redis_cluster("rdio", 41500);
     let (ok, out, err) = c[0].deploy_yaml("cache.yaml", &spec("rdio", ""));
     assert!(ok, "{out}\n{err}");
     let before = wait_healthy(&c[0], 2, Duration::from_secs(60));

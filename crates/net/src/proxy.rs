@@ -126,6 +126,58 @@ fn keepalive(stream: &TcpStream) {
     let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(15)));
 }
 
+/// Copies both ways like `copy_bidirectional`, but client bytes go on only while `allowed`
+/// says so (checked at every read); when it stops, the connection ends (an error).
+pub(crate) async fn copy_while<C, S>(
+    client: &mut C,
+    server: &mut S,
+    allowed: &(dyn Fn() -> bool + Sync),
+) -> std::io::Result<()>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut sr, mut sw) = tokio::io::split(server);
+    let up = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = cr.read(&mut buf).await?;
+            if n == 0 {
+                sw.shutdown().await?;
+                return Ok::<(), std::io::Error>(());
+            }
+            if !allowed() {
+                return Err(lease_lost());
+            }
+            sw.write_all(&buf[..n]).await?;
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = sr.read(&mut buf).await?;
+            if n == 0 {
+                cw.shutdown().await?;
+                return Ok::<(), std::io::Error>(());
+            }
+            cw.write_all(&buf[..n]).await?;
+        }
+    };
+    // Half-close: a client that finished sending still gets its replies; an error on
+    // either side (the lease gone) ends both at once.
+    tokio::try_join!(up, down).map(|_| ())
+}
+
+/// The error a single-writer connection ends with when the node's lease is gone.
+pub(crate) fn lease_lost() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        "this node holds no lease: the single-writer connection is cut",
+    )
+}
+
 async fn relay(mut inbound: TcpStream, pool: Option<Arc<Pool>>, shared: Arc<Shared>) {
     let Some(pool) = pool else {
         inc(&shared.stats.connections_refused);
@@ -152,10 +204,15 @@ async fn relay(mut inbound: TcpStream, pool: Option<Arc<Pool>>, shared: Arc<Shar
                 if pool.single_writer {
                     keepalive(&inbound);
                 }
+                // A single writer forwards client bytes only while this node holds its
+                // lease, checked at every read: a node thawed after a freeze must not hand
+                // a write that waited in its buffers to a primary that another replaced.
+                let lease = || shared.lease_held();
                 let copy = async {
-                    match pool.redis_wait {
-                        Some(wait) => crate::resp::relay(&mut inbound, &mut outbound, wait).await,
-                        None => tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await.map(|_| ()),
+                    match (pool.redis_wait, pool.single_writer) {
+                        (Some(wait), _) => crate::resp::relay(&mut inbound, &mut outbound, wait, &lease).await,
+                        (None, true) => copy_while(&mut inbound, &mut outbound, &lease).await,
+                        (None, false) => tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await.map(|_| ()),
                     }
                 };
                 tokio::select! {

@@ -367,8 +367,14 @@ impl Replies {
 }
 
 /// Relays one connection with a `WAIT` after every batch of writes, until either side
-/// closes.
-pub async fn relay<C, S>(client: C, server: S, wait: RedisWait) -> std::io::Result<()>
+/// closes; client bytes go on only while `allowed` says so (the node's lease, checked at
+/// every read).
+pub async fn relay<C, S>(
+    client: C,
+    server: S,
+    wait: RedisWait,
+    allowed: &(dyn Fn() -> bool + Sync),
+) -> std::io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -388,6 +394,9 @@ where
                 if n == 0 {
                     sw.shutdown().await?;
                     return Ok::<(), std::io::Error>(());
+                }
+                if !allowed() {
+                    return Err(crate::proxy::lease_lost());
                 }
                 buf.extend_from_slice(&chunk[..n]);
                 let (out, k) = batch.take(&mut buf, &wait).map_err(bad)?;

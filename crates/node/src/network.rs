@@ -164,7 +164,18 @@ pub fn database_services(
             DbEngine::Postgres => ("wal", holdfast_postgres::WAL_PORT),
             DbEngine::Redis => ("repl", holdfast_redis::REPL_PORT),
         };
-        out.push(service(format!("{name}-{suffix}"), rec.addresses.rw, repl_port, wal, false));
+        let mut repl = service(format!("{name}-{suffix}"), rec.addresses.rw, repl_port, wal, false);
+        if engine == DbEngine::Redis {
+            // A second port to the same master (see `holdfast_redis::REPL_PORT_ALT`).
+            let alt = "redis-alt".to_string();
+            repl.ports.insert(alt.clone(), holdfast_redis::REPL_PORT_ALT);
+            for e in &mut repl.endpoints {
+                if let Some(t) = e.ports.get(port_name).cloned() {
+                    e.ports.insert(alt.clone(), t);
+                }
+            }
+        }
+        out.push(repl);
     }
     out
 }

@@ -31,6 +31,11 @@ pub use error::RedisError;
 /// leads to the current master like the master endpoint, but its connections are not cut
 /// when the master changes (a demoted master disconnects its replicas itself).
 pub const REPL_PORT: u16 = 6380;
+/// A second port of the same replication endpoint. Redis retries a broken replication
+/// link only once a second; `REPLICAOF` to another address connects at once (keeping the
+/// partial resync), so a replica whose link is down while a master answers is switched
+/// between the two ports and reattaches as soon as the new master is there.
+pub const REPL_PORT_ALT: u16 = 6381;
 /// The ACL user holdfast administers members as.
 pub const ADMIN_USER: &str = "holdfast";
 /// The ACL user replicas authenticate to their master as.

@@ -48,7 +48,8 @@ pub struct Have {
     /// Without persistence, the process that held the data is gone: it is empty.
     pub lost_data: bool,
     /// A replica attached, for a while, to another history than the current master's
-    /// (still on a former master's connection): it is re-pointed.
+    /// (still on a former master's connection), or not attached while a master of the
+    /// current term answers: it is re-pointed.
     pub following_other: bool,
 }
 
@@ -60,7 +61,8 @@ pub enum Step {
     /// Run as a replica of the database's replication address (the steady state of a
     /// replica; a member about to be promoted is started this way first).
     Replica,
-    /// `REPLICAOF` again: the replica still follows a former master.
+    /// `REPLICAOF` again (at the other replication port): the replica still follows a
+    /// former master, or its link is down while the current master answers.
     Repoint,
     /// Run as the master of the term with writes open.
     Master,

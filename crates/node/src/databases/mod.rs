@@ -226,6 +226,9 @@ async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
     let mut pg = postgres::Local::default();
     let mut rd = redis::Local::default();
     let mut states = ctx.control.subscribe();
+    // A member's role changing anywhere (a new master answering) is looked at at once: a
+    // replica reattaches to it without waiting for its next pass.
+    let mut roles = ctx.members_changed.subscribe();
     let mut last_failure = String::new();
     loop {
         let contact = ctx.lease.age(ctx.control.state().revision).is_some();
@@ -266,6 +269,7 @@ async fn member_task(ctx: NodeContext, key: Key, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = states.changed() => {}
+            _ = roles.changed() => {}
             _ = tokio::time::sleep(next) => {}
         }
     }

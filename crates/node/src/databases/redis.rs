@@ -31,6 +31,8 @@ use crate::NodeContext;
 /// How long a replica may follow another replication history than the current
 /// master's (still attached to a former master) before it is re-pointed.
 const FOLLOWING_OTHER_FOR: Duration = Duration::from_secs(3);
+/// How long after a re-point a replica whose link is still down is re-pointed again.
+const REPOINT_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// What a member task remembers between passes.
 #[derive(Default)]
@@ -41,10 +43,15 @@ pub(super) struct Local {
     held: bool,
     /// Since when this replica follows another history than the current master's.
     other_since: Option<Instant>,
+    /// The replication port this replica was last pointed at at runtime, and when.
+    repointed: Option<(u16, Instant)>,
     /// The live settings applied to the process with this run id.
     applied: Option<(String, Disk, Option<u64>)>,
     /// The step of the last pass (a change to a notable one is an event).
     last_step: Option<Step>,
+    /// The redis-server found for the spec's `bin_dir` (looked up once, not every pass:
+    /// it runs `redis-server --version`).
+    bins: Option<(Option<std::path::PathBuf>, Binaries)>,
 }
 
 /// Everything a pass needs about the member.
@@ -72,9 +79,26 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
         return (status(key, 0, MemberRole::Stopped, "no longer in the state"), false);
     };
     let failed = |detail: String| (status(key, rec.term, MemberRole::Failed, detail), false);
-    let bins = match install::discover(rec.spec.bin_dir.as_deref()) {
-        Ok(b) => b,
-        Err(e) => return failed(e.to_string()),
+    // Fence first: a node that finds its lease gone (thawed after a freeze, cut off)
+    // refuses writes on the connection it already has before anything else in the pass.
+    let lease = Duration::from_millis(state.settings.db_lease_ms);
+    let standing = ctx.lease.standing(lease, state.revision);
+    let switchover_fence =
+        rec.primary == key.1 && rec.switchover.as_ref().is_some_and(|s| s.phase == SwitchoverPhase::Fencing);
+    if standing == Standing::Gone || switchover_fence {
+        if let Some((_, a)) = &local.admin {
+            let _ = a.set_writes(Writes::Fenced).await;
+        }
+    }
+    let bins = match &local.bins {
+        Some((dir, b)) if *dir == rec.spec.bin_dir => b.clone(),
+        _ => match install::discover(rec.spec.bin_dir.as_deref()) {
+            Ok(b) => {
+                local.bins = Some((rec.spec.bin_dir.clone(), b.clone()));
+                b
+            }
+            Err(e) => return failed(e.to_string()),
+        },
     };
     let user = match install::member_user() {
         Ok(u) => u,
@@ -140,10 +164,12 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
         local.other_since = None;
         false
     };
-    let lease = Duration::from_millis(state.settings.db_lease_ms);
-    let switchover_fence =
-        rec.primary == key.1 && rec.switchover.as_ref().is_some_and(|s| s.phase == SwitchoverPhase::Fencing);
-    let standing = ctx.lease.standing(lease, state.revision);
+    // Not attached while a master of the current term answers: Redis would retry only at
+    // its next once-a-second cron; a re-point to the other port connects at once.
+    let detached = probe.as_ref().is_some_and(|p| !p.master && !p.link_up && !p.syncing)
+        && master_replid.is_some()
+        && local.repointed.is_none_or(|(_, at)| at.elapsed() >= REPOINT_AGAIN_AFTER);
+    let following_other = following_other || detached;
     let want = Want {
         term: rec.term,
         primary: rec.primary == key.1,
@@ -249,7 +275,7 @@ fn notable(step: &Step, last: Option<&Step>) -> Option<(Level, &'static str, Str
         Step::Fence { why } => (Level::Warn, "member-fenced", format!("refuses writes: {why}")),
         Step::Demote => (Level::Info, "member-demoted", "a former master rejoins as a replica".to_string()),
         Step::Repoint => {
-            (Level::Warn, "member-repointed", "followed a former master: re-pointed at the current one".to_string())
+            (Level::Info, "member-repointed", "was not following the current master: re-pointed at it".to_string())
         }
         Step::Master if matches!(last, Some(Step::Hold)) => {
             (Level::Info, "member-released", "the lease is back: held writes go on".to_string())
@@ -325,9 +351,17 @@ async fn execute(
         }
         Step::Repoint => {
             let a = admin.ok_or("no admin connection")?;
-            tracing::warn!(database = %m.key.0, member = m.key.1, "replica follows a former master: re-pointing it");
-            a.replicate_from(&rw, holdfast_redis::REPL_PORT).await.map_err(err)?;
+            // The other port than the last one: the same endpoint, but a new address to
+            // Redis, so it connects at once.
+            let port = match local.repointed {
+                Some((holdfast_redis::REPL_PORT_ALT, _)) => holdfast_redis::REPL_PORT,
+                Some(_) => holdfast_redis::REPL_PORT_ALT,
+                None => holdfast_redis::REPL_PORT_ALT,
+            };
+            tracing::info!(database = %m.key.0, member = m.key.1, port, "replica not following the current master: re-pointing it");
+            a.replicate_from(&rw, port).await.map_err(err)?;
             local.other_since = None;
+            local.repointed = Some((port, Instant::now()));
             Ok(describe(step))
         }
         Step::Master => {
