@@ -31,8 +31,12 @@ use crate::NodeContext;
 /// How long a replica may follow another replication history than the current
 /// master's (still attached to a former master) before it is re-pointed.
 const FOLLOWING_OTHER_FOR: Duration = Duration::from_secs(3);
-/// How long after a re-point a replica whose link is still down is re-pointed again.
-const REPOINT_AGAIN_AFTER: Duration = Duration::from_secs(1);
+/// How long after a re-point a replica whose link is still down is re-pointed again (its
+/// node's proxy may not have routed the replication endpoint to the new master yet).
+const REPOINT_AGAIN_AFTER: Duration = Duration::from_millis(250);
+/// For how long after it was found detached a replica is looked at every 50 ms (then at
+/// the usual pace: a master it cannot reach is not worth a busy loop).
+const REATTACH_FAST_FOR: Duration = Duration::from_secs(3);
 
 /// What a member task remembers between passes.
 #[derive(Default)]
@@ -45,6 +49,8 @@ pub(super) struct Local {
     other_since: Option<Instant>,
     /// The replication port this replica was last pointed at at runtime, and when.
     repointed: Option<(u16, Instant)>,
+    /// Since when this replica is detached while a master of the term answers.
+    detached_since: Option<Instant>,
     /// The live settings applied to the process with this run id.
     applied: Option<(String, Disk, Option<u64>)>,
     /// The step of the last pass (a change to a notable one is an event).
@@ -166,9 +172,18 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
     };
     // Not attached while a master of the current term answers: Redis would retry only at
     // its next once-a-second cron; a re-point to the other port connects at once.
-    let detached = probe.as_ref().is_some_and(|p| !p.master && !p.link_up && !p.syncing)
-        && master_replid.is_some()
-        && local.repointed.is_none_or(|(_, at)| at.elapsed() >= REPOINT_AGAIN_AFTER);
+    // (A replica still on the history the master serves waits for that master: a new
+    // connection would lead to the same one.)
+    let detached_now = probe.as_ref().is_some_and(|p| {
+        !p.master && !p.link_up && !p.syncing && master_replid.as_ref().is_some_and(|r| *r != p.replid)
+    });
+    if detached_now {
+        local.detached_since.get_or_insert_with(Instant::now);
+    } else {
+        local.detached_since = None;
+    }
+    let reattaching = local.detached_since.is_some_and(|t| t.elapsed() < REATTACH_FAST_FOR);
+    let detached = detached_now && local.repointed.is_none_or(|(_, at)| at.elapsed() >= REPOINT_AGAIN_AFTER);
     let following_other = following_other || detached;
     let want = Want {
         term: rec.term,
@@ -206,6 +221,8 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
         ctx.dbs.set_instance(key, keep_running.then(|| instance_spec(&m)));
     }
     let again = outcome.is_ok() && matches!(step, Step::Promote { .. } | Step::Demote | Step::Init);
+    // A replica reattaching to a new master is looked at often until its link is up.
+    let again = again || reattaching;
     let mut st = match &outcome {
         Err(e) => failed(format!("{}: {e}", describe(&step))).0,
         Ok(detail) => {

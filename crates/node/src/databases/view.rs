@@ -6,7 +6,22 @@ use holdfast_api::peer::{MemberRole, MemberStatus};
 use holdfast_api::types::{DatabaseView, DbMemberView};
 use holdfast_spec::SyncLoss;
 use holdfast_state::model::SwitchoverPhase;
-use holdfast_state::ClusterState;
+use holdfast_state::{ClusterState, DbEngine};
+
+/// `text` in the engine's words: Redis has a master, replicas and writes where PostgreSQL
+/// has a primary, standbys and commits.
+fn words(engine: DbEngine, text: &str) -> String {
+    match engine {
+        DbEngine::Postgres => text.to_string(),
+        DbEngine::Redis => text
+            .replace("synchronous standbys", "replicas")
+            .replace("a synchronous standby", "a replica")
+            .replace("standbys", "replicas")
+            .replace("standby", "replica")
+            .replace("commits", "writes")
+            .replace("commit", "write"),
+    }
+}
 
 /// Every database (or only `only`), by name.
 pub fn databases(
@@ -80,10 +95,15 @@ pub fn databases(
                     None => "loses the database until a replica streams again (none streams now)".into(),
                 }
             };
-            losing.push(format!("{}: {cost}", m.node));
+            losing.push(format!("{}: {}", m.node, words(rec.spec.engine, &cost)));
         }
         let want_sync = rec.spec.sync;
-        if want_sync > 0 && (streaming.len() as u32) < want_sync {
+        if want_sync > 0 && (streaming.len() as u32) < want_sync && rec.spec.engine == DbEngine::Redis {
+            warnings.push(format!(
+                "{} of {want_sync} replicas stream: writes are answered with an error (durability: replicated) until one does",
+                streaming.len()
+            ));
+        } else if want_sync > 0 && (streaming.len() as u32) < want_sync {
             warnings.push(format!(
                 "{} of {want_sync} synchronous standbys stream: {}",
                 streaming.len(),
