@@ -114,10 +114,19 @@ fn a_dead_masters_machine_fails_over_and_comes_back_as_a_replica() {
     let sentinel = host_port(c[0].cli_ok(&["db", "url", "cache", "--endpoint", "sentinel"]).trim());
     assert!(url.starts_with("redis://default:"), "{url}");
     assert_eq!(cli(&c[0], &url, &["SET", "k", "v"]).as_deref(), Ok("OK"));
-    assert_eq!(role(&c[1], &url).as_deref(), Ok("master"), "the master URL reaches the master from every node");
-    assert_eq!(role(&c[2], &ro).as_deref(), Ok("slave"), "cache-ro reaches a replica");
+    // Every node's proxy follows the members' reports within a heartbeat or two.
+    let reached = |n: &Node, url: &str, want: &str| {
+        wait_for("the endpoint's member answering", Duration::from_secs(10), || {
+            let r = role(n, url);
+            seen_unless(r.as_deref() == Ok(want), (), format!("{r:?}"))
+        })
+    };
+    reached(&c[1], &url, "master"); // the master URL reaches the master from every node
+    reached(&c[2], &ro, "slave"); // cache-ro reaches a replica
     assert!(cli(&c[0], &url, &["CONFIG", "SET", "maxmemory", "1"]).is_err(), "services cannot reconfigure members");
-    let found = sentinel_discovers(&py, &c[1], &sentinel, &password(&url)).expect("redis-py Sentinel before");
+    let found = wait_for("redis-py's Sentinel before the failover", Duration::from_secs(15), || {
+        sentinel_discovers(&py, &c[1], &sentinel, &password(&url))
+    });
     assert!(found.contains("master True"), "{found}");
 
     let victim_name = before["primary_node"].as_str().expect("master node").to_string();
@@ -227,12 +236,19 @@ fn with_replicated_durability_a_dead_master_loses_no_acknowledged_write() {
     let url = c[0].cli_ok(&["db", "url", "cache"]).trim().to_string();
     // A pipeline and a transaction through the relay, from redis-py.
     let script = format!(
-        "import redis\nr=redis.Redis.from_url('{url}')\np=r.pipeline(transaction=False)\nfor i in range(50): p.set(f'p:{{i}}', i)\np.get('p:7')\nprint(p.execute()[-1].decode())\nt=r.pipeline(transaction=True)\nt.incr('c'); t.incr('c')\nprint(t.execute())"
+        "import redis\nr=redis.Redis.from_url('{url}')\nr.delete('c')\np=r.pipeline(transaction=False)\nfor i in range(50): p.set(f'p:{{i}}', i)\np.get('p:7')\nprint(p.execute()[-1].decode())\nt=r.pipeline(transaction=True)\nt.incr('c'); t.incr('c')\nprint(t.execute())"
     );
     let pyname = py.to_string_lossy().into_owned();
-    let o = c[1].exec_within(&[pyname.as_str(), "-c", &script], Duration::from_secs(15)).expect("python");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "7\n[1, 2]");
+    let answer = wait_for("a pipeline and a transaction through the relay", Duration::from_secs(15), || {
+        let o =
+            c[1].exec_within(&[pyname.as_str(), "-c", &script], Duration::from_secs(15)).map_err(|e| e.to_string())?;
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+        }
+    });
+    assert_eq!(answer, "7\n[1, 2]");
 
     let victim_name = before["primary_node"].as_str().expect("master node").to_string();
     let victim = node_index(&c, &victim_name);
@@ -323,7 +339,9 @@ fn ioredis_finds_the_master_as_a_plain_and_a_sentinel_client_before_and_after_a_
     let url = c[0].cli_ok(&["db", "url", "cache"]).trim().to_string();
     let sentinel = host_port(c[0].cli_ok(&["db", "url", "cache", "--endpoint", "sentinel"]).trim());
     let pw = password(&url);
-    let roles = ioredis_roles(&node_path, &c[1], &url, &sentinel, &pw).expect("ioredis before");
+    let roles = wait_for("ioredis before the failover", Duration::from_secs(15), || {
+        ioredis_roles(&node_path, &c[1], &url, &sentinel, &pw)
+    });
     assert_eq!(roles, "master master slave");
 
     let victim = node_index(&c, before["primary_node"].as_str().expect("master"));

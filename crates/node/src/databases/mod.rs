@@ -50,6 +50,39 @@ pub fn instance_id(engine: DbEngine, database: &str, member: u32) -> InstanceId 
     InstanceId::new(format!("{}{database}", prefix(engine)), member)
 }
 
+/// The agent instance of a member's server: `script` run by `/bin/sh -c` with `args` as
+/// `$0`, `$1`, … (the port in `$PORT`), in `workdir`, as `user`, with one port named
+/// `port`, a TCP health check on it, and `stop_signal` to the main process only (30 s of
+/// grace: the server's own shutdown writes what it must).
+pub(super) fn server_instance(
+    id: InstanceId,
+    script: &str,
+    args: &[String],
+    workdir: &std::path::Path,
+    port: &str,
+    stop_signal: i32,
+    user: &OsUser,
+) -> InstanceSpec {
+    let mut argv = vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+    argv.extend(args.iter().cloned());
+    let mut spec = InstanceSpec::new(id, argv);
+    spec.workdir = Some(workdir.to_path_buf());
+    spec.ports = vec![port.to_string()];
+    spec.health = Some(holdfast_agent::HealthConfig {
+        check: holdfast_agent::HealthProbe::Tcp { port: port.to_string() },
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        healthy_threshold: 1,
+        unhealthy_threshold: 3,
+        start_grace: Duration::from_secs(30),
+    });
+    spec.stop_signal = stop_signal;
+    spec.stop_main_only = true;
+    spec.stop_grace = Duration::from_secs(30);
+    spec.run_as = Some(holdfast_agent::RunAs { uid: user.uid, gid: user.gid });
+    spec
+}
+
 /// The database and engine of a member's agent instance (`None`: a service replica).
 pub fn member_of(id: &InstanceId) -> Option<(&str, DbEngine)> {
     INSTANCE_PREFIXES.iter().find_map(|(e, p)| id.service.strip_prefix(p).map(|db| (db, *e)))
@@ -91,6 +124,8 @@ pub struct Shared {
     /// Bumped when a member's role, term or reachability changes (not its positions):
     /// the heartbeat goes out at once and routing follows.
     roles: tokio::sync::watch::Sender<u64>,
+    /// The members placed here that have a task (only they may publish an instance).
+    placed: Mutex<BTreeSet<Key>>,
 }
 
 impl Default for Shared {
@@ -100,6 +135,7 @@ impl Default for Shared {
             instances: tokio::sync::watch::Sender::new(BTreeMap::new()),
             settled: Mutex::default(),
             roles: tokio::sync::watch::Sender::new(0),
+            placed: Mutex::default(),
         }
     }
 }
@@ -146,6 +182,9 @@ impl Shared {
     }
 
     fn set_instance(&self, key: &Key, spec: Option<InstanceSpec>) {
+        // A member no longer placed here publishes nothing (a pass still running when the
+        // runner forgot it must not bring its instance back).
+        let spec = spec.filter(|_| self.placed.lock().unwrap_or_else(|e| e.into_inner()).contains(key));
         self.instances.send_if_modified(|m| match spec {
             Some(s) => m.insert(key.clone(), s.clone()) != Some(s),
             None => m.remove(key).is_some(),
@@ -153,6 +192,7 @@ impl Shared {
     }
 
     fn forget(&self, key: &Key) {
+        self.placed.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         self.statuses.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         self.set_instance(key, None);
     }
@@ -189,6 +229,7 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
         });
         for key in &wanted {
             if !tasks.contains_key(key) {
+                ctx.dbs.placed.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
                 let token = cancel.child_token();
                 let task = tokio::spawn(member_task(ctx.clone(), key.clone(), token.clone()));
                 tasks.insert(key.clone(), (token, task));

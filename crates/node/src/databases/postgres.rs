@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use holdfast_agent::{HealthConfig, HealthProbe, InstanceSpec, InstanceState, RunAs};
+use holdfast_agent::{InstanceSpec, InstanceState};
 use holdfast_api::peer::{MemberRole, MemberStatus};
 use holdfast_postgres::admin::{Admin, Probe};
 use holdfast_postgres::conf::{self, MemberConf, Upstream};
@@ -595,33 +595,17 @@ async fn configure_primary(m: &Member<'_>, a: &Admin, local: &mut Local) -> Resu
 
 /// The agent instance that runs the member's postgres.
 fn instance_spec(m: &Member<'_>) -> InstanceSpec {
-    let mut spec = InstanceSpec::new(
-        instance_id(holdfast_state::DbEngine::Postgres, &m.key.0, m.key.1),
-        vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            r#"exec "$0" -D "$1" -p "$PORT""#.into(),
-            m.bins.program("postgres").display().to_string(),
-            m.dir.data().display().to_string(),
-        ],
-    );
-    spec.workdir = Some(m.dir.root.clone());
-    spec.ports = vec!["pg".into()];
-    spec.health = Some(HealthConfig {
-        check: HealthProbe::Tcp { port: "pg".into() },
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        healthy_threshold: 1,
-        unhealthy_threshold: 3,
-        start_grace: Duration::from_secs(30),
-    });
     // SIGINT: PostgreSQL's fast shutdown (sessions end at once, WAL goes to the standbys,
     // a checkpoint is written).
-    spec.stop_signal = 2;
-    spec.stop_main_only = true;
-    spec.stop_grace = Duration::from_secs(30);
-    spec.run_as = Some(RunAs { uid: m.user.uid, gid: m.user.gid });
-    spec
+    super::server_instance(
+        instance_id(holdfast_state::DbEngine::Postgres, &m.key.0, m.key.1),
+        r#"exec "$0" -D "$1" -p "$PORT""#,
+        &[m.bins.program("postgres").display().to_string(), m.dir.data().display().to_string()],
+        &m.dir.root,
+        "pg",
+        2,
+        &m.user,
+    )
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! connection that never broke) is told by its replication id and re-pointed.
 use std::time::{Duration, Instant};
 
-use holdfast_agent::{HealthConfig, HealthProbe, InstanceSpec, InstanceState, RunAs};
+use holdfast_agent::{InstanceSpec, InstanceState};
 use holdfast_api::peer::{MemberRole, MemberStatus};
 use holdfast_redis::admin::{Admin, Probe};
 use holdfast_redis::conf::{self, Disk, MemberConf, Passwords, Writes};
@@ -476,32 +476,16 @@ async fn apply_settings(m: &Member<'_>, a: &Admin, p: &Probe, local: &mut Local)
 
 /// The agent instance that runs the member's redis-server.
 fn instance_spec(m: &Member<'_>) -> InstanceSpec {
-    let mut spec = InstanceSpec::new(
-        instance_id(DbEngine::Redis, &m.key.0, m.key.1),
-        vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            r#"exec "$0" "$1" --port "$PORT""#.into(),
-            m.bins.server.display().to_string(),
-            m.dir.conf().display().to_string(),
-        ],
-    );
-    spec.workdir = Some(m.dir.root.clone());
-    spec.ports = vec!["redis".into()];
-    spec.health = Some(HealthConfig {
-        check: HealthProbe::Tcp { port: "redis".into() },
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        healthy_threshold: 1,
-        unhealthy_threshold: 3,
-        start_grace: Duration::from_secs(30),
-    });
     // SIGTERM: Redis's own shutdown (AOF fsynced, or an RDB saved when configured).
-    spec.stop_signal = 15;
-    spec.stop_main_only = true;
-    spec.stop_grace = Duration::from_secs(30);
-    spec.run_as = Some(RunAs { uid: m.user.uid, gid: m.user.gid });
-    spec
+    super::server_instance(
+        instance_id(DbEngine::Redis, &m.key.0, m.key.1),
+        r#"exec "$0" "$1" --port "$PORT""#,
+        &[m.bins.server.display().to_string(), m.dir.conf().display().to_string()],
+        &m.dir.root,
+        "redis",
+        15,
+        &m.user,
+    )
 }
 
 #[cfg(test)]
