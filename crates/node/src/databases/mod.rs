@@ -337,14 +337,73 @@ pub(super) fn status(key: &Key, term: u64, role: MemberRole, detail: impl Into<S
     }
 }
 
+/// A member's directory: `<data dir>/databases/<db>/m<i>`.
+pub(super) fn member_root(ctx: &NodeContext, key: &Key) -> std::path::PathBuf {
+    ctx.data_dir.join("databases").join(&key.0).join(format!("m{}", key.1))
+}
+
+/// Makes `root` reachable for `user` (the OS user `product`'s server runs as): opens the
+/// path through holdfast's data directory, then says which ancestor still blocks it.
+pub(super) fn reachable_for(
+    ctx: &NodeContext,
+    root: &std::path::Path,
+    user: &OsUser,
+    product: &str,
+) -> Result<(), String> {
+    open_path_for(&ctx.data_dir, root, user)?;
+    match holdfast_agent::osuser::untraversable_ancestor(root, user) {
+        Some(blocked) => Err(format!(
+            "{product} runs as OS user {} and cannot reach {} ({} is not traversable for it: chmod o+x it, or use a data directory it can reach)",
+            user.name,
+            root.display(),
+            blocked.display()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The agent's instance of a member: its status, whether it runs (whatever its health),
+/// and its port named `port`.
+pub(super) fn member_instance(
+    ctx: &NodeContext,
+    id: &InstanceId,
+    port: &str,
+) -> (Option<holdfast_agent::InstanceStatus>, bool, Option<u16>) {
+    use holdfast_agent::InstanceState;
+    let inst = ctx.agent.status().into_iter().find(|s| s.id == *id);
+    let running = inst
+        .as_ref()
+        .is_some_and(|s| matches!(s.state, InstanceState::Starting | InstanceState::Ready | InstanceState::Unready));
+    let port = inst.as_ref().and_then(|s| s.ports.get(port).copied());
+    (inst, running, port)
+}
+
+/// The report of the member of `rec` (database `name`) that answers as primary of the
+/// current term, as this node hears the members.
+pub(super) async fn current_primary(
+    ctx: &NodeContext,
+    rec: &holdfast_state::model::DatabaseRecord,
+    name: &str,
+) -> Option<MemberStatus> {
+    let node = rec.primary_node()?;
+    let members = crate::peer::heartbeat::members_by_node(ctx).await;
+    members
+        .get(&node)?
+        .iter()
+        .find(|m| {
+            m.database == name
+                && m.member == rec.primary
+                && m.role == MemberRole::Primary
+                && m.term == rec.term
+                && m.answering
+        })
+        .cloned()
+}
+
 /// Lets the member user pass through holdfast's data directory to the member directory:
 /// `x` only (no listing) for others on `data_dir`, `databases/` and `databases/<db>/`.
 /// The data directory's own secrets stay 0600 files.
-pub(super) fn open_path_for(
-    data_dir: &std::path::Path,
-    member_root: &std::path::Path,
-    user: &OsUser,
-) -> Result<(), String> {
+fn open_path_for(data_dir: &std::path::Path, member_root: &std::path::Path, user: &OsUser) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     if user.uid == holdfast_agent::osuser::current_uid() {
         return Ok(());

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use holdfast_agent::{InstanceSpec, InstanceState};
+use holdfast_agent::InstanceSpec;
 use holdfast_api::peer::{MemberRole, MemberStatus};
 use holdfast_postgres::admin::{Admin, Probe};
 use holdfast_postgres::conf::{self, MemberConf, Upstream};
@@ -22,7 +22,7 @@ use holdfast_spec::SyncLoss;
 use holdfast_state::events::Level;
 use holdfast_state::model::{DatabaseRecord, SwitchoverPhase};
 
-use super::{instance_id, open_path_for, status, Key};
+use super::{instance_id, status, Key};
 use crate::lease::Standing;
 use crate::NodeContext;
 
@@ -56,6 +56,9 @@ pub(super) struct Local {
     sync_applied: Option<Vec<u32>>,
     /// The step of the last pass (a change to a notable one is an event).
     last_step: Option<Step>,
+    /// The binaries found for the spec's `bin_dir` (looked up once, not every pass: it
+    /// runs `postgres --version`).
+    bins: Option<(Option<std::path::PathBuf>, Binaries)>,
 }
 
 /// How long a replica may answer without streaming from a primary that is up before it
@@ -100,35 +103,29 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
         return (status(key, 0, MemberRole::Stopped, "no longer in the state"), false);
     };
     let failed = |detail: String| (status(key, rec.term, MemberRole::Failed, detail), false);
-    let bins = match install::discover(rec.spec.bin_dir.as_deref()) {
-        Ok(b) => b,
-        Err(e) => return failed(e.to_string()),
+    let bins = match &local.bins {
+        Some((dir, b)) if *dir == rec.spec.bin_dir => b.clone(),
+        _ => match install::discover(rec.spec.bin_dir.as_deref()) {
+            Ok(b) => {
+                local.bins = Some((rec.spec.bin_dir.clone(), b.clone()));
+                b
+            }
+            Err(e) => return failed(e.to_string()),
+        },
     };
     let user = match install::member_user() {
         Ok(u) => u,
         Err(e) => return failed(e.to_string()),
     };
-    let dir = MemberDir::new(ctx.data_dir.join("databases").join(&key.0).join(format!("m{}", key.1)));
-    if let Err(e) = open_path_for(&ctx.data_dir, &dir.root, &user) {
+    let dir = MemberDir::new(super::member_root(ctx, key));
+    if let Err(e) = super::reachable_for(ctx, &dir.root, &user, "PostgreSQL") {
         return failed(e);
-    }
-    if let Some(blocked) = install::untraversable_ancestor(&dir.root, &user) {
-        return failed(format!(
-            "PostgreSQL runs as OS user {} and cannot reach {} ({} is not traversable for it: chmod o+x it, or use a data directory it can reach)",
-            user.name,
-            dir.root.display(),
-            blocked.display()
-        ));
     }
     if let Err(e) = dir.create(&user) {
         return failed(e.to_string());
     }
     let id = instance_id(holdfast_state::DbEngine::Postgres, &key.0, key.1);
-    let inst = ctx.agent.status().into_iter().find(|s| s.id == id);
-    let running = inst
-        .as_ref()
-        .is_some_and(|s| matches!(s.state, InstanceState::Starting | InstanceState::Ready | InstanceState::Unready));
-    let port = inst.as_ref().and_then(|s| s.ports.get("pg").copied());
+    let (inst, running, port) = super::member_instance(ctx, &id, "pg");
     // One admin connection per member, kept across passes while it works: a new one per
     // pass costs a SCRAM handshake each time, which made a pass slow enough to delay
     // fencing and switchovers by most of a second.
@@ -157,7 +154,7 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
     // now and then (it reaches the end of its own timeline and cannot switch: its WAL went
     // past the fork) and must not count as following.
     let replica = running && marker.ready && marker.primary_term == 0 && rec.primary != key.1;
-    let primary_tli = if replica { primary_timeline(ctx, rec, &key.0).await } else { None };
+    let primary_tli = if replica { super::current_primary(ctx, rec, &key.0).await.map(|m| m.timeline) } else { None };
     let follows = |p: &Probe| p.streaming && primary_tli.is_none_or(|t| p.timeline >= t);
     if probe.is_some_and(|p| follows(&p) || !p.in_recovery) {
         local.divergences = 0; // it follows (or leads): earlier rewinds did their job
@@ -289,21 +286,6 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
     let again = again || (matches!(step, Step::Stop { .. }) && running) || matches!(step, Step::Hold);
     local.admin = if probe.is_some() && running { conn } else { None };
     (st, again)
-}
-
-/// The timeline of the primary of `rec` (database `name`) when it reports answering as
-/// primary of the current term, as this node hears the members.
-async fn primary_timeline(ctx: &NodeContext, rec: &DatabaseRecord, name: &str) -> Option<u32> {
-    let node = rec.primary_node()?;
-    let members = crate::peer::heartbeat::members_by_node(ctx).await;
-    members.get(&node)?.iter().find_map(|m| {
-        (m.database == name
-            && m.member == rec.primary
-            && m.role == MemberRole::Primary
-            && m.term == rec.term
-            && m.answering)
-            .then_some(m.timeline)
-    })
 }
 
 /// A step worth an event when a member comes to it (only this node sees it: fencing,

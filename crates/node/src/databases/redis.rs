@@ -12,7 +12,7 @@
 //! connection that never broke) is told by its replication id and re-pointed.
 use std::time::{Duration, Instant};
 
-use holdfast_agent::{InstanceSpec, InstanceState};
+use holdfast_agent::InstanceSpec;
 use holdfast_api::peer::{MemberRole, MemberStatus};
 use holdfast_redis::admin::{Admin, Probe};
 use holdfast_redis::conf::{self, Disk, MemberConf, Passwords, Writes};
@@ -24,7 +24,7 @@ use holdfast_state::events::Level;
 use holdfast_state::model::{DatabaseRecord, SwitchoverPhase};
 use holdfast_state::DbEngine;
 
-use super::{instance_id, open_path_for, status, Key};
+use super::{instance_id, status, Key};
 use crate::lease::Standing;
 use crate::NodeContext;
 
@@ -110,27 +110,15 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
         Ok(u) => u,
         Err(e) => return failed(e.to_string()),
     };
-    let dir = MemberDir::new(ctx.data_dir.join("databases").join(&key.0).join(format!("m{}", key.1)));
-    if let Err(e) = open_path_for(&ctx.data_dir, &dir.root, &user) {
+    let dir = MemberDir::new(super::member_root(ctx, key));
+    if let Err(e) = super::reachable_for(ctx, &dir.root, &user, "Redis") {
         return failed(e);
-    }
-    if let Some(blocked) = holdfast_agent::osuser::untraversable_ancestor(&dir.root, &user) {
-        return failed(format!(
-            "Redis runs as OS user {} and cannot reach {} ({} is not traversable for it: chmod o+x it, or use a data directory it can reach)",
-            user.name,
-            dir.root.display(),
-            blocked.display()
-        ));
     }
     if let Err(e) = dir.create(&user) {
         return failed(e.to_string());
     }
     let id = instance_id(DbEngine::Redis, &key.0, key.1);
-    let inst = ctx.agent.status().into_iter().find(|s| s.id == id);
-    let running = inst
-        .as_ref()
-        .is_some_and(|s| matches!(s.state, InstanceState::Starting | InstanceState::Ready | InstanceState::Unready));
-    let port = inst.as_ref().and_then(|s| s.ports.get("redis").copied());
+    let (_, running, port) = super::member_instance(ctx, &id, "redis");
     let conn = match (running, port, local.admin.take()) {
         (true, Some(p), Some((q, a))) if q == p => Some((q, a)),
         (true, Some(p), _) => {
@@ -160,7 +148,7 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
         }
     }
     // A replica attached to another history than the current master's, for a while.
-    let master_replid = current_master_replid(ctx, rec, &key.0).await;
+    let master_replid = super::current_primary(ctx, rec, &key.0).await.and_then(|m| m.replid);
     let other = probe
         .as_ref()
         .is_some_and(|p| !p.master && p.link_up && master_replid.as_ref().is_some_and(|r| *r != p.replid));
@@ -261,21 +249,6 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
     st.port = if running { port } else { None };
     local.admin = if probe.is_some() && running { conn } else { None };
     (st, again)
-}
-
-/// The replication id the master of `rec`'s current term reports, as this node hears it.
-async fn current_master_replid(ctx: &NodeContext, rec: &DatabaseRecord, name: &str) -> Option<String> {
-    let node = rec.primary_node()?;
-    let members = crate::peer::heartbeat::members_by_node(ctx).await;
-    members.get(&node)?.iter().find_map(|m| {
-        (m.database == name
-            && m.member == rec.primary
-            && m.role == MemberRole::Primary
-            && m.term == rec.term
-            && m.answering)
-            .then(|| m.replid.clone())
-            .flatten()
-    })
 }
 
 /// A step worth an event when a member comes to it (only this node sees it).
