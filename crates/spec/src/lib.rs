@@ -36,7 +36,8 @@ mod yaml;
 
 pub use error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 pub use model::{
-    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, Persistence, RedisOptions, SyncLoss, DEFAULT_DB_INSTANCES,
+    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, Persistence, RedisOptions, SecretSpec, SyncLoss,
+    DEFAULT_DB_INSTANCES,
     MAX_DB_INSTANCES, POSTGRES_PORT, REDIS_DEFAULT_USER, REDIS_PORT, SENTINEL_PORT,
 };
 pub use model::{

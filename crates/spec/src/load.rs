@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 use crate::model::{
-    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, Persistence, SyncLoss, DEFAULT_DB_INSTANCES, MAX_DB_INSTANCES,
+    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, Persistence, SecretSpec, SyncLoss, DEFAULT_DB_INSTANCES, MAX_DB_INSTANCES,
 };
 use crate::model::{
     HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Spread,
@@ -33,7 +33,7 @@ struct FieldSet {
 }
 
 const SERVICE_FIELDS: &[&str] =
-    &["run", "replicas", "workdir", "env", "ports", "health", "resources", "restart", "stop", "placement"];
+    &["run", "replicas", "workdir", "env", "files", "ports", "health", "resources", "restart", "stop", "placement"];
 const HEALTH_FIELDS: &[&str] =
     &["http", "tcp", "exec", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "start_grace"];
 const RESOURCE_FIELDS: &[&str] = &["cpu", "memory"];
@@ -61,7 +61,7 @@ const POSTGRES_ONLY: &[&str] = &["sync", "on_sync_loss", "databases", "users", "
 const REDIS_ONLY: &[&str] = &["persistence", "maxmemory", "durability"];
 
 const TOP: FieldSet = FieldSet {
-    names: &["project", "services", "routes", "databases"],
+    names: &["project", "services", "routes", "databases", "secrets"],
     hints: &[
         ("a service, under `services.<name>`", SERVICE_FIELDS),
         ("a route, in the `routes:` list", ROUTE_FIELDS),
@@ -71,6 +71,7 @@ const TOP: FieldSet = FieldSet {
 const DATABASE: FieldSet =
     FieldSet { names: DATABASE_FIELDS, hints: &[("`resources`", RESOURCE_FIELDS), ("`placement`", PLACEMENT_FIELDS)] };
 const ENV_URL: FieldSet = FieldSet { names: &["url", "endpoint", "user"], hints: &[] };
+const SECRET_REF: FieldSet = FieldSet { names: &["secret"], hints: &[] };
 const SERVICE: FieldSet = FieldSet {
     names: SERVICE_FIELDS,
     hints: &[
@@ -125,6 +126,8 @@ pub(crate) struct Loader {
     route_port_omitted: Vec<bool>,
     databases: BTreeMap<String, DatabaseSpec>,
     database_at: HashMap<String, (usize, Option<LineCol>)>,
+    secrets: BTreeMap<String, SecretSpec>,
+    secret_at: HashMap<String, (usize, Option<LineCol>)>,
 }
 
 fn at(file: &str, pos: Option<LineCol>) -> String {
@@ -202,6 +205,7 @@ impl Loader {
             services: std::mem::take(&mut self.services),
             routes: std::mem::take(&mut self.routes),
             databases: std::mem::take(&mut self.databases),
+            secrets: std::mem::take(&mut self.secrets),
         };
         let mut sink = LoaderSink {
             positions: &self.positions,
@@ -475,6 +479,96 @@ impl Doc<'_> {
         }
         if let Some((_, v)) = f.get("databases") {
             self.databases(v, &root.field("databases"));
+        }
+        if let Some((_, v)) = f.get("secrets") {
+            self.secrets(v, &root.field("secrets"));
+        }
+    }
+
+    /// `secrets: { oauth-key: {} }`: declarations only (a value here is refused: values
+    /// are set with `holdfast secret set`, never written in a spec).
+    fn secrets(&mut self, node: &Node, p: &FieldPath) {
+        let Some(entries) = self.entries(
+            node,
+            p,
+            "a mapping of secret names to `{}`, e.g. `oauth-key: {}` (values are set with `holdfast secret set`)",
+            "secret",
+        ) else {
+            return;
+        };
+        for (name, k, v) in entries {
+            let sp = p.key(&name);
+            if let Some((file, pos)) = self.loader.secret_at.get(&name).copied() {
+                let first = at(self.loader.files.get(file).map_or("", String::as_str), pos);
+                self.error(
+                    SpecErrorKind::Duplicate,
+                    &sp,
+                    k.pos,
+                    format!("secret `{}` is declared twice (first at {first})", name.escape_debug()),
+                );
+                continue;
+            }
+            self.note(&sp, k.pos, v.pos);
+            match &v.kind {
+                Kind::Null => {}
+                Kind::Map(m) if m.is_empty() => {}
+                _ => self.fail(
+                    SpecErrorKind::WrongType,
+                    &sp,
+                    v.pos,
+                    format!(
+                        "a secret is declared as `{}: {{}}`; its value never goes in a spec: set it with `holdfast secret set <project>/{}` (from stdin or --from-file)",
+                        name.escape_debug(),
+                        name.escape_debug()
+                    ),
+                ),
+            }
+            self.loader.secret_at.insert(name.clone(), (self.file, k.pos));
+            self.loader.secrets.insert(name, SecretSpec::default());
+        }
+    }
+
+    /// `files: { /run/secrets/key: { secret: key } }`.
+    fn files(&mut self, node: &Node, p: &FieldPath) -> BTreeMap<String, FileSource> {
+        let mut out = BTreeMap::new();
+        let Some(entries) =
+            self.entries(node, p, "a mapping of absolute file paths to `{ secret: <name> }`", "file")
+        else {
+            self.poison(p);
+            return out;
+        };
+        for (path, k, v) in entries {
+            let fp = p.key(&path);
+            self.note(&fp, k.pos, v.pos);
+            match self.secret_ref(v, &fp) {
+                Some(secret) => {
+                    out.insert(path, FileSource { secret });
+                }
+                None => self.poison(&fp),
+            }
+        }
+        out
+    }
+
+    /// `{ secret: name }`.
+    fn secret_ref(&mut self, node: &Node, p: &FieldPath) -> Option<String> {
+        if !matches!(node.kind, Kind::Map(_)) {
+            self.wrong_type(p, node, "`{ secret: <name> }`, naming a secret declared under `secrets:`");
+            return None;
+        }
+        let f = self.fields(node, p, &SECRET_REF)?;
+        match f.get("secret") {
+            Some((_, v)) => self.string(v, &p.field("secret"), "the name of a secret declared under `secrets:`"),
+            None => {
+                self.fail(
+                    SpecErrorKind::MissingField,
+                    p,
+                    node.pos,
+                    "missing required field `secret`: the declared secret the file holds, e.g. `{ secret: oauth-key }`"
+                        .to_string(),
+                );
+                None
+            }
         }
     }
 
@@ -859,6 +953,9 @@ impl Doc<'_> {
         if let Some((_, v)) = f.get("env") {
             svc.env = self.env(v, &sp.field("env"));
         }
+        if let Some((_, v)) = f.get("files") {
+            svc.files = self.files(v, &sp.field("files"));
+        }
         let mut port_order = Vec::new();
         let mut ports_ok = true;
         if let Some((_, v)) = f.get("ports") {
@@ -1051,11 +1148,24 @@ impl Doc<'_> {
                     );
                     EnvValue::Value(String::new())
                 }
+                Kind::Map(entries) if entries.iter().any(|(k, _)| k.scalar_text().as_deref() == Some("secret")) => {
+                    match self.secret_ref(v, &ep) {
+                        Some(secret) => EnvValue::Secret { secret },
+                        None => {
+                            self.poison(&ep);
+                            EnvValue::Value(String::new())
+                        }
+                    }
+                }
                 Kind::Map(_) => self.env_url(v, &ep),
                 _ => match v.scalar_text() {
                     Some(s) => EnvValue::Value(s),
                     None => {
-                        self.wrong_type(&ep, v, "a string value, or a database URL such as `{ url: db }`");
+                        self.wrong_type(
+                            &ep,
+                            v,
+                            "a string value, a database URL such as `{ url: db }`, or a secret such as `{ secret: oauth-key }`",
+                        );
                         EnvValue::Value(String::new())
                     }
                 },

@@ -48,6 +48,21 @@ pub struct Stack {
     /// JSON written before it existed (and left out when empty).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub databases: BTreeMap<String, DatabaseSpec>,
+    /// Secrets this project's services read (`secrets: { oauth-key: {} }`): declared
+    /// here, their values set with `holdfast secret set` and kept sealed in the cluster.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretSpec>,
+}
+
+/// A declared secret. Its value is never in a spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSpec {}
+
+/// Where a file an instance reads comes from (`files: { /run/secrets/key: { secret: key } }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSource {
+    /// The declared secret whose current value the file holds.
+    pub secret: String,
 }
 
 impl Default for Stack {
@@ -57,6 +72,7 @@ impl Default for Stack {
             services: BTreeMap::new(),
             routes: Vec::new(),
             databases: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         }
     }
 }
@@ -87,9 +103,22 @@ pub struct ServiceSpec {
     /// written before it existed (and left out when it is the default).
     #[serde(default, skip_serializing_if = "PlacementSpec::is_default")]
     pub placement: PlacementSpec,
+    /// Files holding secrets, by the absolute path the instance reads them at (mode 0400,
+    /// on tmpfs, in the instance's own view of that directory).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, FileSource>,
 }
 
 impl ServiceSpec {
+    /// The secrets this service reads, from `env` and `files`.
+    pub fn secrets_used(&self) -> std::collections::BTreeSet<&str> {
+        let env = self.env.values().filter_map(|v| match v {
+            EnvValue::Secret { secret } => Some(secret.as_str()),
+            _ => None,
+        });
+        env.chain(self.files.values().map(|f| f.secret.as_str())).collect()
+    }
+
     /// A service running `run` with every other field at its default.
     pub fn new(run: RunCommand) -> Self {
         ServiceSpec {
@@ -103,6 +132,7 @@ impl ServiceSpec {
             restart: RestartPolicy::default(),
             stop: StopSpec::default(),
             placement: PlacementSpec::default(),
+            files: BTreeMap::new(),
         }
     }
 }
@@ -130,6 +160,12 @@ pub enum EnvValue {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
     },
+    /// `{ secret: oauth-key }`: the current value of a secret declared in the same stack,
+    /// opened by the node that starts the instance.
+    Secret {
+        /// The secret's name.
+        secret: String,
+    },
 }
 
 impl EnvValue {
@@ -137,7 +173,7 @@ impl EnvValue {
     pub fn literal(&self) -> Option<&str> {
         match self {
             EnvValue::Value(v) => Some(v),
-            EnvValue::Url { .. } => None,
+            EnvValue::Url { .. } | EnvValue::Secret { .. } => None,
         }
     }
 }

@@ -103,6 +103,13 @@ pub(crate) fn validate_stack(stack: &Stack, sink: &mut dyn Sink) {
     for (name, db) in &stack.databases {
         validate_database(stack, name, db, &databases_path.key(name), sink);
     }
+    let secrets_path = root.field("secrets");
+    for name in stack.secrets.keys() {
+        let p = secrets_path.key(name);
+        if let Some(msg) = dns_label_problem("secret name", name) {
+            sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
+        }
+    }
 }
 
 fn validate_run(run: &RunCommand, path: &FieldPath, sink: &mut dyn Sink) {
@@ -275,7 +282,22 @@ fn validate_service(stack: &Stack, name: &str, svc: &ServiceSpec, sp: &FieldPath
                 EnvValue::Url { url, user, endpoint } => {
                     validate_env_url(stack, url, *endpoint, user.as_deref(), &p, sink);
                 }
+                EnvValue::Secret { secret } => validate_secret_ref(stack, secret, &p.field("secret"), sink),
             }
+        }
+    }
+
+    let files_path = sp.field("files");
+    if !sink.is_poisoned(&files_path) {
+        for (path, source) in &svc.files {
+            let p = files_path.key(path);
+            if sink.is_poisoned(&p) {
+                continue;
+            }
+            if let Some(msg) = secret_file_problem(path, svc.workdir.as_deref()) {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
+            }
+            validate_secret_ref(stack, &source.secret, &p.field("secret"), sink);
         }
     }
 
@@ -483,6 +505,74 @@ fn validate_node_selector(placement: &PlacementSpec, pp: &FieldPath, sink: &mut 
             }
         }
     }
+}
+
+/// Directories a secret file may not be put in: the file's directory is replaced, in the
+/// instance's view, by one holding only its secret files.
+const SYSTEM_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root", "/run", "/sbin",
+    "/srv", "/sys", "/tmp", "/usr", "/var",
+];
+
+/// Why `path` cannot hold a secret file, if it cannot: it must be absolute and plain, and
+/// its directory must not be a system directory nor hold the service's workdir (the
+/// instance sees only its secret files in that directory).
+pub(crate) fn secret_file_problem(path: &str, workdir: Option<&std::path::Path>) -> Option<String> {
+    let shown = path.escape_debug();
+    if !path.starts_with('/') {
+        return Some(format!("file path `{shown}` must be absolute, e.g. `/run/secrets/{shown}`"));
+    }
+    if path.contains('\0') {
+        return Some("a file path cannot contain a NUL character".to_string());
+    }
+    if path.ends_with('/') || path.contains("//") || path.split('/').any(|c| c == "." || c == "..") {
+        return Some(format!("file path `{shown}` must be a plain path to a file (no `.`, `..`, `//` or trailing `/`)"));
+    }
+    let dir = std::path::Path::new(path).parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = if dir.is_empty() { "/".to_string() } else { dir };
+    if SYSTEM_DIRS.contains(&dir.as_str()) {
+        return Some(format!(
+            "`{shown}` is directly in `{dir}`: the instance sees only its secret files in a secret file's directory, so put it in a directory of its own, e.g. `/run/secrets/{}`",
+            path.rsplit('/').next().unwrap_or("key").escape_debug()
+        ));
+    }
+    if let Some(w) = workdir {
+        if w.starts_with(&dir) {
+            return Some(format!(
+                "`{shown}` is in `{dir}`, which holds the workdir `{}`: the instance sees only its secret files in that directory; use a directory of its own, e.g. `/run/secrets`",
+                w.display()
+            ));
+        }
+    }
+    None
+}
+
+/// `{ secret: S }`: `S` is declared in the stack's `secrets:`.
+fn validate_secret_ref(stack: &Stack, secret: &str, p: &FieldPath, sink: &mut dyn Sink) {
+    if sink.is_poisoned(p) || stack.secrets.contains_key(secret) {
+        return;
+    }
+    let secrets_path = FieldPath::root().field("secrets");
+    let names = in_declared_order(sink, &secrets_path, stack.secrets.keys());
+    let msg = if names.is_empty() {
+        format!(
+            "secret `{}` is not declared: add `secrets: {{ {}: {{}} }}` at the top level of project `{}`, then set its value with `holdfast secret set {}/{}`",
+            secret.escape_debug(),
+            secret.escape_debug(),
+            stack.project,
+            stack.project,
+            secret.escape_debug()
+        )
+    } else {
+        format!(
+            "secret `{}` is not declared in project `{}`{} (declared: {})",
+            secret.escape_debug(),
+            stack.project,
+            suggestion_suffix(secret, names.iter().copied()),
+            names.join(", ")
+        )
+    };
+    sink.report(SpecErrorKind::UnknownReference, p, Target::Value, msg);
 }
 
 /// `{ url: X, endpoint: E, user: U }`: `X` is a database of the stack, `E` one of its

@@ -20,9 +20,9 @@ macro_rules! err_cases {
 err_cases! {
     // --- structure, unknown and missing fields
     unknown_service_field_suggests: "services:\n  web:\n    run: [srv]\n    replica: 3\n"
-        => "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, ports, health, resources, restart, stop, placement)";
+        => "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, files, ports, health, resources, restart, stop, placement)";
     unknown_top_field_suggests: "service:\n  web: {run: x}\n"
-        => "demo.yaml:1:1: unknown field `service`, did you mean `services`? (valid fields: project, services, routes, databases)";
+        => "demo.yaml:1:1: unknown field `service`, did you mean `services`? (valid fields: project, services, routes, databases, secrets)";
     misplaced_health_field_hint: "services:\n  web:\n    run: [srv]\n    interval: 3s\n"
         => "demo.yaml:4:5: services.web: unknown field `interval`: `interval` belongs in `health`";
     misplaced_service_field_at_top: "run: [srv]\n"
@@ -42,11 +42,11 @@ err_cases! {
     service_defined_twice_in_file: "services:\n  web: {run: a}\n  web: {run: b}\n"
         => "demo.yaml:3:3: services.web: service `web` is defined twice (first at demo.yaml:2:3)";
     service_as_string_hints_run: "services:\n  web: python3 app.py\n"
-        => "demo.yaml:2:8: services.web: expected a mapping with fields run, replicas, workdir, env, ports, health, resources, restart, stop, placement, found string `python3 app.py`; to run a command write `web: { run: \"python3 app.py\" }`";
+        => "demo.yaml:2:8: services.web: expected a mapping with fields run, replicas, workdir, env, files, ports, health, resources, restart, stop, placement, found string `python3 app.py`; to run a command write `web: { run: \"python3 app.py\" }`";
     services_as_list: "services:\n  - web\n"
         => "demo.yaml:2:3: services: expected a mapping of service names to services, e.g. `web: { run: ... }`, found a list";
     top_level_list: "- a\n- b\n"
-        => "demo.yaml:1:1: expected a mapping with fields project, services, routes, databases, found a list";
+        => "demo.yaml:1:1: expected a mapping with fields project, services, routes, databases, secrets, found a list";
     routes_as_map: &web("routes:\n  host: a.b\n")
         => "demo.yaml:6:3: routes: expected a list of routes, each item starting with `- host: ...`, found a mapping";
     non_scalar_key: "services:\n  ? [a, b]\n  : {run: x}\n"
@@ -106,7 +106,7 @@ err_cases! {
     env_null_value: "services:\n  web:\n    run: [srv]\n    env:\n      EMPTY:\n"
         => "demo.yaml:5:7: services.web.env.EMPTY: environment variable `EMPTY` has no value; write `EMPTY: \"\"` for an empty string";
     env_list_value: "services:\n  web:\n    run: [srv]\n    env: { A: [1] }\n"
-        => "demo.yaml:4:15: services.web.env.A: expected a string value, or a database URL such as `{ url: db }`, found a list";
+        => "demo.yaml:4:15: services.web.env.A: expected a string value, a database URL such as `{ url: db }`, or a secret such as `{ secret: oauth-key }`, found a list";
     env_not_a_map: "services:\n  web:\n    run: [srv]\n    env: [A=1]\n"
         => "demo.yaml:4:10: services.web.env: expected a mapping of variable names to values, e.g. `{ GREETING: hello }`, found a list";
     env_reserved_port: &web("    env: { PORT: '9000' }\n")
@@ -272,7 +272,7 @@ fn all_errors_are_reported_in_order() {
     check_errs_exactly(
         yaml,
         &[
-            "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, ports, health, resources, restart, stop, placement)",
+            "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, files, ports, health, resources, restart, stop, placement)",
             "demo.yaml:5:26: services.web.resources.memory: invalid memory quantity `256MB`: use a number with Ki, Mi, Gi, Ti (binary) or K, M, G, T (decimal), e.g. `256Mi`",
             "demo.yaml:5:38: services.web.resources.cpu: invalid cpu quantity `x`: use cores (e.g. `0.5`, `2`) or millicores (e.g. `500m`)",
             "demo.yaml:6:3: services.Db: invalid service name `Db`: use 1-63 lowercase letters, digits and '-', starting with a letter and not ending with '-', e.g. `db`",

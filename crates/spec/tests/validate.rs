@@ -11,6 +11,7 @@ fn valid() -> Stack {
     web.health = Some(HealthSpec::new(HealthCheck::Http { port: "http".into(), path: "/healthz".into() }));
     Stack {
         project: "demo".into(),
+        secrets: BTreeMap::new(),
         services: BTreeMap::from([("web".into(), web)]),
         routes: vec![RouteSpec {
             host: "demo.localhost".into(),
