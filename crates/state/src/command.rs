@@ -67,6 +67,12 @@ impl std::fmt::Display for Request {
                 None => write!(f, "set-database-restart {database} none at term {expected_term}"),
             },
             Command::SetRemoving { id, removing } => write!(f, "set-removing {id} {removing}"),
+            Command::PutSecret { project, name, version } => {
+                write!(f, "put-secret {project}/{name} version {} by {}", version.version, version.set_by)
+            }
+            Command::RemoveSecret { project, name } => write!(f, "remove-secret {project}/{name}"),
+            Command::AddApiToken { id, token } => write!(f, "add-api-token {id} ({}, scope {})", token.name, token.scope),
+            Command::RemoveApiToken { id } => write!(f, "remove-api-token {id}"),
             Command::RemoveNode { id, expected_revision } => {
                 write!(f, "remove-node {id} at revision {expected_revision}")
             }
@@ -142,6 +148,16 @@ pub enum Command {
     /// Ask member `member` of `database` to restart (`None`: no restart under way).
     /// Compare-and-set on the term; the member must exist.
     SetDatabaseRestart { database: String, expected_term: u64, member: Option<u32> },
+    /// Set the next version of a project's secret (sealed by the proposing node); every
+    /// service reading it gets a new generation, so its instances roll. Refused unless
+    /// `version.version` is the next version (compare-and-set).
+    PutSecret { project: String, name: String, version: crate::secrets::SecretVersion },
+    /// Remove a secret and its history; refused while a service reads it.
+    RemoveSecret { project: String, name: String },
+    /// Add an API token (only its hash is stored).
+    AddApiToken { id: String, token: crate::acl::ApiTokenRecord },
+    /// Remove an API token; it is refused from the next request on.
+    RemoveApiToken { id: String },
 }
 
 /// The outcome of applying a [`Request`].
@@ -397,6 +413,35 @@ impl ClusterState {
                     db.sync_set = sync_set.clone();
                     self.revision += 1;
                 }
+                Response::Applied { revision: self.revision }
+            }
+            Command::PutSecret { project, name, version } => match crate::secrets::put(self, project, name, version) {
+                Ok(_) => {
+                    self.revision += 1;
+                    Response::Applied { revision: self.revision }
+                }
+                Err(reason) => Response::Refused { reason },
+            },
+            Command::RemoveSecret { project, name } => match crate::secrets::remove(self, project, name) {
+                Ok(()) => {
+                    self.revision += 1;
+                    Response::Applied { revision: self.revision }
+                }
+                Err(reason) => Response::Refused { reason },
+            },
+            Command::AddApiToken { id, token } => {
+                if self.api_tokens.contains_key(id) {
+                    return Response::Refused { reason: format!("token {id} already exists") };
+                }
+                self.api_tokens.insert(id.clone(), token.clone());
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::RemoveApiToken { id } => {
+                if self.api_tokens.remove(id).is_none() {
+                    return Response::Refused { reason: format!("there is no token {id}") };
+                }
+                self.revision += 1;
                 Response::Applied { revision: self.revision }
             }
             Command::SetRemoving { id, removing } => {

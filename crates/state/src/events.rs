@@ -5,7 +5,8 @@
 //!
 //! Events are for people (`holdfast events`): node down/up, cordon/drain/removal, joins,
 //! deploys and removals of services and databases, replicas moved, database failovers
-//! and switchovers, synchronous-standby changes, members moved or restarted, settings.
+//! and switchovers, synchronous-standby changes, members moved or restarted, settings,
+//! secrets set or removed (never their values), API tokens created or removed.
 //! Routine writes (node records refreshed, tokens, the CA) say nothing.
 use std::collections::BTreeSet;
 
@@ -218,6 +219,38 @@ pub fn describe(before: &ClusterState, cmd: &Command, after: &ClusterState) -> V
                 ));
             }
         }
+        Command::PutSecret { project, name, version } => {
+            let users = crate::secrets::consumers(after, project, name);
+            let roll = if users.is_empty() {
+                "no service reads it yet".to_string()
+            } else {
+                format!("rolling {} one instance at a time", users.join(", "))
+            };
+            out.push(one(
+                Level::Info,
+                "secret-set",
+                format!("secret {project}/{name}"),
+                format!("secret {project}/{name} version {} set by {}: {roll}", version.version, version.set_by),
+            ));
+        }
+        Command::RemoveSecret { project, name } => out.push(one(
+            Level::Info,
+            "secret-removed",
+            format!("secret {project}/{name}"),
+            format!("secret {project}/{name} removed with its history"),
+        )),
+        Command::AddApiToken { id, token } => out.push(one(
+            Level::Info,
+            "token-created",
+            format!("token {id}"),
+            format!("API token {id} ({}) created with scope {}", token.name, token.scope),
+        )),
+        Command::RemoveApiToken { id } => out.push(one(
+            Level::Info,
+            "token-removed",
+            format!("token {id}"),
+            format!("API token {id} removed"),
+        )),
         _ => {}
     }
     out

@@ -18,9 +18,13 @@
 //! - [`labels`]: node label rules (`--label`, `holdfast node label`) and a node's full
 //!   label set as selectors see it.
 //!
+//! - [`secrets`]: sealed secret versions, who reads them, the roll a new version starts.
+//! - [`acl`]: API token scopes and what each call needs.
+//!
 //! No IO, no async, no clocks: the same input always yields the same state.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod command;
 pub mod database;
 pub mod drain;
@@ -29,6 +33,7 @@ pub mod fencing;
 pub mod labels;
 pub mod model;
 pub mod plan;
+pub mod secrets;
 pub mod voters;
 
 pub use command::{Command, Request, Response};

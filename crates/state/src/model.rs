@@ -38,6 +38,12 @@ pub struct ClusterState {
     /// Per-cluster settings (failure detection).
     #[serde(default)]
     pub settings: ClusterSettings,
+    /// Secrets by `project/name`, sealed (see [`crate::secrets`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::secrets::SecretRecord>,
+    /// API tokens besides the admin token, by id (see [`crate::acl`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub api_tokens: BTreeMap<String, crate::acl::ApiTokenRecord>,
 }
 
 /// The revision at which each replica was assigned to its current node, and at which each
@@ -162,6 +168,8 @@ impl Default for ClusterState {
             removed_nodes: BTreeMap::new(),
             epochs: Epochs::default(),
             settings: ClusterSettings::default(),
+            secrets: BTreeMap::new(),
+            api_tokens: BTreeMap::new(),
         }
     }
 }

@@ -100,6 +100,10 @@ pub enum PlanError {
         "database `{database}` needs a new password (for role `{role}`), but this plan was made without a password source (use plan_deploy_with)"
     )]
     NoPasswordSource { database: String, role: String },
+    #[error(
+        "service `{service}` reads secret {secret}, which has no value yet: set it first with `holdfast secret set {secret}` (from stdin or --from-file)"
+    )]
+    SecretWithoutValue { service: String, secret: String },
     /// A database cannot be placed or changed so; the text says why and what to do.
     #[error("{0}")]
     Database(String),
@@ -145,6 +149,12 @@ fn plan_deploy_inner(
     }
     let project = &stack.project;
     let current = &state.desired;
+    if let Some((svc, secret)) = crate::secrets::missing_values(state, stack).first() {
+        return Err(PlanError::SecretWithoutValue {
+            service: svc.to_string(),
+            secret: crate::secrets::key(project, secret),
+        });
+    }
     for name in stack.services.keys() {
         if let Some(rec) = current.services.get(name) {
             if &rec.project != project {
