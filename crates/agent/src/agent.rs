@@ -41,6 +41,11 @@ pub(crate) struct Inner {
     pub ports: Mutex<PortAllocator>,
     pub version: watch::Sender<u64>,
     cgroup_warned: AtomicBool,
+    /// Opens the secrets instances read (set by the daemon with
+    /// [`AgentHandle::set_secret_source`]).
+    pub secret_source: std::sync::RwLock<Option<crate::secrets::SharedSecretSource>>,
+    /// Where instances' secret files go (tmpfs), if anywhere.
+    pub secrets_root: Option<PathBuf>,
     /// `state_dir/agent.lock`, flock'ed while this agent runs; released at
     /// shutdown (and on exec: the descriptor is close-on-exec).
     lock: Mutex<Option<std::fs::File>>,
@@ -162,7 +167,10 @@ impl Agent {
             crate::types::now_ms(),
         ));
         let (version, _) = watch::channel(0u64);
+        let secrets_root = crate::secrets::default_root(&config.cgroup_name);
         let inner = Arc::new(Inner {
+            secret_source: std::sync::RwLock::new(None),
+            secrets_root,
             ports: Mutex::new(PortAllocator::new(config.port_range.clone(), seed)),
             config,
             cgroups,
@@ -186,6 +194,11 @@ impl Agent {
 }
 
 impl AgentHandle {
+    /// Gives the agent what opens the secrets its instances read (before they start).
+    pub fn set_secret_source(&self, source: crate::secrets::SharedSecretSource) {
+        *self.inner.secret_source.write().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
     /// Declares the complete set of instances this node should run. The
     /// agent reconciles continuously toward the latest set.
     pub fn set_desired(&self, desired: Vec<InstanceSpec>) {
@@ -458,6 +471,9 @@ impl Supervisor {
                 let _ = std::fs::remove_file(path);
             }
             self.inner.cgroups.remove_parents();
+            if let Some(root) = &self.inner.secrets_root {
+                let _ = std::fs::remove_dir_all(root);
+            }
         }
         {
             let mut t = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());

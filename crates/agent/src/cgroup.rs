@@ -491,6 +491,8 @@ mod tests {
         let pid = crate::spawn::spawn(crate::spawn::Launch {
             argv: vec!["sleep".into(), "30".into()],
             env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+            secret_env: Vec::new(),
+            mounts: Vec::new(),
             workdir: None,
             log,
             cgroup_procs: inst.open_procs().expect("open procs"),

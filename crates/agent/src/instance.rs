@@ -269,9 +269,22 @@ impl Instance {
                 return self.on_failed_start(format!("cannot join cgroup: {e}"));
             }
         };
+        let prepared = {
+            let source = self.inner.secret_source.read().unwrap_or_else(|e| e.into_inner()).clone();
+            crate::secrets::prepare(&self.spec, source.as_ref(), self.inner.secrets_root.as_deref(), &self.stem)
+        };
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                fail_cleanup(&cgroup);
+                return self.on_failed_start(e);
+            }
+        };
         let launch = Launch {
             argv: self.spec.argv.clone(),
             env: spawn::instance_env(&self.spec, &self.ports),
+            secret_env: prepared.env,
+            mounts: prepared.mounts,
             workdir: self.spec.workdir.clone(),
             log,
             cgroup_procs,
@@ -667,6 +680,7 @@ impl Instance {
         if let Err(e) = record::remove_record(&self.inner.instances_dir, &self.stem) {
             tracing::warn!(instance = %self.id, error = %e, "cannot remove instance record");
         }
+        crate::secrets::remove(self.inner.secrets_root.as_deref(), &self.stem);
         let mut a = self.inner.ports.lock().unwrap_or_else(|e| e.into_inner());
         a.release(self.ports.values());
         self.ports.clear();

@@ -52,6 +52,7 @@ mod preexec;
 mod proc;
 pub mod reconcile;
 mod record;
+mod secrets;
 mod spawn;
 mod types;
 
@@ -59,7 +60,8 @@ pub use agent::{Agent, AgentHandle};
 pub use config::AgentConfig;
 pub use error::AgentError;
 pub use reconcile::{reconcile, Action, ObservedInstance};
+pub use secrets::{SecretSource, SharedSecretSource};
 pub use types::{
     ExitInfo, HealthConfig, HealthProbe, InstanceId, InstanceSpec, InstanceState, InstanceStatus, Limits,
-    RestartPolicy, RunAs, ShutdownMode,
+    RestartPolicy, RunAs, SecretTarget, SecretUse, ShutdownMode,
 };

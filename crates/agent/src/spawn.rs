@@ -47,6 +47,10 @@ pub(crate) fn port_env_suffix(name: &str) -> String {
 pub(crate) struct Launch {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Secret values for the environment (zeroed here once the child has them).
+    pub secret_env: Vec<(String, zeroize::Zeroizing<Vec<u8>>)>,
+    /// Bind mounts in a private mount namespace: (source, target) directories.
+    pub mounts: Vec<(std::ffi::CString, std::ffi::CString)>,
     pub workdir: Option<PathBuf>,
     pub log: File,
     pub cgroup_procs: Vec<OwnedFd>,
@@ -67,6 +71,10 @@ pub(crate) fn spawn(launch: Launch) -> Result<u32, AgentError> {
     cmd.args(&launch.argv[1..])
         .env_clear()
         .envs(&launch.env)
+        .envs(launch.secret_env.iter().map(|(k, v)| {
+            use std::os::unix::ffi::OsStrExt;
+            (k.as_str(), std::ffi::OsStr::from_bytes(v))
+        }))
         .stdin(Stdio::null())
         .stdout(Stdio::from(launch.log))
         .stderr(Stdio::from(stderr));
@@ -79,7 +87,7 @@ pub(crate) fn spawn(launch: Launch) -> Result<u32, AgentError> {
         // pre-exec hook joins the cgroup through descriptors opened as the agent.
         cmd.gid(user.gid).uid(user.uid);
     }
-    crate::preexec::install(&mut cmd, launch.cgroup_procs);
+    crate::preexec::install(&mut cmd, launch.cgroup_procs, launch.mounts);
     let child = cmd.spawn().map_err(err)?;
     Ok(child.id())
 }

@@ -140,6 +140,30 @@ pub struct InstanceSpec {
     /// of them would cancel that). SIGKILL after the grace period still reaches all.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stop_main_only: bool,
+    /// Secrets the process reads, by reference (name and version, never the value):
+    /// opened through the agent's [`crate::SecretSource`] each time the process starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretUse>,
+}
+
+/// One secret an instance reads, and how it gets it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SecretUse {
+    /// `project/name`.
+    pub secret: String,
+    /// The version the instance was started for (a restart opens the same one).
+    pub version: u64,
+    pub target: SecretTarget,
+}
+
+/// Where a secret goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretTarget {
+    /// An environment variable.
+    Env(String),
+    /// A file at this absolute path, in the instance's own view of its directory.
+    File(PathBuf),
 }
 
 /// A numeric OS user and group to run a process as.
@@ -167,6 +191,7 @@ impl InstanceSpec {
             stop_grace: Duration::from_secs(10),
             run_as: None,
             stop_main_only: false,
+            secrets: Vec::new(),
         }
     }
 }

@@ -12,9 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::{
-    DatabaseUrlResponse, DatabasesResponse, DeployRequest, ErrorBody, EventsResponse, NodeActionResponse,
-    NodeLabelsRequest, NodeLabelsResponse, NodesResponse, PlanResponse, ScaleRequest, SettingsChange, SettingsView,
-    StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
+    ApiTokenCreated, ApiTokenRequest, ApiTokenView, ApiTokensResponse, DatabaseUrlResponse, DatabasesResponse,
+    DeployRequest, ErrorBody, EventsResponse, NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodesResponse,
+    PlanResponse, ScaleRequest, SecretHistoryResponse, SecretSetResponse, SecretsResponse, SettingsChange,
+    SettingsView, StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
 };
 
 /// Why a call failed.
@@ -73,12 +74,23 @@ impl Client {
         &self.base
     }
 
-    /// Sends a request and returns the raw response once its status is a success.
+    /// Sends a request (a JSON body, if any) and returns the raw response once its
+    /// status is a success.
     pub async fn send_raw(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send(method, path, body, "application/json").await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
         let url = format!("{}{}", self.base, path);
         let mut builder = hyper::Request::builder()
@@ -89,7 +101,7 @@ impl Client {
             builder = builder.header("x-holdfast-commit-timeout-ms", t.as_millis().to_string());
         }
         if body.is_some() {
-            builder = builder.header("content-type", "application/json");
+            builder = builder.header("content-type", content_type);
         }
         let req = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -120,7 +132,15 @@ impl Client {
     ) -> Result<T, ClientError> {
         let body = body.map(serde_json::to_vec).transpose().map_err(|e| ClientError::Request(e.to_string()))?;
         let resp = self.send_raw(method, path, body).await?;
-        let url = format!("{}{}", self.base, path);
+        Self::decode(&self.base, path, resp).await
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        base: &str,
+        path: &str,
+        resp: hyper::Response<Incoming>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{base}{path}");
         let bytes = resp
             .into_body()
             .collect()
@@ -128,6 +148,42 @@ impl Client {
             .map_err(|e| ClientError::Decode { url: url.clone(), message: e.to_string() })?
             .to_bytes();
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, message: e.to_string() })
+    }
+
+    /// Sets the next version of `project/name` to `value` (sent as the raw body).
+    pub async fn set_secret(
+        &self,
+        project: &str,
+        name: &str,
+        value: Vec<u8>,
+    ) -> Result<SecretSetResponse, ClientError> {
+        let path = format!("/v1/secrets/{project}/{name}");
+        let resp = self.send(Method::PUT, &path, Some(value), "application/octet-stream").await?;
+        Self::decode(&self.base, &path, resp).await
+    }
+
+    pub async fn secrets(&self) -> Result<SecretsResponse, ClientError> {
+        self.call(Method::GET, "/v1/secrets", None::<&()>).await
+    }
+
+    pub async fn secret_history(&self, project: &str, name: &str) -> Result<SecretHistoryResponse, ClientError> {
+        self.call(Method::GET, &format!("/v1/secrets/{project}/{name}"), None::<&()>).await
+    }
+
+    pub async fn remove_secret(&self, project: &str, name: &str) -> Result<SecretHistoryResponse, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/secrets/{project}/{name}"), None::<&()>).await
+    }
+
+    pub async fn create_api_token(&self, req: &ApiTokenRequest) -> Result<ApiTokenCreated, ClientError> {
+        self.call(Method::POST, "/v1/acl/tokens", Some(req)).await
+    }
+
+    pub async fn api_tokens(&self) -> Result<ApiTokensResponse, ClientError> {
+        self.call(Method::GET, "/v1/acl/tokens", None::<&()>).await
+    }
+
+    pub async fn remove_api_token(&self, id: &str) -> Result<ApiTokenView, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/acl/tokens/{id}"), None::<&()>).await
     }
 
     pub async fn deploy(&self, req: &DeployRequest) -> Result<PlanResponse, ClientError> {

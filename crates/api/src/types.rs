@@ -374,3 +374,87 @@ pub struct SwitchoverResponse {
     /// The term the switchover was asked in; it is done when the term is higher.
     pub from_term: u64,
 }
+
+/// `PUT /v1/secrets/{project}/{name}` answer (the body was the raw value).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretSetResponse {
+    /// `project/name`.
+    pub secret: String,
+    pub version: u64,
+    /// Bytes stored.
+    pub size: u32,
+    /// Services whose instances roll onto the new version.
+    pub rolling: Vec<String>,
+    pub revision: u64,
+}
+
+/// One secret in `GET /v1/secrets` (never a value).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretView {
+    /// `project/name`.
+    pub secret: String,
+    pub version: u64,
+    pub updated_at_ms: u64,
+    pub updated_by: String,
+    /// Services reading it.
+    pub used_by: Vec<String>,
+}
+
+/// `GET /v1/secrets`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretsResponse {
+    pub secrets: Vec<SecretView>,
+    /// The id of the key secrets are sealed under, if any was set.
+    pub key_id: Option<String>,
+}
+
+/// One version in `GET /v1/secrets/{project}/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretVersionView {
+    pub version: u64,
+    pub size: u32,
+    pub set_at_ms: u64,
+    pub set_by: String,
+    /// `current`, `previous` (still readable) or `retired`.
+    pub state: String,
+}
+
+/// `GET /v1/secrets/{project}/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretHistoryResponse {
+    pub secret: String,
+    pub used_by: Vec<String>,
+    /// Newest first.
+    pub versions: Vec<SecretVersionView>,
+}
+
+/// `POST /v1/acl/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiTokenRequest {
+    /// `admin`, `read`, `project:<name>` or `secrets:<project>/<name>,...`.
+    pub scope: String,
+    pub name: String,
+}
+
+/// One API token (never its secret, except once in [`ApiTokenCreated`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiTokenView {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub created_at_ms: u64,
+}
+
+/// `POST /v1/acl/tokens` answer: the token, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiTokenCreated {
+    pub token: String,
+    #[serde(flatten)]
+    pub view: ApiTokenView,
+}
+
+/// `GET /v1/acl/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiTokensResponse {
+    pub tokens: Vec<ApiTokenView>,
+}

@@ -216,10 +216,13 @@ pub fn client(g: &Global) -> Result<Client> {
         .trim()
         .to_string();
     let token_file = dir.join("admin.token");
-    let token = std::fs::read_to_string(&token_file)
-        .with_context(|| format!("cannot read the admin token {}", token_file.display()))?
-        .trim()
-        .to_string();
+    let token = match &g.token {
+        Some(t) => t.clone(),
+        None => std::fs::read_to_string(&token_file)
+            .with_context(|| format!("cannot read the admin token {}", token_file.display()))?
+            .trim()
+            .to_string(),
+    };
     let ca_file = dir.join("ca.pem");
     let ca = std::fs::read_to_string(&ca_file)
         .with_context(|| format!("cannot read the cluster CA {}", ca_file.display()))?;

@@ -11,6 +11,7 @@ mod commands;
 mod db;
 mod output;
 mod recover;
+mod secrets;
 mod up;
 
 use std::path::PathBuf;
@@ -35,6 +36,10 @@ use clap::{Args, Parser, Subcommand};
 ///   holdfast join TOKEN --listen 10.0.0.2:7946 --site idc --label gpu=true  # machines 2..5
 ///   holdfast nodes                                        # members, roles, health, labels
 ///   holdfast node label n2 disk=ssd                       # services select nodes by label
+///
+/// Secrets and access:
+///   holdfast secret set shop/oauth-key < key.txt          # sealed; consumers roll onto it
+///   holdfast acl token create --scope project:shop --name ci
 #[derive(Parser, Debug)]
 #[command(name = "holdfast", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -53,7 +58,8 @@ pub struct Global {
     /// Talk to the node at this URL instead (e.g. http://10.0.0.1:7946); needs --token.
     #[arg(long, global = true, env = "HOLDFAST_SERVER")]
     pub server: Option<String>,
-    /// Admin token for --server (the content of admin.token in the node's data directory).
+    /// API token: the admin token (admin.token in a node's data directory, read from
+    /// --data-dir when this is not given) or a scoped one from `holdfast acl token create`.
     #[arg(long, global = true, env = "HOLDFAST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// The cluster CA certificate for --server (ca.pem from any node's data directory).
@@ -126,9 +132,16 @@ enum Cmd {
     /// Node maintenance: labels, removal, in-place upgrade.
     #[command(subcommand)]
     Node(commands::NodeCmd),
-    /// Managed databases (PostgreSQL): status, connection URLs, psql, switchover.
+    /// Managed databases (PostgreSQL, Redis): status, connection URLs, psql, switchover.
     #[command(subcommand)]
     Db(db::DbCmd),
+    /// Secrets: set (from stdin or a file), list, history, remove. Values are sealed in
+    /// the cluster and never shown; services read them as env values or files.
+    #[command(subcommand)]
+    Secret(secrets::SecretCmd),
+    /// Scoped API tokens (read, project:<name>, secrets:<project>/<name>, admin).
+    #[command(subcommand)]
+    Acl(secrets::AclCmd),
 }
 
 fn main() -> ExitCode {
@@ -161,6 +174,8 @@ fn main() -> ExitCode {
             Cmd::Workers => commands::workers(&cli.global).await,
             Cmd::Events(args) => commands::events(&cli.global, args).await,
             Cmd::Db(cmd) => db::run(&cli.global, cmd).await,
+            Cmd::Secret(cmd) => secrets::secret(&cli.global, cmd).await,
+            Cmd::Acl(cmd) => secrets::acl(&cli.global, cmd).await,
         }
     });
     match result {

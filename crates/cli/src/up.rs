@@ -57,6 +57,13 @@ pub struct UpArgs {
     /// Range of listen ports handed to instances, e.g. 20000-29999.
     #[arg(long, default_value = "20000-29999", value_parser = parse_port_range)]
     pub port_range: std::ops::Range<u16>,
+    /// Read the cluster's secrets key from this file (mode 0600) instead of keeping it in
+    /// the data directory: it is never copied there nor handed to other nodes, so give
+    /// every node the same file (e.g. on a separate disk or a tmpfs filled at boot).
+    /// Create it once with `holdfast secret keygen FILE`. Without this flag the key is
+    /// `secrets.key` in the data directory, handed to joining nodes over mutual TLS.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins.
     #[arg(long, default_value = "info,openraft=error")]
     pub log_level: String,
@@ -144,6 +151,7 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
         site: args.site.clone(),
         labels: labels_of(&args)?,
         port_range: args.port_range.clone(),
+        secrets_key_file: args.secrets_key_file.clone(),
     })
     .await
     .with_context(|| format!("cannot start the node with data directory {}", data_dir.display()))?;

@@ -15,6 +15,8 @@
 //! - [`logs`]: tailing and following instance log files for the API.
 //! - [`network`]: the routing table for this node's proxy, DNS server and HTTP ingress
 //!   (`holdfast-net`), rebuilt on every state or readiness change.
+//! - [`secrets`]: this node's copy of the secrets key: sealing values for the API,
+//!   opening the versions its instances read, fetching the key from another member.
 //! - [`Node`] (this file): ordered start-up and shutdown of Raft, agent and server.
 #![forbid(unsafe_code)]
 
@@ -28,6 +30,7 @@ pub mod logs;
 pub mod network;
 pub mod peer;
 pub mod recover;
+pub mod secrets;
 pub mod server;
 pub mod status;
 pub mod workers;
@@ -67,6 +70,9 @@ pub struct NodeConfig {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Listen ports handed to instances.
     pub port_range: std::ops::Range<u16>,
+    /// Read the secrets key from this file (kept out of the data directory, never handed
+    /// to other nodes); `None`: `secrets.key` in the data directory.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// Errors starting or running a node.
@@ -148,6 +154,8 @@ pub struct NodeContext {
     /// Bumped when any node's members change in what routing depends on (role, term,
     /// answering, port): wakes the networking loop.
     pub members_changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// This node's copy of the cluster's secrets key.
+    pub keyring: Arc<secrets::Keyring>,
 }
 
 /// Checks, before anything is written or any cluster is asked, that the listeners this
@@ -229,6 +237,11 @@ impl Node {
             },
         };
         let identity = Arc::new(identity);
+        let keyring = Arc::new(secrets::Keyring::load(
+            &config.data_dir,
+            config.secrets_key_file.as_deref(),
+            identity.is_founder(),
+        )?);
         let cert_fingerprint = identity.cert_fingerprint()?;
         let advertise = if config.advertise.is_none() { listen } else { advertise };
         identity::write_runtime_files(&config.data_dir, listen)?;
@@ -251,6 +264,7 @@ impl Node {
             AgentConfig::new(config.data_dir.join("agent"), format!("holdfast-{:x}", identity.node_id));
         agent_config.port_range = config.port_range.clone();
         let agent = holdfast_agent::Agent::start(agent_config).await?;
+        agent.set_secret_source(Arc::new(secrets::StateSecrets { control: control.clone(), keyring: keyring.clone() }));
 
         let tasks_token = CancellationToken::new();
         let links = links::Links::new(client_tls.clone(), links::LinkTiming::default(), tasks_token.child_token());
@@ -280,6 +294,7 @@ impl Node {
             lease: Default::default(),
             dbs: Default::default(),
             members_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
+            keyring,
         };
         let net = holdfast_net::Net::start(holdfast_net::NetConfig {
             proxy: true,
@@ -309,6 +324,7 @@ impl Node {
             ("leader duties", tokio::spawn(controller::run(ctx.clone(), tasks_token.child_token()))),
             ("databases", tokio::spawn(databases::run(ctx.clone(), tasks_token.child_token()))),
             ("event journal", tokio::spawn(events::run(ctx.clone(), tasks_token.child_token()))),
+            ("secrets key", tokio::spawn(secrets::run(ctx.clone(), tasks_token.child_token()))),
         ];
 
         // A brand-new cluster waits until it has registered itself, so the first deploy

@@ -2,8 +2,9 @@
 //!
 //! Every connection is TLS with this node's certificate; a client certificate signed by
 //! the cluster CA is optional at the TLS layer and checked per route:
-//! - `/v1/...` — the API: needs the admin token. On a follower, every `/v1` request
-//!   except logs and status-without-quorum is forwarded to the leader.
+//! - `/v1/...` — the API: needs the admin token or an API token whose scope grants the
+//!   call (`api::acl::need_for`). On a follower, every `/v1` request except logs and
+//!   status-without-quorum is forwarded to the leader.
 //! - `/raft/...`, `/cluster/...` — node-to-node: need a CA-signed certificate that was not
 //!   revoked by `holdfast node rm`. Among them `CONNECT /cluster/tunnel/{port}`: HTTP/2
 //!   extended CONNECT is enabled so one connection per peer carries all its tunnels.
@@ -24,7 +25,7 @@ use axum::routing::{connect, delete, get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{databases, events, local, logs, nodes, services, settings, tokens, ApiError};
+use crate::api::{acl, databases, events, local, logs, nodes, secrets, services, settings, tokens, ApiError};
 use crate::NodeContext;
 
 /// The certificate fingerprint of the client of one connection, if it sent one.
@@ -111,6 +112,10 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/nodes/{name}/labels", post(nodes::label_node))
         .route("/v1/nodes/{name}", delete(nodes::remove_node))
         .route("/v1/cluster/settings", get(settings::get_settings).put(settings::put_settings))
+        .route("/v1/secrets", get(secrets::list))
+        .route("/v1/secrets/{project}/{name}", get(secrets::history).put(secrets::set).delete(secrets::remove))
+        .route("/v1/acl/tokens", get(acl::list).post(acl::create))
+        .route("/v1/acl/tokens/{id}", delete(acl::remove))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), forward_to_leader));
     let api = Router::new()
         .merge(forwarded)
@@ -119,7 +124,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/workers", get(local::workers))
         .route("/v1/events", get(events::events))
         .route_layer(middleware::from_fn(commit_timeout))
-        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_admin_token));
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     let peers = Router::new()
         .route("/raft/{rpc}", post(raft_rpc))
         .route("/cluster/heartbeat", post(crate::peer::heartbeat::handle))
@@ -127,6 +132,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/cluster/tunnel/{port}", connect(crate::tunnel::accept).get(crate::tunnel::accept))
         .route("/cluster/links", get(crate::tunnel::links))
         .route("/cluster/events", get(events::local))
+        .route("/cluster/secrets-key", get(crate::secrets::serve_key))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_member_cert));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -161,35 +167,42 @@ async fn commit_timeout(req: Request, next: Next) -> Response {
     holdfast_raft::with_commit_timeout(timeout, next.run(req)).await
 }
 
-/// Compares without an early exit, so the time taken does not leak the secret.
-fn same_secret(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn bearer(req: &Request) -> Option<&str> {
     req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
-async fn require_admin_token(State(ctx): State<NodeContext>, req: Request, next: Next) -> Response {
+/// Every `/v1` call: the bearer token must be the admin token or an API token whose
+/// scope grants the call; the caller is handed to the handler (history lines, and the
+/// checks that need the request body, such as a deploy's project).
+async fn require_token(State(ctx): State<NodeContext>, mut req: Request, next: Next) -> Response {
     if !ctx.started.load(Ordering::SeqCst) {
         return ApiError(StatusCode::SERVICE_UNAVAILABLE, "the node is still starting; try again in a moment".into())
             .into_response();
     }
-    match bearer(&req) {
-        Some(t) if same_secret(t.trim(), &ctx.identity.admin_token) => next.run(req).await,
-        Some(_) => refuse(req, ApiError(StatusCode::UNAUTHORIZED, "the API token was refused".into())).await,
+    let state = ctx.control.state();
+    let caller = match bearer(&req) {
+        Some(t) => match acl::authenticate(&state, &ctx.identity.admin_token, t) {
+            Some(c) => c,
+            None => return refuse(req, ApiError(StatusCode::UNAUTHORIZED, "the API token was refused".into())).await,
+        },
         None => {
-            refuse(
+            return refuse(
                 req,
                 ApiError(
                     StatusCode::UNAUTHORIZED,
-                    "missing API token: send `Authorization: Bearer <token>` (the token is in admin.token in the data directory)".into(),
+                    "missing API token: send `Authorization: Bearer <token>` (the admin token is in admin.token in the data directory; scoped ones come from `holdfast acl token create`)".into(),
                 ),
             )
             .await
         }
+    };
+    if let Some(need) = acl::need_for(req.method(), req.uri().path(), &state) {
+        if let Err(e) = caller.require(&need) {
+            return refuse(req, e).await;
+        }
     }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
 /// Answers a refused request after reading (a bounded amount of) its body: over HTTP/2

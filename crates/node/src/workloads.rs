@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use holdfast_agent::{HealthConfig, HealthProbe, InstanceId, InstanceSpec, Limits, RestartPolicy};
+use holdfast_agent::{
+    HealthConfig, HealthProbe, InstanceId, InstanceSpec, Limits, RestartPolicy, SecretTarget, SecretUse,
+};
 use holdfast_spec::{EnvValue, HealthCheck, ServiceSpec};
 use holdfast_state::ClusterState;
 use tokio_util::sync::CancellationToken;
@@ -53,12 +55,34 @@ pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(Ins
             &record.spec,
             &state.desired.databases,
         );
+        spec.secrets = secret_uses(state, &record.project, &record.spec);
         for (k, v) in crate::network::service_env(state, &record.project) {
             spec.env.entry(k).or_insert(v);
         }
         out.push(spec);
     }
     out
+}
+
+/// The secrets a service's instances read, at the current version of each (a new
+/// version comes with a new generation, so the instances roll onto it).
+fn secret_uses(state: &ClusterState, project: &str, spec: &ServiceSpec) -> Vec<SecretUse> {
+    let version = |name: &str| {
+        let key = holdfast_state::secrets::key(project, name);
+        let v = state.secrets.get(&key).and_then(|r| r.current()).map_or(0, |c| c.version);
+        (key, v)
+    };
+    let env = spec.env.iter().filter_map(|(var, v)| match v {
+        EnvValue::Secret { secret } => Some((secret, SecretTarget::Env(var.clone()))),
+        _ => None,
+    });
+    let files = spec.files.iter().map(|(path, f)| (&f.secret, SecretTarget::File(path.into())));
+    env.chain(files)
+        .map(|(name, target)| {
+            let (secret, version) = version(name);
+            SecretUse { secret, version, target }
+        })
+        .collect()
 }
 
 fn instance_spec(
@@ -79,6 +103,8 @@ fn instance_spec(
                 EnvValue::Url { url, endpoint, user } => {
                     databases.get(url).and_then(|rec| crate::databases::url::url(url, rec, *endpoint, user.as_deref()))
                 }
+                // By reference, in `secrets` (see `secret_uses`): opened by the agent.
+                EnvValue::Secret { .. } => None,
             };
             value.map(|v| (k.clone(), v))
         })
@@ -113,6 +139,7 @@ fn instance_spec(
         stop_grace: Duration::from_millis(spec.stop.grace_ms),
         run_as: None,
         stop_main_only: false,
+        secrets: Vec::new(),
     }
 }
 

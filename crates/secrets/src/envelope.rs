@@ -44,7 +44,8 @@ fn key_aad(context: &str) -> Vec<u8> {
 fn encrypt(key: &[u8; 32], msg: &[u8], aad: &[u8]) -> Result<Vec<u8>, SecretError> {
     let nonce = random::<24>()?;
     let cipher = XChaCha20Poly1305::new(key.into());
-    let ct = cipher.encrypt(XNonce::from_slice(nonce.as_ref()), Payload { msg, aad }).map_err(|_| SecretError::Corrupt)?;
+    let ct =
+        cipher.encrypt(XNonce::from_slice(nonce.as_ref()), Payload { msg, aad }).map_err(|_| SecretError::Corrupt)?;
     Ok([nonce.as_slice(), &ct].concat())
 }
 

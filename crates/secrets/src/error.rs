@@ -13,7 +13,9 @@ pub enum SecretError {
         message: String,
     },
     /// The envelope was sealed under another cluster key than the one this node holds.
-    #[error("sealed under cluster key {sealed}, but this node holds key {held}: give it the cluster's secrets key file")]
+    #[error(
+        "sealed under cluster key {sealed}, but this node holds key {held}: give it the cluster's secrets key file"
+    )]
     WrongKey {
         /// The key id in the envelope.
         sealed: String,

@@ -54,7 +54,10 @@ impl ClusterKey {
 
     /// The key as text (`hfkey1:<base64>`), for the key file and the join answer.
     pub fn encode(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!("{FILE_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(self.bytes.as_ref())))
+        Zeroizing::new(format!(
+            "{FILE_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(self.bytes.as_ref())
+        ))
     }
 
     /// Reads [`ClusterKey::encode`]'s text (surrounding whitespace ignored).
@@ -78,7 +81,8 @@ impl ClusterKey {
             )));
         }
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
-        Self::decode(&text).ok_or_else(|| err("not a holdfast secrets key (expected `hfkey1:` and 32 bytes of base64)".into()))
+        Self::decode(&text)
+            .ok_or_else(|| err("not a holdfast secrets key (expected `hfkey1:` and 32 bytes of base64)".into()))
     }
 
     /// Writes the key file atomically with mode 0600 (never replacing an existing one).

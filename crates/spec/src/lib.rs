@@ -37,8 +37,7 @@ mod yaml;
 pub use error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 pub use model::{
     DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, Persistence, RedisOptions, SecretSpec, SyncLoss,
-    DEFAULT_DB_INSTANCES,
-    MAX_DB_INSTANCES, POSTGRES_PORT, REDIS_DEFAULT_USER, REDIS_PORT, SENTINEL_PORT,
+    DEFAULT_DB_INSTANCES, MAX_DB_INSTANCES, POSTGRES_PORT, REDIS_DEFAULT_USER, REDIS_PORT, SENTINEL_PORT,
 };
 pub use model::{
     HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Spread,

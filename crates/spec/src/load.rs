@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use crate::error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 use crate::model::{
-    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, Persistence, SecretSpec, SyncLoss, DEFAULT_DB_INSTANCES, MAX_DB_INSTANCES,
+    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, Persistence, SecretSpec, SyncLoss, DEFAULT_DB_INSTANCES,
+    MAX_DB_INSTANCES,
 };
 use crate::model::{
     HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Spread,
@@ -531,8 +532,7 @@ impl Doc<'_> {
     /// `files: { /run/secrets/key: { secret: key } }`.
     fn files(&mut self, node: &Node, p: &FieldPath) -> BTreeMap<String, FileSource> {
         let mut out = BTreeMap::new();
-        let Some(entries) =
-            self.entries(node, p, "a mapping of absolute file paths to `{ secret: <name> }`", "file")
+        let Some(entries) = self.entries(node, p, "a mapping of absolute file paths to `{ secret: <name> }`", "file")
         else {
             self.poison(p);
             return out;

@@ -510,8 +510,8 @@ fn validate_node_selector(placement: &PlacementSpec, pp: &FieldPath, sink: &mut 
 /// Directories a secret file may not be put in: the file's directory is replaced, in the
 /// instance's view, by one holding only its secret files.
 const SYSTEM_DIRS: &[&str] = &[
-    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root", "/run", "/sbin",
-    "/srv", "/sys", "/tmp", "/usr", "/var",
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root", "/run",
+    "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
 ];
 
 /// Why `path` cannot hold a secret file, if it cannot: it must be absolute and plain, and
@@ -526,7 +526,9 @@ pub(crate) fn secret_file_problem(path: &str, workdir: Option<&std::path::Path>)
         return Some("a file path cannot contain a NUL character".to_string());
     }
     if path.ends_with('/') || path.contains("//") || path.split('/').any(|c| c == "." || c == "..") {
-        return Some(format!("file path `{shown}` must be a plain path to a file (no `.`, `..`, `//` or trailing `/`)"));
+        return Some(format!(
+            "file path `{shown}` must be a plain path to a file (no `.`, `..`, `//` or trailing `/`)"
+        ));
     }
     let dir = std::path::Path::new(path).parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
     let dir = if dir.is_empty() { "/".to_string() } else { dir };

@@ -71,7 +71,9 @@ impl std::fmt::Display for Request {
                 write!(f, "put-secret {project}/{name} version {} by {}", version.version, version.set_by)
             }
             Command::RemoveSecret { project, name } => write!(f, "remove-secret {project}/{name}"),
-            Command::AddApiToken { id, token } => write!(f, "add-api-token {id} ({}, scope {})", token.name, token.scope),
+            Command::AddApiToken { id, token } => {
+                write!(f, "add-api-token {id} ({}, scope {})", token.name, token.scope)
+            }
             Command::RemoveApiToken { id } => write!(f, "remove-api-token {id}"),
             Command::RemoveNode { id, expected_revision } => {
                 write!(f, "remove-node {id} at revision {expected_revision}")

@@ -245,12 +245,9 @@ pub fn describe(before: &ClusterState, cmd: &Command, after: &ClusterState) -> V
             format!("token {id}"),
             format!("API token {id} ({}) created with scope {}", token.name, token.scope),
         )),
-        Command::RemoveApiToken { id } => out.push(one(
-            Level::Info,
-            "token-removed",
-            format!("token {id}"),
-            format!("API token {id} removed"),
-        )),
+        Command::RemoveApiToken { id } => {
+            out.push(one(Level::Info, "token-removed", format!("token {id}"), format!("API token {id} removed")))
+        }
         _ => {}
     }
     out

@@ -41,6 +41,10 @@ pub struct ClusterState {
     /// Secrets by `project/name`, sealed (see [`crate::secrets`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, crate::secrets::SecretRecord>,
+    /// The id of the cluster key every secret is sealed under (recorded with the first
+    /// secret; a value sealed under another key is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_key_id: Option<String>,
     /// API tokens besides the admin token, by id (see [`crate::acl`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub api_tokens: BTreeMap<String, crate::acl::ApiTokenRecord>,
@@ -169,6 +173,7 @@ impl Default for ClusterState {
             epochs: Epochs::default(),
             settings: ClusterSettings::default(),
             secrets: BTreeMap::new(),
+            secrets_key_id: None,
             api_tokens: BTreeMap::new(),
         }
     }

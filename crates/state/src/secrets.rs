@@ -119,6 +119,14 @@ pub(crate) fn put(
     new: &SecretVersion,
 ) -> Result<Vec<String>, String> {
     let k = key(project, name);
+    if let (Some(held), Some(sealed)) = (&state.secrets_key_id, &new.sealed) {
+        if &sealed.key_id != held {
+            return Err(format!(
+                "the value was sealed under key {} but this cluster's secrets key is {held}: the node that took it holds another key",
+                sealed.key_id
+            ));
+        }
+    }
     if !state.secrets.contains_key(&k) && state.secrets.len() >= MAX_SECRETS {
         return Err(format!("the cluster already holds {MAX_SECRETS} secrets; remove some first"));
     }
@@ -128,6 +136,9 @@ pub(crate) fn put(
             "secret {k} changed meanwhile (version {} is next, this write was for {}); try again",
             next, new.version
         ));
+    }
+    if let Some(sealed) = &new.sealed {
+        state.secrets_key_id.get_or_insert_with(|| sealed.key_id.clone());
     }
     let rec = state.secrets.entry(k).or_insert_with(|| SecretRecord { versions: Vec::new() });
     rec.versions.push(new.clone());
@@ -191,7 +202,13 @@ mod tests {
     }
 
     fn version(v: u64) -> SecretVersion {
-        SecretVersion { version: v, sealed: Some(sealed(&v.to_string())), size: 5, set_at_ms: 1000 * v, set_by: "admin".into() }
+        SecretVersion {
+            version: v,
+            sealed: Some(sealed(&v.to_string())),
+            size: 5,
+            set_at_ms: 1000 * v,
+            set_by: "admin".into(),
+        }
     }
 
     fn put_cmd(project: &str, name: &str, v: u64) -> Request {
@@ -249,7 +266,8 @@ mod tests {
         assert_eq!(
             st.apply(&put_cmd("shop", "oauth", 3)),
             Response::Refused {
-                reason: "secret shop/oauth changed meanwhile (version 4 is next, this write was for 3); try again".into()
+                reason: "secret shop/oauth changed meanwhile (version 4 is next, this write was for 3); try again"
+                    .into()
             }
         );
         assert_eq!(st, before);

@@ -9,11 +9,15 @@
 //! - [`tokens`]: join tokens.
 //! - [`settings`]: cluster settings (failure detection, learner promotion).
 //! - [`local`]: this node only: its background loops, re-exec.
+//! - [`secrets`]: set, list, history and removal of secrets (values go in, never out).
+//! - [`acl`]: API tokens (create, list, remove) and what scope each `/v1` call needs.
+pub mod acl;
 pub mod databases;
 pub mod events;
 pub mod local;
 pub mod logs;
 pub mod nodes;
+pub mod secrets;
 pub mod services;
 pub mod settings;
 pub mod tokens;
@@ -58,6 +62,7 @@ impl From<PlanError> for ApiError {
             | PlanError::LabelsStrandReplicas { .. }
             | PlanError::DatabaseOwnedByOtherProject { .. }
             | PlanError::NameTaken { .. }
+            | PlanError::SecretWithoutValue { .. }
             | PlanError::Database(_) => StatusCode::CONFLICT,
             PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY

@@ -11,8 +11,13 @@ use super::{change, json_body, ApiError};
 use crate::NodeContext;
 
 /// `POST /v1/deploy`.
-pub async fn deploy(State(ctx): State<NodeContext>, body: Bytes) -> Result<Json<PlanResponse>, ApiError> {
+pub async fn deploy(
+    State(ctx): State<NodeContext>,
+    axum::Extension(caller): axum::Extension<super::acl::Caller>,
+    body: Bytes,
+) -> Result<Json<PlanResponse>, ApiError> {
     let req: DeployRequest = json_body("deploy", &body)?;
+    caller.require(&holdfast_state::acl::Need::Project(req.stack.project.clone()))?;
     // New database roles get random passwords (32 letters and digits: safe in URLs and
     // connection strings without escaping).
     // At most every role of every database in the stack needs one (superuser,
