@@ -81,6 +81,10 @@ pub struct ServiceView {
     #[serde(default)]
     pub placement: PlacementSpec,
     pub instances: Vec<InstanceView>,
+    /// A roll in progress (restart, new secret version), in words: how far, and what it
+    /// waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

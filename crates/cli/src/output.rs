@@ -115,6 +115,9 @@ pub fn status(st: &StatusResponse, now_ms: u64) -> String {
             })
             .collect();
         out.push_str(&table(&["SERVICE", "PROJECT", "READY", "GEN", "PORTS"], &rows));
+        for s in st.services.iter().filter(|s| s.rollout.is_some()) {
+            let _ = writeln!(out, "  {}: {}", s.name, s.rollout.as_deref().unwrap_or(""));
+        }
         out.push('\n');
         let mut rows = Vec::new();
         for s in &st.services {

@@ -202,6 +202,23 @@ impl Engine {
                 simulate(&mut sim, &mut out, cmd);
             }
         }
+        // 5b. Rolls: one replica at a time onto a service's new generation.
+        if sim.desired.services.values().any(|r| r.rollout.is_some()) {
+            let observed = |node: NodeId, service: &str, replica: u32| {
+                obs.nodes.get(&node).and_then(|r| {
+                    r.instances
+                        .iter()
+                        .filter(|i| i.service == service && i.replica == replica)
+                        .max_by_key(|i| (i.generation, i.ready))
+                        .map(|i| (i.generation, i.ready))
+                })
+            };
+            let (cmds, notes) = crate::rollout::step(&sim, &observed);
+            for cmd in cmds {
+                simulate(&mut sim, &mut out, cmd);
+            }
+            recurring.extend(notes);
+        }
         if let Some((cmd, note)) = removal::finish(&sim) {
             if simulate(&mut sim, &mut out, cmd) {
                 out.notes.push(note);

@@ -20,6 +20,8 @@
 //!   standbys one at a time once the others carry the commits).
 //! - `db_restart`: rolling restarts for settings that need one (standbys one at a time,
 //!   then the primary by a switchover).
+//! - [`rollout`]: cluster-wide rolls (restart, a new secret version), one replica at a
+//!   time, each ready before the next goes.
 //! - [`engine`]: [`Engine::tick`] sequences all of them against one simulated state, so
 //!   each proposal is planned on the revision the previous one produces.
 #![forbid(unsafe_code)]
@@ -40,6 +42,7 @@ pub mod fence;
 pub mod membership;
 pub mod records;
 pub mod removal;
+pub mod rollout;
 
 #[cfg(test)]
 mod tests;

@@ -197,6 +197,11 @@ impl World {
         self
     }
 
+    /// The notes of the last `check`, as text.
+    fn last_notes(&self) -> Vec<String> {
+        self.last.notes.iter().map(|n| n.text.clone()).collect()
+    }
+
     /// Every instance the state places on `node` runs there, ready or not.
     fn running(&mut self, node: NodeId, ready: bool) -> &mut Self {
         let mut instances = Vec::new();
@@ -1389,4 +1394,50 @@ fn a_redis_switchover_promotes_a_target_that_processed_the_fenced_masters_offset
         .after(300)
         .all_seen_but(&[])
         .check(&["promote db member 1 on n4, term 2"]);
+}
+
+#[test]
+fn a_restart_rolls_one_replica_at_a_time_across_nodes() {
+    // Three replicas on three nodes: the leader lets one at a time onto the new
+    // generation, each only once the previous one is ready; an unready one stops the
+    // roll; a down node does not hold it up.
+    let mut w = world(&[(1, "a"), (2, "a"), (3, "a")]);
+    w.deploy("services:\n  web: { run: [x], replicas: 3 }\n").all_seen_but(&[]);
+    for n in 1..=3 {
+        w.running(n, true);
+    }
+    w.check(&[]);
+    let gens = |w: &World| (0..3).map(|i| w.state.instance_generation("web", i).unwrap_or(0)).collect::<Vec<_>>();
+    let old = gens(&w)[1];
+    let (_, desired) = holdfast_state::plan::plan_restart(&w.state, "web").expect("restart");
+    let rev = w.state.revision;
+    w.command(Command::SetDesired { expected_revision: rev, desired });
+    let g = w.state.desired.services["web"].generation;
+    assert_eq!(gens(&w), [g, old, old], "only web-0 is let go at first");
+    // Nodes still report the old instances: nothing moves on.
+    w.check(&[]);
+    assert!(w.last_notes().iter().any(|n| n.contains("waiting for web-0")), "{:?}", w.last_notes());
+    // web-0 runs the new generation but is not ready yet: still waiting.
+    for n in 1..=3 {
+        w.running(n, false);
+    }
+    w.check(&[]);
+    for n in 1..=3 {
+        w.running(n, true);
+    }
+    w.check(&[&format!("advance-rollout web@{g} to 2 replicas")]);
+    assert_eq!(gens(&w), [g, g, old]);
+    // web-1's node goes down: the roll waits for its replacement elsewhere, not for it.
+    let node_of_1 = w.state.desired.placements["web"][1];
+    w.after(10 * SEC).all_seen_but(&[node_of_1]);
+    w.check(&["n2 down", "place web: n1 n1 n3"]);
+    for n in [1, 3] {
+        w.running(n, true);
+    }
+    w.check(&[&format!("advance-rollout web@{g} to 3 replicas")]);
+    for n in [1, 3] {
+        w.running(n, true);
+    }
+    w.check(&[&format!("advance-rollout web@{g} done")]);
+    assert_eq!(w.state.desired.services["web"].rollout, None);
 }

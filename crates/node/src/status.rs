@@ -200,7 +200,24 @@ pub fn services_view(
             .iter()
             .filter(|i| i.ready && state.instance_generation(name, i.replica) == Some(i.generation))
             .count() as u32;
+        let rollout = record.rollout.as_ref().map(|r| {
+            let total = instances.len() as u32;
+            let rolled = r.rolled.min(total);
+            let waiting = instances.iter().find(|i| {
+                i.replica < rolled && !(i.ready && state.instance_generation(name, i.replica) == Some(i.generation))
+            });
+            let mut text = format!("rolling: {rolled} of {total} replicas on generation {}", record.generation);
+            if let Some(w) = waiting {
+                text.push_str(&format!("; waiting for {} to be ready", w.name));
+                if let Some(h) = &w.last_health_error {
+                    text.push_str(&format!(" (health check: {h})"));
+                }
+                text.push_str(" before the next replica");
+            }
+            text
+        });
         services.push(ServiceView {
+            rollout,
             name: name.clone(),
             project: record.project.clone(),
             replicas: record.spec.replicas,

@@ -55,7 +55,9 @@ pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(Ins
             &record.spec,
             &state.desired.databases,
         );
-        spec.secrets = secret_uses(state, &record.project, &record.spec);
+        // Replicas a roll has not reached yet keep the secret versions they started with.
+        let kept = record.rollout.as_ref().filter(|r| placed.replica >= r.rolled).map(|r| &r.secrets);
+        spec.secrets = secret_uses(state, &record.project, &record.spec, kept);
         for (k, v) in crate::network::service_env(state, &record.project) {
             spec.env.entry(k).or_insert(v);
         }
@@ -65,11 +67,18 @@ pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(Ins
 }
 
 /// The secrets a service's instances read, at the current version of each (a new
-/// version comes with a new generation, so the instances roll onto it).
-fn secret_uses(state: &ClusterState, project: &str, spec: &ServiceSpec) -> Vec<SecretUse> {
+/// version comes with a new generation, so the instances roll onto it), or at the
+/// version in `kept` for a replica a roll has not reached yet.
+fn secret_uses(
+    state: &ClusterState,
+    project: &str,
+    spec: &ServiceSpec,
+    kept: Option<&BTreeMap<String, u64>>,
+) -> Vec<SecretUse> {
     let version = |name: &str| {
         let key = holdfast_state::secrets::key(project, name);
-        let v = state.secrets.get(&key).and_then(|r| r.current()).map_or(0, |c| c.version);
+        let current = state.secrets.get(&key).and_then(|r| r.current()).map_or(0, |c| c.version);
+        let v = kept.and_then(|k| k.get(&key)).copied().unwrap_or(current);
         (key, v)
     };
     let env = spec.env.iter().filter_map(|(var, v)| match v {

@@ -75,6 +75,10 @@ impl std::fmt::Display for Request {
                 write!(f, "add-api-token {id} ({}, scope {})", token.name, token.scope)
             }
             Command::RemoveApiToken { id } => write!(f, "remove-api-token {id}"),
+            Command::AdvanceRollout { service, generation, rolled } => match rolled {
+                Some(n) => write!(f, "advance-rollout {service}@{generation} to {n} replicas"),
+                None => write!(f, "advance-rollout {service}@{generation} done"),
+            },
             Command::RemoveNode { id, expected_revision } => {
                 write!(f, "remove-node {id} at revision {expected_revision}")
             }
@@ -160,6 +164,9 @@ pub enum Command {
     AddApiToken { id: String, token: crate::acl::ApiTokenRecord },
     /// Remove an API token; it is refused from the next request on.
     RemoveApiToken { id: String },
+    /// Let the roll of `service` onto `generation` go on to `rolled` replicas (`None`:
+    /// done). Compare-and-set on the generation; `rolled` only grows.
+    AdvanceRollout { service: String, generation: u64, rolled: Option<u32> },
 }
 
 /// The outcome of applying a [`Request`].
@@ -442,6 +449,23 @@ impl ClusterState {
             Command::RemoveApiToken { id } => {
                 if self.api_tokens.remove(id).is_none() {
                     return Response::Refused { reason: format!("there is no token {id}") };
+                }
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::AdvanceRollout { service, generation, rolled } => {
+                let Some(rec) = self.desired.services.get_mut(service) else {
+                    return Response::Refused { reason: format!("there is no service {service}") };
+                };
+                match (&mut rec.rollout, rolled) {
+                    (Some(_), _) if rec.generation != *generation => {
+                        return Response::Refused {
+                            reason: format!("{service} is no longer at generation {generation}"),
+                        }
+                    }
+                    (Some(r), Some(n)) if *n > r.rolled => r.rolled = *n,
+                    (Some(_), None) => rec.rollout = None,
+                    _ => return Response::Refused { reason: format!("{service} has no roll to advance so") },
                 }
                 self.revision += 1;
                 Response::Applied { revision: self.revision }

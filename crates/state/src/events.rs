@@ -233,6 +233,14 @@ pub fn describe(before: &ClusterState, cmd: &Command, after: &ClusterState) -> V
                 format!("secret {project}/{name} version {} set by {}: {roll}", version.version, version.set_by),
             ));
         }
+        Command::AdvanceRollout { service, generation, rolled } => {
+            let total = after.desired.placements.get(service).map_or(0, Vec::len);
+            let message = match rolled {
+                Some(n) => format!("rolling {service}: {n} of {total} replicas on generation {generation}"),
+                None => format!("rolled {service}: every replica on generation {generation}"),
+            };
+            out.push(one(Level::Info, "rollout", format!("service {service}"), message));
+        }
         Command::RemoveSecret { project, name } => out.push(one(
             Level::Info,
             "secret-removed",

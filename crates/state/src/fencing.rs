@@ -33,7 +33,7 @@ impl ClusterState {
         let record = self.desired.services.get(service)?;
         self.desired.placements.get(service)?.get(replica as usize)?;
         let epoch = self.epochs.slots.get(service).and_then(|e| e.get(replica as usize)).copied().unwrap_or(0);
-        Some(record.generation.max(epoch))
+        Some(record.replica_generation(replica).max(epoch))
     }
 
     /// Where replica `replica` of `service` is being moved to, and the generation of the
@@ -141,7 +141,7 @@ mod tests {
 
     fn record(generation: u64) -> ServiceRecord {
         let spec = holdfast_spec::ServiceSpec::new(holdfast_spec::RunCommand::Argv(vec!["x".into()]));
-        ServiceRecord { project: "p".into(), spec, address: std::net::Ipv4Addr::new(127, 64, 0, 1), generation }
+        ServiceRecord::new("p".into(), spec, std::net::Ipv4Addr::new(127, 64, 0, 1), generation)
     }
 
     fn set(state: &mut ClusterState, placements: Vec<u64>, moves: &[(u32, u64)]) {

@@ -359,6 +359,50 @@ pub struct ServiceRecord {
     /// Bumped whenever running instances must be replaced: a change of anything but the
     /// replica count, or a `restart`. Instances of an older generation are replaced.
     pub generation: u64,
+    /// A roll in progress across the cluster (a `restart`, a new secret version): only
+    /// the first `rolled` replicas run `generation` yet; the leader lets the next one
+    /// go once the last one it let go is ready, so one instance at a time is replaced
+    /// however many nodes they are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// A cluster-wide, one-instance-at-a-time roll of a service (see
+/// [`ServiceRecord::rollout`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The generation replicas not yet rolled keep running.
+    pub from: u64,
+    /// Replicas `0..rolled` run the service's current generation.
+    pub rolled: u32,
+    /// The secret versions (`project/name` → version) replicas not yet rolled read, where
+    /// they differ from the current ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, u64>,
+}
+
+impl ServiceRecord {
+    /// A record with no roll in progress.
+    pub fn new(project: String, spec: ServiceSpec, address: std::net::Ipv4Addr, generation: u64) -> Self {
+        ServiceRecord { project, spec, address, generation, rollout: None }
+    }
+
+    /// Starts a roll onto a new `generation` (instances of the old one are replaced one at
+    /// a time, in replica order), remembering which secret versions the old ones read.
+    pub fn begin_rollout(&mut self, generation: u64, secrets: BTreeMap<String, u64>) {
+        // Mid-roll, the replicas not rolled yet (still on the roll's old generation) are
+        // replaced at once by their nodes: the roll restarts from the last generation.
+        self.rollout = Some(Rollout { from: self.generation, rolled: 1, secrets });
+        self.generation = generation;
+    }
+
+    /// The generation replica `replica` runs before its placement epoch is counted.
+    pub fn replica_generation(&self, replica: u32) -> u64 {
+        match &self.rollout {
+            Some(r) if replica >= r.rolled => r.from,
+            _ => self.generation,
+        }
+    }
 }
 
 /// A member of the cluster.

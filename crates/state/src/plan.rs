@@ -227,7 +227,7 @@ fn plan_deploy_inner(
                 let mut taken: Vec<Ipv4Addr> = services.values().map(|r| r.address).collect();
                 taken.extend(crate::database::addresses_in_use(&BTreeMap::new(), &current.databases));
                 let address = service_address(project, name, &taken);
-                ServiceRecord { project: project.clone(), spec: spec.clone(), address, generation: new_generation }
+                ServiceRecord::new(project.clone(), spec.clone(), address, new_generation)
             }
             Some(old) => {
                 let details = describe_service_change(&old.spec, spec);
@@ -239,6 +239,9 @@ fn plan_deploy_inner(
                     spec: spec.clone(),
                     address: old.address,
                     generation: if replaces { new_generation } else { old.generation },
+                    // A deploy that replaces instances replaces them all (each node one
+                    // at a time); a roll in progress otherwise goes on.
+                    rollout: if replaces { None } else { old.rollout.clone() },
                 }
             }
         };
@@ -408,7 +411,15 @@ pub fn plan_scale(state: &ClusterState, service: &str, replicas: u64) -> Result<
 pub fn plan_restart(state: &ClusterState, service: &str) -> Result<(Plan, Desired), PlanError> {
     let mut services = state.desired.services.clone();
     let record = services.get_mut(service).ok_or_else(|| unknown_service(state, service))?;
-    record.generation = state.revision + 1;
+    let placed = state.desired.placements.get(service).is_some_and(|p| !p.is_empty());
+    if placed {
+        // One instance at a time across the cluster; replicas not rolled yet keep the
+        // secret versions they read.
+        let keep = record.rollout.as_ref().map(|r| r.secrets.clone()).unwrap_or_default();
+        record.begin_rollout(state.revision + 1, keep);
+    } else {
+        record.generation = state.revision + 1;
+    }
     let plan = Plan {
         changes: vec![change(
             ChangeKind::Update,

@@ -150,10 +150,22 @@ pub(crate) fn put(
         rec.versions.drain(..n - HISTORY);
     }
     let generation = state.revision + 1;
+    let previous =
+        state.secrets.get(&key(project, name)).and_then(|r| r.versions.iter().rev().nth(1)).map(|v| v.version);
     let consumers: Vec<String> = consumers(state, project, name).into_iter().map(str::to_string).collect();
     for svc in &consumers {
+        let placed = state.desired.placements.get(svc).is_some_and(|p| !p.is_empty());
         if let Some(r) = state.desired.services.get_mut(svc) {
-            r.generation = generation;
+            // Replicas not rolled yet keep reading the version they started with.
+            let mut keep = r.rollout.as_ref().map(|o| o.secrets.clone()).unwrap_or_default();
+            if let Some(prev) = previous {
+                keep.entry(key(project, name)).or_insert(prev);
+            }
+            if placed {
+                r.begin_rollout(generation, keep);
+            } else {
+                r.generation = generation;
+            }
         }
     }
     Ok(consumers)
@@ -223,18 +235,16 @@ mod tests {
         worker.files.insert("/run/secrets/k".into(), FileSource { secret: "oauth".into() });
         let other = ServiceSpec::new(RunCommand::Argv(vec!["o".into()]));
         for (name, project, spec) in [("web", "shop", web), ("worker", "shop", worker), ("other", "shop", other)] {
-            st.desired.services.insert(
-                name.into(),
-                ServiceRecord { project: project.into(), spec, address: std::net::Ipv4Addr::LOCALHOST, generation: 1 },
-            );
+            st.desired
+                .services
+                .insert(name.into(), ServiceRecord::new(project.into(), spec, std::net::Ipv4Addr::LOCALHOST, 1));
         }
         // Another project's service with a same-named secret is not a consumer.
         let mut blog = ServiceSpec::new(RunCommand::Argv(vec!["b".into()]));
         blog.env.insert("KEY".into(), EnvValue::Secret { secret: "oauth".into() });
-        st.desired.services.insert(
-            "blog".into(),
-            ServiceRecord { project: "blog".into(), spec: blog, address: std::net::Ipv4Addr::LOCALHOST, generation: 1 },
-        );
+        st.desired
+            .services
+            .insert("blog".into(), ServiceRecord::new("blog".into(), blog, std::net::Ipv4Addr::LOCALHOST, 1));
         st
     }
 

@@ -161,12 +161,12 @@ mod tests {
         let mut st = ClusterState::default();
         st.desired.services.insert(
             "web".into(),
-            ServiceRecord {
-                project: "shop".into(),
-                spec: holdfast_spec::ServiceSpec::new(holdfast_spec::RunCommand::Argv(vec!["x".into()])),
-                address: std::net::Ipv4Addr::LOCALHOST,
-                generation: 1,
-            },
+            ServiceRecord::new(
+                "shop".into(),
+                holdfast_spec::ServiceSpec::new(holdfast_spec::RunCommand::Argv(vec!["x".into()])),
+                std::net::Ipv4Addr::LOCALHOST,
+                1,
+            ),
         );
         st.api_tokens.insert(
             "abc".into(),
