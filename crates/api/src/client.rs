@@ -14,8 +14,9 @@ use serde::Serialize;
 use crate::types::{
     ApiTokenCreated, ApiTokenRequest, ApiTokenView, ApiTokensResponse, DatabaseUrlResponse, DatabasesResponse,
     DeployRequest, ErrorBody, EventsResponse, NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodesResponse,
-    PlanResponse, ScaleRequest, SecretHistoryResponse, SecretSetResponse, SecretsResponse, SettingsChange,
-    SettingsView, StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
+    PlanResponse, ScaleRequest, SecretHistoryResponse, SecretKeyRotated, SecretSetResponse, SecretsResponse,
+    SettingsChange, SettingsView, StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse,
+    WorkersResponse,
 };
 
 /// Why a call failed.
@@ -160,6 +161,10 @@ impl Client {
         let path = format!("/v1/secrets/{project}/{name}");
         let resp = self.send(Method::PUT, &path, Some(value), "application/octet-stream").await?;
         Self::decode(&self.base, &path, resp).await
+    }
+
+    pub async fn rotate_secrets_key(&self) -> Result<SecretKeyRotated, ClientError> {
+        self.call(Method::POST, "/v1/secrets-key/rotate", None::<&()>).await
     }
 
     pub async fn secrets(&self) -> Result<SecretsResponse, ClientError> {

@@ -432,6 +432,17 @@ pub struct SecretHistoryResponse {
     pub versions: Vec<SecretVersionView>,
 }
 
+/// `POST /v1/secrets-key/rotate` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretKeyRotated {
+    /// The key id secrets were sealed under (none before the first secret).
+    pub from: Option<String>,
+    pub to: String,
+    /// Versions resealed.
+    pub resealed: usize,
+    pub revision: u64,
+}
+
 /// `POST /v1/acl/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiTokenRequest {

@@ -44,6 +44,11 @@ pub enum SecretCmd {
         /// <project>/<secret>.
         secret: String,
     },
+    /// Replace the cluster's secrets key: a new key is made on the leader, every readable
+    /// secret version is resealed under it in one change, and every node fetches it (the
+    /// ciphertext of the values is unchanged; only their data keys are re-wrapped).
+    /// Consumers keep running. For keys kept in data directories (the default).
+    RotateKey,
     /// Create a new cluster secrets key file (mode 0600), for `holdfast up
     /// --secrets-key-file FILE` on every node: the key then never sits in a data
     /// directory. Runs locally; refuses to replace an existing file.
@@ -118,6 +123,19 @@ fn read_value(from_file: Option<&PathBuf>) -> Result<zeroize::Zeroizing<Vec<u8>>
 
 pub async fn secret(g: &Global, cmd: SecretCmd) -> Result<ExitCode> {
     match cmd {
+        SecretCmd::RotateKey => {
+            let r = client(g)?.rotate_secrets_key().await?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "secrets key rotated: {} -> {}; {} version(s) resealed; every node fetches the new key",
+                    r.from.as_deref().unwrap_or("(none)"),
+                    r.to,
+                    r.resealed
+                );
+            }
+        }
         SecretCmd::Keygen { file } => {
             let key = holdfast_secrets::ClusterKey::generate()?;
             key.write_new(&file)?;

@@ -188,13 +188,32 @@ fn a_new_version_rolls_every_replica_with_no_failed_request_and_a_bad_one_stops_
         .map(|v| (v["version"].as_u64().unwrap_or(0), v["state"].as_str().unwrap_or("")))
         .collect();
     assert_eq!(states, [(4, "current"), (3, "previous"), (2, "retired"), (1, "retired")], "{h}");
+    assert!(!h.to_string().contains("salut"), "history never shows a value");
+
+    // Rotating the cluster key (asked on a follower): the two readable versions are
+    // resealed, every node ends up holding the new key, and a new version still rolls
+    // onto all three nodes.
+    let key_of = |n: &Node| std::fs::read_to_string(n.dir.join("secrets.key")).unwrap_or_default();
+    let old_key = key_of(&nodes[0]);
+    assert!(nodes.iter().all(|n| key_of(n) == old_key), "every node holds the one cluster key");
+    let r = nodes[1].cli_json(&["secret", "rotate-key"]).expect("rotate-key");
+    assert_eq!(r["resealed"], 2, "{r}");
+    wait_for("every node holds the new key", Duration::from_secs(20), || {
+        let keys: Vec<String> = nodes.iter().map(key_of).collect();
+        seen_unless(keys.iter().all(|k| *k != old_key && *k == keys[0]), (), format!("{keys:?}"))
+    });
+    set_secret(&nodes[2], "sec1/greeting", "servus");
+    wait_for("every replica greets with version 5, under the new key", Duration::from_secs(60), || {
+        let g = greetings(&nodes);
+        seen_unless(g == ["servus", "servus", "servus"], (), format!("{g:?}"))
+    });
 
     // The plaintext is nowhere: data directories (Raft log, snapshots, instance
     // records), daemon logs, status and events JSON, process command lines.
-    let values = ["hola", "bonjour", "salut"];
+    let values = ["hola", "bonjour", "salut", "servus"];
     for n in nodes.iter() {
         let out = std::process::Command::new("grep")
-            .args(["-r", "-l", "-a", "-e", "hola", "-e", "bonjour", "-e", "salut"])
+            .args(["-r", "-l", "-a", "-e", "hola", "-e", "bonjour", "-e", "salut", "-e", "servus"])
             .arg(&n.dir)
             .output()
             .expect("grep");

@@ -22,56 +22,86 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{NodeContext, NodeError};
 
-/// This node's key and where it came from.
+/// This node's keys (the current one, and any it held before a rotation, in memory
+/// only) and where the current one is kept.
 pub struct Keyring {
-    key: RwLock<Option<ClusterKey>>,
+    /// Oldest first.
+    keys: RwLock<Vec<ClusterKey>>,
     /// `Some(path)`: kept in the data directory (fetched keys are written there, and the
     /// key may be handed to other members). `None`: an external file.
     stored: Option<PathBuf>,
 }
 
+/// The file a rotating leader writes the new key to before it proposes anything, so a
+/// crash between the two never loses the key the cluster moved to.
+const NEXT_KEY_FILE: &str = "secrets.key.next";
+
 impl Keyring {
     /// Loads the key: from `external` if given (it must exist), else the data directory's
-    /// file, created on the node that founds the cluster.
+    /// file, created on the node that founds the cluster (plus a rotation's new key, if
+    /// the node stopped in the middle of one).
     pub fn load(data_dir: &Path, external: Option<&Path>, founder: bool) -> Result<Keyring, NodeError> {
         let err = |e: SecretError| NodeError::DataDir { path: data_dir.display().to_string(), message: e.to_string() };
         if let Some(path) = external {
             let key = ClusterKey::load(path).map_err(err)?;
             tracing::info!(key = %key.id(), file = %path.display(), "secrets key read from its own file (not kept in the data directory)");
-            return Ok(Keyring { key: RwLock::new(Some(key)), stored: None });
+            return Ok(Keyring { keys: RwLock::new(vec![key]), stored: None });
         }
         let path = data_dir.join(holdfast_secrets::KEY_FILE);
-        let key = if path.exists() {
-            Some(ClusterKey::load(&path).map_err(err)?)
+        let mut keys = Vec::new();
+        if path.exists() {
+            keys.push(ClusterKey::load(&path).map_err(err)?);
         } else if founder {
             let key = ClusterKey::generate().map_err(err)?;
             key.write_new(&path).map_err(err)?;
             tracing::info!(key = %key.id(), "created the cluster's secrets key");
-            Some(key)
-        } else {
-            None
-        };
-        Ok(Keyring { key: RwLock::new(key), stored: Some(path) })
+            keys.push(key);
+        }
+        let next = data_dir.join(NEXT_KEY_FILE);
+        if next.exists() {
+            keys.push(ClusterKey::load(&next).map_err(err)?);
+        }
+        Ok(Keyring { keys: RwLock::new(keys), stored: Some(path) })
     }
 
-    /// The key, if this node has it.
+    /// The newest key this node holds.
     pub fn key(&self) -> Option<ClusterKey> {
-        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).last().cloned()
     }
 
-    /// The key, if this node may hand it to another member (it keeps it in its data
-    /// directory; an external key is never handed out).
-    pub fn shareable(&self) -> Option<ClusterKey> {
-        self.stored.as_ref().and_then(|_| self.key())
+    /// The key with this id, if this node holds it.
+    pub fn key_by_id(&self, id: &str) -> Option<ClusterKey> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).iter().find(|k| k.id() == id).cloned()
     }
 
+    /// The key values are sealed under now: the cluster's (`state_id`, once recorded),
+    /// else the newest held.
+    fn current(&self, state_id: Option<&str>) -> Result<ClusterKey, String> {
+        match state_id {
+            Some(id) => self.key_by_id(id).ok_or_else(|| {
+                format!("this node does not hold the cluster's secrets key {id} yet (it fetches it from another member; see `holdfast workers`)")
+            }),
+            None => self.key().ok_or_else(|| self.missing()),
+        }
+    }
+
+    /// The key with `id`, if this node may hand it to another member (it keeps its key in
+    /// its data directory; an external key is never handed out).
+    pub fn shareable(&self, id: Option<&str>) -> Option<ClusterKey> {
+        self.stored.as_ref()?;
+        match id {
+            Some(id) => self.key_by_id(id),
+            None => self.key(),
+        }
+    }
+
+    /// Takes a key fetched from another member: kept (it becomes `secrets.key`, the
+    /// cluster having moved to it) and used from now on.
     fn install(&self, key: ClusterKey) -> Result<(), SecretError> {
         if let Some(path) = &self.stored {
-            if !path.exists() {
-                key.write_new(path)?;
-            }
+            key.write_replacing(path)?;
         }
-        *self.key.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).push(key);
         Ok(())
     }
 
@@ -82,17 +112,50 @@ impl Keyring {
         }
     }
 
-    /// Seals `value` as version `version` of `project/name`.
+    /// Seals `value` as version `version` of `project/name` under the cluster's key.
     pub fn seal(
         &self,
+        state_id: Option<&str>,
         project: &str,
         name: &str,
         version: u64,
         value: &[u8],
     ) -> Result<holdfast_secrets::Sealed, String> {
-        let key = self.key().ok_or_else(|| self.missing())?;
+        let key = self.current(state_id)?;
         let ctx = holdfast_state::secrets::seal_context(project, name, version);
         holdfast_secrets::seal(&key, &ctx, value).map_err(|e| e.to_string())
+    }
+
+    /// Opens a sealed version with whichever held key it was sealed under.
+    pub fn open(&self, context: &str, sealed: &holdfast_secrets::Sealed) -> Result<Plain, String> {
+        let key = self.key_by_id(&sealed.key_id).or_else(|| self.key()).ok_or_else(|| self.missing())?;
+        holdfast_secrets::open(&key, context, sealed).map_err(|e| e.to_string())
+    }
+
+    /// A rotation's first step, on the leader: a new key, written to `secrets.key.next`
+    /// and held, before anything is resealed or proposed.
+    pub fn prepare_rotation(&self, data_dir: &Path) -> Result<ClusterKey, String> {
+        if self.stored.is_none() {
+            return Err("this cluster reads its secrets key from --secrets-key-file: rotating a key kept outside the data directories is not supported yet (the new file would have to reach every node first)".into());
+        }
+        let key = ClusterKey::generate().map_err(|e| e.to_string())?;
+        let next = data_dir.join(NEXT_KEY_FILE);
+        let _ = std::fs::remove_file(&next);
+        key.write_new(&next).map_err(|e| e.to_string())?;
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).push(key.clone());
+        Ok(key)
+    }
+
+    /// After the resealed secrets were committed: the new key becomes `secrets.key`.
+    pub fn finish_rotation(&self, data_dir: &Path) -> Result<(), String> {
+        let Some(path) = &self.stored else { return Ok(()) };
+        std::fs::rename(data_dir.join(NEXT_KEY_FILE), path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// A rotation that was not committed: the new key is forgotten.
+    pub fn abandon_rotation(&self, data_dir: &Path, key: &ClusterKey) {
+        let _ = std::fs::remove_file(data_dir.join(NEXT_KEY_FILE));
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).retain(|k| k.id() != key.id());
     }
 }
 
@@ -112,17 +175,18 @@ impl holdfast_agent::SecretSource for StateSecrets {
                 "version {version} of {secret} is retired (only the current and the previous version stay readable)"
             )
         })?;
-        let key = self.keyring.key().ok_or_else(|| self.keyring.missing())?;
-        holdfast_secrets::open(&key, &holdfast_state::secrets::seal_context(project, name, version), sealed)
-            .map_err(|e| e.to_string())
+        self.keyring.open(&holdfast_state::secrets::seal_context(project, name, version), sealed)
     }
 }
 
-/// `GET /cluster/secrets-key` (member certificate): the key, to a member that has none,
-/// when this node keeps it in its data directory.
-pub async fn serve_key(axum::extract::State(ctx): axum::extract::State<NodeContext>) -> axum::response::Response {
+/// `GET /cluster/secrets-key[?id=<key id>]` (member certificate): the key, to a member
+/// that lacks it, when this node keeps it in its data directory.
+pub async fn serve_key(
+    axum::extract::State(ctx): axum::extract::State<NodeContext>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::BTreeMap<String, String>>,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match ctx.keyring.shareable() {
+    match ctx.keyring.shareable(q.get("id").map(String::as_str)) {
         Some(key) => key.encode().to_string().into_response(),
         None => crate::api::ApiError(
             axum::http::StatusCode::NOT_FOUND,
@@ -132,47 +196,65 @@ pub async fn serve_key(axum::extract::State(ctx): axum::extract::State<NodeConte
     }
 }
 
-/// Until this node holds the key: asks the other members for it every 2 s (only when
-/// the key is kept in data directories; an external key is the operator's to give).
+/// Keeps this node holding the cluster's current key: at start when it has none, and
+/// after a rotation (the state names a key it lacks), it asks the other members every
+/// 2 s (only when keys are kept in data directories; an external key is the operator's
+/// to give).
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     const WORKER: &str = "secrets key";
     if ctx.keyring.stored.is_none() {
         ctx.workers.report(WORKER, crate::workers::Pass::Idle("read from its own file"));
         return;
     }
+    let mut states = ctx.control.subscribe();
     loop {
-        if let Some(key) = ctx.keyring.key() {
-            ctx.workers.report(WORKER, crate::workers::Pass::Progress(format!("holding key {}", key.id())));
-            return;
-        }
-        match fetch_from_members(&ctx).await {
-            Ok(key) => {
-                let id = key.id();
-                match ctx.keyring.install(key) {
-                    Ok(()) => tracing::info!(key = %id, "received the cluster's secrets key"),
-                    Err(e) => ctx.workers.report(WORKER, crate::workers::Pass::Error(e.to_string())),
-                }
+        let wanted = ctx.control.state().secrets_key_id.clone();
+        let held = match &wanted {
+            Some(id) => ctx.keyring.key_by_id(id),
+            None => ctx.keyring.key(),
+        };
+        let mut retry = false;
+        match held {
+            Some(key) => {
+                ctx.workers.report(WORKER, crate::workers::Pass::Progress(format!("holding key {}", key.id())))
             }
-            Err(None) => ctx
-                .workers
-                .report(WORKER, crate::workers::Pass::Idle("waiting for another member to fetch the key from")),
-            Err(Some(e)) => ctx.workers.report(WORKER, crate::workers::Pass::Error(e)),
+            None => match fetch_from_members(&ctx, wanted.as_deref()).await {
+                Ok(key) => {
+                    let id = key.id();
+                    match ctx.keyring.install(key) {
+                        Ok(()) => tracing::info!(key = %id, "received the cluster's secrets key"),
+                        Err(e) => ctx.workers.report(WORKER, crate::workers::Pass::Error(e.to_string())),
+                    }
+                    continue;
+                }
+                Err(None) => {
+                    retry = true;
+                    ctx.workers
+                        .report(WORKER, crate::workers::Pass::Idle("waiting for another member to fetch the key from"))
+                }
+                Err(Some(e)) => {
+                    retry = true;
+                    ctx.workers.report(WORKER, crate::workers::Pass::Error(e))
+                }
+            },
         }
+        let pause = if retry { Duration::from_secs(2) } else { Duration::from_secs(3600) };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            changed = states.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
 
 /// `Err(None)`: nobody to ask yet.
-async fn fetch_from_members(ctx: &NodeContext) -> Result<ClusterKey, Option<String>> {
+async fn fetch_from_members(ctx: &NodeContext, expected: Option<&str>) -> Result<ClusterKey, Option<String>> {
     use http_body_util::BodyExt;
     let state = ctx.control.state();
-    let expected = state.secrets_key_id.clone();
+    let query = expected.map(|id| format!("?id={id}")).unwrap_or_default();
     let mut errors = Vec::new();
     for node in state.nodes.values().filter(|n| n.id != ctx.identity.node_id && !n.down) {
-        let req = hyper::Request::get(format!("https://{}/cluster/secrets-key", node.addr))
+        let req = hyper::Request::get(format!("https://{}/cluster/secrets-key{query}", node.addr))
             .body(http_body_util::Full::new(bytes::Bytes::new()))
             .map_err(|e| Some(e.to_string()))?;
         let got = tokio::time::timeout(Duration::from_secs(2), async {
@@ -188,7 +270,7 @@ async fn fetch_from_members(ctx: &NodeContext) -> Result<ClusterKey, Option<Stri
         .await
         .unwrap_or_else(|_| Err("no answer within 2s".into()));
         match got {
-            Ok(key) if expected.as_ref().is_none_or(|id| *id == key.id()) => return Ok(key),
+            Ok(key) if expected.is_none_or(|id| id == key.id()) => return Ok(key),
             Ok(key) => errors.push(format!("{}: holds key {}, not the cluster's", node.name, key.id())),
             Err(e) => errors.push(format!("{}: {e}", node.name)),
         }

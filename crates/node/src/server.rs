@@ -114,6 +114,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/cluster/settings", get(settings::get_settings).put(settings::put_settings))
         .route("/v1/secrets", get(secrets::list))
         .route("/v1/secrets/{project}/{name}", get(secrets::history).put(secrets::set).delete(secrets::remove))
+        .route("/v1/secrets-key/rotate", post(secrets::rotate_key))
         .route("/v1/acl/tokens", get(acl::list).post(acl::create))
         .route("/v1/acl/tokens/{id}", delete(acl::remove))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), forward_to_leader));

@@ -87,10 +87,17 @@ impl ClusterKey {
 
     /// Writes the key file atomically with mode 0600 (never replacing an existing one).
     pub fn write_new(&self, path: &Path) -> Result<(), SecretError> {
-        let err = |message: String| SecretError::KeyFile { path: path.to_path_buf(), message };
         if path.exists() {
-            return Err(err("already exists; refusing to replace a cluster key".into()));
+            let message = "already exists; refusing to replace a cluster key".to_string();
+            return Err(SecretError::KeyFile { path: path.to_path_buf(), message });
         }
+        self.write_replacing(path)
+    }
+
+    /// Writes the key file atomically with mode 0600, replacing what is there (the key
+    /// the cluster moved to, after a rotation).
+    pub fn write_replacing(&self, path: &Path) -> Result<(), SecretError> {
+        let err = |message: String| SecretError::KeyFile { path: path.to_path_buf(), message };
         let tmp = path.with_extension("key.tmp");
         {
             use std::os::unix::fs::OpenOptionsExt;

@@ -75,6 +75,9 @@ impl std::fmt::Display for Request {
                 write!(f, "add-api-token {id} ({}, scope {})", token.name, token.scope)
             }
             Command::RemoveApiToken { id } => write!(f, "remove-api-token {id}"),
+            Command::RekeySecrets { from, to, resealed } => {
+                write!(f, "rekey-secrets {} -> {to}, {} versions", from.as_deref().unwrap_or("-"), resealed.len())
+            }
             Command::AdvanceRollout { service, generation, rolled } => match rolled {
                 Some(n) => write!(f, "advance-rollout {service}@{generation} to {n} replicas"),
                 None => write!(f, "advance-rollout {service}@{generation} done"),
@@ -164,6 +167,10 @@ pub enum Command {
     AddApiToken { id: String, token: crate::acl::ApiTokenRecord },
     /// Remove an API token; it is refused from the next request on.
     RemoveApiToken { id: String },
+    /// Move every secret to the cluster key `to`: `resealed` holds every readable version
+    /// (`project/name`, version, envelope) sealed under it. Refused unless the cluster's
+    /// key is still `from` and the list covers exactly the readable versions.
+    RekeySecrets { from: Option<String>, to: String, resealed: Vec<(String, u64, holdfast_secrets::Sealed)> },
     /// Let the roll of `service` onto `generation` go on to `rolled` replicas (`None`:
     /// done). Compare-and-set on the generation; `rolled` only grows.
     AdvanceRollout { service: String, generation: u64, rolled: Option<u32> },
@@ -452,6 +459,15 @@ impl ClusterState {
                 }
                 self.revision += 1;
                 Response::Applied { revision: self.revision }
+            }
+            Command::RekeySecrets { from, to, resealed } => {
+                match crate::secrets::rekey(self, from.as_deref(), to, resealed) {
+                    Ok(()) => {
+                        self.revision += 1;
+                        Response::Applied { revision: self.revision }
+                    }
+                    Err(reason) => Response::Refused { reason },
+                }
             }
             Command::AdvanceRollout { service, generation, rolled } => {
                 let Some(rec) = self.desired.services.get_mut(service) else {

@@ -241,6 +241,15 @@ pub fn describe(before: &ClusterState, cmd: &Command, after: &ClusterState) -> V
             };
             out.push(one(Level::Info, "rollout", format!("service {service}"), message));
         }
+        Command::RekeySecrets { to, resealed, .. } => out.push(one(
+            Level::Info,
+            "secrets-key-rotated",
+            "secrets key".to_string(),
+            format!(
+                "secrets key rotated to {to}: {} versions resealed; every node fetches the new key",
+                resealed.len()
+            ),
+        )),
         Command::RemoveSecret { project, name } => out.push(one(
             Level::Info,
             "secret-removed",

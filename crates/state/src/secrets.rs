@@ -171,6 +171,38 @@ pub(crate) fn put(
     Ok(consumers)
 }
 
+/// Applies `RekeySecrets`: every readable version gets its envelope under the new key.
+pub(crate) fn rekey(
+    state: &mut ClusterState,
+    from: Option<&str>,
+    to: &str,
+    resealed: &[(String, u64, Sealed)],
+) -> Result<(), String> {
+    if state.secrets_key_id.as_deref() != from {
+        return Err(format!(
+            "the cluster's secrets key is {}, not {} (another rotation happened)",
+            state.secrets_key_id.as_deref().unwrap_or("not set"),
+            from.unwrap_or("not set")
+        ));
+    }
+    let readable: std::collections::BTreeSet<(&str, u64)> = state
+        .secrets
+        .iter()
+        .flat_map(|(k, r)| r.versions.iter().filter(|v| v.sealed.is_some()).map(move |v| (k.as_str(), v.version)))
+        .collect();
+    let given: std::collections::BTreeSet<(&str, u64)> = resealed.iter().map(|(k, v, _)| (k.as_str(), *v)).collect();
+    if readable != given || resealed.iter().any(|(_, _, s)| s.key_id != to) {
+        return Err("the secrets changed while they were being resealed; try again".into());
+    }
+    for (k, v, sealed) in resealed {
+        if let Some(ver) = state.secrets.get_mut(k).and_then(|r| r.versions.iter_mut().find(|x| x.version == *v)) {
+            ver.sealed = Some(sealed.clone());
+        }
+    }
+    state.secrets_key_id = Some(to.to_string());
+    Ok(())
+}
+
 /// Applies `RemoveSecret`: refused while a service reads it.
 pub(crate) fn remove(state: &mut ClusterState, project: &str, name: &str) -> Result<(), String> {
     let k = key(project, name);
@@ -294,6 +326,42 @@ mod tests {
         assert_eq!(rec.versions.len(), HISTORY);
         assert_eq!(rec.versions[0].version, 6);
         assert_eq!(rec.versions.iter().filter(|v| v.sealed.is_some()).count(), 2);
+    }
+
+    #[test]
+    fn rekey_must_cover_exactly_the_readable_versions() {
+        let mut st = state();
+        for v in 1..=3 {
+            st.apply(&put_cmd("shop", "oauth", v));
+        }
+        let resealed = |vs: &[u64]| {
+            vs.iter()
+                .map(|v| ("shop/oauth".to_string(), *v, Sealed { key_id: "k2".into(), ..sealed("x") }))
+                .collect::<Vec<_>>()
+        };
+        let rekey = |from: &str, vs: &[u64]| {
+            Request::new(Command::RekeySecrets { from: Some(from.into()), to: "k2".into(), resealed: resealed(vs) })
+        };
+        let before = st.clone();
+        for (req, why) in [
+            (rekey("k0", &[2, 3]), "the cluster's secrets key is k1, not k0 (another rotation happened)"),
+            (rekey("k1", &[3]), "the secrets changed while they were being resealed; try again"),
+            (rekey("k1", &[1, 2, 3]), "the secrets changed while they were being resealed; try again"),
+        ] {
+            assert_eq!(st.apply(&req), Response::Refused { reason: why.into() });
+            assert_eq!(st, before);
+        }
+        assert!(matches!(st.apply(&rekey("k1", &[2, 3])), Response::Applied { .. }));
+        assert_eq!(st.secrets_key_id.as_deref(), Some("k2"));
+        assert!(st.secrets["shop/oauth"].versions.iter().filter_map(|v| v.sealed.as_ref()).all(|s| s.key_id == "k2"));
+        // A value sealed under the old key is refused from now on.
+        let r = st.apply(&put_cmd("shop", "oauth", 4));
+        assert_eq!(
+            r,
+            Response::Refused {
+                reason: "the value was sealed under key k1 but this cluster's secrets key is k2: the node that took it holds another key".into()
+            }
+        );
     }
 
     #[test]

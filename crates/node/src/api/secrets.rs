@@ -4,7 +4,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use holdfast_api::types::{SecretHistoryResponse, SecretSetResponse, SecretVersionView, SecretView, SecretsResponse};
+use holdfast_api::types::{
+    SecretHistoryResponse, SecretKeyRotated, SecretSetResponse, SecretVersionView, SecretView, SecretsResponse,
+};
 use holdfast_state::secrets::{self, SecretVersion};
 use holdfast_state::{Command, Request, Response as Applied};
 
@@ -46,7 +48,7 @@ pub async fn set(
         let version = state.secrets.get(&key).and_then(|r| r.current()).map_or(1, |c| c.version + 1);
         let sealed = ctx
             .keyring
-            .seal(&project, &name, version, &value)
+            .seal(state.secrets_key_id.as_deref(), &project, &name, version, &value)
             .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("cannot seal the value: {e}")))?;
         let v = SecretVersion {
             version,
@@ -140,6 +142,58 @@ pub async fn remove(
         Applied::Applied { .. } => Ok(Json(SecretHistoryResponse { secret: key, used_by: vec![], versions: vec![] })),
         Applied::Refused { reason } => Err(ApiError(StatusCode::CONFLICT, reason)),
         other => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{other:?}"))),
+    }
+}
+
+/// `POST /v1/secrets-key/rotate` (admin): a new cluster key; every readable version is
+/// resealed under it in one entry, and every member fetches it.
+pub async fn rotate_key(State(ctx): State<NodeContext>) -> Result<Json<SecretKeyRotated>, ApiError> {
+    let _guard = ctx.change_lock.lock().await;
+    let state = ctx.control.read_linearizable().await?;
+    let unavailable = |e: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, e);
+    let old = match &state.secrets_key_id {
+        Some(id) => Some(ctx.keyring.key_by_id(id).ok_or_else(|| {
+            unavailable(format!("this node does not hold the cluster's key {id}; retry in a moment"))
+        })?),
+        None => None,
+    };
+    let new = ctx.keyring.prepare_rotation(&ctx.data_dir).map_err(unavailable)?;
+    let mut resealed = Vec::new();
+    let mut fail = None;
+    for (key, rec) in &state.secrets {
+        let Ok((project, name)) = secrets::parse_key(key) else { continue };
+        for v in &rec.versions {
+            let Some(sealed) = &v.sealed else { continue };
+            let (Some(old), ctx_text) = (&old, secrets::seal_context(project, name, v.version)) else { continue };
+            match holdfast_secrets::reseal(old, &new, &ctx_text, sealed) {
+                Ok(s) => resealed.push((key.clone(), v.version, s)),
+                Err(e) => fail = Some(format!("{key} version {}: {e}", v.version)),
+            }
+        }
+    }
+    if let Some(e) = fail {
+        ctx.keyring.abandon_rotation(&ctx.data_dir, &new);
+        return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot reseal {e}; nothing was changed")));
+    }
+    let count = resealed.len();
+    let cmd = Command::RekeySecrets { from: state.secrets_key_id.clone(), to: new.id(), resealed };
+    match ctx.control.propose(Request::new(cmd)).await {
+        Ok(Applied::Applied { revision }) => {
+            ctx.keyring.finish_rotation(&ctx.data_dir).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            tracing::info!(from = ?state.secrets_key_id, to = %new.id(), versions = count, "secrets key rotated");
+            Ok(Json(SecretKeyRotated { from: state.secrets_key_id.clone(), to: new.id(), resealed: count, revision }))
+        }
+        Ok(Applied::Refused { reason }) => {
+            ctx.keyring.abandon_rotation(&ctx.data_dir, &new);
+            Err(ApiError(StatusCode::CONFLICT, format!("{reason}; nothing was changed")))
+        }
+        Ok(other) => {
+            ctx.keyring.abandon_rotation(&ctx.data_dir, &new);
+            Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{other:?}")))
+        }
+        // Not known whether it was committed: keep the new key (secrets.key.next) so a
+        // commit is never left without it.
+        Err(e) => Err(e.into()),
     }
 }
 
