@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 use crate::model::{
-    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, Persistence, SecretSpec, SyncLoss, DEFAULT_DB_INSTANCES,
+    DatabaseSpec, DbEndpoint, DbEngine, Concurrency, EnvValue, FileSource, JobSpec, Persistence, SecretSpec, MAX_JOB_RETRIES, SyncLoss, DEFAULT_DB_INSTANCES,
     MAX_DB_INSTANCES,
 };
 use crate::model::{
@@ -62,7 +62,7 @@ const POSTGRES_ONLY: &[&str] = &["sync", "on_sync_loss", "databases", "users", "
 const REDIS_ONLY: &[&str] = &["persistence", "maxmemory", "durability"];
 
 const TOP: FieldSet = FieldSet {
-    names: &["project", "services", "routes", "databases", "secrets"],
+    names: &["project", "services", "routes", "databases", "secrets", "jobs"],
     hints: &[
         ("a service, under `services.<name>`", SERVICE_FIELDS),
         ("a route, in the `routes:` list", ROUTE_FIELDS),
@@ -72,6 +72,21 @@ const TOP: FieldSet = FieldSet {
 const DATABASE: FieldSet =
     FieldSet { names: DATABASE_FIELDS, hints: &[("`resources`", RESOURCE_FIELDS), ("`placement`", PLACEMENT_FIELDS)] };
 const ENV_URL: FieldSet = FieldSet { names: &["url", "endpoint", "user"], hints: &[] };
+const JOB_FIELDS: &[&str] = &[
+    "run",
+    "env",
+    "files",
+    "workdir",
+    "resources",
+    "node_selector",
+    "schedule",
+    "every",
+    "secrets_write",
+    "retries",
+    "timeout",
+    "concurrency",
+];
+const JOB: FieldSet = FieldSet { names: JOB_FIELDS, hints: &[("`resources`", RESOURCE_FIELDS)] };
 const SECRET_REF: FieldSet = FieldSet { names: &["secret"], hints: &[] };
 const SERVICE: FieldSet = FieldSet {
     names: SERVICE_FIELDS,
@@ -129,6 +144,8 @@ pub(crate) struct Loader {
     database_at: HashMap<String, (usize, Option<LineCol>)>,
     secrets: BTreeMap<String, SecretSpec>,
     secret_at: HashMap<String, (usize, Option<LineCol>)>,
+    jobs: BTreeMap<String, JobSpec>,
+    job_at: HashMap<String, (usize, Option<LineCol>)>,
 }
 
 fn at(file: &str, pos: Option<LineCol>) -> String {
@@ -207,6 +224,7 @@ impl Loader {
             routes: std::mem::take(&mut self.routes),
             databases: std::mem::take(&mut self.databases),
             secrets: std::mem::take(&mut self.secrets),
+            jobs: std::mem::take(&mut self.jobs),
         };
         let mut sink = LoaderSink {
             positions: &self.positions,
@@ -484,6 +502,163 @@ impl Doc<'_> {
         if let Some((_, v)) = f.get("secrets") {
             self.secrets(v, &root.field("secrets"));
         }
+        if let Some((_, v)) = f.get("jobs") {
+            self.jobs(v, &root.field("jobs"));
+        }
+    }
+
+    fn jobs(&mut self, node: &Node, p: &FieldPath) {
+        let Some(entries) =
+            self.entries(node, p, "a mapping of job names to jobs, e.g. `migrate: { run: [\"./migrate\"] }`", "job")
+        else {
+            return;
+        };
+        for (name, k, v) in entries {
+            let jp = p.key(&name);
+            if let Some((file, pos)) = self.loader.job_at.get(&name).copied() {
+                let first = at(self.loader.files.get(file).map_or("", String::as_str), pos);
+                self.error(
+                    SpecErrorKind::Duplicate,
+                    &jp,
+                    k.pos,
+                    format!("job `{}` is defined twice (first at {first})", name.escape_debug()),
+                );
+                continue;
+            }
+            self.note(&jp, k.pos, v.pos);
+            let job = self.job(v, &jp, k.pos);
+            self.loader.job_at.insert(name.clone(), (self.file, k.pos));
+            self.loader.jobs.insert(name, job);
+        }
+    }
+
+    fn job(&mut self, node: &Node, jp: &FieldPath, key_pos: Option<LineCol>) -> JobSpec {
+        let mut job = JobSpec::new(RunCommand::Argv(Vec::new()));
+        let Some(f) = self.fields(node, jp, &JOB) else {
+            self.poison(jp);
+            return job;
+        };
+        let run_p = jp.field("run");
+        match f.get("run") {
+            Some((_, v)) => job.run = self.command(v, &run_p),
+            None => {
+                self.error(
+                    SpecErrorKind::MissingField,
+                    jp,
+                    key_pos.or(node.pos),
+                    format!("missing required field `run`: the command a run executes, {RUN_EXAMPLE}"),
+                );
+                self.poison(&run_p);
+            }
+        }
+        if let Some((_, v)) = f.get("env") {
+            job.env = self.env(v, &jp.field("env"));
+        }
+        if let Some((_, v)) = f.get("files") {
+            job.files = self.files(v, &jp.field("files"));
+        }
+        if let Some((_, v)) = f.get("workdir") {
+            job.workdir =
+                self.string(v, &jp.field("workdir"), "an absolute directory path such as `/srv/web`").map(PathBuf::from);
+        }
+        if let Some((_, v)) = f.get("resources") {
+            job.resources = self.resources(v, &jp.field("resources"));
+        }
+        if let Some((_, v)) = f.get("node_selector") {
+            let sp = jp.field("node_selector");
+            if let Some(entries) = self.entries(v, &sp, "a mapping of node labels to values, e.g. `{ arch: amd64 }`", "label") {
+                for (key, k, value) in entries {
+                    let lp = sp.key(&key);
+                    self.note(&lp, k.pos, value.pos);
+                    match value.scalar_text() {
+                        Some(t) => {
+                            job.node_selector.insert(key, t);
+                        }
+                        None => self.wrong_type(&lp, value, "a label value such as `amd64`"),
+                    }
+                }
+            }
+        }
+        match (f.get("schedule"), f.get("every")) {
+            (Some(_), Some((ek, _))) => self.fail(
+                SpecErrorKind::InvalidValue,
+                &jp.field("every"),
+                ek.pos,
+                "a job runs on a `schedule` (cron) or `every` interval, not both; keep one".to_string(),
+            ),
+            (Some((_, v)), None) => {
+                let p = jp.field("schedule");
+                if let Some(expr) = self.string(v, &p, "a cron expression such as `0 3 * * *`") {
+                    match crate::schedule::check_cron(&expr) {
+                        Ok(()) => job.schedule = Some(crate::schedule::JobSchedule::Cron(expr)),
+                        Err(msg) => self.fail(SpecErrorKind::InvalidValue, &p, v.pos, msg),
+                    }
+                }
+            }
+            (None, Some((_, v))) => {
+                let p = jp.field("every");
+                if let Some(ms) = self.duration(v, &p) {
+                    if !(1_000..=366 * 24 * 3_600_000).contains(&ms) {
+                        self.fail(
+                            SpecErrorKind::InvalidValue,
+                            &p,
+                            v.pos,
+                            "`every` must be between 1s and 366 days".to_string(),
+                        );
+                    } else {
+                        job.schedule = Some(crate::schedule::JobSchedule::EveryMs(ms));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some((_, v)) = f.get("secrets_write") {
+            job.secrets_write =
+                self.names(v, &jp.field("secrets_write"), "a list of secret names of this project, e.g. `[oauth-key]`");
+        }
+        if let Some((_, v)) = f.get("retries") {
+            let p = jp.field("retries");
+            match &v.kind {
+                Kind::Int(i) if (0..=MAX_JOB_RETRIES as i128).contains(i) => job.retries = *i as u32,
+                Kind::Int(i) => self.fail(
+                    SpecErrorKind::InvalidValue,
+                    &p,
+                    v.pos,
+                    format!("retries must be between 0 and {MAX_JOB_RETRIES}, found {i}"),
+                ),
+                _ => self.wrong_type(&p, v, &format!("a whole number between 0 and {MAX_JOB_RETRIES}")),
+            }
+        }
+        if let Some((_, v)) = f.get("timeout") {
+            let p = jp.field("timeout");
+            if let Some(ms) = self.duration(v, &p) {
+                if !(1_000..=7 * 24 * 3_600_000).contains(&ms) {
+                    self.fail(SpecErrorKind::InvalidValue, &p, v.pos, "timeout must be between 1s and 7 days".to_string());
+                } else {
+                    job.timeout_ms = ms;
+                }
+            }
+        }
+        if let Some((_, v)) = f.get("concurrency") {
+            let p = jp.field("concurrency");
+            let valid: Vec<&str> = Concurrency::ALL.iter().map(|c| c.as_str()).collect();
+            if let Some(s) = self.string(v, &p, &format!("one of {}", valid.join(", "))) {
+                match s.parse::<Concurrency>() {
+                    Ok(c) => job.concurrency = c,
+                    Err(()) => self.fail(
+                        SpecErrorKind::InvalidValue,
+                        &p,
+                        v.pos,
+                        format!(
+                            "invalid concurrency `{}`{} (valid: forbid = skip a slot while a run is going, replace = stop it and start, allow = run both)",
+                            s.escape_debug(),
+                            suggestion_suffix(&s, valid.iter().copied())
+                        ),
+                    ),
+                }
+            }
+        }
+        job
     }
 
     /// `secrets: { oauth-key: {} }`: declarations only (a value here is refused: values

@@ -52,6 +52,104 @@ pub struct Stack {
     /// here, their values set with `holdfast secret set` and kept sealed in the cluster.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, SecretSpec>,
+    /// Jobs by name: commands run to completion, now (`holdfast run`) or on a schedule.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<String, JobSpec>,
+}
+
+/// Default `timeout` of a job run (1 hour).
+pub const DEFAULT_JOB_TIMEOUT_MS: u64 = 3_600_000;
+/// Largest `retries`.
+pub const MAX_JOB_RETRIES: u32 = 10;
+
+/// A job: a command run to completion on one node, placed like a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub run: RunCommand,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvValue>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, FileSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<PathBuf>,
+    #[serde(default)]
+    pub resources: Resources,
+    /// Node labels a node must have to run it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// When it runs by itself; `None`: only with `holdfast run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::JobSchedule>,
+    /// Secrets of its project a run may set a new version of (with the token it gets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets_write: Vec<String>,
+    /// Attempts after a failed one (exit code not 0, timeout, node lost).
+    #[serde(default)]
+    pub retries: u32,
+    /// A run still going after this long is stopped and counts as failed.
+    pub timeout_ms: u64,
+    /// What a slot does while a run is still going.
+    #[serde(default)]
+    pub concurrency: Concurrency,
+}
+
+impl JobSpec {
+    /// A job running `run` only when asked, with every other field at its default.
+    pub fn new(run: RunCommand) -> Self {
+        JobSpec {
+            run,
+            env: BTreeMap::new(),
+            files: BTreeMap::new(),
+            workdir: None,
+            resources: Resources::default(),
+            node_selector: BTreeMap::new(),
+            schedule: None,
+            secrets_write: Vec::new(),
+            retries: 0,
+            timeout_ms: DEFAULT_JOB_TIMEOUT_MS,
+            concurrency: Concurrency::default(),
+        }
+    }
+
+    /// The secrets a run reads, from `env` and `files`.
+    pub fn secrets_used(&self) -> std::collections::BTreeSet<&str> {
+        let env = self.env.values().filter_map(|v| match v {
+            EnvValue::Secret { secret } => Some(secret.as_str()),
+            _ => None,
+        });
+        env.chain(self.files.values().map(|f| f.secret.as_str())).collect()
+    }
+}
+
+/// What a scheduled slot does while an earlier run of the job is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Concurrency {
+    /// Skip the slot (the default).
+    #[default]
+    Forbid,
+    /// Stop the running one, then start.
+    Replace,
+    /// Start anyway.
+    Allow,
+}
+
+impl Concurrency {
+    pub const ALL: [Concurrency; 3] = [Concurrency::Forbid, Concurrency::Replace, Concurrency::Allow];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Concurrency::Forbid => "forbid",
+            Concurrency::Replace => "replace",
+            Concurrency::Allow => "allow",
+        }
+    }
+}
+
+impl FromStr for Concurrency {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Concurrency::ALL.into_iter().find(|c| c.as_str() == s).ok_or(())
+    }
 }
 
 /// A declared secret. Its value is never in a spec.
@@ -73,6 +171,7 @@ impl Default for Stack {
             routes: Vec::new(),
             databases: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            jobs: BTreeMap::new(),
         }
     }
 }

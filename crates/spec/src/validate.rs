@@ -103,6 +103,10 @@ pub(crate) fn validate_stack(stack: &Stack, sink: &mut dyn Sink) {
     for (name, db) in &stack.databases {
         validate_database(stack, name, db, &databases_path.key(name), sink);
     }
+    let jobs_path = root.field("jobs");
+    for (name, job) in &stack.jobs {
+        validate_job(stack, name, job, &jobs_path.key(name), sink);
+    }
     let secrets_path = root.field("secrets");
     for name in stack.secrets.keys() {
         let p = secrets_path.key(name);
@@ -249,57 +253,7 @@ fn validate_service(stack: &Stack, name: &str, svc: &ServiceSpec, sp: &FieldPath
         }
     }
 
-    let env_path = sp.field("env");
-    if !sink.is_poisoned(&env_path) {
-        for (key, value) in &svc.env {
-            let p = env_path.key(key);
-            if sink.is_poisoned(&p) {
-                continue;
-            }
-            if let Some(msg) = env_name_problem(key) {
-                sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
-            } else if !svc.ports.is_empty() && (key == "PORT" || svc.ports.keys().any(|n| port_env_name(n) == *key)) {
-                sink.report(
-                    SpecErrorKind::InvalidValue,
-                    &p,
-                    Target::Key,
-                    format!(
-                        "`{key}` is set by holdfast for each instance (PORT and PORT_<NAME> carry the instance's listen ports); remove it from env"
-                    ),
-                );
-            }
-            match value {
-                EnvValue::Value(value) => {
-                    if value.contains('\0') {
-                        sink.report(
-                            SpecErrorKind::InvalidValue,
-                            &p,
-                            Target::Value,
-                            "environment values cannot contain a NUL character".to_string(),
-                        );
-                    }
-                }
-                EnvValue::Url { url, user, endpoint } => {
-                    validate_env_url(stack, url, *endpoint, user.as_deref(), &p, sink);
-                }
-                EnvValue::Secret { secret } => validate_secret_ref(stack, secret, &p.field("secret"), sink),
-            }
-        }
-    }
-
-    let files_path = sp.field("files");
-    if !sink.is_poisoned(&files_path) {
-        for (path, source) in &svc.files {
-            let p = files_path.key(path);
-            if sink.is_poisoned(&p) {
-                continue;
-            }
-            if let Some(msg) = secret_file_problem(path, svc.workdir.as_deref()) {
-                sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
-            }
-            validate_secret_ref(stack, &source.secret, &p.field("secret"), sink);
-        }
-    }
+    validate_env_and_files(stack, &svc.env, &svc.files, svc.workdir.as_deref(), &svc.ports, sp, sink);
 
     let ports_path = sp.field("ports");
     if !sink.is_poisoned(&ports_path) {
@@ -505,6 +459,123 @@ fn validate_node_selector(placement: &PlacementSpec, pp: &FieldPath, sink: &mut 
             }
         }
     }
+}
+
+fn validate_job(stack: &Stack, name: &str, job: &crate::model::JobSpec, jp: &FieldPath, sink: &mut dyn Sink) {
+    if sink.is_poisoned(jp) {
+        return;
+    }
+    if let Some(msg) = dns_label_problem("job name", name) {
+        sink.report(SpecErrorKind::InvalidValue, jp, Target::Key, msg);
+    }
+    validate_run(&job.run, &jp.field("run"), sink);
+    let workdir = jp.field("workdir");
+    if let Some(dir) = &job.workdir {
+        if !sink.is_poisoned(&workdir) && !dir.is_absolute() {
+            sink.report(
+                SpecErrorKind::InvalidValue,
+                &workdir,
+                Target::Value,
+                format!("workdir `{}` must be an absolute path", dir.display()),
+            );
+        }
+    }
+    validate_env_and_files(stack, &job.env, &job.files, job.workdir.as_deref(), &BTreeMap::new(), jp, sink);
+    let sw = jp.field("secrets_write");
+    if !sink.is_poisoned(&sw) {
+        for (i, secret) in job.secrets_write.iter().enumerate() {
+            validate_secret_ref(stack, secret, &sw.index(i), sink);
+        }
+    }
+    if let Some(crate::schedule::JobSchedule::Cron(expr)) = &job.schedule {
+        let p = jp.field("schedule");
+        if !sink.is_poisoned(&p) {
+            if let Err(msg) = crate::schedule::check_cron(expr) {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Value, msg);
+            }
+        }
+    }
+    if job.retries > crate::model::MAX_JOB_RETRIES {
+        sink.report(
+            SpecErrorKind::InvalidValue,
+            &jp.field("retries"),
+            Target::Value,
+            format!("retries must be between 0 and {}, found {}", crate::model::MAX_JOB_RETRIES, job.retries),
+        );
+    }
+    if !(1_000..=7 * 24 * 3_600_000).contains(&job.timeout_ms) {
+        sink.report(
+            SpecErrorKind::InvalidValue,
+            &jp.field("timeout"),
+            Target::Value,
+            "timeout must be between 1s and 7 days".to_string(),
+        );
+    }
+}
+
+/// `env` and `files` of a service or a job: names, values, database URLs and secret
+/// references (`ports`: the service's named ports, whose variables holdfast sets).
+fn validate_env_and_files(
+    stack: &Stack,
+    env: &BTreeMap<String, EnvValue>,
+    files: &BTreeMap<String, crate::model::FileSource>,
+    workdir: Option<&std::path::Path>,
+    ports: &BTreeMap<String, u16>,
+    sp: &FieldPath,
+    sink: &mut dyn Sink,
+) {
+    let env_path = sp.field("env");
+    if !sink.is_poisoned(&env_path) {
+        for (key, value) in env {
+            let p = env_path.key(key);
+            if sink.is_poisoned(&p) {
+                continue;
+            }
+            if let Some(msg) = env_name_problem(key) {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
+            } else if !ports.is_empty() && (key == "PORT" || ports.keys().any(|n| port_env_name(n) == *key)) {
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &p,
+                    Target::Key,
+                    format!(
+                        "`{key}` is set by holdfast for each instance (PORT and PORT_<NAME> carry the instance's listen ports); remove it from env"
+                    ),
+                );
+            }
+            match value {
+                EnvValue::Value(value) => {
+                    if value.contains('\0') {
+                        sink.report(
+                            SpecErrorKind::InvalidValue,
+                            &p,
+                            Target::Value,
+                            "environment values cannot contain a NUL character".to_string(),
+                        );
+                    }
+                }
+                EnvValue::Url { url, user, endpoint } => {
+                    validate_env_url(stack, url, *endpoint, user.as_deref(), &p, sink);
+                }
+                EnvValue::Secret { secret } => validate_secret_ref(stack, secret, &p.field("secret"), sink),
+            }
+        }
+    }
+
+    let files_path = sp.field("files");
+    if !sink.is_poisoned(&files_path) {
+        for (path, source) in files {
+            let p = files_path.key(path);
+            if sink.is_poisoned(&p) {
+                continue;
+            }
+            if let Some(msg) = secret_file_problem(path, workdir) {
+                sink.report(SpecErrorKind::InvalidValue, &p, Target::Key, msg);
+            }
+            validate_secret_ref(stack, &source.secret, &p.field("secret"), sink);
+        }
+    }
+
 }
 
 /// Directories a secret file may not be put in: the file's directory is replaced, in the

@@ -22,7 +22,7 @@ err_cases! {
     unknown_service_field_suggests: "services:\n  web:\n    run: [srv]\n    replica: 3\n"
         => "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, files, ports, health, resources, restart, stop, placement)";
     unknown_top_field_suggests: "service:\n  web: {run: x}\n"
-        => "demo.yaml:1:1: unknown field `service`, did you mean `services`? (valid fields: project, services, routes, databases, secrets)";
+        => "demo.yaml:1:1: unknown field `service`, did you mean `services`? (valid fields: project, services, routes, databases, secrets, jobs)";
     misplaced_health_field_hint: "services:\n  web:\n    run: [srv]\n    interval: 3s\n"
         => "demo.yaml:4:5: services.web: unknown field `interval`: `interval` belongs in `health`";
     misplaced_service_field_at_top: "run: [srv]\n"
@@ -46,7 +46,7 @@ err_cases! {
     services_as_list: "services:\n  - web\n"
         => "demo.yaml:2:3: services: expected a mapping of service names to services, e.g. `web: { run: ... }`, found a list";
     top_level_list: "- a\n- b\n"
-        => "demo.yaml:1:1: expected a mapping with fields project, services, routes, databases, secrets, found a list";
+        => "demo.yaml:1:1: expected a mapping with fields project, services, routes, databases, secrets, jobs, found a list";
     routes_as_map: &web("routes:\n  host: a.b\n")
         => "demo.yaml:6:3: routes: expected a list of routes, each item starting with `- host: ...`, found a mapping";
     non_scalar_key: "services:\n  ? [a, b]\n  : {run: x}\n"

@@ -102,6 +102,7 @@ fn full_expected() -> Stack {
     Stack {
         project: "demo".into(),
         secrets: BTreeMap::new(),
+        jobs: BTreeMap::new(),
         services: BTreeMap::from([("web".into(), web), ("db".into(), db)]),
         routes: vec![
             RouteSpec { host: "demo.localhost".into(), path: "/".into(), service: "web".into(), port: "http".into() },

@@ -12,6 +12,7 @@ fn valid() -> Stack {
     Stack {
         project: "demo".into(),
         secrets: BTreeMap::new(),
+        jobs: BTreeMap::new(),
         services: BTreeMap::from([("web".into(), web)]),
         routes: vec![RouteSpec {
             host: "demo.localhost".into(),
