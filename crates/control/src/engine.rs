@@ -93,7 +93,7 @@ impl Engine {
 
     /// One pass of every duty.
     pub fn tick(&mut self, input: Input<'_>) -> Output {
-        let Input { now, me, state, observations: obs, own_ca } = input;
+        let Input { now, me, state, observations: obs, own_ca, wall_ms } = input;
         let leader_since = *self.leader_since.get_or_insert(now);
         let mut out = Output::default();
         let mut sim = state.clone();
@@ -218,6 +218,38 @@ impl Engine {
                 simulate(&mut sim, &mut out, cmd);
             }
             recurring.extend(notes);
+        }
+        // 5c. Jobs: scheduled slots, placing runs, following attempts.
+        if !sim.desired.jobs.is_empty() {
+            let seen = |node: NodeId, service: &str, replica: u32| {
+                obs.nodes.get(&node).and_then(|r| {
+                    r.instances
+                        .iter()
+                        .filter(|i| i.service == service && i.replica == replica)
+                        .max_by_key(|i| i.generation)
+                        .map(|i| (i.generation, i.running, i.exited.clone()))
+                })
+            };
+            // Attempts first (a run that just ended frees its job's next slot), then the
+            // slots due, then placing the runs those started.
+            let (cmds, notes) = crate::jobs::follow_runs(&sim, wall_ms, &seen);
+            for cmd in cmds {
+                simulate(&mut sim, &mut out, cmd);
+            }
+            recurring.extend(notes);
+            let (cmds, notes) = crate::jobs::start_slots(&sim, wall_ms);
+            let started = !cmds.is_empty();
+            for cmd in cmds {
+                simulate(&mut sim, &mut out, cmd);
+            }
+            out.notes.extend(notes);
+            if started {
+                let (cmds, notes) = crate::jobs::follow_runs(&sim, wall_ms, &seen);
+                for cmd in cmds {
+                    simulate(&mut sim, &mut out, cmd);
+                }
+                recurring.extend(notes);
+            }
         }
         if let Some((cmd, note)) = removal::finish(&sim) {
             if simulate(&mut sim, &mut out, cmd) {

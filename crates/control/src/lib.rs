@@ -20,6 +20,8 @@
 //!   standbys one at a time once the others carry the commits).
 //! - `db_restart`: rolling restarts for settings that need one (standbys one at a time,
 //!   then the primary by a switchover).
+//! - [`jobs`]: job schedules (each slot once, across leader changes), placing runs,
+//!   following attempts, timeouts, retries with backoff.
 //! - [`rollout`]: cluster-wide rolls (restart, a new secret version), one replica at a
 //!   time, each ready before the next goes.
 //! - [`engine`]: [`Engine::tick`] sequences all of them against one simulated state, so
@@ -39,6 +41,7 @@ mod db_restart;
 pub mod detector;
 pub mod engine;
 pub mod fence;
+pub mod jobs;
 pub mod membership;
 pub mod records;
 pub mod removal;
@@ -58,6 +61,12 @@ pub struct InstanceReport {
     pub service: String,
     pub replica: u32,
     pub generation: u64,
+    /// Its process is running.
+    #[serde(default)]
+    pub running: bool,
+    /// It exited for good (a job run): the exit code, if any, and how, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited: Option<(Option<i32>, String)>,
     pub ready: bool,
 }
 
@@ -147,6 +156,9 @@ pub struct Input<'a> {
     pub observations: &'a Observations,
     /// The CA this node can record when the state has none (the founder holds the key).
     pub own_ca: Option<&'a holdfast_state::model::CaRecord>,
+    /// The leader's wall clock (ms since the Unix epoch, UTC): job schedules and the times
+    /// runs record. Only schedules read it; every other duty uses `now`.
+    pub wall_ms: u64,
 }
 
 /// A change of the Raft membership.

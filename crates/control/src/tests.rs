@@ -26,6 +26,8 @@ struct World {
     me: NodeId,
     own_ca: Option<CaRecord>,
     last: Output,
+    /// The wall clock (ms since the epoch), moved with `now`.
+    wall: Millis,
 }
 
 fn record(id: NodeId, site: &str) -> NodeRecord {
@@ -57,7 +59,8 @@ fn world(nodes: &[(NodeId, &str)]) -> World {
     obs.membership.voters = holdfast_state::voters::choose_voters(&all, &Default::default());
     obs.membership.learners =
         nodes.iter().map(|(id, _)| *id).filter(|id| !obs.membership.voters.contains(id)).collect();
-    let mut w = World { state, obs, engine: Engine::new(), now, me: 1, own_ca: None, last: Output::default() };
+    let mut w =
+        World { state, obs, engine: Engine::new(), now, me: 1, own_ca: None, last: Output::default(), wall: WALL0 };
     for (id, _) in nodes {
         w.seen(*id, 0);
     }
@@ -141,7 +144,14 @@ fn render(before: &ClusterState, out: &Output) -> Vec<String> {
 
 impl World {
     fn input(&self) -> Input<'_> {
-        Input { now: self.now, me: self.me, state: &self.state, observations: &self.obs, own_ca: self.own_ca.as_ref() }
+        Input {
+            now: self.now,
+            me: self.me,
+            state: &self.state,
+            observations: &self.obs,
+            own_ca: self.own_ca.as_ref(),
+            wall_ms: self.wall,
+        }
     }
 
     fn tick(&mut self) -> Output {
@@ -151,6 +161,7 @@ impl World {
             state: &self.state,
             observations: &self.obs,
             own_ca: self.own_ca.as_ref(),
+            wall_ms: self.wall,
         };
         self.engine.tick(input)
     }
@@ -177,6 +188,7 @@ impl World {
 
     fn after(&mut self, ms: Millis) -> &mut Self {
         self.now += ms;
+        self.wall += ms;
         self
     }
 
@@ -206,7 +218,14 @@ impl World {
     fn running(&mut self, node: NodeId, ready: bool) -> &mut Self {
         let mut instances = Vec::new();
         for p in self.state.instances_on(node) {
-            instances.push(InstanceReport { service: p.service, replica: p.replica, generation: p.generation, ready });
+            instances.push(InstanceReport {
+                service: p.service,
+                replica: p.replica,
+                generation: p.generation,
+                ready,
+                running: true,
+                exited: None,
+            });
         }
         if let Some(r) = self.obs.nodes.get_mut(&node) {
             r.instances = instances;
@@ -444,6 +463,7 @@ fn the_founder_registers_itself_and_records_the_ca_once() {
         me: 1,
         own_ca: Some(CaRecord { cert_pem: "cert".into(), key_pem: "key".into() }),
         last: Output::default(),
+        wall: WALL0,
     };
     w.obs.membership.voters.insert(1);
     w.obs.nodes.insert(
@@ -605,6 +625,8 @@ fn fencing_verdicts_name_superseded_instances() {
             replica: p.replica,
             generation: p.generation,
             ready: true,
+            running: true,
+            exited: None,
         })
         .collect();
     assert_eq!(crate::fence::stale(&w.state, 2, &reports), [("web".to_string(), 1, old[0].generation)]);
@@ -612,7 +634,14 @@ fn fencing_verdicts_name_superseded_instances() {
     let current: Vec<InstanceReport> = [1, 3]
         .iter()
         .flat_map(|n| w.state.instances_on(*n))
-        .map(|p| InstanceReport { service: p.service, replica: p.replica, generation: p.generation, ready: true })
+        .map(|p| InstanceReport {
+            service: p.service,
+            replica: p.replica,
+            generation: p.generation,
+            ready: true,
+            running: true,
+            exited: None,
+        })
         .collect();
     assert_eq!(current.len(), 2);
     assert!(crate::fence::stale(&w.state, 1, &current[..1]).is_empty());
@@ -1440,4 +1469,104 @@ fn a_restart_rolls_one_replica_at_a_time_across_nodes() {
     }
     w.check(&[&format!("advance-rollout web@{g} done")]);
     assert_eq!(w.state.desired.services["web"].rollout, None);
+}
+
+impl World {
+    /// Node `node` reports the instance of run `id` of `job` at `attempt`: running, or
+    /// exited with `code`.
+    fn run_reported(&mut self, node: NodeId, job: &str, id: u32, attempt: u64, exited: Option<i32>) -> &mut Self {
+        let report = InstanceReport {
+            service: format!("{job}.run"),
+            replica: id,
+            generation: attempt,
+            ready: exited.is_none(),
+            running: exited.is_none(),
+            exited: exited.map(|c| (Some(c), format!("exited with code {c}"))),
+        };
+        if let Some(r) = self.obs.nodes.get_mut(&node) {
+            r.instances.retain(|i| !(i.service == report.service && i.replica == id));
+            r.instances.push(report);
+        }
+        self
+    }
+
+    fn run_of(&self, job: &str, id: u64) -> holdfast_state::jobs::Run {
+        self.state.runs[job].runs.iter().find(|r| r.id == id).cloned().expect("run")
+    }
+}
+
+const WALL0: Millis = 1_796_644_800_000; // 2026-12-07T12:00:00Z, a multiple of 10 s
+
+#[test]
+fn a_schedule_starts_each_slot_once_even_across_a_new_leader() {
+    let mut w = world(&[(1, "a"), (2, "a")]);
+    w.deploy("jobs:\n  tick: { run: [x], every: 10s }\n").all_seen_but(&[]);
+    assert_eq!(w.wall, WALL0);
+    // First look: the cursor starts at the current slot (nothing from the past runs).
+    w.check(&[&format!("set-job-cursor tick {WALL0}")]);
+    w.after(5 * SEC).all_seen_but(&[]).check(&[]);
+    w.after(5 * SEC).all_seen_but(&[]);
+    // The slot's run starts and is placed in the same pass.
+    w.check(&[
+        &format!("start-run tick #0 for slot {} (pending)", WALL0 + 10_000),
+        "put-run tick #0 attempt 1 pending on 1",
+    ]);
+    // A new leader (an engine with no memory) in the same slot starts nothing again.
+    w.engine = Engine::new();
+    w.check(&[]);
+    // Slots missed while nobody led: only the latest runs; run #0 is still going, but
+    // concurrency is `forbid`, so that slot is skipped.
+    w.after(35 * SEC).all_seen_but(&[]).run_reported(1, "tick", 0, 1, None);
+    let slot = WALL0 + 40_000;
+    w.check(&["put-run tick #0 attempt 1 running on 1", &format!("start-run tick #1 for slot {slot} (skipped)")]);
+    assert!(w.last_notes().iter().any(|n| n.contains("were missed")), "{:?}", w.last_notes());
+    assert_eq!(w.run_of("tick", 1).result.as_deref(), Some("skipped: run #0 was still going (concurrency: forbid)"));
+    // It finishes; the next slot runs.
+    w.after(10 * SEC).all_seen_but(&[]).run_reported(1, "tick", 0, 1, Some(0));
+    w.check(&[
+        "put-run tick #0 attempt 1 succeeded on 1",
+        &format!("start-run tick #2 for slot {} (pending)", slot + 10_000),
+        "put-run tick #2 attempt 1 pending on 1",
+    ]);
+}
+
+#[test]
+fn failed_attempts_retry_with_backoff_then_the_run_fails() {
+    let mut w = world(&[(1, "a"), (2, "a")]);
+    w.deploy("jobs:\n  once: { run: [x], retries: 1 }\n").all_seen_but(&[]);
+    let run = holdfast_state::jobs::Run::new(0, None, "admin".into(), w.wall);
+    w.command(Command::StartRun { job: "once".into(), run });
+    w.check(&["put-run once #0 attempt 1 pending on 1"]);
+    w.after(SEC).all_seen_but(&[]).run_reported(1, "once", 0, 1, Some(3));
+    w.check(&["put-run once #0 attempt 2 pending"]);
+    let r = w.run_of("once", 0);
+    assert_eq!(
+        (r.result.as_deref(), r.exit_code, r.retry_at_ms),
+        (Some("exited with code 3"), Some(3), Some(w.wall + 10_000))
+    );
+    // Not before its retry time; then on the least loaded node (both have none: n1).
+    w.after(5 * SEC).all_seen_but(&[]).check(&[]);
+    w.after(5 * SEC).all_seen_but(&[]).check(&["put-run once #0 attempt 2 pending on 1"]);
+    w.after(SEC).all_seen_but(&[]).run_reported(1, "once", 0, 2, Some(1));
+    w.check(&["put-run once #0 attempt 2 failed on 1"]);
+    assert_eq!(w.run_of("once", 0).state, holdfast_state::jobs::RunState::Failed);
+}
+
+#[test]
+fn a_run_times_out_and_a_dead_node_loses_its_attempt() {
+    let mut w = world(&[(1, "a"), (2, "b")]);
+    w.deploy("jobs:\n  slow: { run: [x], timeout: 30s, retries: 1, node_selector: { site: b } }\n").all_seen_but(&[]);
+    let run = holdfast_state::jobs::Run::new(0, None, "admin".into(), w.wall);
+    w.command(Command::StartRun { job: "slow".into(), run });
+    w.check(&["put-run slow #0 attempt 1 pending on 2"]);
+    w.all_seen_but(&[]).run_reported(2, "slow", 0, 1, None);
+    w.check(&["put-run slow #0 attempt 1 running on 2"]);
+    w.after(30 * SEC).all_seen_but(&[]).run_reported(2, "slow", 0, 1, None);
+    w.check(&["put-run slow #0 attempt 2 pending"]);
+    assert_eq!(w.run_of("slow", 0).result.as_deref(), Some("timed out after 30s"));
+    w.after(10 * SEC).all_seen_but(&[]).check(&["put-run slow #0 attempt 2 pending on 2"]);
+    // n2 dies: the attempt is lost; no other node matches the selector, so the run ends.
+    w.after(10 * SEC).all_seen_but(&[2]);
+    w.check(&["n2 down", "put-run slow #0 attempt 2 failed on 2"]);
+    assert_eq!(w.run_of("slow", 0).result.as_deref(), Some("node n2 went down during attempt 2"));
 }

@@ -125,6 +125,7 @@ async fn pass(ctx: &NodeContext, engine: &mut Engine, epoch: Instant) -> Pass {
             state: &state,
             observations: &observations,
             own_ca: own_ca.as_ref(),
+            wall_ms: crate::peer::now_ms(),
         };
         let out = engine.tick(input);
         if let Ok(mut p) = ctx.promotion.lock() {

@@ -38,7 +38,8 @@ mod yaml;
 pub use error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 pub use model::{
     Concurrency, DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, JobSpec, Persistence, RedisOptions,
-    SecretSpec, SyncLoss, DEFAULT_DB_INSTANCES, DEFAULT_JOB_TIMEOUT_MS, MAX_JOB_RETRIES, MAX_DB_INSTANCES, POSTGRES_PORT, REDIS_DEFAULT_USER, REDIS_PORT, SENTINEL_PORT,
+    SecretSpec, SyncLoss, DEFAULT_DB_INSTANCES, DEFAULT_JOB_TIMEOUT_MS, MAX_DB_INSTANCES, MAX_JOB_RETRIES,
+    POSTGRES_PORT, REDIS_DEFAULT_USER, REDIS_PORT, SENTINEL_PORT,
 };
 pub use model::{
     HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Spread,
@@ -46,7 +47,7 @@ pub use model::{
     DEFAULT_PROJECT, DEFAULT_REPLICAS, DEFAULT_ROUTE_PATH, DEFAULT_START_GRACE_MS, DEFAULT_STOP_GRACE_MS,
     DEFAULT_UNHEALTHY_THRESHOLD, MAX_REPLICAS,
 };
-pub use schedule::JobSchedule;
+pub use schedule::{format_utc_ms, JobSchedule};
 pub use units::{
     format_bytes, format_cpu_millis, format_duration_ms, parse_cpu_millis, parse_duration_ms, parse_memory_bytes,
     UnitError,

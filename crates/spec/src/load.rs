@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use crate::error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 use crate::model::{
-    DatabaseSpec, DbEndpoint, DbEngine, Concurrency, EnvValue, FileSource, JobSpec, Persistence, SecretSpec, MAX_JOB_RETRIES, SyncLoss, DEFAULT_DB_INSTANCES,
-    MAX_DB_INSTANCES,
+    Concurrency, DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, JobSpec, Persistence, SecretSpec, SyncLoss,
+    DEFAULT_DB_INSTANCES, MAX_DB_INSTANCES, MAX_JOB_RETRIES,
 };
 use crate::model::{
     HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand, ServiceSpec, Spread,
@@ -558,15 +558,18 @@ impl Doc<'_> {
             job.files = self.files(v, &jp.field("files"));
         }
         if let Some((_, v)) = f.get("workdir") {
-            job.workdir =
-                self.string(v, &jp.field("workdir"), "an absolute directory path such as `/srv/web`").map(PathBuf::from);
+            job.workdir = self
+                .string(v, &jp.field("workdir"), "an absolute directory path such as `/srv/web`")
+                .map(PathBuf::from);
         }
         if let Some((_, v)) = f.get("resources") {
             job.resources = self.resources(v, &jp.field("resources"));
         }
         if let Some((_, v)) = f.get("node_selector") {
             let sp = jp.field("node_selector");
-            if let Some(entries) = self.entries(v, &sp, "a mapping of node labels to values, e.g. `{ arch: amd64 }`", "label") {
+            if let Some(entries) =
+                self.entries(v, &sp, "a mapping of node labels to values, e.g. `{ arch: amd64 }`", "label")
+            {
                 for (key, k, value) in entries {
                     let lp = sp.key(&key);
                     self.note(&lp, k.pos, value.pos);
@@ -633,7 +636,12 @@ impl Doc<'_> {
             let p = jp.field("timeout");
             if let Some(ms) = self.duration(v, &p) {
                 if !(1_000..=7 * 24 * 3_600_000).contains(&ms) {
-                    self.fail(SpecErrorKind::InvalidValue, &p, v.pos, "timeout must be between 1s and 7 days".to_string());
+                    self.fail(
+                        SpecErrorKind::InvalidValue,
+                        &p,
+                        v.pos,
+                        "timeout must be between 1s and 7 days".to_string(),
+                    );
                 } else {
                     job.timeout_ms = ms;
                 }

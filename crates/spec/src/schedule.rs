@@ -53,11 +53,14 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
 fn describe(e: &croner::errors::CronError) -> String {
     use croner::errors::CronError as E;
     match e {
-        E::ComponentError(m) | E::InvalidPattern(m) | E::IllegalCharacters(m) => {
-            m.trim_end_matches('.').to_lowercase()
-        }
+        E::ComponentError(m) | E::InvalidPattern(m) | E::IllegalCharacters(m) => m.trim_end_matches('.').to_lowercase(),
         other => other.to_string(),
     }
+}
+
+/// `2026-12-07 03:00:00 UTC` for milliseconds since the epoch.
+pub fn format_utc_ms(ms: u64) -> String {
+    at(ms).map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_else(|| format!("{ms} ms"))
 }
 
 fn at(ms: u64) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -131,9 +134,15 @@ mod tests {
         // 2026-12-07T12:00:00Z
         let now = 1_796_644_800_000;
         let next = cron.next_after(now).unwrap();
-        assert_eq!(chrono::DateTime::from_timestamp_millis(next as i64).unwrap().to_rfc3339(), "2026-12-14T03:00:00+00:00");
+        assert_eq!(
+            chrono::DateTime::from_timestamp_millis(next as i64).unwrap().to_rfc3339(),
+            "2026-12-14T03:00:00+00:00"
+        );
         let prev = cron.latest_at_or_before(now).unwrap();
-        assert_eq!(chrono::DateTime::from_timestamp_millis(prev as i64).unwrap().to_rfc3339(), "2026-12-01T03:00:00+00:00");
+        assert_eq!(
+            chrono::DateTime::from_timestamp_millis(prev as i64).unwrap().to_rfc3339(),
+            "2026-12-01T03:00:00+00:00"
+        );
         assert_eq!(cron.latest_at_or_before(prev), Some(prev), "a slot is at or before itself");
     }
 }

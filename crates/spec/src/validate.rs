@@ -575,7 +575,6 @@ fn validate_env_and_files(
             validate_secret_ref(stack, &source.secret, &p.field("secret"), sink);
         }
     }
-
 }
 
 /// Directories a secret file may not be put in: the file's directory is replaced, in the

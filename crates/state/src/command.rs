@@ -75,6 +75,19 @@ impl std::fmt::Display for Request {
                 write!(f, "add-api-token {id} ({}, scope {})", token.name, token.scope)
             }
             Command::RemoveApiToken { id } => write!(f, "remove-api-token {id}"),
+            Command::StartRun { job, run } => match run.slot_ms {
+                Some(s) => write!(f, "start-run {job} #{} for slot {s} ({})", run.id, run.state.as_str()),
+                None => write!(f, "start-run {job} #{} by {}", run.id, run.by),
+            },
+            Command::PutRun { job, run, .. } => write!(
+                f,
+                "put-run {job} #{} attempt {} {}{}",
+                run.id,
+                run.attempt,
+                run.state.as_str(),
+                run.node.map(|n| format!(" on {n}")).unwrap_or_default()
+            ),
+            Command::SetJobCursor { job, cursor_ms } => write!(f, "set-job-cursor {job} {cursor_ms}"),
             Command::RekeySecrets { from, to, resealed } => {
                 write!(f, "rekey-secrets {} -> {to}, {} versions", from.as_deref().unwrap_or("-"), resealed.len())
             }
@@ -171,6 +184,14 @@ pub enum Command {
     /// (`project/name`, version, envelope) sealed under it. Refused unless the cluster's
     /// key is still `from` and the list covers exactly the readable versions.
     RekeySecrets { from: Option<String>, to: String, resealed: Vec<(String, u64, holdfast_secrets::Sealed)> },
+    /// Start a run of `job` (its id must be the job's next; a scheduled run's slot must be
+    /// after the job's cursor, which moves to it: a slot runs once).
+    StartRun { job: String, run: crate::jobs::Run },
+    /// Replace an active run whose attempt is still `attempt` (placed, started, finished,
+    /// retried, cancelled).
+    PutRun { job: String, attempt: u32, run: crate::jobs::Run },
+    /// Move a job's schedule cursor forward (a job seen for the first time).
+    SetJobCursor { job: String, cursor_ms: u64 },
     /// Let the roll of `service` onto `generation` go on to `rolled` replicas (`None`:
     /// done). Compare-and-set on the generation; `rolled` only grows.
     AdvanceRollout { service: String, generation: u64, rolled: Option<u32> },
@@ -192,6 +213,16 @@ pub enum Response {
 }
 
 impl ClusterState {
+    fn applied(&mut self, r: Result<(), String>) -> Response {
+        match r {
+            Ok(()) => {
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Err(reason) => Response::Refused { reason },
+        }
+    }
+
     /// Applies one command. Deterministic: every replica of the log reaches the same state.
     pub fn apply(&mut self, req: &Request) -> Response {
         if req.v > FORMAT_VERSION {
@@ -211,6 +242,8 @@ impl ClusterState {
                 }
                 let epochs = crate::fencing::next_epochs(self, desired, self.revision + 1);
                 self.desired = desired.clone();
+                // A removed job's runs go with it (a run still going is stopped).
+                self.runs.retain(|job, _| desired.jobs.contains_key(job));
                 self.epochs = epochs;
                 self.revision += 1;
                 Response::Applied { revision: self.revision }
@@ -468,6 +501,18 @@ impl ClusterState {
                     }
                     Err(reason) => Response::Refused { reason },
                 }
+            }
+            Command::StartRun { job, run } => {
+                let r = crate::jobs::start(self, job, run);
+                self.applied(r)
+            }
+            Command::PutRun { job, attempt, run } => {
+                let r = crate::jobs::put(self, job, *attempt, run);
+                self.applied(r)
+            }
+            Command::SetJobCursor { job, cursor_ms } => {
+                let r = crate::jobs::set_cursor(self, job, *cursor_ms);
+                self.applied(r)
             }
             Command::AdvanceRollout { service, generation, rolled } => {
                 let Some(rec) = self.desired.services.get_mut(service) else {

@@ -241,6 +241,48 @@ pub fn describe(before: &ClusterState, cmd: &Command, after: &ClusterState) -> V
             };
             out.push(one(Level::Info, "rollout", format!("service {service}"), message));
         }
+        Command::StartRun { job, run } => {
+            let what = match run.slot_ms {
+                Some(s) => format!("for its slot at {}", crate::jobs::format_utc_ms(s)),
+                None => format!("asked by {}", run.by),
+            };
+            let (level, kind, message) = match run.state {
+                crate::jobs::RunState::Skipped => (
+                    Level::Warn,
+                    "run-skipped",
+                    format!("job {job}: run #{} {what} {}", run.id, run.result.as_deref().unwrap_or("skipped")),
+                ),
+                _ => (Level::Info, "run-started", format!("job {job}: run #{} {what}", run.id)),
+            };
+            out.push(one(level, kind, format!("job {job}"), message));
+        }
+        Command::PutRun { job, attempt, run } => {
+            let on = run.node.map(|n| after.node_name(n)).unwrap_or_default();
+            let result = run.result.clone().unwrap_or_default();
+            let (level, kind, message) = match run.state {
+                crate::jobs::RunState::Succeeded => {
+                    (Level::Info, "run-succeeded", format!("job {job}: run #{} succeeded on {on}", run.id))
+                }
+                crate::jobs::RunState::Failed | crate::jobs::RunState::TimedOut => (
+                    Level::Warn,
+                    "run-failed",
+                    format!("job {job}: run #{} failed after {} attempt(s): {result}", run.id, run.attempt),
+                ),
+                crate::jobs::RunState::Cancelled => {
+                    (Level::Info, "run-cancelled", format!("job {job}: run #{} {result}", run.id))
+                }
+                crate::jobs::RunState::Pending if run.attempt > *attempt => (
+                    Level::Warn,
+                    "run-retry",
+                    format!(
+                        "job {job}: run #{} attempt {attempt} failed ({result}); attempt {} follows",
+                        run.id, run.attempt
+                    ),
+                ),
+                _ => return out,
+            };
+            out.push(one(level, kind, format!("job {job}"), message));
+        }
         Command::RekeySecrets { to, resealed, .. } => out.push(one(
             Level::Info,
             "secrets-key-rotated",

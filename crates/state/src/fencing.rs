@@ -77,6 +77,12 @@ impl ClusterState {
 
     /// True when `node` running `generation` of the replica is what this state wants.
     pub fn is_current(&self, node: NodeId, service: &str, replica: u32, generation: u64) -> bool {
+        if let Some(job) = crate::jobs::job_of_instance(service) {
+            // A job run's instance: current while its run is active on that node, for its
+            // attempt.
+            return crate::jobs::active_run(self, job, u64::from(replica))
+                .is_some_and(|r| r.node == Some(node) && r.generation == generation);
+        }
         let placed = self.desired.placements.get(service).and_then(|n| n.get(replica as usize)) == Some(&node)
             && self.instance_generation(service, replica) == Some(generation);
         placed || self.move_target(service, replica) == Some((node, generation))

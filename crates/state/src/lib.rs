@@ -19,6 +19,8 @@
 //!   label set as selectors see it.
 //!
 //! - [`secrets`]: sealed secret versions, who reads them, the roll a new version starts.
+//! - [`jobs`]: jobs and their runs (attempts, nodes, results), the schedule cursor that
+//!   makes a slot run once.
 //! - [`acl`]: API token scopes and what each call needs.
 //!
 //! No IO, no async, no clocks: the same input always yields the same state.
@@ -30,6 +32,7 @@ pub mod database;
 pub mod drain;
 pub mod events;
 pub mod fencing;
+pub mod jobs;
 pub mod labels;
 pub mod model;
 pub mod plan;

@@ -48,6 +48,9 @@ pub struct ClusterState {
     /// API tokens besides the admin token, by id (see [`crate::acl`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub api_tokens: BTreeMap<String, crate::acl::ApiTokenRecord>,
+    /// Each job's runs and schedule cursor (see [`crate::jobs`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runs: BTreeMap<String, crate::jobs::JobRuns>,
 }
 
 /// The revision at which each replica was assigned to its current node, and at which each
@@ -175,6 +178,7 @@ impl Default for ClusterState {
             secrets: BTreeMap::new(),
             secrets_key_id: None,
             api_tokens: BTreeMap::new(),
+            runs: BTreeMap::new(),
         }
     }
 }
@@ -195,6 +199,9 @@ pub struct Desired {
     /// before databases existed.
     #[serde(default)]
     pub databases: BTreeMap<String, DatabaseRecord>,
+    /// Jobs by name (never the name of a service), each with its project.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<String, crate::jobs::JobRecord>,
 }
 
 /// One managed database as the cluster runs it: a primary and standbys, each member on

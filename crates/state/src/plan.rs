@@ -100,10 +100,12 @@ pub enum PlanError {
         "database `{database}` needs a new password (for role `{role}`), but this plan was made without a password source (use plan_deploy_with)"
     )]
     NoPasswordSource { database: String, role: String },
+    #[error("the name `{name}` of job `{name}` of project `{project}` is already taken by {taken_by}; rename one")]
+    JobNameTaken { name: String, project: String, taken_by: String },
     #[error(
-        "service `{service}` reads secret {secret}, which has no value yet: set it first with `holdfast secret set {secret}` (from stdin or --from-file)"
+        "{reader} reads secret {secret}, which has no value yet: set it first with `holdfast secret set {secret}` (from stdin or --from-file)"
     )]
-    SecretWithoutValue { service: String, secret: String },
+    SecretWithoutValue { reader: String, secret: String },
     /// A database cannot be placed or changed so; the text says why and what to do.
     #[error("{0}")]
     Database(String),
@@ -151,7 +153,7 @@ fn plan_deploy_inner(
     let current = &state.desired;
     if let Some((svc, secret)) = crate::secrets::missing_values(state, stack).first() {
         return Err(PlanError::SecretWithoutValue {
-            service: svc.to_string(),
+            reader: svc.to_string(),
             secret: crate::secrets::key(project, secret),
         });
     }
@@ -268,7 +270,8 @@ fn plan_deploy_inner(
     routes.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
 
     let databases = plan_databases(state, stack, &services, new_generation, &mut plan, passwords)?;
-    let desired = finish(state, services, routes, databases)?;
+    let mut desired = finish(state, services, routes, databases)?;
+    desired.jobs = crate::jobs::plan_jobs(state, stack, &mut plan)?;
     add_moves(state, &mut plan, &desired);
     Ok((plan, desired))
 }
@@ -488,6 +491,7 @@ pub fn plan_reschedule(state: &ClusterState) -> Result<Reschedule, PlanError> {
         placements: r.assignment,
         moves: carried,
         databases,
+        jobs: state.desired.jobs.clone(),
     };
     Ok(Reschedule { desired: Some(desired), moves, stuck: r.stuck, databases_stuck })
 }
@@ -601,7 +605,7 @@ fn finish(
     let previous = crate::drain::previous_with_moves(state);
     let placements = holdfast_placement::place(&workloads(&services), &state.node_views_with(&databases), &previous)?;
     let moves = crate::drain::carry_moves(state, &services, &placements);
-    Ok(Desired { services, routes, placements, moves, databases })
+    Ok(Desired { services, routes, placements, moves, databases, jobs: state.desired.jobs.clone() })
 }
 
 /// Placement input: every service as the scheduler sees it (request, selector, spread,

@@ -97,13 +97,19 @@ pub fn consumers<'a>(state: &'a ClusterState, project: &str, name: &str) -> Vec<
         .collect()
 }
 
-/// The services of a stack whose secrets have no value yet: `(service, secret)`.
-pub fn missing_values<'a>(state: &ClusterState, stack: &'a holdfast_spec::Stack) -> Vec<(&'a str, &'a str)> {
+/// The services and jobs of a stack that read a secret with no value yet: (`service
+/// web` / `job refresh`, secret).
+pub fn missing_values<'a>(state: &ClusterState, stack: &'a holdfast_spec::Stack) -> Vec<(String, &'a str)> {
     let mut out = Vec::new();
-    for (svc, spec) in &stack.services {
-        for s in spec.secrets_used() {
+    let readers = stack
+        .services
+        .iter()
+        .map(|(n, s)| (format!("service `{n}`"), s.secrets_used()))
+        .chain(stack.jobs.iter().map(|(n, j)| (format!("job `{n}`"), j.secrets_used())));
+    for (reader, used) in readers {
+        for s in used {
             if state.secrets.get(&key(&stack.project, s)).and_then(SecretRecord::current).is_none() {
-                out.push((svc.as_str(), s));
+                out.push((reader.clone(), s));
             }
         }
     }

@@ -63,6 +63,7 @@ impl From<PlanError> for ApiError {
             | PlanError::DatabaseOwnedByOtherProject { .. }
             | PlanError::NameTaken { .. }
             | PlanError::SecretWithoutValue { .. }
+            | PlanError::JobNameTaken { .. }
             | PlanError::Database(_) => StatusCode::CONFLICT,
             PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY

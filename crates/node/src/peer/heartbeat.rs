@@ -142,6 +142,10 @@ pub fn instance_report(i: &InstanceStatus) -> holdfast_control::InstanceReport {
         replica: i.id.replica,
         generation: i.generation,
         ready: i.ready,
+        running: i.pid.is_some(),
+        exited: (i.state == holdfast_agent::InstanceState::Exited)
+            .then(|| i.last_exit.as_ref().map(|e| (e.code, e.description.clone())))
+            .flatten(),
     }
 }
 
