@@ -13,10 +13,10 @@ use serde::Serialize;
 
 use crate::types::{
     ApiTokenCreated, ApiTokenRequest, ApiTokenView, ApiTokensResponse, DatabaseUrlResponse, DatabasesResponse,
-    DeployRequest, ErrorBody, EventsResponse, NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodesResponse,
-    PlanResponse, ScaleRequest, SecretHistoryResponse, SecretKeyRotated, SecretSetResponse, SecretsResponse,
-    SettingsChange, SettingsView, StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse,
-    WorkersResponse,
+    DeployRequest, ErrorBody, EventsResponse, JobHistoryResponse, JobsResponse, NodeActionResponse, NodeLabelsRequest,
+    NodeLabelsResponse, NodesResponse, PlanResponse, RunStarted, ScaleRequest, SecretHistoryResponse, SecretKeyRotated,
+    SecretSetResponse, SecretsResponse, SettingsChange, SettingsView, StatusResponse, SwitchoverRequest,
+    SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
 };
 
 /// Why a call failed.
@@ -165,6 +165,23 @@ impl Client {
 
     pub async fn rotate_secrets_key(&self) -> Result<SecretKeyRotated, ClientError> {
         self.call(Method::POST, "/v1/secrets-key/rotate", None::<&()>).await
+    }
+
+    pub async fn jobs(&self) -> Result<JobsResponse, ClientError> {
+        self.call(Method::GET, "/v1/jobs", None::<&()>).await
+    }
+
+    pub async fn job(&self, name: &str) -> Result<JobHistoryResponse, ClientError> {
+        self.call(Method::GET, &format!("/v1/jobs/{name}"), None::<&()>).await
+    }
+
+    pub async fn run_job(&self, name: &str) -> Result<RunStarted, ClientError> {
+        self.call(Method::POST, &format!("/v1/jobs/{name}/run"), None::<&()>).await
+    }
+
+    /// Starts the log stream of one run; read the returned body frame by frame.
+    pub async fn run_logs(&self, job: &str, run: u64, follow: bool) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send_raw(Method::GET, &format!("/v1/jobs/{job}/runs/{run}/logs?follow={follow}"), None).await
     }
 
     pub async fn secrets(&self) -> Result<SecretsResponse, ClientError> {

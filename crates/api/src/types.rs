@@ -473,3 +473,58 @@ pub struct ApiTokenCreated {
 pub struct ApiTokensResponse {
     pub tokens: Vec<ApiTokenView>,
 }
+
+/// One run of a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunView {
+    pub id: u64,
+    /// The scheduled slot it ran for (ms since the epoch); none for a run asked for.
+    pub slot_ms: Option<u64>,
+    pub by: String,
+    pub attempt: u32,
+    /// pending, running, succeeded, failed, timed-out, cancelled, skipped.
+    pub state: String,
+    pub node: Option<String>,
+    pub created_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    pub retry_at_ms: Option<u64>,
+    /// How the last attempt ended.
+    pub result: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+/// One job in `GET /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    pub name: String,
+    pub project: String,
+    /// `cron 0 3 * * * (UTC)`, `every 6h`; none for a job run by hand only.
+    pub schedule: Option<String>,
+    pub next_at_ms: Option<u64>,
+    /// The newest run.
+    pub last: Option<RunView>,
+    /// Runs pending or running.
+    pub active: u32,
+}
+
+/// `GET /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobsResponse {
+    pub jobs: Vec<JobView>,
+}
+
+/// `GET /v1/jobs/{name}`: the job and its runs, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobHistoryResponse {
+    pub job: JobView,
+    pub runs: Vec<RunView>,
+}
+
+/// `POST /v1/jobs/{name}/run` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunStarted {
+    pub job: String,
+    pub project: String,
+    pub run: u64,
+}

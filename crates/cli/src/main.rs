@@ -9,6 +9,7 @@
 
 mod commands;
 mod db;
+mod jobs;
 mod output;
 mod recover;
 mod secrets;
@@ -135,6 +136,12 @@ enum Cmd {
     /// Managed databases (PostgreSQL, Redis): status, connection URLs, psql, switchover.
     #[command(subcommand)]
     Db(db::DbCmd),
+    /// Run a job now: its log is streamed, and the run's exit code is this command's.
+    ///
+    /// Examples: `holdfast run migrate`, `holdfast run shop/migrate --no-wait`.
+    Run(jobs::RunArgs),
+    /// Jobs: schedules, next and last runs, results; `holdfast jobs JOB` lists its runs.
+    Jobs(jobs::JobsArgs),
     /// Secrets: set (from stdin or a file), list, history, remove. Values are sealed in
     /// the cluster and never shown; services read them as env values or files.
     #[command(subcommand)]
@@ -175,6 +182,8 @@ fn main() -> ExitCode {
             Cmd::Events(args) => commands::events(&cli.global, args).await,
             Cmd::Db(cmd) => db::run(&cli.global, cmd).await,
             Cmd::Secret(cmd) => secrets::secret(&cli.global, cmd).await,
+            Cmd::Run(args) => jobs::run(&cli.global, args).await,
+            Cmd::Jobs(args) => jobs::jobs(&cli.global, args).await,
             Cmd::Acl(cmd) => secrets::acl(&cli.global, cmd).await,
         }
     });

@@ -150,6 +150,8 @@ fn choose_node(
 /// The attempt ended: success, a retry, or the run's end.
 fn finish(rec: &JobRecord, run: &Run, wall: u64, ok: bool, timed_out: bool, text: String, code: Option<i32>) -> Run {
     let mut next = run.clone();
+    // A run that ended between two looks was never seen running: it started when placed.
+    next.started_at_ms = run.started_at_ms.or(run.assigned_at_ms);
     next.result = Some(text);
     next.exit_code = code;
     if ok {

@@ -32,6 +32,10 @@ pub struct Keyring {
     stored: Option<PathBuf>,
 }
 
+/// Prefix of the token a job run gets.
+pub const JOB_TOKEN_PREFIX: &str = "hfjob1.";
+const JOB_TOKEN_PURPOSE: &str = "holdfast job token v1";
+
 /// The file a rotating leader writes the new key to before it proposes anything, so a
 /// crash between the two never loses the key the cluster moved to.
 const NEXT_KEY_FILE: &str = "secrets.key.next";
@@ -126,6 +130,25 @@ impl Keyring {
         holdfast_secrets::seal(&key, &ctx, value).map_err(|e| e.to_string())
     }
 
+    /// The token a run of `job` gets while it is active (`hfjob1.<job>.<run>.<tag>`): an
+    /// HMAC under the cluster key, so any node can check it and no state is written.
+    pub fn job_token(&self, state_id: Option<&str>, job: &str, run: u64) -> Result<String, String> {
+        let key = self.current(state_id)?;
+        Ok(format!("{JOB_TOKEN_PREFIX}{job}.{run}.{}", key.tag(JOB_TOKEN_PURPOSE, &format!("{job}#{run}"))))
+    }
+
+    /// The (job, run) a job token was made for, if it was made with a key this node holds.
+    pub fn check_job_token(&self, token: &str) -> Option<(String, u64)> {
+        let rest = token.strip_prefix(JOB_TOKEN_PREFIX)?;
+        let (job_run, tag) = rest.rsplit_once('.')?;
+        let (job, run) = job_run.rsplit_once('.')?;
+        let run: u64 = run.parse().ok()?;
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        keys.iter()
+            .any(|k| crate::api::acl::same_secret(tag, &k.tag(JOB_TOKEN_PURPOSE, &format!("{job}#{run}"))))
+            .then(|| (job.to_string(), run))
+    }
+
     /// Opens a sealed version with whichever held key it was sealed under.
     pub fn open(&self, context: &str, sealed: &holdfast_secrets::Sealed) -> Result<Plain, String> {
         let key = self.key_by_id(&sealed.key_id).or_else(|| self.key()).ok_or_else(|| self.missing())?;
@@ -168,6 +191,10 @@ pub struct StateSecrets {
 impl holdfast_agent::SecretSource for StateSecrets {
     fn open(&self, secret: &str, version: u64) -> Result<Plain, String> {
         let state = self.control.state();
+        if let Some(job) = secret.strip_prefix(crate::workloads::JOB_TOKEN_SECRET).and_then(|s| s.strip_prefix('/')) {
+            let token = self.keyring.job_token(state.secrets_key_id.as_deref(), job, version)?;
+            return Ok(zeroize::Zeroizing::new(token.into_bytes()));
+        }
         let (project, name) = holdfast_state::secrets::parse_key(secret)?;
         let rec = state.secrets.get(secret).ok_or_else(|| format!("there is no secret {secret}"))?;
         let sealed = rec.readable(version).ok_or_else(|| {

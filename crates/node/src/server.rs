@@ -25,7 +25,7 @@ use axum::routing::{connect, delete, get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{acl, databases, events, local, logs, nodes, secrets, services, settings, tokens, ApiError};
+use crate::api::{acl, databases, events, jobs, local, logs, nodes, secrets, services, settings, tokens, ApiError};
 use crate::NodeContext;
 
 /// The certificate fingerprint of the client of one connection, if it sent one.
@@ -115,12 +115,16 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/secrets", get(secrets::list))
         .route("/v1/secrets/{project}/{name}", get(secrets::history).put(secrets::set).delete(secrets::remove))
         .route("/v1/secrets-key/rotate", post(secrets::rotate_key))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{name}", get(jobs::history))
+        .route("/v1/jobs/{name}/run", post(jobs::start))
         .route("/v1/acl/tokens", get(acl::list).post(acl::create))
         .route("/v1/acl/tokens/{id}", delete(acl::remove))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), forward_to_leader));
     let api = Router::new()
         .merge(forwarded)
         .route("/v1/services/{name}/logs", get(logs::logs))
+        .route("/v1/jobs/{name}/runs/{id}/logs", get(jobs::logs))
         .route("/v1/node/reexec", post(local::reexec))
         .route("/v1/workers", get(local::workers))
         .route("/v1/events", get(events::events))
@@ -134,6 +138,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/cluster/links", get(crate::tunnel::links))
         .route("/cluster/events", get(events::local))
         .route("/cluster/secrets-key", get(crate::secrets::serve_key))
+        .route("/cluster/run-logs/{job}/{id}", get(jobs::local_logs))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_member_cert));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -182,7 +187,7 @@ async fn require_token(State(ctx): State<NodeContext>, mut req: Request, next: N
     }
     let state = ctx.control.state();
     let caller = match bearer(&req) {
-        Some(t) => match acl::authenticate(&state, &ctx.identity.admin_token, t) {
+        Some(t) => match acl::authenticate(&state, &ctx.identity.admin_token, &|t| ctx.keyring.check_job_token(t), t) {
             Some(c) => c,
             None => return refuse(req, ApiError(StatusCode::UNAUTHORIZED, "the API token was refused".into())).await,
         },

@@ -37,6 +37,58 @@ fn port_order(spec: &ServiceSpec) -> Vec<String> {
 /// before it runs what it has.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 
+/// How a job run reaches this node's API (for `holdfast` inside a run with a token).
+#[derive(Debug, Clone, Default)]
+pub struct ApiAccess {
+    /// `https://<this node's listen address>`.
+    pub server: String,
+    /// The cluster CA certificate file.
+    pub ca: std::path::PathBuf,
+}
+
+/// The secret name under which the agent asks for a run's job token (never stored; the
+/// node mints it from the cluster key each time the run starts).
+pub const JOB_TOKEN_SECRET: &str = "@job-token";
+
+/// Every active job run placed on `node`, as the agent runs it: `<job>.run-<id>` at its
+/// attempt, restart `never`, with `HOLDFAST_JOB`, `HOLDFAST_RUN`, `HOLDFAST_RUN_SLOT_MS`
+/// and, for a job with `secrets_write`, `HOLDFAST_SERVER`, `HOLDFAST_CA` and its
+/// `HOLDFAST_TOKEN`.
+pub fn desired_runs(state: &ClusterState, node: u64, api: &ApiAccess) -> Vec<InstanceSpec> {
+    let mut out = Vec::new();
+    for (job, rec, run) in holdfast_state::jobs::runs_on(state, node) {
+        let j = &rec.spec;
+        let as_service = ServiceSpec {
+            env: j.env.clone(),
+            workdir: j.workdir.clone(),
+            resources: j.resources.clone(),
+            restart: holdfast_spec::RestartPolicy::Never,
+            ..ServiceSpec::new(j.run.clone())
+        };
+        let service = holdfast_state::jobs::instance_service(job);
+        let mut spec =
+            instance_spec(&service, run.id as u32, run.generation, &rec.project, &as_service, &state.desired.databases);
+        spec.secrets = secret_uses(state, &rec.project, &j.env, &j.files, None);
+        spec.env.insert("HOLDFAST_JOB".into(), job.to_string());
+        spec.env.insert("HOLDFAST_RUN".into(), run.id.to_string());
+        spec.env.insert("HOLDFAST_ATTEMPT".into(), run.attempt.to_string());
+        if let Some(slot) = run.slot_ms {
+            spec.env.insert("HOLDFAST_RUN_SLOT_MS".into(), slot.to_string());
+        }
+        if !j.secrets_write.is_empty() {
+            spec.env.insert("HOLDFAST_SERVER".into(), api.server.clone());
+            spec.env.insert("HOLDFAST_CA".into(), api.ca.display().to_string());
+            spec.secrets.push(SecretUse {
+                secret: format!("{JOB_TOKEN_SECRET}/{job}"),
+                version: run.id,
+                target: SecretTarget::Env("HOLDFAST_TOKEN".into()),
+            });
+        }
+        out.push(spec);
+    }
+    out
+}
+
 /// Every instance placed on `node` (and every replica moving to it), as the agent runs
 /// it, except those the leader has fenced as stale (`fenced`: (instance, generation)).
 pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(InstanceId, u64)>) -> Vec<InstanceSpec> {
@@ -57,7 +109,7 @@ pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(Ins
         );
         // Replicas a roll has not reached yet keep the secret versions they started with.
         let kept = record.rollout.as_ref().filter(|r| placed.replica >= r.rolled).map(|r| &r.secrets);
-        spec.secrets = secret_uses(state, &record.project, &record.spec, kept);
+        spec.secrets = secret_uses(state, &record.project, &record.spec.env, &record.spec.files, kept);
         for (k, v) in crate::network::service_env(state, &record.project) {
             spec.env.entry(k).or_insert(v);
         }
@@ -72,7 +124,8 @@ pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(Ins
 fn secret_uses(
     state: &ClusterState,
     project: &str,
-    spec: &ServiceSpec,
+    env: &BTreeMap<String, EnvValue>,
+    files: &BTreeMap<String, holdfast_spec::FileSource>,
     kept: Option<&BTreeMap<String, u64>>,
 ) -> Vec<SecretUse> {
     let version = |name: &str| {
@@ -81,11 +134,11 @@ fn secret_uses(
         let v = kept.and_then(|k| k.get(&key)).copied().unwrap_or(current);
         (key, v)
     };
-    let env = spec.env.iter().filter_map(|(var, v)| match v {
+    let env = env.iter().filter_map(|(var, v)| match v {
         EnvValue::Secret { secret } => Some((secret, SecretTarget::Env(var.clone()))),
         _ => None,
     });
-    let files = spec.files.iter().map(|(path, f)| (&f.secret, SecretTarget::File(path.into())));
+    let files = files.iter().map(|(path, f)| (&f.secret, SecretTarget::File(path.into())));
     env.chain(files)
         .map(|(name, target)| {
             let (secret, version) = version(name);
@@ -162,6 +215,7 @@ fn instance_spec(
 /// without quorum keeps serving). Instances still running from before are left alone
 /// meanwhile; the leader fences any that are superseded.
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
+    let api = ApiAccess { server: format!("https://{}", ctx.listen), ca: ctx.data_dir.join("ca.pem") };
     let mut states = ctx.control.subscribe();
     let mut fenced = ctx.fenced.subscribe();
     let mut members = ctx.dbs.subscribe();
@@ -210,6 +264,7 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
         let fence = fenced.borrow_and_update().clone();
         members.borrow_and_update();
         let mut desired = desired_instances(&state, ctx.identity.node_id, &fence);
+        desired.extend(desired_runs(&state, ctx.identity.node_id, &api));
         desired.extend(ctx.dbs.instances());
         tracing::debug!(
             revision = state.revision,

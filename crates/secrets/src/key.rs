@@ -52,6 +52,16 @@ impl ClusterKey {
         hex::encode(&ctx.finish().as_ref()[..8])
     }
 
+    /// An HMAC-SHA256 tag (hex) of `message` under a key derived from this one for
+    /// `purpose` (e.g. job tokens): anyone holding the cluster key can make and check it,
+    /// nobody else can forge it, and the cluster key itself is never used directly.
+    pub fn tag(&self, purpose: &str, message: &str) -> String {
+        let derived =
+            ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.bytes.as_ref()), purpose.as_bytes());
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref());
+        hex::encode(ring::hmac::sign(&key, message.as_bytes()).as_ref())
+    }
+
     /// The key as text (`hfkey1:<base64>`), for the key file and the join answer.
     pub fn encode(&self) -> Zeroizing<String> {
         Zeroizing::new(format!(
@@ -140,6 +150,17 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&path, "hello").unwrap();
         assert!(ClusterKey::load(&path).unwrap_err().to_string().contains("not a holdfast secrets key"));
+    }
+
+    #[test]
+    fn tags_depend_on_key_purpose_and_message() {
+        let (a, b) = (ClusterKey::from_bytes([1; 32]), ClusterKey::from_bytes([2; 32]));
+        let t = a.tag("job", "shop/refresh#3");
+        assert_eq!(t.len(), 64);
+        assert_eq!(t, a.tag("job", "shop/refresh#3"));
+        assert_ne!(t, a.tag("job", "shop/refresh#4"));
+        assert_ne!(t, a.tag("other", "shop/refresh#3"));
+        assert_ne!(t, b.tag("job", "shop/refresh#3"));
     }
 
     #[test]

@@ -38,11 +38,24 @@ pub fn same_secret(given: &str, expected: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The caller a bearer token stands for: the admin token, or an API token of the state.
-pub fn authenticate(state: &ClusterState, admin_token: &str, bearer: &str) -> Option<Caller> {
+/// The caller a bearer token stands for: the admin token, an API token of the state, or
+/// the token of an active job run (`job_token`: the job and run a token was made for,
+/// checked against the cluster key) — which may set only its job's `secrets_write`.
+pub fn authenticate(
+    state: &ClusterState,
+    admin_token: &str,
+    job_token: &dyn Fn(&str) -> Option<(String, u64)>,
+    bearer: &str,
+) -> Option<Caller> {
     let bearer = bearer.trim();
     if same_secret(bearer, admin_token) {
         return Some(Caller { scope: Scope::Admin, who: "admin".into() });
+    }
+    if let Some((job, run)) = job_token(bearer) {
+        let rec = state.desired.jobs.get(&job)?;
+        holdfast_state::jobs::active_run(state, &job, run)?;
+        let keys = rec.spec.secrets_write.iter().map(|s| holdfast_state::secrets::key(&rec.project, s)).collect();
+        return Some(Caller { scope: Scope::SecretsWrite(keys), who: format!("job {}/{job} run #{run}", rec.project) });
     }
     let (id, secret) = bearer.strip_prefix(TOKEN_PREFIX)?.split_once('.')?;
     let rec = state.api_tokens.get(id)?;
@@ -63,8 +76,15 @@ pub fn need_for(method: &Method, path: &str, state: &ClusterState) -> Option<Nee
         Some(r) => Need::Project(r.project.clone()),
         None => Need::Read,
     };
+    let job_project = |name: &str| match state.desired.jobs.get(name) {
+        Some(r) => Need::Project(r.project.clone()),
+        None => Need::Read,
+    };
     let read = method == Method::GET;
     Some(match segs.as_slice() {
+        ["v1", "jobs"] if read => Need::Read,
+        ["v1", "jobs", _] if read => Need::Read,
+        ["v1", "jobs", name, ..] => job_project(name),
         ["v1", "deploy"] => return None,
         ["v1", "services", name, "logs"] => service_project(name),
         ["v1", "services", name, ..] => service_project(name),
@@ -208,6 +228,9 @@ mod tests {
             (Method::DELETE, "/v1/nodes/n1", Some(Need::Admin)),
             (Method::POST, "/v1/node/reexec", Some(Need::Admin)),
             (Method::GET, "/v1/somewhere-new", Some(Need::Admin)),
+            (Method::GET, "/v1/jobs", Some(Need::Read)),
+            (Method::GET, "/v1/jobs/nope", Some(Need::Read)),
+            (Method::POST, "/v1/jobs/nope/run", Some(Need::Read)),
         ];
         for (m, path, want) in cases {
             assert_eq!(&need_for(m, path, &st), want, "{m} {path}");
@@ -217,11 +240,12 @@ mod tests {
     #[test]
     fn tokens_authenticate_by_hash() {
         let st = state();
-        assert_eq!(authenticate(&st, "adm", "adm").unwrap().scope, Scope::Admin);
-        let c = authenticate(&st, "adm", "hfapi1.abc.s3cret").unwrap();
+        let no_jobs = |_: &str| None;
+        assert_eq!(authenticate(&st, "adm", &no_jobs, "adm").unwrap().scope, Scope::Admin);
+        let c = authenticate(&st, "adm", &no_jobs, "hfapi1.abc.s3cret").unwrap();
         assert_eq!((c.scope, c.who.as_str()), (Scope::Read, "token abc (ci)"));
         for bad in ["hfapi1.abc.wrong", "hfapi1.zzz.s3cret", "hfapi1.abc", "adm2", ""] {
-            assert_eq!(authenticate(&st, "adm", bad), None, "{bad}");
+            assert_eq!(authenticate(&st, "adm", &no_jobs, bad), None, "{bad}");
         }
     }
 }

@@ -9,11 +9,13 @@
 //! - [`tokens`]: join tokens.
 //! - [`settings`]: cluster settings (failure detection, learner promotion).
 //! - [`local`]: this node only: its background loops, re-exec.
+//! - [`jobs`]: jobs, their runs, a run now, a run's logs.
 //! - [`secrets`]: set, list, history and removal of secrets (values go in, never out).
 //! - [`acl`]: API tokens (create, list, remove) and what scope each `/v1` call needs.
 pub mod acl;
 pub mod databases;
 pub mod events;
+pub mod jobs;
 pub mod local;
 pub mod logs;
 pub mod nodes;
