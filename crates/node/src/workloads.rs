@@ -89,6 +89,37 @@ pub fn desired_runs(state: &ClusterState, node: u64, api: &ApiAccess) -> Vec<Ins
     out
 }
 
+/// The log files (names in the agent's log directory) of job runs the state no longer
+/// keeps in their job's history: `<job>.run-<id>.log` and its rotated `.log.N` copies.
+pub fn forgotten_run_logs(state: &ClusterState, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| {
+            let Some((job, rest)) = name.split_once(".run-") else { return false };
+            let Some((id, _)) = rest.split_once(".log") else { return false };
+            let Ok(id) = id.parse::<u64>() else { return false };
+            !state.runs.get(job).is_some_and(|r| r.runs.iter().any(|x| x.id == id))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Removes the logs of runs forgotten by the state (at most once a minute).
+fn prune_run_logs(ctx: &NodeContext, state: &ClusterState, last: &mut Option<tokio::time::Instant>) {
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+        return;
+    }
+    *last = Some(tokio::time::Instant::now());
+    let dir = ctx.data_dir.join("agent").join("logs");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    for name in forgotten_run_logs(state, &names) {
+        if let Err(e) = std::fs::remove_file(dir.join(&name)) {
+            tracing::debug!(file = %name, error = %e, "cannot remove a forgotten run's log");
+        }
+    }
+}
+
 /// Every instance placed on `node` (and every replica moving to it), as the agent runs
 /// it, except those the leader has fenced as stale (`fenced`: (instance, generation)).
 pub fn desired_instances(state: &ClusterState, node: u64, fenced: &BTreeSet<(InstanceId, u64)>) -> Vec<InstanceSpec> {
@@ -215,7 +246,13 @@ fn instance_spec(
 /// without quorum keeps serving). Instances still running from before are left alone
 /// meanwhile; the leader fences any that are superseded.
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
-    let api = ApiAccess { server: format!("https://{}", ctx.listen), ca: ctx.data_dir.join("ca.pem") };
+    let server = if ctx.listen.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), ctx.listen.port())
+    } else {
+        ctx.listen
+    };
+    let api = ApiAccess { server: format!("https://{server}"), ca: ctx.data_dir.join("ca.pem") };
+    let mut pruned_at = None;
     let mut states = ctx.control.subscribe();
     let mut fenced = ctx.fenced.subscribe();
     let mut members = ctx.dbs.subscribe();
@@ -265,6 +302,7 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
         members.borrow_and_update();
         let mut desired = desired_instances(&state, ctx.identity.node_id, &fence);
         desired.extend(desired_runs(&state, ctx.identity.node_id, &api));
+        prune_run_logs(&ctx, &state, &mut pruned_at);
         desired.extend(ctx.dbs.instances());
         tracing::debug!(
             revision = state.revision,
@@ -327,5 +365,70 @@ mod tests {
         let fenced = BTreeSet::from([(InstanceId::new("web", 1), w0.generation)]);
         let left: Vec<String> = desired_instances(&s, 7, &fenced).iter().map(|i| i.id.to_string()).collect();
         assert_eq!(left, vec!["web-0"], "a fenced instance is not run");
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+    use holdfast_state::jobs::Run;
+    use holdfast_state::{Command, Request};
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.apply(&Request::new(Command::UpsertNode(holdfast_state::NodeRecord::new(
+            7,
+            "n",
+            "127.0.0.1:1",
+            "s",
+            "amd64",
+            holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 8 << 30 },
+        ))));
+        let yaml = "project: p\nsecrets: { k: {} }\njobs:\n  refresh: { run: [x], secrets_write: [k] }\n  plain: { run: [y] }\n";
+        let stack = holdfast_spec::parse_str("t.yaml", yaml).expect("spec parses");
+        let (_, desired) = holdfast_state::plan::plan_deploy(&s, &stack).expect("plan");
+        s.apply(&Request::new(Command::SetDesired { expected_revision: s.revision, desired }));
+        for job in ["refresh", "plain"] {
+            let mut run = Run::new(0, None, "admin".into(), 1);
+            s.apply(&Request::new(Command::StartRun { job: job.into(), run: run.clone() }));
+            run.node = Some(7);
+            run.generation = 1;
+            s.apply(&Request::new(Command::PutRun { job: job.into(), attempt: 1, run }));
+        }
+        s
+    }
+
+    #[test]
+    fn runs_placed_here_become_instances_and_only_secrets_write_gets_a_token() {
+        let s = state();
+        let api = ApiAccess { server: "https://127.0.0.1:7946".into(), ca: "/d/ca.pem".into() };
+        let runs = desired_runs(&s, 7, &api);
+        let by: BTreeMap<String, &InstanceSpec> = runs.iter().map(|r| (r.id.to_string(), r)).collect();
+        assert_eq!(by.keys().collect::<Vec<_>>(), ["plain.run-0", "refresh.run-0"]);
+        let r = by["refresh.run-0"];
+        assert_eq!((r.generation, r.restart), (1, RestartPolicy::Never));
+        assert_eq!(r.env["HOLDFAST_SERVER"], "https://127.0.0.1:7946");
+        assert_eq!(
+            r.secrets,
+            [SecretUse {
+                secret: "@job-token/refresh".into(),
+                version: 0,
+                target: SecretTarget::Env("HOLDFAST_TOKEN".into())
+            }]
+        );
+        let p = by["plain.run-0"];
+        assert!(p.secrets.is_empty() && !p.env.contains_key("HOLDFAST_SERVER"));
+        assert!(desired_runs(&s, 8, &api).is_empty(), "another node runs nothing");
+    }
+
+    #[test]
+    fn only_forgotten_runs_lose_their_logs() {
+        let s = state();
+        let names: Vec<String> =
+            ["plain.run-0.log", "plain.run-1.log", "plain.run-1.log.2", "gone.run-0.log", "web-0.log", "x.run-y.log"]
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+        assert_eq!(forgotten_run_logs(&s, &names), ["plain.run-1.log", "plain.run-1.log.2", "gone.run-0.log"]);
     }
 }
