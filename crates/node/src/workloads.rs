@@ -330,7 +330,7 @@ mod tests {
     use super::*;
     use holdfast_state::{Command, Request};
 
-    fn state_with(yaml: &str) -> ClusterState {
+    pub(super) fn state_with(yaml: &str) -> ClusterState {
         let mut s = ClusterState::default();
         s.apply(&Request::new(Command::UpsertNode(holdfast_state::NodeRecord::new(
             7,
@@ -375,19 +375,9 @@ mod run_tests {
     use holdfast_state::{Command, Request};
 
     fn state() -> ClusterState {
-        let mut s = ClusterState::default();
-        s.apply(&Request::new(Command::UpsertNode(holdfast_state::NodeRecord::new(
-            7,
-            "n",
-            "127.0.0.1:1",
-            "s",
-            "amd64",
-            holdfast_placement::Capacity { cpu_millis: 4000, memory_bytes: 8 << 30 },
-        ))));
-        let yaml = "project: p\nsecrets: { k: {} }\njobs:\n  refresh: { run: [x], secrets_write: [k] }\n  plain: { run: [y] }\n";
-        let stack = holdfast_spec::parse_str("t.yaml", yaml).expect("spec parses");
-        let (_, desired) = holdfast_state::plan::plan_deploy(&s, &stack).expect("plan");
-        s.apply(&Request::new(Command::SetDesired { expected_revision: s.revision, desired }));
+        let mut s = super::tests::state_with(
+            "project: p\nsecrets: { k: {} }\njobs:\n  refresh: { run: [x], secrets_write: [k] }\n  plain: { run: [y] }\n",
+        );
         for job in ["refresh", "plain"] {
             let mut run = Run::new(0, None, "admin".into(), 1);
             s.apply(&Request::new(Command::StartRun { job: job.into(), run: run.clone() }));

@@ -10,6 +10,7 @@ use holdfast_state::jobs::{instance_service, JobRecord, Run};
 use holdfast_state::{ClusterState, Command, Request, Response as Applied};
 
 use super::acl::Caller;
+use super::logs::LogQuery;
 use super::ApiError;
 use crate::peer::now_ms;
 use crate::NodeContext;
@@ -94,19 +95,6 @@ pub async fn start(
         }
     }
     Err(ApiError(StatusCode::CONFLICT, "runs kept starting meanwhile; try again".into()))
-}
-
-/// `?tail=N&follow=true`.
-#[derive(serde::Deserialize)]
-pub struct LogQuery {
-    #[serde(default = "default_tail")]
-    tail: usize,
-    #[serde(default)]
-    follow: bool,
-}
-
-fn default_tail() -> usize {
-    1000
 }
 
 fn local(ctx: &NodeContext, job: &str, id: u64, q: &LogQuery) -> Response {

@@ -9,13 +9,13 @@ use serde::Deserialize;
 use super::ApiError;
 use crate::NodeContext;
 
-/// `?tail=N&follow=true`.
+/// `?tail=N&follow=true` (also for a job run's log).
 #[derive(Deserialize)]
 pub struct LogQuery {
     #[serde(default = "default_tail")]
-    tail: usize,
+    pub tail: usize,
     #[serde(default)]
-    follow: bool,
+    pub follow: bool,
 }
 
 fn default_tail() -> usize {
