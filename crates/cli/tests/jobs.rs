@@ -118,6 +118,7 @@ fn a_job_with_secrets_write_refreshes_its_secret_and_nothing_else() {
     let bin = holdfast_bin();
     let bindir = bin.parent().expect("bin dir").display().to_string();
     let token_file = d.home.join("token-seen");
+    let redeploy = d.write_spec("redeploy.yaml", &demo_web("shop", 1, None));
     let spec = format!(
         r#"
 project: shop
@@ -138,10 +139,11 @@ services:
     env: {{ GREETING: {{ secret: oauth-key }} }}
 jobs:
   refresh-oauth:
-    run: ["/bin/sh", "-c", "set -e; PATH={bindir}:$PATH; echo -n bonjour > /tmp/job2-new-$HOLDFAST_RUN; holdfast secret set shop/oauth-key --from-file /tmp/job2-new-$HOLDFAST_RUN; rm /tmp/job2-new-$HOLDFAST_RUN; ! holdfast secret set shop/other --from-file /proc/self/cmdline; ! holdfast status; echo -n $HOLDFAST_TOKEN > {token}"]
+    run: ["/bin/sh", "-c", "set -e; PATH={bindir}:$PATH; echo -n bonjour > /tmp/job2-new-$HOLDFAST_RUN; holdfast secret set shop/oauth-key --from-file /tmp/job2-new-$HOLDFAST_RUN; rm /tmp/job2-new-$HOLDFAST_RUN; ! holdfast secret set shop/other --from-file /proc/self/cmdline; ! holdfast status; ! holdfast deploy {redeploy} --no-wait; echo -n $HOLDFAST_TOKEN > {token}"]
     secrets_write: [oauth-key]
 "#,
-        token = token_file.display()
+        token = token_file.display(),
+        redeploy = redeploy.display()
     );
     std::fs::write(d.home.join("other"), "x").expect("other");
     d.cli_ok(&["secret", "set", "shop/other", "--from-file", d.home.join("other").to_str().unwrap()]);
@@ -158,6 +160,8 @@ jobs:
         "{stdout}"
     );
     assert!(stdout.contains("this call needs scope read"), "{stdout}");
+    assert!(stdout.contains("this call needs scope project:shop; nothing was changed"), "the deploy: {stdout}");
+    assert!(d.status()["services"].as_array().is_some_and(|s| s.len() == 2), "the job's deploy changed nothing");
     let h = d.cli_json(&["secret", "history", "shop/oauth-key"]).expect("history");
     assert_eq!(h["versions"][0]["set_by"], "job shop/refresh-oauth run #0", "{h}");
     assert_eq!(
