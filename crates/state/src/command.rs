@@ -244,6 +244,12 @@ impl ClusterState {
                 self.desired = desired.clone();
                 // A removed job's runs go with it (a run still going is stopped).
                 self.runs.retain(|job, _| desired.jobs.contains_key(job));
+                // A deploy that replaced a rolling service's instances ends its roll.
+                let projects: std::collections::BTreeSet<String> =
+                    self.secrets.keys().filter_map(|k| k.split_once('/').map(|(p, _)| p.to_string())).collect();
+                for p in projects {
+                    crate::secrets::retire_unused(self, &p);
+                }
                 self.epochs = epochs;
                 self.revision += 1;
                 Response::Applied { revision: self.revision }
@@ -525,7 +531,12 @@ impl ClusterState {
                         }
                     }
                     (Some(r), Some(n)) if *n > r.rolled => r.rolled = *n,
-                    (Some(_), None) => rec.rollout = None,
+                    (Some(_), None) => {
+                        rec.rollout = None;
+                        // The versions only its old replicas read are retired with them.
+                        let project = rec.project.clone();
+                        crate::secrets::retire_unused(self, &project);
+                    }
                     _ => return Response::Refused { reason: format!("{service} has no roll to advance so") },
                 }
                 self.revision += 1;

@@ -3,10 +3,11 @@
 //! read it.
 //!
 //! A new version bumps the generation of every service that reads the secret, in the
-//! same applied entry, so the agents replace their instances one at a time, each
-//! readiness-gated, exactly as a deploy does. The current and the previous version stay
-//! readable (an instance restarting mid-roll opens the version it was started with);
-//! older ones keep only their history line.
+//! same applied entry, and the leader rolls them one replica at a time across the
+//! cluster. A version stays readable while it is current or while a replica a roll has
+//! not reached yet still reads it (an instance restarting mid-roll opens the version it
+//! was started with); once no replica can need it, it is retired: only its history line
+//! stays.
 use std::collections::BTreeMap;
 
 use holdfast_secrets::Sealed;
@@ -149,9 +150,6 @@ pub(crate) fn put(
     let rec = state.secrets.entry(k).or_insert_with(|| SecretRecord { versions: Vec::new() });
     rec.versions.push(new.clone());
     let n = rec.versions.len();
-    for old in rec.versions.iter_mut().take(n.saturating_sub(2)) {
-        old.sealed = None;
-    }
     if n > HISTORY {
         rec.versions.drain(..n - HISTORY);
     }
@@ -174,7 +172,30 @@ pub(crate) fn put(
             }
         }
     }
+    retire_unused(state, project);
     Ok(consumers)
+}
+
+/// Retires every version of `project`'s secrets that is not current and that no replica
+/// a roll has not reached yet reads (its ciphertext is dropped; the history line stays).
+pub(crate) fn retire_unused(state: &mut ClusterState, project: &str) {
+    let in_use: std::collections::BTreeSet<(String, u64)> = state
+        .desired
+        .services
+        .values()
+        .filter(|r| r.project == project)
+        .filter_map(|r| r.rollout.as_ref())
+        .flat_map(|o| o.secrets.iter().map(|(k, v)| (k.clone(), *v)))
+        .collect();
+    let prefix = format!("{project}/");
+    for (k, rec) in state.secrets.iter_mut().filter(|(k, _)| k.starts_with(&prefix)) {
+        let current = rec.current().map(|c| c.version);
+        for v in rec.versions.iter_mut() {
+            if Some(v.version) != current && !in_use.contains(&(k.clone(), v.version)) {
+                v.sealed = None;
+            }
+        }
+    }
 }
 
 /// Applies `RekeySecrets`: every readable version gets its envelope under the new key.
@@ -319,11 +340,11 @@ mod tests {
             }
         );
         assert_eq!(st, before);
+        // No replica runs (nothing is placed): only the current version stays readable;
+        // older ones keep their history line.
         let rec = &st.secrets["shop/oauth"];
-        // The current and the previous version stay readable; older ones keep their line.
         assert_eq!(rec.readable(3), Some(&sealed("3")));
-        assert_eq!(rec.readable(2), Some(&sealed("2")));
-        assert_eq!(rec.readable(1), None);
+        assert_eq!((rec.readable(2), rec.readable(1)), (None, None));
         assert_eq!(rec.versions.len(), 3);
         for v in 4..=(HISTORY as u64 + 5) {
             st.apply(&put_cmd("shop", "oauth", v));
@@ -331,7 +352,27 @@ mod tests {
         let rec = &st.secrets["shop/oauth"];
         assert_eq!(rec.versions.len(), HISTORY);
         assert_eq!(rec.versions[0].version, 6);
-        assert_eq!(rec.versions.iter().filter(|v| v.sealed.is_some()).count(), 2);
+        assert_eq!(rec.versions.iter().filter(|v| v.sealed.is_some()).count(), 1);
+    }
+
+    #[test]
+    fn the_previous_version_stays_readable_until_the_roll_ends() {
+        let mut st = state();
+        st.desired.placements.insert("web".into(), vec![1, 2]);
+        st.apply(&put_cmd("shop", "oauth", 1));
+        st.apply(&put_cmd("shop", "oauth", 2));
+        let web = &st.desired.services["web"];
+        let roll = web.rollout.clone().expect("web rolls");
+        assert_eq!((roll.rolled, roll.secrets.get("shop/oauth")), (1, Some(&1)));
+        // web-1 still reads version 1: it stays readable during the roll.
+        assert_eq!(st.secrets["shop/oauth"].readable(1), Some(&sealed("1")));
+        let g = web.generation;
+        let adv = |rolled| Request::new(Command::AdvanceRollout { service: "web".into(), generation: g, rolled });
+        assert!(matches!(st.apply(&adv(Some(2))), Response::Applied { .. }));
+        assert_eq!(st.secrets["shop/oauth"].readable(1), Some(&sealed("1")));
+        assert!(matches!(st.apply(&adv(None)), Response::Applied { .. }));
+        assert_eq!(st.secrets["shop/oauth"].readable(1), None, "retired once no replica reads it");
+        assert_eq!(st.secrets["shop/oauth"].readable(2), Some(&sealed("2")));
     }
 
     #[test]
@@ -350,14 +391,14 @@ mod tests {
         };
         let before = st.clone();
         for (req, why) in [
-            (rekey("k0", &[2, 3]), "the cluster's secrets key is k1, not k0 (another rotation happened)"),
-            (rekey("k1", &[3]), "the secrets changed while they were being resealed; try again"),
-            (rekey("k1", &[1, 2, 3]), "the secrets changed while they were being resealed; try again"),
+            (rekey("k0", &[3]), "the cluster's secrets key is k1, not k0 (another rotation happened)"),
+            (rekey("k1", &[]), "the secrets changed while they were being resealed; try again"),
+            (rekey("k1", &[2, 3]), "the secrets changed while they were being resealed; try again"),
         ] {
             assert_eq!(st.apply(&req), Response::Refused { reason: why.into() });
             assert_eq!(st, before);
         }
-        assert!(matches!(st.apply(&rekey("k1", &[2, 3])), Response::Applied { .. }));
+        assert!(matches!(st.apply(&rekey("k1", &[3])), Response::Applied { .. }));
         assert_eq!(st.secrets_key_id.as_deref(), Some("k2"));
         assert!(st.secrets["shop/oauth"].versions.iter().filter_map(|v| v.sealed.as_ref()).all(|s| s.key_id == "k2"));
         // A value sealed under the old key is refused from now on.
