@@ -467,6 +467,14 @@ fn validate_job(stack: &Stack, name: &str, job: &crate::model::JobSpec, jp: &Fie
     }
     if let Some(msg) = dns_label_problem("job name", name) {
         sink.report(SpecErrorKind::InvalidValue, jp, Target::Key, msg);
+    } else if stack.services.contains_key(name) || stack.databases.contains_key(name) {
+        let what = if stack.services.contains_key(name) { "service" } else { "database" };
+        sink.report(
+            SpecErrorKind::Duplicate,
+            jp,
+            Target::Key,
+            format!("job `{name}` has the name of a {what} of this stack; jobs, services and databases need names of their own"),
+        );
     }
     validate_run(&job.run, &jp.field("run"), sink);
     let workdir = jp.field("workdir");

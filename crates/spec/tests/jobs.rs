@@ -71,6 +71,8 @@ exact! {
         => ["demo.yaml:6:14: jobs.j.retries: retries must be between 0 and 10, found 11"];
     job_without_run: "jobs:\n  j: { every: 1h }\n"
         => ["demo.yaml:2:3: jobs.j: missing required field `run`: the command a run executes, a list such as `[\"my-server\", \"--port\", \"8080\"]` or a shell string such as `\"python3 -m http.server $PORT\"`"];
+    job_named_like_a_service: "services:\n  web: { run: [x] }\njobs:\n  web: { run: [y] }\n"
+        => ["demo.yaml:4:3: jobs.web: job `web` has the name of a service of this stack; jobs, services and databases need names of their own"];
     unknown_job_field: job("    replicas: 2\n")
         => ["demo.yaml:6:5: jobs.j: unknown field `replicas` (valid fields: run, env, files, workdir, resources, node_selector, schedule, every, secrets_write, retries, timeout, concurrency)"];
 }

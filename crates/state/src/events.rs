@@ -252,6 +252,9 @@ pub fn describe(before: &ClusterState, cmd: &Command, after: &ClusterState) -> V
                     "run-skipped",
                     format!("job {job}: run #{} {what} {}", run.id, run.result.as_deref().unwrap_or("skipped")),
                 ),
+                // A scheduled run that goes as planned is in `holdfast jobs`, not in the
+                // history of what happened (a schedule every minute would crowd it out).
+                _ if run.slot_ms.is_some() => return out,
                 _ => (Level::Info, "run-started", format!("job {job}: run #{} {what}", run.id)),
             };
             out.push(one(level, kind, format!("job {job}"), message));
@@ -260,7 +263,7 @@ pub fn describe(before: &ClusterState, cmd: &Command, after: &ClusterState) -> V
             let on = run.node.map(|n| after.node_name(n)).unwrap_or_default();
             let result = run.result.clone().unwrap_or_default();
             let (level, kind, message) = match run.state {
-                crate::jobs::RunState::Succeeded => {
+                crate::jobs::RunState::Succeeded if run.slot_ms.is_none() || run.attempt > 1 => {
                     (Level::Info, "run-succeeded", format!("job {job}: run #{} succeeded on {on}", run.id))
                 }
                 crate::jobs::RunState::Failed | crate::jobs::RunState::TimedOut => (

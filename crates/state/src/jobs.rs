@@ -264,3 +264,113 @@ pub fn runs_on(state: &ClusterState, node: NodeId) -> Vec<(&str, &JobRecord, &Ru
 pub fn active_run<'a>(state: &'a ClusterState, job: &str, id: u64) -> Option<&'a Run> {
     state.runs.get(job)?.runs.iter().find(|r| r.id == id && r.state.active())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Request, Response};
+
+    fn state() -> ClusterState {
+        let mut st = ClusterState::default();
+        let stack = holdfast_spec::parse_str(
+            "t.yaml",
+            "project: p\njobs:\n  tick: { run: [x], every: 10s }\n  once: { run: [y] }\n",
+        )
+        .expect("spec");
+        let (_, desired) = crate::plan::plan_deploy(&st, &stack).expect("plan");
+        st.apply(&Request::new(Command::SetDesired { expected_revision: 0, desired }));
+        st
+    }
+
+    fn start(st: &mut ClusterState, job: &str, id: u64, slot: Option<u64>) -> Response {
+        let by = if slot.is_some() { "schedule" } else { "admin" };
+        st.apply(&Request::new(Command::StartRun { job: job.into(), run: Run::new(id, slot, by.into(), 5) }))
+    }
+
+    #[test]
+    fn a_slot_and_an_id_are_taken_once_and_a_refusal_changes_nothing() {
+        let mut st = state();
+        assert!(matches!(start(&mut st, "tick", 0, Some(10_000)), Response::Applied { .. }));
+        let before = st.clone();
+        for (job, id, slot, why) in [
+            ("tick", 1, Some(10_000), "the slot at 10000 of tick was already taken"),
+            ("tick", 1, Some(5_000), "the slot at 5000 of tick was already taken"),
+            ("tick", 0, Some(20_000), "run 0 of tick was taken meanwhile (the next is 1); try again"),
+            ("nope", 0, None, "there is no job nope"),
+        ] {
+            assert_eq!(start(&mut st, job, id, slot), Response::Refused { reason: why.into() });
+            assert_eq!(st, before, "{why}");
+        }
+        // A first refused start of another job leaves no trace either.
+        assert_eq!(
+            start(&mut st, "once", 3, None),
+            Response::Refused { reason: "run 3 of once was taken meanwhile (the next is 0); try again".into() }
+        );
+        assert_eq!(st, before);
+        assert!(matches!(start(&mut st, "tick", 1, Some(20_000)), Response::Applied { .. }));
+        assert_eq!(st.runs["tick"].cursor_ms, Some(20_000));
+    }
+
+    #[test]
+    fn put_is_compare_and_set_on_the_attempt_and_history_keeps_active_runs() {
+        let mut st = state();
+        start(&mut st, "once", 0, None);
+        let mut r = st.runs["once"].runs[0].clone();
+        r.attempt = 2;
+        let put = |st: &mut ClusterState, attempt, run: &Run| {
+            st.apply(&Request::new(Command::PutRun { job: "once".into(), attempt, run: run.clone() }))
+        };
+        assert!(matches!(put(&mut st, 1, &r), Response::Applied { .. }));
+        assert_eq!(put(&mut st, 1, &r), Response::Refused { reason: "run 0 of once moved on meanwhile".into() });
+        r.state = RunState::Succeeded;
+        assert!(matches!(put(&mut st, 2, &r), Response::Applied { .. }));
+        assert_eq!(put(&mut st, 2, &r), Response::Refused { reason: "run 0 of once moved on meanwhile".into() });
+        // Past HISTORY runs, finished ones are forgotten, oldest first; active ones stay.
+        for id in 1..=(HISTORY as u64 + 3) {
+            start(&mut st, "once", id, None);
+        }
+        let ids: Vec<u64> = st.runs["once"].runs.iter().map(|r| r.id).collect();
+        assert_eq!(ids.len(), HISTORY + 3, "all still pending: none forgotten");
+        assert_eq!(ids[0], 1, "the finished run 0 went first");
+    }
+
+    #[test]
+    fn scheduled_runs_that_go_as_planned_make_no_events() {
+        let mut st = state();
+        let before = st.clone();
+        let cmd = Command::StartRun { job: "tick".into(), run: Run::new(0, Some(10_000), "schedule".into(), 5) };
+        st.apply(&Request::new(cmd.clone()));
+        assert!(crate::events::describe(&before, &cmd, &st).is_empty());
+        let before = st.clone();
+        let cmd = Command::StartRun { job: "once".into(), run: Run::new(0, None, "token ab (ci)".into(), 5) };
+        st.apply(&Request::new(cmd.clone()));
+        let ev = crate::events::describe(&before, &cmd, &st);
+        assert_eq!(
+            ev.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+            ["job once: run #0 asked by token ab (ci)"]
+        );
+    }
+
+    #[test]
+    fn a_removed_job_takes_its_runs_along() {
+        let mut st = state();
+        start(&mut st, "once", 0, None);
+        let stack =
+            holdfast_spec::parse_str("t.yaml", "project: p\njobs:\n  tick: { run: [x], every: 10s }\n").expect("spec");
+        let (plan, desired) = crate::plan::plan_deploy(&st, &stack).expect("plan");
+        assert!(plan.changes.iter().any(|c| c.target == "job once" && c.kind == ChangeKind::Delete));
+        st.apply(&Request::new(Command::SetDesired { expected_revision: st.revision, desired }));
+        assert!(!st.runs.contains_key("once"));
+        // A service may not take a job's name, nor a job a service's.
+        let stack = holdfast_spec::parse_str("t.yaml", "project: q\nservices:\n  tick: { run: [x] }\n").expect("spec");
+        assert_eq!(
+            crate::plan::plan_deploy(&st, &stack).unwrap_err().to_string(),
+            "the name `tick` of service `tick` of project `q` is already taken by job `tick` of project `p`; rename one"
+        );
+        let stack = holdfast_spec::parse_str("t.yaml", "project: q\njobs:\n  tick: { run: [x] }\n").expect("spec");
+        assert_eq!(
+            crate::plan::plan_deploy(&st, &stack).unwrap_err().to_string(),
+            "the name `tick` of job `tick` of project `q` is already taken by job `tick` of project `p`; rename one"
+        );
+    }
+}

@@ -158,6 +158,14 @@ fn plan_deploy_inner(
         });
     }
     for name in stack.services.keys() {
+        // A job's name (another project's, or one this stack keeps) is not free either.
+        if let Some(job) = current.jobs.get(name).filter(|j| &j.project != project || stack.jobs.contains_key(name)) {
+            return Err(PlanError::NameTaken {
+                name: name.clone(),
+                what: format!("service `{name}` of project `{project}`"),
+                taken_by: format!("job `{name}` of project `{}`", job.project),
+            });
+        }
         if let Some(rec) = current.services.get(name) {
             if &rec.project != project {
                 return Err(PlanError::ServiceOwnedByOtherProject {
