@@ -270,3 +270,55 @@ fn a_schedule_runs_each_slot_once_across_a_leader_kill() {
     eprintln!("slots (ms late): {late:?}");
     c.finish();
 }
+
+#[test]
+fn a_run_cut_off_from_the_quorum_stops_before_its_retry_starts_elsewhere() {
+    // Proves: a node partitioned away from the majority stops its job run once it has been
+    // cut off as long as the leader takes to call it down, and the leader's retry on
+    // another node starts only after that: the two attempts never run at the same time.
+    if !namespaces_or_skip("hfjobpart") {
+        return;
+    }
+    let c = Cluster::form(config("hfjobpart").sites(&["a", "a", "b"]).namespaces());
+    c[0].cli_ok(&["node", "label", "n3", "jobs=yes"]);
+    let lines = c[0].home.join("beats");
+    let spec = format!(
+        "project: part\njobs:\n  long:\n    run: [\"/bin/sh\", \"-c\", \"while true; do echo $HOLDFAST_ATTEMPT $(date +%s%3N) >> {}; sleep 0.1; done\"]\n    retries: 2\n    timeout: 10m\n    node_selector: {{ jobs: \"yes\" }}\n",
+        lines.display()
+    );
+    let (ok, out, err) = c[0].deploy_yaml("long.yaml", &spec);
+    assert!(ok, "{out}\n{err}");
+    let run = c[0].cli_json(&["run", "long", "--no-wait"]).expect("run");
+    assert_eq!(run["run"], 0);
+    let beats = |attempt: &str| -> Vec<u64> {
+        std::fs::read_to_string(&lines)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' ').filter(|(a, _)| *a == attempt).and_then(|(_, t)| t.trim().parse().ok()))
+            .collect()
+    };
+    wait_for("attempt 1 running on n3", Duration::from_secs(20), || {
+        let n = beats("1").len();
+        seen_unless(n >= 5, (), format!("{n} beats"))
+    });
+    // Another node may take the retry; then cut n3 off.
+    c[0].cli_ok(&["node", "label", "n2", "jobs=yes"]);
+    c.tb().partition(&[0, 1], &[2]).expect("partition");
+    let second = wait_for("attempt 2 running elsewhere", Duration::from_secs(60), || {
+        let b = beats("2");
+        seen_unless(b.len() >= 5, b.clone(), format!("{} beats of attempt 2", b.len()))
+    });
+    let first = beats("1");
+    let (last_1, first_2) = (*first.iter().max().expect("beats"), *second.iter().min().expect("beats"));
+    eprintln!(
+        "attempt 1 last beat {last_1}, attempt 2 first beat {first_2}: {} ms apart",
+        first_2 as i64 - last_1 as i64
+    );
+    assert!(last_1 < first_2, "the attempts overlapped: attempt 1 beat at {last_1}, attempt 2 began at {first_2}");
+    let h = c[0].cli_json(&["jobs", "long"]).expect("history");
+    let r = &h["runs"][0];
+    assert_eq!((r["attempt"].as_u64(), r["node"].as_str()), (Some(2), Some("n2")), "{h}");
+    assert!(r["result"].as_str().unwrap_or("").contains("node n3 went down during attempt 1"), "{h}");
+    c.tb().heal_partitions().expect("heal");
+    c.finish();
+}

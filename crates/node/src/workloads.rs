@@ -104,6 +104,14 @@ pub fn forgotten_run_logs(state: &ClusterState, names: &[String]) -> Vec<String>
         .collect()
 }
 
+/// Whether this node's job runs may go on: a node cut off from the quorum for as long as
+/// the leader takes to call a node down stops them, so the retry the leader starts
+/// elsewhere (10 s later at the earliest) never runs beside the attempt it replaces. A
+/// lease never renewed since this start (`None`) does not stop them: nothing was cut off.
+pub fn runs_may_go_on(lease_age: Option<Duration>, down_after: Duration) -> bool {
+    lease_age.is_none_or(|age| age <= down_after)
+}
+
 /// Removes the logs of runs forgotten by the state (at most once a minute).
 fn prune_run_logs(ctx: &NodeContext, state: &ClusterState, last: &mut Option<tokio::time::Instant>) {
     if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
@@ -253,6 +261,7 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     };
     let api = ApiAccess { server: format!("https://{server}"), ca: ctx.data_dir.join("ca.pem") };
     let mut pruned_at = None;
+    let mut runs_stopped = false;
     let mut states = ctx.control.subscribe();
     let mut fenced = ctx.fenced.subscribe();
     let mut members = ctx.dbs.subscribe();
@@ -301,7 +310,20 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
         let fence = fenced.borrow_and_update().clone();
         members.borrow_and_update();
         let mut desired = desired_instances(&state, ctx.identity.node_id, &fence);
-        desired.extend(desired_runs(&state, ctx.identity.node_id, &api));
+        let runs = desired_runs(&state, ctx.identity.node_id, &api);
+        let has_runs = !runs.is_empty();
+        let down_after = Duration::from_millis(state.settings.down_after_ms);
+        if runs_may_go_on(ctx.lease.age(state.revision), down_after) {
+            desired.extend(runs);
+        } else if has_runs {
+            if !runs_stopped {
+                tracing::warn!(runs = runs.len(), after = ?down_after, "cut off from the control plane's quorum: stopping this node's job runs (the leader retries them elsewhere)");
+            }
+            runs_stopped = true;
+        }
+        if runs_may_go_on(ctx.lease.age(state.revision), down_after) {
+            runs_stopped = false;
+        }
         prune_run_logs(&ctx, &state, &mut pruned_at);
         desired.extend(ctx.dbs.instances());
         tracing::debug!(
@@ -321,6 +343,8 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
             changed = states.changed() => if changed.is_err() { return },
             changed = fenced.changed() => if changed.is_err() { return },
             changed = members.changed() => if changed.is_err() { return },
+            // Runs here depend on the lease too: look again while there are some.
+            _ = tokio::time::sleep(Duration::from_millis(500)), if has_runs => {}
         }
     }
 }
@@ -409,6 +433,15 @@ mod run_tests {
         let p = by["plain.run-0"];
         assert!(p.secrets.is_empty() && !p.env.contains_key("HOLDFAST_SERVER"));
         assert!(desired_runs(&s, 8, &api).is_empty(), "another node runs nothing");
+    }
+
+    #[test]
+    fn runs_stop_once_cut_off_as_long_as_the_leader_takes_to_call_a_node_down() {
+        let d = Duration::from_secs(3);
+        assert!(runs_may_go_on(None, d));
+        assert!(runs_may_go_on(Some(Duration::from_millis(400)), d));
+        assert!(runs_may_go_on(Some(d), d));
+        assert!(!runs_may_go_on(Some(d + Duration::from_millis(1)), d));
     }
 
     #[test]
