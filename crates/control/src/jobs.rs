@@ -31,11 +31,11 @@ pub fn backoff_ms(attempt: u32) -> u64 {
 /// timed out, retried, lost.
 pub fn follow_runs(state: &ClusterState, wall: u64, seen: &SeenFn<'_>) -> (Vec<Command>, Vec<Note>) {
     let (mut cmds, mut notes) = (Vec::new(), Vec::new());
-    let mut load = active_per_node(state);
+    let mut place = Placing { load: active_per_node(state), room: room(state) };
     for (job, rec) in &state.desired.jobs {
         let Some(runs) = state.runs.get(job) else { continue };
         for run in runs.runs.iter().filter(|r| r.state.active()) {
-            if let Some(cmd) = follow(state, job, rec, run, wall, seen, &mut load, &mut notes) {
+            if let Some(cmd) = follow(state, job, rec, run, wall, seen, &mut place, &mut notes) {
                 cmds.push(cmd);
             }
         }
@@ -118,14 +118,51 @@ fn active_per_node(state: &ClusterState) -> std::collections::BTreeMap<NodeId, u
     load
 }
 
-/// A node for a run: alive, schedulable, with every label of the job's node selector;
-/// the least loaded one (then the lowest id). `Err`: why none can.
-fn choose_node(
-    state: &ClusterState,
-    rec: &JobRecord,
-    load: &std::collections::BTreeMap<NodeId, usize>,
-) -> Result<NodeId, String> {
-    let eligible: Vec<NodeId> = state
+/// What a job's run asks of its node: (millicores, bytes).
+fn request(spec: &holdfast_state::jobs::Spec) -> (u64, u64) {
+    (spec.resources.cpu_millis.map(u64::from).unwrap_or(0), spec.resources.memory_bytes.unwrap_or(0))
+}
+
+/// Each node's room left: its capacity less its database members' and service replicas'
+/// requests and the requests of the runs active there.
+fn room(state: &ClusterState) -> std::collections::BTreeMap<NodeId, (u64, u64)> {
+    let mut room: std::collections::BTreeMap<NodeId, (u64, u64)> =
+        state.node_views().into_iter().map(|v| (v.id, (v.capacity.cpu_millis, v.capacity.memory_bytes))).collect();
+    let mut take = |node: NodeId, (cpu, mem): (u64, u64)| {
+        if let Some(r) = room.get_mut(&node) {
+            *r = (r.0.saturating_sub(cpu), r.1.saturating_sub(mem));
+        }
+    };
+    for (service, nodes) in &state.desired.placements {
+        let Some(rec) = state.desired.services.get(service) else { continue };
+        let asks =
+            (rec.spec.resources.cpu_millis.map(u64::from).unwrap_or(0), rec.spec.resources.memory_bytes.unwrap_or(0));
+        for n in nodes {
+            take(*n, asks);
+        }
+    }
+    for (job, runs) in &state.runs {
+        let Some(rec) = state.desired.jobs.get(job) else { continue };
+        for r in runs.runs.iter().filter(|r| r.state.active()) {
+            if let Some(n) = r.node {
+                take(n, request(&rec.spec));
+            }
+        }
+    }
+    room
+}
+
+/// What placing runs keeps track of within one pass: active runs and room per node.
+struct Placing {
+    load: std::collections::BTreeMap<NodeId, usize>,
+    room: std::collections::BTreeMap<NodeId, (u64, u64)>,
+}
+
+/// A node for a run: alive, schedulable, with every label of the job's node selector and
+/// room for its requests; the least loaded one (then the lowest id), which the run then
+/// takes. `Err`: why none can.
+fn choose_node(state: &ClusterState, rec: &JobRecord, place: &mut Placing) -> Result<NodeId, String> {
+    let matching: Vec<NodeId> = state
         .nodes
         .values()
         .filter(|n| !n.down && !n.cordoned && !n.draining && !n.removing)
@@ -135,15 +172,33 @@ fn choose_node(
         })
         .map(|n| n.id)
         .collect();
-    eligible.into_iter().min_by_key(|id| (load.get(id).copied().unwrap_or(0), *id)).ok_or_else(|| {
-        if rec.spec.node_selector.is_empty() {
+    if matching.is_empty() {
+        return Err(if rec.spec.node_selector.is_empty() {
             "no node is up and schedulable".to_string()
         } else {
             format!(
                 "no node that is up and schedulable matches node_selector {}",
                 holdfast_state::labels::format_labels(&rec.spec.node_selector)
             )
+        });
+    }
+    let (cpu, mem) = request(&rec.spec);
+    let chosen = matching
+        .into_iter()
+        .filter(|id| place.room.get(id).is_some_and(|(c, m)| *c >= cpu && *m >= mem))
+        .min_by_key(|id| (place.load.get(id).copied().unwrap_or(0), *id));
+    if let Some(n) = chosen {
+        *place.load.entry(n).or_insert(0) += 1;
+        if let Some(r) = place.room.get_mut(&n) {
+            *r = (r.0.saturating_sub(cpu), r.1.saturating_sub(mem));
         }
+    }
+    chosen.ok_or_else(|| {
+        format!(
+            "no node it may use has room for its requests (cpu {}m, memory {}) besides what runs there now",
+            cpu,
+            holdfast_state::jobs::format_bytes(mem)
+        )
     })
 }
 
@@ -179,7 +234,7 @@ fn follow(
     run: &Run,
     wall: u64,
     seen: &SeenFn<'_>,
-    load: &mut std::collections::BTreeMap<NodeId, usize>,
+    place: &mut Placing,
     notes: &mut Vec<Note>,
 ) -> Option<Command> {
     let put = |r: Run| Command::PutRun { job: job.to_string(), attempt: run.attempt, run: r };
@@ -187,9 +242,8 @@ fn follow(
         if run.retry_at_ms.is_some_and(|t| t > wall) {
             return None;
         }
-        return match choose_node(state, rec, load) {
+        return match choose_node(state, rec, place) {
             Ok(n) => {
-                *load.entry(n).or_insert(0) += 1;
                 let mut r = run.clone();
                 r.node = Some(n);
                 r.generation = u64::from(run.attempt);

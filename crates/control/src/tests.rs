@@ -1570,3 +1570,26 @@ fn a_run_times_out_and_a_dead_node_loses_its_attempt() {
     w.check(&["n2 down", "put-run slow #0 attempt 2 failed on 2"]);
     assert_eq!(w.run_of("slow", 0).result.as_deref(), Some("node n2 went down during attempt 2"));
 }
+
+#[test]
+fn runs_go_where_their_requests_fit() {
+    let mut w = world(&[(1, "a"), (2, "a")]);
+    w.deploy("jobs:\n  big: { run: [x], resources: { cpu: 3 } }\n").all_seen_but(&[]);
+    for id in 0..3 {
+        let run = holdfast_state::jobs::Run::new(id, None, "admin".into(), w.wall);
+        w.command(Command::StartRun { job: "big".into(), run });
+    }
+    // 4 cores each: one run of 3 cores per node; the third waits and says why.
+    w.check(&["put-run big #0 attempt 1 pending on 1", "put-run big #1 attempt 1 pending on 2"]);
+    assert!(
+        w.last_notes()
+            .iter()
+            .any(|n| n.contains("run #2 waits: no node it may use has room for its requests (cpu 3000m")),
+        "{:?}",
+        w.last_notes()
+    );
+    // One finishes: the waiting run takes its room.
+    w.all_seen_but(&[]).run_reported(1, "big", 0, 1, Some(0)).run_reported(2, "big", 1, 1, None);
+    w.check(&["put-run big #0 attempt 1 succeeded on 1", "put-run big #1 attempt 1 running on 2"]);
+    w.check(&["put-run big #2 attempt 1 pending on 1"]);
+}

@@ -14,7 +14,7 @@ use holdfast_spec::{JobSpec, Stack};
 use serde::{Deserialize, Serialize};
 
 /// For the crates that read jobs without depending on the spec.
-pub use holdfast_spec::{format_duration_ms, format_utc_ms, Concurrency};
+pub use holdfast_spec::{format_bytes, format_duration_ms, format_utc_ms, Concurrency, JobSpec as Spec};
 
 use crate::model::ClusterState;
 use crate::plan::{ChangeKind, Plan, PlanError};
