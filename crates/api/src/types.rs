@@ -432,6 +432,14 @@ pub struct SecretHistoryResponse {
     pub versions: Vec<SecretVersionView>,
 }
 
+/// `POST /v1/secrets-key/rotate` body, for a cluster whose nodes read the key from
+/// `--secrets-key-file` (without a body the leader makes the new key).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SecretKeyRotate {
+    /// The new key as its file holds it (`hfkey1:…`).
+    pub new_key: String,
+}
+
 /// `POST /v1/secrets-key/rotate` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SecretKeyRotated {

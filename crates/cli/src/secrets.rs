@@ -47,8 +47,15 @@ pub enum SecretCmd {
     /// Replace the cluster's secrets key: a new key is made on the leader, every readable
     /// secret version is resealed under it in one change, and every node fetches it (the
     /// ciphertext of the values is unchanged; only their data keys are re-wrapped).
-    /// Consumers keep running. For keys kept in data directories (the default).
-    RotateKey,
+    /// Consumers keep running. For keys kept in data directories (the default) the leader
+    /// makes the new key; for `--secrets-key-file` clusters, first put a new key file
+    /// (`holdfast secret keygen NEW`) in place of the key file on every node, then give it
+    /// here: each node takes it from its file once the cluster has moved to it.
+    RotateKey {
+        /// The new key, for a cluster whose nodes read theirs from `--secrets-key-file`.
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
+    },
     /// Create a new cluster secrets key file (mode 0600), for `holdfast up
     /// --secrets-key-file FILE` on every node: the key then never sits in a data
     /// directory. Runs locally; refuses to replace an existing file.
@@ -123,8 +130,15 @@ fn read_value(from_file: Option<&PathBuf>) -> Result<zeroize::Zeroizing<Vec<u8>>
 
 pub async fn secret(g: &Global, cmd: SecretCmd) -> Result<ExitCode> {
     match cmd {
-        SecretCmd::RotateKey => {
-            let r = client(g)?.rotate_secrets_key().await?;
+        SecretCmd::RotateKey { new_key_file } => {
+            let given = match &new_key_file {
+                Some(path) => {
+                    let key = holdfast_secrets::ClusterKey::load(path)?;
+                    Some(holdfast_api::types::SecretKeyRotate { new_key: key.encode().to_string() })
+                }
+                None => None,
+            };
+            let r = client(g)?.rotate_secrets_key(given).await?;
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

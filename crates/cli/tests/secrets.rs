@@ -371,5 +371,21 @@ fn bad_secret_input_is_refused_precisely_and_changes_nothing() {
     );
     assert!(ok, "{out}\n{err}");
     d.wait_ready("web", 1, Duration::from_secs(20));
+    // Rotating an external key: the leader cannot make it (it never writes one) ...
+    let out = d.cli(&["secret", "rotate-key"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("make a new key with `holdfast secret keygen NEW`"), "{err}");
+    // ... the operator makes it, puts it in place of every node's key file, and gives it.
+    let new_key = key_dir.path().join("new.key");
+    let out =
+        std::process::Command::new(holdfast_bin()).args(["secret", "keygen"]).arg(&new_key).output().expect("keygen");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::copy(&new_key, &key_file).expect("replace the key file");
+    let r = d.cli_json(&["secret", "rotate-key", "--new-key-file", new_key.to_str().unwrap()]).expect("rotate");
+    assert_eq!(r["resealed"], 1, "{r}");
+    // A restarted instance opens the value under the new key.
+    d.cli_ok(&["restart", "web"]);
+    d.wait_ready("web", 1, Duration::from_secs(20));
+    assert!(!d.dir.join("secrets.key").exists(), "still no key in the data directory");
     c.finish();
 }

@@ -30,6 +30,9 @@ pub struct Keyring {
     /// `Some(path)`: kept in the data directory (fetched keys are written there, and the
     /// key may be handed to other members). `None`: an external file.
     stored: Option<PathBuf>,
+    /// The external key file (`--secrets-key-file`), read again when the cluster moves to
+    /// a key this node lacks (the operator put the new key there).
+    external: Option<PathBuf>,
 }
 
 /// Prefix of the token a job run gets.
@@ -49,7 +52,7 @@ impl Keyring {
         if let Some(path) = external {
             let key = ClusterKey::load(path).map_err(err)?;
             tracing::info!(key = %key.id(), file = %path.display(), "secrets key read from its own file (not kept in the data directory)");
-            return Ok(Keyring { keys: RwLock::new(vec![key]), stored: None });
+            return Ok(Keyring { keys: RwLock::new(vec![key]), stored: None, external: Some(path.to_path_buf()) });
         }
         let path = data_dir.join(holdfast_secrets::KEY_FILE);
         let mut keys = Vec::new();
@@ -65,7 +68,7 @@ impl Keyring {
         if next.exists() {
             keys.push(ClusterKey::load(&next).map_err(err)?);
         }
-        Ok(Keyring { keys: RwLock::new(keys), stored: Some(path) })
+        Ok(Keyring { keys: RwLock::new(keys), stored: Some(path), external: None })
     }
 
     /// The newest key this node holds.
@@ -155,16 +158,29 @@ impl Keyring {
         holdfast_secrets::open(&key, context, sealed).map_err(|e| e.to_string())
     }
 
-    /// A rotation's first step, on the leader: a new key, written to `secrets.key.next`
-    /// and held, before anything is resealed or proposed.
-    pub fn prepare_rotation(&self, data_dir: &Path) -> Result<ClusterKey, String> {
-        if self.stored.is_none() {
-            return Err("this cluster reads its secrets key from --secrets-key-file: rotating a key kept outside the data directories is not supported yet (the new file would have to reach every node first)".into());
+    /// A rotation's first step, on the leader: the new key — made here for keys kept in
+    /// data directories (written to `secrets.key.next` before anything is resealed or
+    /// proposed), or the one the operator gives for a `--secrets-key-file` cluster (held
+    /// in memory; every node reads it from its own file once the cluster moved to it).
+    pub fn prepare_rotation(&self, data_dir: &Path, given: Option<ClusterKey>) -> Result<ClusterKey, String> {
+        let key = match (&self.stored, given) {
+            (None, None) => {
+                return Err("this cluster reads its secrets key from --secrets-key-file: make a new key with `holdfast secret keygen NEW`, put NEW in place of the key file on every node (each keeps using the key it read at start until the cluster moves), then run `holdfast secret rotate-key --new-key-file NEW`".into())
+            }
+            (None, Some(key)) => key,
+            (Some(_), given) => match given {
+                Some(k) => k,
+                None => ClusterKey::generate().map_err(|e| e.to_string())?,
+            },
+        };
+        if self.key_by_id(&key.id()).is_some() {
+            return Err(format!("the cluster already uses key {}; give a new one", key.id()));
         }
-        let key = ClusterKey::generate().map_err(|e| e.to_string())?;
-        let next = data_dir.join(NEXT_KEY_FILE);
-        let _ = std::fs::remove_file(&next);
-        key.write_new(&next).map_err(|e| e.to_string())?;
+        if self.stored.is_some() {
+            let next = data_dir.join(NEXT_KEY_FILE);
+            let _ = std::fs::remove_file(&next);
+            key.write_new(&next).map_err(|e| e.to_string())?;
+        }
         self.keys.write().unwrap_or_else(|e| e.into_inner()).push(key.clone());
         Ok(key)
     }
@@ -177,8 +193,26 @@ impl Keyring {
 
     /// A rotation that was not committed: the new key is forgotten.
     pub fn abandon_rotation(&self, data_dir: &Path, key: &ClusterKey) {
-        let _ = std::fs::remove_file(data_dir.join(NEXT_KEY_FILE));
+        if self.stored.is_some() {
+            let _ = std::fs::remove_file(data_dir.join(NEXT_KEY_FILE));
+        }
         self.keys.write().unwrap_or_else(|e| e.into_inner()).retain(|k| k.id() != key.id());
+    }
+
+    /// For a `--secrets-key-file` node that lacks the cluster's key `wanted`: reads the
+    /// file again and takes the key if it is that one.
+    fn reload_external(&self, wanted: &str) -> Result<ClusterKey, String> {
+        let Some(path) = &self.external else { return Err("no key file".into()) };
+        let key = ClusterKey::load(path).map_err(|e| e.to_string())?;
+        if key.id() != wanted {
+            return Err(format!(
+                "the cluster moved to secrets key {wanted}, but {} holds key {}: put the new key file there",
+                path.display(),
+                key.id()
+            ));
+        }
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).push(key.clone());
+        Ok(key)
     }
 }
 
@@ -229,11 +263,31 @@ pub async fn serve_key(
 /// to give).
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
     const WORKER: &str = "secrets key";
-    if ctx.keyring.stored.is_none() {
-        ctx.workers.report(WORKER, crate::workers::Pass::Idle("read from its own file"));
-        return;
-    }
     let mut states = ctx.control.subscribe();
+    if ctx.keyring.stored.is_none() {
+        // An external key is the operator's to give: read the file again when the
+        // cluster moves to a key this node lacks.
+        loop {
+            let wanted = ctx.control.state().secrets_key_id.clone();
+            let mut retry = false;
+            match wanted.filter(|id| ctx.keyring.key_by_id(id).is_none()) {
+                None => ctx.workers.report(WORKER, crate::workers::Pass::Idle("read from its own file")),
+                Some(id) => match ctx.keyring.reload_external(&id) {
+                    Ok(key) => tracing::info!(key = %key.id(), "took the cluster's new secrets key from the key file"),
+                    Err(e) => {
+                        retry = true;
+                        ctx.workers.report(WORKER, crate::workers::Pass::Error(e))
+                    }
+                },
+            }
+            let pause = if retry { Duration::from_secs(2) } else { Duration::from_secs(3600) };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = states.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
     loop {
         let wanted = ctx.control.state().secrets_key_id.clone();
         let held = match &wanted {

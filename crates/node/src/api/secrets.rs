@@ -5,7 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use holdfast_api::types::{
-    SecretHistoryResponse, SecretKeyRotated, SecretSetResponse, SecretVersionView, SecretView, SecretsResponse,
+    SecretHistoryResponse, SecretKeyRotate, SecretKeyRotated, SecretSetResponse, SecretVersionView, SecretView,
+    SecretsResponse,
 };
 use holdfast_state::secrets::{self, SecretVersion};
 use holdfast_state::{Command, Request, Response as Applied};
@@ -147,7 +148,20 @@ pub async fn remove(
 
 /// `POST /v1/secrets-key/rotate` (admin): a new cluster key; every readable version is
 /// resealed under it in one entry, and every member fetches it.
-pub async fn rotate_key(State(ctx): State<NodeContext>) -> Result<Json<SecretKeyRotated>, ApiError> {
+pub async fn rotate_key(State(ctx): State<NodeContext>, body: Bytes) -> Result<Json<SecretKeyRotated>, ApiError> {
+    let given = if body.is_empty() {
+        None
+    } else {
+        let req: SecretKeyRotate = serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid rotation request: {e}")))?;
+        let text = zeroize::Zeroizing::new(req.new_key);
+        Some(holdfast_secrets::ClusterKey::decode(&text).ok_or_else(|| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "--new-key-file is not a holdfast secrets key (make one with `holdfast secret keygen`)".into(),
+            )
+        })?)
+    };
     let _guard = ctx.change_lock.lock().await;
     let state = ctx.control.read_linearizable().await?;
     let unavailable = |e: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, e);
@@ -157,7 +171,10 @@ pub async fn rotate_key(State(ctx): State<NodeContext>) -> Result<Json<SecretKey
         })?),
         None => None,
     };
-    let new = ctx.keyring.prepare_rotation(&ctx.data_dir).map_err(unavailable)?;
+    let new = ctx
+        .keyring
+        .prepare_rotation(&ctx.data_dir, given)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}; nothing was changed")))?;
     let mut resealed = Vec::new();
     let mut fail = None;
     for (key, rec) in &state.secrets {
