@@ -262,68 +262,82 @@ pub async fn serve_key(
 /// 2 s (only when keys are kept in data directories; an external key is the operator's
 /// to give).
 pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
-    const WORKER: &str = "secrets key";
     let mut states = ctx.control.subscribe();
-    if ctx.keyring.stored.is_none() {
-        // An external key is the operator's to give: read the file again when the
-        // cluster moves to a key this node lacks.
-        loop {
-            let wanted = ctx.control.state().secrets_key_id.clone();
-            let mut retry = false;
-            match wanted.filter(|id| ctx.keyring.key_by_id(id).is_none()) {
-                None => ctx.workers.report(WORKER, crate::workers::Pass::Idle("read from its own file")),
-                Some(id) => match ctx.keyring.reload_external(&id) {
-                    Ok(key) => tracing::info!(key = %key.id(), "took the cluster's new secrets key from the key file"),
-                    Err(e) => {
-                        retry = true;
-                        ctx.workers.report(WORKER, crate::workers::Pass::Error(e))
-                    }
-                },
-            }
-            let pause = if retry { Duration::from_secs(2) } else { Duration::from_secs(3600) };
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                changed = states.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
-    }
     loop {
-        let wanted = ctx.control.state().secrets_key_id.clone();
-        let held = match &wanted {
-            Some(id) => ctx.keyring.key_by_id(id),
-            None => ctx.keyring.key(),
-        };
-        let mut retry = false;
-        match held {
-            Some(key) => {
-                ctx.workers.report(WORKER, crate::workers::Pass::Progress(format!("holding key {}", key.id())))
+        let retry = if ctx.keyring.stored.is_none() {
+            external_pass(&ctx)
+        } else {
+            match fetch_pass(&ctx).await {
+                Some(retry) => retry,
+                None => continue,
             }
-            None => match fetch_from_members(&ctx, wanted.as_deref()).await {
-                Ok(key) => {
-                    let id = key.id();
-                    match ctx.keyring.install(key) {
-                        Ok(()) => tracing::info!(key = %id, "received the cluster's secrets key"),
-                        Err(e) => ctx.workers.report(WORKER, crate::workers::Pass::Error(e.to_string())),
-                    }
-                    continue;
-                }
-                Err(None) => {
-                    retry = true;
-                    ctx.workers
-                        .report(WORKER, crate::workers::Pass::Idle("waiting for another member to fetch the key from"))
-                }
-                Err(Some(e)) => {
-                    retry = true;
-                    ctx.workers.report(WORKER, crate::workers::Pass::Error(e))
-                }
-            },
-        }
+        };
         let pause = if retry { Duration::from_secs(2) } else { Duration::from_secs(3600) };
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = states.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+const WORKER: &str = "secrets key";
+
+/// An external key is the operator's to give: the file is read again when the cluster
+/// moves to a key this node lacks. Whether to look again soon.
+fn external_pass(ctx: &NodeContext) -> bool {
+    let wanted = ctx.control.state().secrets_key_id.clone();
+    match wanted.filter(|id| ctx.keyring.key_by_id(id).is_none()) {
+        None => {
+            ctx.workers.report(WORKER, crate::workers::Pass::Idle("read from its own file"));
+            false
+        }
+        Some(id) => match ctx.keyring.reload_external(&id) {
+            Ok(key) => {
+                tracing::info!(key = %key.id(), "took the cluster's new secrets key from the key file");
+                false
+            }
+            Err(e) => {
+                ctx.workers.report(WORKER, crate::workers::Pass::Error(e));
+                true
+            }
+        },
+    }
+}
+
+/// A key kept in data directories: fetched from a member when this node lacks the one
+/// the cluster uses. Whether to look again soon; `None`: it just came, look at once.
+async fn fetch_pass(ctx: &NodeContext) -> Option<bool> {
+    let wanted = ctx.control.state().secrets_key_id.clone();
+    let held = match &wanted {
+        Some(id) => ctx.keyring.key_by_id(id),
+        None => ctx.keyring.key(),
+    };
+    if let Some(key) = held {
+        ctx.workers.report(WORKER, crate::workers::Pass::Progress(format!("holding key {}", key.id())));
+        return Some(false);
+    }
+    match fetch_from_members(ctx, wanted.as_deref()).await {
+        Ok(key) => {
+            let id = key.id();
+            match ctx.keyring.install(key) {
+                Ok(()) => {
+                    tracing::info!(key = %id, "received the cluster's secrets key");
+                    None
+                }
+                Err(e) => {
+                    ctx.workers.report(WORKER, crate::workers::Pass::Error(e.to_string()));
+                    Some(true)
+                }
+            }
+        }
+        Err(None) => {
+            ctx.workers.report(WORKER, crate::workers::Pass::Idle("waiting for another member to fetch the key from"));
+            Some(true)
+        }
+        Err(Some(e)) => {
+            ctx.workers.report(WORKER, crate::workers::Pass::Error(e));
+            Some(true)
         }
     }
 }
