@@ -32,10 +32,16 @@ pub enum ClientError {
     Request(String),
 }
 
-/// An API client bound to one node and token.
+/// An API client bound to a token and one node — or several, tried in turn when one
+/// cannot be reached (`--server a,b,c`), so no one node is a point of failure for an
+/// operator.
 #[derive(Clone)]
 pub struct Client {
     base: String,
+    /// Every server given, in order (`base` among them).
+    servers: Vec<String>,
+    /// The index in `servers` of the one that answered last.
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     token: String,
     http: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// Sent as `x-holdfast-commit-timeout-ms`: how long the node may wait for the voters.
@@ -56,8 +62,11 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let base = base.into().trim_end_matches('/').to_string();
         Ok(Client {
-            base: base.into().trim_end_matches('/').to_string(),
+            servers: vec![base.clone()],
+            current: Default::default(),
+            base,
             token: token.into(),
             http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
             commit_timeout: None,
@@ -69,6 +78,15 @@ impl Client {
     pub fn with_commit_timeout(mut self, timeout: Duration) -> Client {
         self.commit_timeout = Some(timeout);
         self
+    }
+
+    /// `bases` tried in order, the last one that answered first; a request goes to the
+    /// next only when the connection to one could not be made (so it was never sent).
+    pub fn with_servers(bases: &[String], token: impl Into<String>, ca_pem: &str) -> Result<Client, ClientError> {
+        let first = bases.first().ok_or_else(|| ClientError::Request("no server address given".into()))?;
+        let mut c = Client::new(first.clone(), token, ca_pem)?;
+        c.servers = bases.iter().map(|b| b.trim_end_matches('/').to_string()).collect();
+        Ok(c)
     }
 
     pub fn base(&self) -> &str {
@@ -93,25 +111,41 @@ impl Client {
         body: Option<Vec<u8>>,
         content_type: &str,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let url = format!("{}{}", self.base, path);
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(&url)
-            .header("authorization", format!("Bearer {}", self.token));
-        if let Some(t) = self.commit_timeout {
-            builder = builder.header("x-holdfast-commit-timeout-ms", t.as_millis().to_string());
+        use std::sync::atomic::Ordering;
+        let has_body = body.is_some();
+        let body = Bytes::from(body.unwrap_or_default());
+        let start = self.current.load(Ordering::Relaxed) % self.servers.len().max(1);
+        let mut failures = Vec::new();
+        let mut answered = None;
+        for i in (0..self.servers.len()).map(|k| (start + k) % self.servers.len()) {
+            let base = &self.servers[i];
+            let mut builder = hyper::Request::builder()
+                .method(method.clone())
+                .uri(format!("{base}{path}"))
+                .header("authorization", format!("Bearer {}", self.token));
+            if let Some(t) = self.commit_timeout {
+                builder = builder.header("x-holdfast-commit-timeout-ms", t.as_millis().to_string());
+            }
+            if has_body {
+                builder = builder.header("content-type", content_type);
+            }
+            let req = builder.body(Full::new(body.clone())).map_err(|e| ClientError::Request(e.to_string()))?;
+            match self.http.request(req).await {
+                Ok(resp) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    answered = Some(resp);
+                    break;
+                }
+                // Never sent: the next server may take it.
+                Err(e) if e.is_connect() && self.servers.len() > 1 => {
+                    failures.push(format!("{base}: {}", error_chain(&e)))
+                }
+                Err(e) => return Err(ClientError::Connect { url: base.clone(), message: error_chain(&e) }),
+            }
         }
-        if body.is_some() {
-            builder = builder.header("content-type", content_type);
-        }
-        let req = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::Request(e.to_string()))?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Connect { url: self.base.clone(), message: error_chain(&e) })?;
+        let Some(resp) = answered else {
+            return Err(ClientError::Connect { url: self.servers.join(", "), message: failures.join("; ") });
+        };
         if resp.status().is_success() {
             return Ok(resp);
         }

@@ -196,12 +196,19 @@ pub fn client(g: &Global) -> Result<Client> {
         })?;
         let ca =
             std::fs::read_to_string(&ca_path).with_context(|| format!("cannot read --ca {}", ca_path.display()))?;
-        let server = if server.starts_with("https://") {
-            server.clone()
-        } else {
-            format!("https://{}", server.trim_start_matches("http://"))
-        };
-        return Ok(Client::new(server, token, &ca)?.with_commit_timeout(g.commit_timeout));
+        let servers: Vec<String> = server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if s.starts_with("https://") {
+                    s.to_string()
+                } else {
+                    format!("https://{}", s.trim_start_matches("http://"))
+                }
+            })
+            .collect();
+        return Ok(Client::with_servers(&servers, token, &ca)?.with_commit_timeout(g.commit_timeout));
     }
     let dir = g.data_dir.clone().unwrap_or_else(crate::default_data_dir);
     let addr_file = dir.join("api.addr");

@@ -56,7 +56,9 @@ pub struct Global {
     /// Client commands read the node's address and admin token from it.
     #[arg(long, global = true, env = "HOLDFAST_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Talk to the node at this URL instead (e.g. http://10.0.0.1:7946); needs --token.
+    /// Talk to the node at this address instead (e.g. 10.0.0.1:7946); several, comma
+    /// separated (10.0.0.1:7946,10.0.0.2:7946), are tried in turn until one answers.
+    /// Needs --token and --ca.
     #[arg(long, global = true, env = "HOLDFAST_SERVER")]
     pub server: Option<String>,
     /// API token: the admin token (admin.token in a node's data directory, read from

@@ -538,3 +538,38 @@ fn labels_select_nodes_and_relabelling_moves_only_what_no_longer_matches() {
     let st = nodes[0].status();
     assert!(placed(&st, "web").iter().all(|(_, n)| n == "n1"), "minimal moves: {:?}", placed(&st, "web"));
 }
+
+#[test]
+fn the_cli_and_a_join_go_through_whichever_member_answers() {
+    // Proves: `--server a,b,c` reaches the cluster through the first member that
+    // answers, and a join token made on n1 joins through another member once n1 is dead.
+    let mut c = Cluster::prepare(config("anyserver").plain(4).ports_from(46500));
+    c[0].start_up();
+    for i in 1..3 {
+        let token = c[0].token("5m");
+        c[i].start_join(&token);
+    }
+    c.wait_formed();
+    let token = c[0].token("5m");
+    let admin = std::fs::read_to_string(c[0].dir.join("admin.token")).expect("admin token").trim().to_string();
+    let ca = c[0].dir.join("ca.pem").display().to_string();
+    let servers = format!("127.0.0.1:1,{},{},{}", c[0].addr(), c[1].addr(), c[2].addr());
+    let via_list = |c: &Cluster| c[1].cli_json(&["--server", &servers, "--token", &admin, "--ca", &ca, "nodes"]);
+    let v = via_list(&c).expect("a dead first server is skipped");
+    assert_eq!(v["nodes"].as_array().map(Vec::len), Some(3), "{v}");
+    c[0].kill_machine();
+    wait_for("the CLI reaches the cluster without n1", Duration::from_secs(20), || {
+        let v = via_list(&c)?;
+        let n1_down =
+            v["nodes"].as_array().is_some_and(|a| a.iter().any(|n| n["name"] == "n1" && n["state"] == "down"));
+        seen_unless(n1_down, (), v.to_string())
+    });
+    // The token names n1 first; n1 is dead, so the join goes through n2 or n3.
+    c[3].start_join(&token);
+    wait_for("n4 joined through another member", Duration::from_secs(30), || {
+        let v = c[1].nodes_json()?;
+        let ok = v["nodes"].as_array().is_some_and(|a| a.iter().any(|n| n["name"] == "n4" && n["state"] == "alive"));
+        seen_unless(ok, (), v.to_string())
+    });
+    c.finish();
+}

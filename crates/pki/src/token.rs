@@ -12,6 +12,10 @@ const PREFIX: &str = "hfjoin1.";
 pub struct JoinToken {
     /// `host:port` of a node to join through.
     pub addr: String,
+    /// The other members' addresses when the token was made, tried in turn when `addr`
+    /// cannot be reached (tokens made before this field existed have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs: Vec<String>,
     /// SHA-256 of the cluster CA certificate (hex).
     pub ca: String,
     /// Token id (public; names the token in the cluster state).
@@ -55,6 +59,7 @@ mod tests {
     fn round_trip_and_damage() {
         let t = JoinToken {
             addr: "10.0.0.1:7946".into(),
+            addrs: vec!["10.0.0.2:7946".into()],
             ca: "ab".into(),
             id: "t1".into(),
             secret: "s".into(),
@@ -64,5 +69,12 @@ mod tests {
         assert!(JoinToken::decode("nope").unwrap_err().to_string().contains("starts with `hfjoin1.`"));
         assert!(JoinToken::decode("hfjoin1.%%%").unwrap_err().to_string().contains("damaged"));
         assert_ne!(hash_secret("a"), hash_secret("b"));
+        // A token made before `addrs` existed still reads.
+        let old = format!(
+            "hfjoin1.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(br#"{"addr":"10.0.0.1:7946","ca":"ab","id":"t1","secret":"s","expires_at_ms":5}"#)
+        );
+        assert!(JoinToken::decode(&old).unwrap().addrs.is_empty());
     }
 }

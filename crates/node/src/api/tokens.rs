@@ -31,7 +31,11 @@ pub async fn create_token(State(ctx): State<NodeContext>, body: Bytes) -> Result
     let cmd = Command::AddJoinToken { id: id.clone(), secret_hash: holdfast_pki::hash_secret(&secret), expires_at_ms };
     ctx.control.propose(Request::new(cmd)).await?;
     let join_addr = ctx.advertise.to_string();
+    // Every other member it knows of too, so a joining machine is not stuck when this
+    // one is down.
+    let addrs: Vec<String> =
+        state.nodes.values().filter(|n| !n.down && n.addr != join_addr).map(|n| n.addr.clone()).collect();
     let token =
-        holdfast_pki::JoinToken { addr: join_addr.clone(), ca: fingerprint, id, secret, expires_at_ms }.encode();
+        holdfast_pki::JoinToken { addr: join_addr.clone(), addrs, ca: fingerprint, id, secret, expires_at_ms }.encode();
     Ok(Json(TokenResponse { token, expires_at_ms, join_addr }))
 }

@@ -158,49 +158,62 @@ pub async fn perform_join(
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, http_body_util::Full<bytes::Bytes>>(conn);
     let body = serde_json::to_vec(&req).map_err(|e| fail(e.to_string()))?;
-    let mut target = token.addr.clone();
-    for _ in 0..4 {
-        let request = hyper::Request::post(format!("https://{target}/join"))
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
-            .map_err(|e| fail(e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(15), client.request(request))
-            .await
-            .map_err(|_| fail(format!("{target} did not answer within 15s")))?
-            .map_err(|e| fail(format!("cannot reach {target}: {}", error_chain(&e))))?;
-        let status = resp.status();
-        let leader = resp.headers().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let bytes = resp.into_body().collect().await.map_err(|e| fail(e.to_string()))?.to_bytes();
-        if status == StatusCode::MISDIRECTED_REQUEST {
-            match leader {
-                Some(l) => {
-                    target = l;
-                    continue;
+    // The token's node first, then the other members it names, until one answers.
+    let mut candidates = vec![token.addr.clone()];
+    candidates.extend(token.addrs.iter().filter(|a| **a != token.addr).cloned());
+    let mut unreachable = Vec::new();
+    'candidates: for first in candidates {
+        let mut target = first;
+        for _ in 0..4 {
+            let request = hyper::Request::post(format!("https://{target}/join"))
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+                .map_err(|e| fail(e.to_string()))?;
+            let resp = match tokio::time::timeout(Duration::from_secs(15), client.request(request)).await {
+                Err(_) => return Err(fail(format!("{target} did not answer within 15s"))),
+                // Never sent: another member may take it.
+                Ok(Err(e)) if e.is_connect() => {
+                    unreachable.push(format!("{target}: {}", error_chain(&e)));
+                    continue 'candidates;
                 }
-                None => return Err(fail(format!("{target} is not the leader and knows no leader; retry later"))),
+                Ok(Err(e)) => return Err(fail(format!("cannot reach {target}: {}", error_chain(&e)))),
+                Ok(Ok(resp)) => resp,
+            };
+            let status = resp.status();
+            let leader = resp.headers().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let bytes = resp.into_body().collect().await.map_err(|e| fail(e.to_string()))?.to_bytes();
+            if status == StatusCode::MISDIRECTED_REQUEST {
+                match leader {
+                    Some(l) => {
+                        target = l;
+                        continue;
+                    }
+                    None => return Err(fail(format!("{target} is not the leader and knows no leader; retry later"))),
+                }
             }
+            if !status.is_success() {
+                let msg = serde_json::from_slice::<holdfast_api::types::ErrorBody>(&bytes)
+                    .map(|e| e.error)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+                return Err(fail(msg));
+            }
+            let reply = JoinReply::decode(&bytes).map_err(|e| fail(e.to_string()))?;
+            if holdfast_pki::fingerprint_of_pem(&reply.ca_pem).ok().as_deref() != Some(token.ca.as_str()) {
+                return Err(fail("the cluster answered with a CA that does not match the token".into()));
+            }
+            let id = Identity {
+                node_id: reply.node_id,
+                name: reply.name,
+                admin_token: reply.admin_token,
+                ca_pem: reply.ca_pem,
+                cert_pem: reply.cert_pem,
+                key_pem: key.key_pem,
+                ca_key_pem: None,
+            };
+            identity::store(dir, &id)?;
+            return Ok(id);
         }
-        if !status.is_success() {
-            let msg = serde_json::from_slice::<holdfast_api::types::ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(fail(msg));
-        }
-        let reply = JoinReply::decode(&bytes).map_err(|e| fail(e.to_string()))?;
-        if holdfast_pki::fingerprint_of_pem(&reply.ca_pem).ok().as_deref() != Some(token.ca.as_str()) {
-            return Err(fail("the cluster answered with a CA that does not match the token".into()));
-        }
-        let id = Identity {
-            node_id: reply.node_id,
-            name: reply.name,
-            admin_token: reply.admin_token,
-            ca_pem: reply.ca_pem,
-            cert_pem: reply.cert_pem,
-            key_pem: key.key_pem,
-            ca_key_pem: None,
-        };
-        identity::store(dir, &id)?;
-        return Ok(id);
+        return Err(fail("too many leader redirects while joining; retry".into()));
     }
-    Err(fail("too many leader redirects while joining; retry".into()))
+    Err(fail(format!("no member of the cluster could be reached: {}", unreachable.join("; "))))
 }
