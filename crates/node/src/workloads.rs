@@ -315,14 +315,12 @@ pub async fn run(ctx: NodeContext, cancel: CancellationToken) {
         let down_after = Duration::from_millis(state.settings.down_after_ms);
         if runs_may_go_on(ctx.lease.age(state.revision), down_after) {
             desired.extend(runs);
+            runs_stopped = false;
         } else if has_runs {
             if !runs_stopped {
                 tracing::warn!(runs = runs.len(), after = ?down_after, "cut off from the control plane's quorum: stopping this node's job runs (the leader retries them elsewhere)");
             }
             runs_stopped = true;
-        }
-        if runs_may_go_on(ctx.lease.age(state.revision), down_after) {
-            runs_stopped = false;
         }
         prune_run_logs(&ctx, &state, &mut pruned_at);
         desired.extend(ctx.dbs.instances());

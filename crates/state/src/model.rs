@@ -394,12 +394,20 @@ impl ServiceRecord {
         ServiceRecord { project, spec, address, generation, rollout: None }
     }
 
-    /// Starts a roll onto a new `generation` (instances of the old one are replaced one at
-    /// a time, in replica order), remembering which secret versions the old ones read.
-    pub fn begin_rollout(&mut self, generation: u64, secrets: BTreeMap<String, u64>) {
-        // Mid-roll, the replicas not rolled yet (still on the roll's old generation) are
-        // replaced at once by their nodes: the roll restarts from the last generation.
-        self.rollout = Some(Rollout { from: self.generation, rolled: 1, secrets });
+    /// Moves the service to a new `generation`. With replicas `placed`, as a roll: they
+    /// are replaced one at a time, in replica order, and the ones not reached yet keep
+    /// reading the secret versions they read (a roll in progress's, plus `reads`: a
+    /// `project/name` and the version current until now). Without, at once.
+    pub fn begin_rollout(&mut self, placed: bool, generation: u64, reads: Option<(String, u64)>) {
+        if placed {
+            let mut secrets = self.rollout.take().map(|r| r.secrets).unwrap_or_default();
+            if let Some((key, version)) = reads {
+                secrets.entry(key).or_insert(version);
+            }
+            // Mid-roll, the replicas not rolled yet (still on the roll's old generation)
+            // are replaced at once by their nodes: the roll restarts from the last one.
+            self.rollout = Some(Rollout { from: self.generation, rolled: 1, secrets });
+        }
         self.generation = generation;
     }
 

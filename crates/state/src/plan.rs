@@ -422,15 +422,9 @@ pub fn plan_scale(state: &ClusterState, service: &str, replicas: u64) -> Result<
 pub fn plan_restart(state: &ClusterState, service: &str) -> Result<(Plan, Desired), PlanError> {
     let mut services = state.desired.services.clone();
     let record = services.get_mut(service).ok_or_else(|| unknown_service(state, service))?;
+    // One instance at a time across the cluster.
     let placed = state.desired.placements.get(service).is_some_and(|p| !p.is_empty());
-    if placed {
-        // One instance at a time across the cluster; replicas not rolled yet keep the
-        // secret versions they read.
-        let keep = record.rollout.as_ref().map(|r| r.secrets.clone()).unwrap_or_default();
-        record.begin_rollout(state.revision + 1, keep);
-    } else {
-        record.generation = state.revision + 1;
-    }
+    record.begin_rollout(placed, state.revision + 1, None);
     let plan = Plan {
         changes: vec![change(
             ChangeKind::Update,

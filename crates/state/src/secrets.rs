@@ -160,16 +160,7 @@ pub(crate) fn put(
     for svc in &consumers {
         let placed = state.desired.placements.get(svc).is_some_and(|p| !p.is_empty());
         if let Some(r) = state.desired.services.get_mut(svc) {
-            // Replicas not rolled yet keep reading the version they started with.
-            let mut keep = r.rollout.as_ref().map(|o| o.secrets.clone()).unwrap_or_default();
-            if let Some(prev) = previous {
-                keep.entry(key(project, name)).or_insert(prev);
-            }
-            if placed {
-                r.begin_rollout(generation, keep);
-            } else {
-                r.generation = generation;
-            }
+            r.begin_rollout(placed, generation, previous.map(|v| (key(project, name), v)));
         }
     }
     retire_unused(state, project);

@@ -9,7 +9,7 @@ use holdfast_api::types::{
     SecretsResponse,
 };
 use holdfast_state::secrets::{self, SecretVersion};
-use holdfast_state::{Command, Request, Response as Applied};
+use holdfast_state::{ClusterState, Command, Request, Response as Applied};
 
 use super::acl::Caller;
 use super::ApiError;
@@ -102,10 +102,8 @@ pub async fn history(
     State(ctx): State<NodeContext>,
     Path((project, name)): Path<(String, String)>,
 ) -> Result<Json<SecretHistoryResponse>, ApiError> {
-    parse(&project, &name)?;
-    let state = ctx.control.read_linearizable().await?;
-    let key = secrets::key(&project, &name);
-    let rec = state.secrets.get(&key).ok_or_else(|| not_found(&state, &key))?;
+    let (state, key) = existing(&ctx, &project, &name).await?;
+    let rec = &state.secrets[&key];
     let current = rec.current().map(|c| c.version);
     let versions = rec
         .versions
@@ -133,12 +131,7 @@ pub async fn remove(
     State(ctx): State<NodeContext>,
     Path((project, name)): Path<(String, String)>,
 ) -> Result<Json<SecretHistoryResponse>, ApiError> {
-    parse(&project, &name)?;
-    let state = ctx.control.read_linearizable().await?;
-    let key = secrets::key(&project, &name);
-    if !state.secrets.contains_key(&key) {
-        return Err(not_found(&state, &key));
-    }
+    let (_, key) = existing(&ctx, &project, &name).await?;
     match ctx.control.propose(Request::new(Command::RemoveSecret { project, name })).await? {
         Applied::Applied { .. } => Ok(Json(SecretHistoryResponse { secret: key, used_by: vec![], versions: vec![] })),
         Applied::Refused { reason } => Err(ApiError(StatusCode::CONFLICT, reason)),
@@ -214,7 +207,22 @@ pub async fn rotate_key(State(ctx): State<NodeContext>, body: Bytes) -> Result<J
     }
 }
 
-fn not_found(state: &holdfast_state::ClusterState, key: &str) -> ApiError {
+/// A linearizable read of the state in which secret `project/name` exists, and its key.
+async fn existing(
+    ctx: &NodeContext,
+    project: &str,
+    name: &str,
+) -> Result<(std::sync::Arc<ClusterState>, String), ApiError> {
+    parse(project, name)?;
+    let state = ctx.control.read_linearizable().await?;
+    let key = secrets::key(project, name);
+    if !state.secrets.contains_key(&key) {
+        return Err(not_found(&state, &key));
+    }
+    Ok((state, key))
+}
+
+fn not_found(state: &ClusterState, key: &str) -> ApiError {
     let known: Vec<&str> = state.secrets.keys().map(String::as_str).collect();
     let hint = if known.is_empty() {
         " (no secrets are set)".to_string()

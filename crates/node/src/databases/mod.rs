@@ -426,3 +426,18 @@ fn open_path_for(data_dir: &std::path::Path, member_root: &std::path::Path, user
     }
     Ok(())
 }
+
+/// A value looked up once per `key` and kept in `cache` (an engine's binaries for a
+/// `bin_dir`: running `--version` on every pass is not free).
+pub(super) fn cached<K: PartialEq + Clone, T: Clone, E>(
+    cache: &mut Option<(K, T)>,
+    key: &K,
+    find: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    if let Some((_, v)) = cache.as_ref().filter(|(k, _)| k == key) {
+        return Ok(v.clone());
+    }
+    let v = find()?;
+    *cache = Some((key.clone(), v.clone()));
+    Ok(v)
+}

@@ -96,16 +96,11 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
             let _ = a.set_writes(Writes::Fenced).await;
         }
     }
-    let bins = match &local.bins {
-        Some((dir, b)) if *dir == rec.spec.bin_dir => b.clone(),
-        _ => match install::discover(rec.spec.bin_dir.as_deref()) {
-            Ok(b) => {
-                local.bins = Some((rec.spec.bin_dir.clone(), b.clone()));
-                b
-            }
+    let bins =
+        match super::cached(&mut local.bins, &rec.spec.bin_dir, || install::discover(rec.spec.bin_dir.as_deref())) {
+            Ok(b) => b,
             Err(e) => return failed(e.to_string()),
-        },
-    };
+        };
     let user = match install::member_user() {
         Ok(u) => u,
         Err(e) => return failed(e.to_string()),
