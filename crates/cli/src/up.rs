@@ -64,6 +64,30 @@ pub struct UpArgs {
     /// `secrets.key` in the data directory, handed to joining nodes over mutual TLS.
     #[arg(long, value_name = "FILE")]
     pub secrets_key_file: Option<PathBuf>,
+    /// Make this node an edge: it takes public HTTP and HTTPS for every route of every
+    /// project (certificates chosen by SNI, h2 by ALPN) and answers the spec's `dns:`
+    /// zones authoritatively, with the addresses of the edges that are alive. Needs
+    /// --public-address.
+    #[arg(long, requires = "public_address")]
+    pub edge: bool,
+    /// The address clients reach this edge at (what DNS answers for routed hosts), e.g.
+    /// 203.0.113.10.
+    #[arg(long, value_name = "IP", requires = "edge")]
+    pub public_address: Option<std::net::IpAddr>,
+    /// Where the edge's listeners bind (default: the public address; use 0.0.0.0 behind
+    /// NAT or a router's port-forward, where the public address is not this machine's).
+    #[arg(long, value_name = "IP", requires = "edge")]
+    pub edge_listen: Option<std::net::IpAddr>,
+    /// The edge's plain-HTTP port (redirects to HTTPS where a route asks, and routes
+    /// without TLS).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u16).range(1..))]
+    pub edge_http_port: u16,
+    /// The edge's HTTPS port.
+    #[arg(long, default_value_t = 443, value_parser = clap::value_parser!(u16).range(1..))]
+    pub edge_https_port: u16,
+    /// The edge's authoritative DNS port (UDP and TCP); 0 turns the DNS server off.
+    #[arg(long, default_value_t = 53)]
+    pub edge_dns_port: u16,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins.
     #[arg(long, default_value = "info,openraft=error")]
     pub log_level: String,
@@ -152,6 +176,7 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
         labels: labels_of(&args)?,
         port_range: args.port_range.clone(),
         secrets_key_file: args.secrets_key_file.clone(),
+        edge: edge_of(&args)?,
     })
     .await
     .with_context(|| format!("cannot start the node with data directory {}", data_dir.display()))?;
@@ -206,6 +231,25 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
             Err(anyhow!("re-exec of {} failed: {err}; workloads are still running and will be adopted by the next `holdfast up`", exe.display()))
         }
     }
+}
+
+/// The edge flags as the node's edge role (`None` without `--edge`).
+fn edge_of(args: &UpArgs) -> Result<Option<holdfast_node::EdgeConfig>> {
+    if !args.edge {
+        return Ok(None);
+    }
+    let public_address = args.public_address.ok_or_else(|| anyhow!("--edge needs --public-address IP"))?;
+    let ports = [("--edge-http-port", args.edge_http_port), ("--edge-https-port", args.edge_https_port)];
+    if args.edge_http_port == args.edge_https_port {
+        return Err(anyhow!("{} and {} are both {}: give them different ports", ports[0].0, ports[1].0, ports[0].1));
+    }
+    Ok(Some(holdfast_node::EdgeConfig {
+        public_address,
+        listen_address: args.edge_listen.unwrap_or(public_address),
+        http_port: args.edge_http_port,
+        https_port: args.edge_https_port,
+        dns_port: args.edge_dns_port,
+    }))
 }
 
 /// The `--label` flags as a map; the same key twice is a usage error.

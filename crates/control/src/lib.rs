@@ -39,6 +39,7 @@ pub mod database;
 mod db_drain;
 mod db_restart;
 pub mod detector;
+pub mod edges;
 pub mod engine;
 pub mod fence;
 pub mod jobs;

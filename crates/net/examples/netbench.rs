@@ -85,12 +85,8 @@ async fn node(args: &[String]) -> Result<(), Error> {
             single_writer: false,
             redis_wait: None,
         }],
-        routes: vec![Route {
-            host: "bench.localhost".into(),
-            path: "/".into(),
-            service: "web".into(),
-            port: "http".into(),
-        }],
+        routes: vec![Route::new("bench.localhost", "/", "web", "http")],
+        ..NetTable::default()
     });
     for (what, addr, error) in net.bound() {
         eprintln!("{what} {addr} {}", error.unwrap_or_default());

@@ -1,7 +1,8 @@
-//! The internal DNS server: hickory-server's UDP and TCP transport with our own request
-//! handler, which asks the pure `dns_answer::answer` about the current table and turns the
-//! result into wire records. Answers follow `NetHandle::update` at once: every query reads
-//! the newest table.
+//! The DNS servers: hickory-server's UDP and TCP transport with our own request handler,
+//! which asks a pure decision about the current table and turns the result into wire
+//! records: `dns_answer::answer` for the internal zone, `public_dns::answer` for an edge
+//! node's public zones. Answers follow `NetHandle::update` at once: every query reads the
+//! newest table.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, SOA, SRV};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, SOA, SRV, TXT};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -20,17 +21,26 @@ use crate::dns_answer::{self, Answer, QType, Rcode, Zone};
 use crate::error::NetError;
 use crate::net::Shared;
 use crate::proxy::bind_tcp;
+use crate::public_dns::{self, PubAnswer, PubData, PubQType, PubRcode};
 use crate::stats::inc;
+use crate::RecordData;
 
 /// How long a TCP client may stay silent before its connection is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
 pub(crate) struct Handler {
     shared: Arc<Shared>,
+    /// Answer the edge's public zones instead of the internal one.
+    public: bool,
 }
 
-/// Binds UDP and TCP on `addr` (with port 0: the same free port for both) and starts serving.
-pub(crate) fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<(Server<Handler>, SocketAddr), NetError> {
+/// Binds UDP and TCP on `addr` (with port 0: the same free port for both) and starts serving
+/// the internal zone, or with `public` the edge's public zones.
+pub(crate) fn start(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    public: bool,
+) -> Result<(Server<Handler>, SocketAddr), NetError> {
     let mut attempts = 0;
     let (udp, tcp, bound) = loop {
         attempts += 1;
@@ -46,7 +56,7 @@ pub(crate) fn start(addr: SocketAddr, shared: Arc<Shared>) -> Result<(Server<Han
     };
     udp.set_nonblocking(true).map_err(|source| NetError::Bind { what: "dns (udp)", addr: bound, source })?;
     let udp = UdpSocket::from_std(udp).map_err(|source| NetError::Bind { what: "dns (udp)", addr: bound, source })?;
-    let mut server = Server::new(Handler { shared });
+    let mut server = Server::new(Handler { shared, public });
     server.register_socket(udp);
     server.register_listener(tcp, TCP_IDLE, 64);
     Ok((server, bound))
@@ -87,7 +97,101 @@ fn soa(zone: &Zone) -> Option<Record> {
     Some(Record::from_rdata(apex, zone.ttl, RData::SOA(data)))
 }
 
+fn pub_qtype(t: RecordType) -> PubQType {
+    match t {
+        RecordType::A => PubQType::A,
+        RecordType::AAAA => PubQType::Aaaa,
+        RecordType::CNAME => PubQType::Cname,
+        RecordType::MX => PubQType::Mx,
+        RecordType::TXT => PubQType::Txt,
+        RecordType::SRV => PubQType::Srv,
+        RecordType::CAA => PubQType::Caa,
+        RecordType::NS => PubQType::Ns,
+        RecordType::SOA => PubQType::Soa,
+        RecordType::ANY => PubQType::Any,
+        _ => PubQType::Other,
+    }
+}
+
+/// TXT data as character-strings of at most 255 bytes.
+fn txt_chunks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > 255 {
+        let mut cut = 255;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(rest[..cut].to_string());
+        rest = &rest[cut..];
+    }
+    out.push(rest.to_string());
+    out
+}
+
+fn record_rdata(data: &RecordData) -> Option<RData> {
+    Some(match data {
+        RecordData::A(ip) => RData::A(A(*ip)),
+        RecordData::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
+        RecordData::Cname(n) => RData::CNAME(CNAME(Name::from_ascii(n).ok()?)),
+        RecordData::Mx { preference, exchange } => RData::MX(MX::new(*preference, Name::from_ascii(exchange).ok()?)),
+        RecordData::Txt(t) => RData::TXT(TXT::new(txt_chunks(t))),
+        RecordData::Srv { priority, weight, port, target } => {
+            RData::SRV(SRV::new(*priority, *weight, *port, Name::from_ascii(target).ok()?))
+        }
+        RecordData::Caa { flags, tag, value } => {
+            // RFC 8659 wire form: flags, tag length, tag, value.
+            let mut wire = vec![*flags, u8::try_from(tag.len()).ok()?];
+            wire.extend_from_slice(tag.as_bytes());
+            wire.extend_from_slice(value.as_bytes());
+            RData::Unknown { code: RecordType::CAA, rdata: NULL::with(wire) }
+        }
+    })
+}
+
+fn public_soa(zone: &crate::PublicZone, serial: u32) -> Option<Record> {
+    let apex = Name::from_ascii(format!("{}.", zone.name)).ok()?;
+    let mname = Name::from_ascii(format!("{}.", public_dns::ns_name(&zone.name, 0))).ok()?;
+    let rname = Name::from_ascii(format!("hostmaster.{}.", zone.name)).ok()?;
+    let data = SOA::new(mname, rname, serial, 3600, 600, 86400, zone.ttl);
+    Some(Record::from_rdata(apex, zone.ttl, RData::SOA(data)))
+}
+
+fn public_records(zone: &crate::PublicZone, serial: u32, rrs: &[public_dns::PubRr]) -> Vec<Record> {
+    rrs.iter()
+        .filter_map(|rr| {
+            let name = Name::from_ascii(&rr.name).ok()?;
+            let data = match &rr.data {
+                PubData::Ip(std::net::IpAddr::V4(ip)) => RData::A(A(*ip)),
+                PubData::Ip(std::net::IpAddr::V6(ip)) => RData::AAAA(AAAA(*ip)),
+                PubData::Ns(ns) => RData::NS(NS(Name::from_ascii(ns).ok()?)),
+                PubData::Soa => return public_soa(zone, serial),
+                PubData::Record(d) => record_rdata(d)?,
+            };
+            Some(Record::from_rdata(name, rr.ttl, data))
+        })
+        .collect()
+}
+
 impl Handler {
+    fn decide_public(&self, request: &Request) -> Result<(PubAnswer, Arc<crate::state::Compiled>), ResponseCode> {
+        if request.metadata.message_type != MessageType::Query {
+            return Err(ResponseCode::FormErr);
+        }
+        if request.metadata.op_code != OpCode::Query {
+            return Err(ResponseCode::NotImp);
+        }
+        let info = request.request_info().map_err(|_| ResponseCode::FormErr)?;
+        if info.query.query_class() != DNSClass::IN {
+            return Err(ResponseCode::Refused);
+        }
+        let compiled = self.shared.current();
+        let name = info.query.name().to_string();
+        let t = &compiled.table;
+        let answer = public_dns::answer(&t.zones, &t.edge_addresses, &name, pub_qtype(info.query.query_type()));
+        Ok((answer, compiled))
+    }
+
     fn decide(&self, request: &Request) -> Result<(Zone, Answer), ResponseCode> {
         if request.metadata.message_type != MessageType::Query {
             return Err(ResponseCode::FormErr);
@@ -122,35 +226,90 @@ impl RequestHandler for Handler {
             edns
         });
         let mut metadata = Metadata::response_from_request(&request.metadata);
+        // Authoritative only: never offers recursion.
+        metadata.recursion_available = false;
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
-        let result = match self.decide(request) {
-            Err(code) => {
-                if code == ResponseCode::Refused {
-                    inc(&stats.dns_refused);
-                }
-                metadata.response_code = code;
-                response_handle.send_response(builder.build_no_records(metadata)).await
-            }
-            Ok((zone, answer)) => {
-                metadata.authoritative = answer.authoritative;
-                metadata.response_code = match answer.rcode {
-                    Rcode::NoError => ResponseCode::NoError,
-                    Rcode::NxDomain => {
-                        inc(&stats.dns_nxdomain);
-                        ResponseCode::NXDomain
-                    }
-                    Rcode::Refused => {
+        let result = if self.public {
+            match self.decide_public(request) {
+                Err(code) => {
+                    if code == ResponseCode::Refused {
                         inc(&stats.dns_refused);
-                        ResponseCode::Refused
                     }
-                };
-                let answers = records(&zone, &answer.answers);
-                let additionals = records(&zone, &answer.additionals);
-                let authority: Vec<Record> =
-                    if answer.soa_in_authority { soa(&zone).into_iter().collect() } else { vec![] };
-                let response =
-                    builder.build(metadata, answers.iter(), std::iter::empty(), authority.iter(), additionals.iter());
-                response_handle.send_response(response).await
+                    metadata.response_code = code;
+                    response_handle.send_response(builder.build_no_records(metadata)).await
+                }
+                Ok((answer, compiled)) => {
+                    let zone = answer.zone.and_then(|i| compiled.table.zones.get(i));
+                    metadata.authoritative = zone.is_some();
+                    metadata.response_code = match answer.rcode {
+                        PubRcode::NoError => ResponseCode::NoError,
+                        PubRcode::NxDomain => {
+                            inc(&stats.dns_nxdomain);
+                            ResponseCode::NXDomain
+                        }
+                        PubRcode::Refused => {
+                            inc(&stats.dns_refused);
+                            ResponseCode::Refused
+                        }
+                    };
+                    let serial = compiled.serial;
+                    let (answers, additionals, authority) = match zone {
+                        Some(zone) => (
+                            public_records(zone, serial, &answer.answers),
+                            public_records(zone, serial, &answer.additionals),
+                            if answer.soa_in_authority {
+                                public_soa(zone, serial).into_iter().collect()
+                            } else {
+                                vec![]
+                            },
+                        ),
+                        None => (vec![], vec![], vec![]),
+                    };
+                    let response = builder.build(
+                        metadata,
+                        answers.iter(),
+                        std::iter::empty(),
+                        authority.iter(),
+                        additionals.iter(),
+                    );
+                    response_handle.send_response(response).await
+                }
+            }
+        } else {
+            match self.decide(request) {
+                Err(code) => {
+                    if code == ResponseCode::Refused {
+                        inc(&stats.dns_refused);
+                    }
+                    metadata.response_code = code;
+                    response_handle.send_response(builder.build_no_records(metadata)).await
+                }
+                Ok((zone, answer)) => {
+                    metadata.authoritative = answer.authoritative;
+                    metadata.response_code = match answer.rcode {
+                        Rcode::NoError => ResponseCode::NoError,
+                        Rcode::NxDomain => {
+                            inc(&stats.dns_nxdomain);
+                            ResponseCode::NXDomain
+                        }
+                        Rcode::Refused => {
+                            inc(&stats.dns_refused);
+                            ResponseCode::Refused
+                        }
+                    };
+                    let answers = records(&zone, &answer.answers);
+                    let additionals = records(&zone, &answer.additionals);
+                    let authority: Vec<Record> =
+                        if answer.soa_in_authority { soa(&zone).into_iter().collect() } else { vec![] };
+                    let response = builder.build(
+                        metadata,
+                        answers.iter(),
+                        std::iter::empty(),
+                        authority.iter(),
+                        additionals.iter(),
+                    );
+                    response_handle.send_response(response).await
+                }
             }
         };
         match result {

@@ -196,6 +196,7 @@ mod tests {
                 svc("shop", "cart", 4, &[]),
             ],
             routes: vec![],
+            ..NetTable::default()
         }
     }
 

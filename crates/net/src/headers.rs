@@ -69,7 +69,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Rewrites the headers of a request going to a backend: hop-by-hop out (upgrade headers kept
 /// when `upgrade`), `Host: host`, the client IP appended to `X-Forwarded-For`,
-/// `X-Forwarded-Proto: http` and `X-Forwarded-Host: host` (we are the edge: incoming values of
+/// `X-Forwarded-Proto: <proto>` (`http` or `https`, how the client reached us) and `X-Forwarded-Host: host` (we are the edge: incoming values of
 /// the last two are overwritten), `Expect` dropped (the ingress already answered it), and
 /// HTTP/2's split `Cookie` headers joined for the HTTP/1.1 backend.
 pub(crate) fn forward_request(
@@ -77,6 +77,7 @@ pub(crate) fn forward_request(
     client: &HeaderValue,
     host: Option<&HeaderValue>,
     upgrade: bool,
+    proto: &'static str,
 ) {
     strip_hop_by_hop(headers, upgrade);
     headers.remove(header::EXPECT);
@@ -93,7 +94,7 @@ pub(crate) fn forward_request(
     } else {
         headers.insert(&X_FORWARDED_FOR, client.clone());
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
         let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
         if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
@@ -125,8 +126,15 @@ mod tests {
     fn check(input: &str, host: Option<&str>, upgrade: bool, expected: &str) {
         let mut map = parse(input);
         let host = host.map(|h| HeaderValue::from_str(h).unwrap());
-        forward_request(&mut map, &HeaderValue::from_static("10.0.0.7"), host.as_ref(), upgrade);
+        forward_request(&mut map, &HeaderValue::from_static("10.0.0.7"), host.as_ref(), upgrade, "http");
         assert_eq!(render(&map), expected, "{input}");
+    }
+
+    #[test]
+    fn https_is_forwarded_as_such() {
+        let mut map = parse("x-forwarded-proto: http");
+        forward_request(&mut map, &HeaderValue::from_static("10.0.0.7"), None, false, "https");
+        assert_eq!(render(&map), "x-forwarded-for: 10.0.0.7 | x-forwarded-proto: https");
     }
 
     #[test]

@@ -1,23 +1,28 @@
 //! Starting, updating and stopping the node's networking: [`Net::start`] binds the DNS and
-//! HTTP listeners, [`NetHandle::update`] swaps in a new table and makes the proxy listeners
-//! match it, [`NetHandle::shutdown`] stops everything.
+//! HTTP listeners (and an edge node's public HTTP, HTTPS and DNS), [`NetHandle::update`]
+//! swaps in a new table and makes the proxy listeners match it,
+//! [`NetHandle::set_certificates`] swaps the edge's certificates, [`NetHandle::shutdown`]
+//! stops everything.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::AccessLog;
 use crate::dial::{Conn, Dialer, Target, TcpDialer};
 use crate::dns::{self, Handler};
 use crate::error::NetError;
-use crate::ingress;
+use crate::ingress::{self, Listener};
 use crate::proxy::{bind_tcp, Listeners};
 use crate::state::Compiled;
-use crate::stats::{Counters, NetStats};
+use crate::stats::{Counters, NetStats, RouteStats};
 use crate::table::{NetTable, DEFAULT_DOMAIN};
+use crate::tls::{CertSet, ServedCert, SniResolver};
 
 /// What the node's networking runs.
 #[derive(Clone)]
@@ -39,6 +44,27 @@ pub struct NetConfig {
     /// Whether this node holds its lease now (it can reach the control plane's quorum);
     /// single-writer services take no connection without it. Default: always held.
     pub lease: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// An edge node's public listeners; `None`: not an edge.
+    pub edge: Option<EdgeListen>,
+    /// Append one line per ingress request here (see `access.rs`); `None`: no access log.
+    pub access_log: Option<PathBuf>,
+    /// Connections each ingress listener serves at once, default 10,000.
+    pub max_connections: usize,
+    /// An ingress connection with no request in flight this long is closed, default 60 s.
+    pub idle_timeout: Duration,
+}
+
+/// Where an edge node takes public traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeListen {
+    /// Plain HTTP (redirects, ACME challenges, plain routes), e.g. `203.0.113.10:80`.
+    pub http: SocketAddr,
+    /// HTTPS with SNI and ALPN (h2, http/1.1), e.g. `203.0.113.10:443`.
+    pub https: SocketAddr,
+    /// The authoritative DNS server of the public zones (UDP and TCP); `None`: none.
+    pub dns: Option<SocketAddr>,
+    /// The HTTPS port clients use (redirects name it unless it is 443); usually `https`'s.
+    pub public_https_port: u16,
 }
 
 impl std::fmt::Debug for NetConfig {
@@ -50,6 +76,10 @@ impl std::fmt::Debug for NetConfig {
             .field("domain", &self.domain)
             .field("dns_ttl", &self.dns_ttl)
             .field("connect_timeout", &self.connect_timeout)
+            .field("edge", &self.edge)
+            .field("access_log", &self.access_log)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -65,6 +95,10 @@ impl Default for NetConfig {
             connect_timeout: Duration::from_secs(1),
             dialer: Arc::new(TcpDialer),
             lease: Arc::new(|| true),
+            edge: None,
+            access_log: None,
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -79,6 +113,12 @@ pub(crate) struct Shared {
     table: RwLock<Arc<Compiled>>,
     pub stats: Counters,
     pub client: Arc<crate::client::ClientPool>,
+    pub certs: Arc<SniResolver>,
+    pub access: Option<AccessLog>,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    /// The HTTPS port redirects name.
+    pub https_port: u16,
 }
 
 impl Shared {
@@ -127,16 +167,39 @@ impl Net {
             table: RwLock::new(Arc::new(Compiled::default())),
             stats: Counters::default(),
             client: Arc::default(),
+            certs: Arc::default(),
+            access: config.access_log.clone().map(AccessLog::start),
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_timeout,
+            https_port: config.edge.map_or(443, |e| e.public_https_port),
         });
         let cancel = CancellationToken::new();
         let mut fixed = Vec::new();
         let mut tasks = Vec::new();
         let mut dns_server = None;
         if let Some(addr) = config.dns_listen {
-            let (server, bound) = dns::start(addr, shared.clone())?;
+            let (server, bound) = dns::start(addr, shared.clone(), false)?;
             tracing::info!(addr = %bound, zone = %shared.domain, "dns: listening (udp, tcp)");
             fixed.push(("dns".to_string(), bound));
             dns_server = Some(server);
+        }
+        let mut public_dns = None;
+        if let Some(edge) = config.edge {
+            for (addr, kind, what) in
+                [(edge.http, Listener::EdgeHttp, "edge-http"), (edge.https, Listener::EdgeHttps, "edge-https")]
+            {
+                let listener = bind_tcp(addr).map_err(|source| NetError::Bind { what, addr, source })?;
+                let bound = listener.local_addr().map_err(|source| NetError::Bind { what, addr, source })?;
+                tracing::info!(addr = %bound, "{what}: listening");
+                fixed.push((what.to_string(), bound));
+                tasks.push(tokio::spawn(ingress::serve(listener, shared.clone(), cancel.clone(), kind)));
+            }
+            if let Some(addr) = edge.dns {
+                let (server, bound) = dns::start(addr, shared.clone(), true)?;
+                tracing::info!(addr = %bound, "edge-dns: listening (udp, tcp), authoritative for the public zones");
+                fixed.push(("edge-dns".to_string(), bound));
+                public_dns = Some(server);
+            }
         }
         if let Some(addr) = config.http_listen {
             let listener = bind_tcp(addr).map_err(|source| NetError::Bind { what: "http ingress", addr, source })?;
@@ -144,7 +207,7 @@ impl Net {
                 listener.local_addr().map_err(|source| NetError::Bind { what: "http ingress", addr, source })?;
             tracing::info!(addr = %bound, "http ingress: listening");
             fixed.push(("http".to_string(), bound));
-            tasks.push(tokio::spawn(ingress::serve(listener, shared.clone(), cancel.clone())));
+            tasks.push(tokio::spawn(ingress::serve(listener, shared.clone(), cancel.clone(), Listener::Internal)));
         }
         Ok(NetHandle {
             inner: Arc::new(Inner {
@@ -153,7 +216,7 @@ impl Net {
                 fixed,
                 listeners: Mutex::new(Listeners::default()),
                 tasks: Mutex::new(tasks),
-                dns: tokio::sync::Mutex::new(dns_server),
+                dns: tokio::sync::Mutex::new(dns_server.into_iter().chain(public_dns).collect()),
                 cancel,
                 runtime: tokio::runtime::Handle::current(),
             }),
@@ -167,7 +230,7 @@ struct Inner {
     fixed: Vec<(String, SocketAddr)>,
     listeners: Mutex<Listeners>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    dns: tokio::sync::Mutex<Option<hickory_server::Server<Handler>>>,
+    dns: tokio::sync::Mutex<Vec<hickory_server::Server<Handler>>>,
     cancel: CancellationToken,
     runtime: tokio::runtime::Handle,
 }
@@ -205,10 +268,30 @@ impl NetHandle {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> NetStats {
-        self.inner.shared.stats.snapshot()
+        let shared = &self.inner.shared;
+        let mut stats = shared.stats.snapshot();
+        stats.access_log_dropped = shared.access.as_ref().map_or(0, AccessLog::dropped);
+        stats
     }
 
-    /// What listens where: `("dns", addr, None)`, `("http", addr, None)` and one
+    /// The counters of every route of the current table, in table order.
+    pub fn route_stats(&self) -> Vec<RouteStats> {
+        self.inner.shared.current().route_counters.iter().map(|c| c.snapshot()).collect()
+    }
+
+    /// Replaces the certificates the edge's HTTPS listener chooses from by SNI; new
+    /// handshakes use them at once.
+    pub fn set_certificates(&self, certs: Vec<ServedCert>) {
+        self.inner.shared.certs.replace(CertSet::new(certs));
+    }
+
+    /// The certificates installed now.
+    pub fn certificates(&self) -> Arc<CertSet> {
+        self.inner.shared.certs.current()
+    }
+
+    /// What listens where: `("dns", addr, None)`, `("http", addr, None)`, an edge's
+    /// `("edge-http" | "edge-https" | "edge-dns", addr, None)` and one
     /// `("proxy:<project>/<service>/<port>", addr, bind error)` per service port.
     pub fn bound(&self) -> Vec<(String, SocketAddr, Option<String>)> {
         let mut out: Vec<_> = self.inner.fixed.iter().map(|(what, addr)| (what.clone(), *addr, None)).collect();
@@ -229,7 +312,8 @@ impl NetHandle {
         for task in proxy_tasks.into_iter().chain(tasks) {
             let _ = task.await;
         }
-        if let Some(mut server) = inner.dns.lock().await.take() {
+        let servers = std::mem::take(&mut *inner.dns.lock().await);
+        for mut server in servers {
             match tokio::time::timeout(Duration::from_secs(2), server.shutdown_gracefully()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::debug!(%error, "dns: shutdown"),

@@ -70,12 +70,7 @@ mod tests {
     use super::*;
 
     fn routes() -> Vec<Route> {
-        let r = |host: &str, path: &str, service: &str| Route {
-            host: host.into(),
-            path: path.into(),
-            service: service.into(),
-            port: "http".into(),
-        };
+        let r = |host: &str, path: &str, service: &str| Route::new(host, path, service, "http");
         vec![
             r("demo.localhost", "/", "web"),
             r("demo.localhost", "/api", "api"),

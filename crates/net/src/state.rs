@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::balance::{Backend, Pool};
 use crate::dial::Target;
+use crate::stats::RouteCounters;
 use crate::NetTable;
 
 /// What a proxy listener on one `address:port` serves.
@@ -27,6 +28,9 @@ pub(crate) struct Compiled {
     /// Parallel to `table.routes`: the pool of each route's service port (`None`: unknown
     /// service or port).
     pub route_pools: Vec<Option<Arc<Pool>>>,
+    /// Parallel to `table.routes`: each route's counters, carried over from the previous
+    /// table for a route with the same host, path and service.
+    pub route_counters: Vec<Arc<RouteCounters>>,
     /// Every endpoint target of the table (ready or not), reused by the next compile so
     /// in-flight counts and passive-down marks survive updates.
     /// Keyed by service too: two services may lead to the same instance port (a
@@ -82,7 +86,20 @@ impl Compiled {
                 pools.get(&(si, r.port.as_str())).cloned()
             })
             .collect();
-        Compiled { serial: previous.serial.wrapping_add(1), listen, route_pools, backends, table }
+        let old: HashMap<(&str, &str), &Arc<RouteCounters>> =
+            previous.route_counters.iter().map(|c| ((c.label.as_str(), c.service.as_str()), c)).collect();
+        let route_counters = table
+            .routes
+            .iter()
+            .map(|r| {
+                let label = r.label();
+                match old.get(&(label.as_str(), r.service.as_str())) {
+                    Some(c) => Arc::clone(c),
+                    None => Arc::new(RouteCounters::new(label, r.service.clone())),
+                }
+            })
+            .collect();
+        Compiled { serial: previous.serial.wrapping_add(1), listen, route_pools, route_counters, backends, table }
     }
 
     /// Every endpoint target in the table (for pruning the HTTP client pool).
@@ -128,10 +145,11 @@ mod tests {
                 redis_wait: None,
             }],
             routes: vec![
-                Route { host: "a".into(), path: "/".into(), service: "web".into(), port: "http".into() },
-                Route { host: "b".into(), path: "/".into(), service: "nope".into(), port: "http".into() },
-                Route { host: "c".into(), path: "/".into(), service: "demo/web".into(), port: "nope".into() },
+                Route::new("a", "/", "web", "http"),
+                Route::new("b", "/", "nope", "http"),
+                Route::new("c", "/", "demo/web", "nope"),
             ],
+            ..NetTable::default()
         }
     }
 

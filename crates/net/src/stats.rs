@@ -25,6 +25,74 @@ pub struct NetStats {
     pub dns_queries: u64,
     pub dns_nxdomain: u64,
     pub dns_refused: u64,
+    /// Requests answered 504 because the backend did not answer within the route's timeout.
+    pub http_timeouts: u64,
+    /// Edge HTTPS connections whose TLS handshake failed or timed out (no certificate for
+    /// the name asked, not TLS, ...).
+    pub tls_handshake_failures: u64,
+    /// Access-log lines dropped because the writer was behind.
+    pub access_log_dropped: u64,
+}
+
+/// The counters of one route since the route appeared (kept across table updates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteStats {
+    /// `host` + `path`, e.g. `shop.example/api`.
+    pub route: String,
+    pub service: String,
+    pub requests: u64,
+    pub http_1xx: u64,
+    pub http_2xx: u64,
+    pub http_3xx: u64,
+    pub http_4xx: u64,
+    pub http_5xx: u64,
+    /// Attempts made on another instance after a failure.
+    pub retries: u64,
+    /// 504s: no response head within the route's timeout.
+    pub timeouts: u64,
+    /// Sum of the times to the response head, microseconds (mean = sum / requests).
+    pub latency_us_sum: u64,
+}
+
+/// A route's live counters, shared by every compiled table that has the route.
+#[derive(Debug, Default)]
+pub(crate) struct RouteCounters {
+    pub label: String,
+    pub service: String,
+    pub by_class: [AtomicU64; 5],
+    pub retries: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub latency_us_sum: AtomicU64,
+}
+
+impl RouteCounters {
+    pub fn new(label: String, service: String) -> Self {
+        RouteCounters { label, service, ..Default::default() }
+    }
+
+    pub fn record(&self, status: u16, elapsed_us: u64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        inc(&self.by_class[class]);
+        self.latency_us_sum.fetch_add(elapsed_us, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RouteStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let http: [u64; 5] = std::array::from_fn(|i| get(&self.by_class[i]));
+        RouteStats {
+            route: self.label.clone(),
+            service: self.service.clone(),
+            requests: http.iter().sum(),
+            http_1xx: http[0],
+            http_2xx: http[1],
+            http_3xx: http[2],
+            http_4xx: http[3],
+            http_5xx: http[4],
+            retries: get(&self.retries),
+            timeouts: get(&self.timeouts),
+            latency_us_sum: get(&self.latency_us_sum),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +105,8 @@ pub(crate) struct Counters {
     pub dns_queries: AtomicU64,
     pub dns_nxdomain: AtomicU64,
     pub dns_refused: AtomicU64,
+    pub http_timeouts: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
 }
 
 pub(crate) fn inc(counter: &AtomicU64) {
@@ -66,6 +136,9 @@ impl Counters {
             dns_queries: get(&self.dns_queries),
             dns_nxdomain: get(&self.dns_nxdomain),
             dns_refused: get(&self.dns_refused),
+            http_timeouts: get(&self.http_timeouts),
+            tls_handshake_failures: get(&self.tls_handshake_failures),
+            access_log_dropped: 0,
         }
     }
 }

@@ -15,6 +15,46 @@ pub const DEFAULT_DOMAIN: &str = "internal";
 pub struct NetTable {
     pub services: Vec<ServiceNet>,
     pub routes: Vec<Route>,
+    /// Zones an edge node's public DNS server answers for (empty elsewhere).
+    pub zones: Vec<PublicZone>,
+    /// The public addresses routed hosts resolve to: the edge nodes this node sees alive
+    /// with their ingress answering (the daemon decides what to hand over when none is).
+    pub edge_addresses: Vec<std::net::IpAddr>,
+}
+
+/// A zone answered authoritatively by the edge nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicZone {
+    /// Lowercase apex without a trailing dot, e.g. `example.com`.
+    pub name: String,
+    /// TTL of the zone's answers (seconds).
+    pub ttl: u32,
+    /// Every edge node's public address, in a stable order: `ns1.<zone>`, `ns2.<zone>`, ...
+    pub nameservers: Vec<std::net::IpAddr>,
+    /// Hosts in the zone that routes serve: exact names, or `*.suffix` (any name below).
+    pub routed: Vec<String>,
+    pub records: Vec<PublicRecord>,
+}
+
+/// A static record of a [`PublicZone`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicRecord {
+    /// Fully qualified, lowercase, without trailing dot; a wildcard starts with `*.`.
+    pub name: String,
+    pub ttl: u32,
+    pub data: RecordData,
+}
+
+/// The data of a static record. Names are fully qualified with a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordData {
+    A(Ipv4Addr),
+    Aaaa(std::net::Ipv6Addr),
+    Cname(String),
+    Mx { preference: u16, exchange: String },
+    Txt(String),
+    Srv { priority: u16, weight: u16, port: u16, target: String },
+    Caa { flags: u8, tag: String, value: String },
 }
 
 /// One service: its stable address and ports, and the instances behind them.
@@ -62,6 +102,32 @@ pub struct Route {
     pub service: String,
     /// Name of a port of the target service.
     pub port: String,
+    /// On an edge's plain-HTTP listener, answer with a permanent redirect to HTTPS.
+    pub https_redirect: bool,
+    /// How long a request may wait for the backend's response head before a 504.
+    pub timeout: std::time::Duration,
+}
+
+/// Request timeout of a [`Route`] made with [`Route::new`] (60 s).
+pub const DEFAULT_ROUTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Route {
+    /// A route with no redirect and the default timeout.
+    pub fn new(host: &str, path: &str, service: &str, port: &str) -> Route {
+        Route {
+            host: host.to_string(),
+            path: path.to_string(),
+            service: service.to_string(),
+            port: port.to_string(),
+            https_redirect: false,
+            timeout: DEFAULT_ROUTE_TIMEOUT,
+        }
+    }
+
+    /// `host` + `path`, as counters and the access log name a route.
+    pub fn label(&self) -> String {
+        format!("{}{}", self.host, self.path)
+    }
 }
 
 impl NetTable {
@@ -124,6 +190,7 @@ mod tests {
                 svc("other", "db", [127, 64, 0, 3], &[("pg", 5432)]),
             ],
             routes: vec![],
+            ..NetTable::default()
         }
     }
 

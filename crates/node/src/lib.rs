@@ -23,6 +23,7 @@
 pub mod api;
 pub mod controller;
 pub mod databases;
+pub mod edge;
 pub mod events;
 pub mod identity;
 pub mod lease;
@@ -38,7 +39,7 @@ pub mod workloads;
 
 pub use peer::{links, tunnel};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +74,33 @@ pub struct NodeConfig {
     /// Read the secrets key from this file (kept out of the data directory, never handed
     /// to other nodes); `None`: `secrets.key` in the data directory.
     pub secrets_key_file: Option<PathBuf>,
+    /// Take public traffic as an edge node (`--edge`); `None`: not an edge.
+    pub edge: Option<EdgeConfig>,
+}
+
+/// How an edge node takes public traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeConfig {
+    /// What the node reports and DNS answers (`--public-address`).
+    pub public_address: std::net::IpAddr,
+    /// Where the listeners bind (`--edge-listen`; default the public address).
+    pub listen_address: std::net::IpAddr,
+    pub http_port: u16,
+    pub https_port: u16,
+    /// 0: no DNS server.
+    pub dns_port: u16,
+}
+
+impl EdgeConfig {
+    /// What the node reports in its record.
+    pub fn info(&self) -> holdfast_state::model::EdgeInfo {
+        holdfast_state::model::EdgeInfo {
+            public_address: self.public_address,
+            http_port: self.http_port,
+            https_port: self.https_port,
+            dns_port: self.dns_port,
+        }
+    }
 }
 
 /// Errors starting or running a node.
@@ -156,6 +184,11 @@ pub struct NodeContext {
     pub members_changed: Arc<tokio::sync::watch::Sender<u64>>,
     /// This node's copy of the cluster's secrets key.
     pub keyring: Arc<secrets::Keyring>,
+    /// This node's edge role, when it has one.
+    pub edge: Option<holdfast_state::model::EdgeInfo>,
+    /// Consecutive failed probes of each edge node's public HTTP port, as this node's
+    /// edge probes last saw them (`edge.rs`); wakes the networking loop.
+    pub edge_failures: Arc<tokio::sync::watch::Sender<BTreeMap<u64, u32>>>,
 }
 
 /// Checks, before anything is written or any cluster is asked, that the listeners this
@@ -173,6 +206,15 @@ fn preflight(config: &NodeConfig) -> Result<(), NodeError> {
     }
     if let Some(http) = config.http {
         probe("http ingress", http, false)?;
+    }
+    if let Some(edge) = config.edge {
+        probe("edge http", SocketAddr::new(edge.listen_address, edge.http_port), false)?;
+        probe("edge https", SocketAddr::new(edge.listen_address, edge.https_port), false)?;
+        if edge.dns_port != 0 {
+            let dns = SocketAddr::new(edge.listen_address, edge.dns_port);
+            probe("edge dns (udp)", dns, true)?;
+            probe("edge dns (tcp)", dns, false)?;
+        }
     }
     Ok(())
 }
@@ -295,6 +337,8 @@ impl Node {
             dbs: Default::default(),
             members_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             keyring,
+            edge: config.edge.map(|e| e.info()),
+            edge_failures: Arc::new(tokio::sync::watch::Sender::new(BTreeMap::new())),
         };
         let net = holdfast_net::Net::start(holdfast_net::NetConfig {
             proxy: true,
@@ -310,10 +354,26 @@ impl Node {
                     lease.held(Duration::from_millis(state.settings.db_lease_ms), state.revision)
                 })
             },
+            edge: config.edge.map(|e| holdfast_net::EdgeListen {
+                http: SocketAddr::new(e.listen_address, e.http_port),
+                https: SocketAddr::new(e.listen_address, e.https_port),
+                dns: (e.dns_port != 0).then(|| SocketAddr::new(e.listen_address, e.dns_port)),
+                public_https_port: e.https_port,
+            }),
+            access_log: (config.edge.is_some() || config.http.is_some())
+                .then(|| config.data_dir.join("logs").join("access.log")),
             ..Default::default()
         })
         .await?;
-        let tasks = vec![
+        let mut tasks = vec![];
+        if config.edge.is_some() {
+            tasks.push(("edge probes", tokio::spawn(edge::run_probes(ctx.clone(), tasks_token.child_token()))));
+            tasks.push((
+                "edge certificates",
+                tokio::spawn(edge::run_certificates(ctx.clone(), net.clone(), tasks_token.child_token())),
+            ));
+        }
+        tasks.extend([
             ("service networking", tokio::spawn(network::run(ctx.clone(), net, tasks_token.child_token()))),
             (
                 "https server",
@@ -325,7 +385,7 @@ impl Node {
             ("databases", tokio::spawn(databases::run(ctx.clone(), tasks_token.child_token()))),
             ("event journal", tokio::spawn(events::run(ctx.clone(), tasks_token.child_token()))),
             ("secrets key", tokio::spawn(secrets::run(ctx.clone(), tasks_token.child_token()))),
-        ];
+        ]);
 
         // A brand-new cluster waits until it has registered itself, so the first deploy
         // finds a node to place on. A restarting or joined node never waits for a leader:

@@ -83,9 +83,13 @@ pub fn net_table(state: &ClusterState, this_node: u64, observed: &BTreeMap<u64, 
         .desired
         .routes
         .iter()
-        .map(|r| Route { host: r.host.clone(), path: r.path.clone(), service: r.service.clone(), port: r.port.clone() })
+        .map(|r| Route {
+            https_redirect: r.https_redirect,
+            timeout: r.timeout_ms.map_or(holdfast_net::DEFAULT_ROUTE_TIMEOUT, std::time::Duration::from_millis),
+            ..Route::new(&r.host, &r.path, &r.service, &r.port)
+        })
         .collect();
-    NetTable { services, routes }
+    NetTable { services, routes, ..NetTable::default() }
 }
 
 /// The endpoint services of every database for `this_node`, from the members' reports
@@ -310,6 +314,7 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
     let mut agent = ctx.agent.subscribe();
     let mut links = ctx.links.subscribe();
     let mut members_changed = ctx.members_changed.subscribe();
+    let mut edge_failures = ctx.edge_failures.subscribe();
     let mut last = NetTable::default();
     let mut last_gaps: Vec<String> = Vec::new();
     // Redis databases' Sentinel-compatible endpoints; the server stops when `sentinels`
@@ -341,7 +346,12 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
             last_gaps = gaps;
         }
         ctx.links.sync(&remote_ports(&full));
-        let table = reachable_only(full, &ctx.links.reachability());
+        let mut table = reachable_only(full, &ctx.links.reachability());
+        if ctx.edge.is_some() {
+            let failures = edge_failures.borrow_and_update().clone();
+            table.zones = crate::edge::public_zones(&state);
+            table.edge_addresses = holdfast_control::edges::live_edges(&state, &failures).addresses;
+        }
         let changed = table != last;
         if changed {
             net.update(table.clone());
@@ -356,6 +366,8 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
             r = links.changed() => if r.is_err() { break },
             // A database member changed role somewhere (its `-rw` endpoint moves).
             r = members_changed.changed() => if r.is_err() { break },
+            // An edge started or stopped answering its probes (DNS answers change).
+            r = edge_failures.changed() => if r.is_err() { break },
             // Other nodes' readiness arrives with heartbeats.
             _ = tokio::time::sleep(ctx.heartbeat_period()) => {}
         }
@@ -504,7 +516,7 @@ mod tests {
                 single_writer: false,
                 redis_wait: None,
             }],
-            routes: vec![],
+            ..NetTable::default()
         };
         assert_eq!(
             remote_ports(&table),

@@ -6,7 +6,15 @@
 //! The crate is pure: the only IO is reading the spec files handed to
 //! [`load_files`]. Several files (and several `---` documents in a file)
 //! merge into one stack; a service defined twice, or two different
-//! `project:` values, is an error naming both places.
+//! `project:` values, is an error naming both places. `routes:` and
+//! `dns: { zones: [...] }` lists are concatenated in file order (errors name
+//! each item by its index in its own document).
+//!
+//! Top-level sections: `project`, `services`, `routes` (host, path, service,
+//! port, and on the edge `tls: auto | { cert, key }`, `https_redirect`,
+//! `timeout`), `databases`, `secrets`, `jobs` and `dns` (authoritative zones
+//! and their static records; [`dns`] checks and canonicalizes names and
+//! values).
 //!
 //! ```
 //! let stack = holdfast_spec::parse_str("demo.yaml", "
@@ -23,6 +31,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod dns;
 mod error;
 mod load;
 mod model;
@@ -37,8 +46,9 @@ mod yaml;
 
 pub use error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 pub use model::{
-    Concurrency, DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, JobSpec, Persistence, RedisOptions,
-    SecretSpec, SyncLoss, DEFAULT_DB_INSTANCES, DEFAULT_JOB_TIMEOUT_MS, MAX_DB_INSTANCES, MAX_JOB_RETRIES,
+    Concurrency, DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, JobSpec, Persistence, RecordSpec,
+    RecordType, RedisOptions, RouteTls, SecretSpec, SyncLoss, ZoneSpec, DEFAULT_DB_INSTANCES, DEFAULT_JOB_TIMEOUT_MS,
+    DEFAULT_ROUTE_TIMEOUT_MS, DEFAULT_ZONE_TTL, MAX_DB_INSTANCES, MAX_JOB_RETRIES, MAX_ROUTE_TIMEOUT_MS, MAX_ZONE_TTL,
     POSTGRES_PORT, REDIS_DEFAULT_USER, REDIS_PORT, SENTINEL_PORT,
 };
 pub use model::{

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use crate::dns::{canonical_value, ttl_range_message};
 use crate::error::{LineCol, SpecError, SpecErrorKind, SpecErrors};
 use crate::model::{
     Concurrency, DatabaseSpec, DbEndpoint, DbEngine, EnvValue, FileSource, JobSpec, Persistence, SecretSpec, SyncLoss,
@@ -19,6 +20,7 @@ use crate::model::{
     DEFAULT_REPLICAS, DEFAULT_ROUTE_PATH, DEFAULT_START_GRACE_MS, DEFAULT_STOP_GRACE_MS, DEFAULT_UNHEALTHY_THRESHOLD,
     MAX_REPLICAS,
 };
+use crate::model::{RecordSpec, RecordType, RouteTls, ZoneSpec, DEFAULT_ZONE_TTL};
 use crate::names::normalise_host;
 use crate::path::{FieldPath, Seg};
 use crate::suggest::suggestion_suffix;
@@ -39,7 +41,7 @@ const HEALTH_FIELDS: &[&str] =
     &["http", "tcp", "exec", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "start_grace"];
 const RESOURCE_FIELDS: &[&str] = &["cpu", "memory"];
 const STOP_FIELDS: &[&str] = &["signal", "grace"];
-const ROUTE_FIELDS: &[&str] = &["host", "path", "service", "port"];
+const ROUTE_FIELDS: &[&str] = &["host", "path", "service", "port", "tls", "https_redirect", "timeout"];
 const PLACEMENT_FIELDS: &[&str] = &["node_selector", "spread", "anti_affinity"];
 const DATABASE_FIELDS: &[&str] = &[
     "engine",
@@ -62,13 +64,23 @@ const POSTGRES_ONLY: &[&str] = &["sync", "on_sync_loss", "databases", "users", "
 const REDIS_ONLY: &[&str] = &["persistence", "maxmemory", "durability"];
 
 const TOP: FieldSet = FieldSet {
-    names: &["project", "services", "routes", "databases", "secrets", "jobs"],
+    names: &["project", "services", "routes", "databases", "secrets", "jobs", "dns"],
     hints: &[
         ("a service, under `services.<name>`", SERVICE_FIELDS),
         ("a route, in the `routes:` list", ROUTE_FIELDS),
         ("a database, under `databases.<name>`", DATABASE_FIELDS),
+        ("`dns`, as `dns: { zones: [...] }`", &["zones"]),
     ],
 };
+const ZONE_FIELDS: &[&str] = &["name", "ttl", "records"];
+const RECORD_FIELDS: &[&str] = &["name", "type", "value", "ttl"];
+const DNS: FieldSet = FieldSet { names: &["zones"], hints: &[("a zone, in the `dns.zones:` list", ZONE_FIELDS)] };
+const ZONE: FieldSet =
+    FieldSet { names: ZONE_FIELDS, hints: &[("a record, in the zone's `records:` list", RECORD_FIELDS)] };
+const RECORD: FieldSet = FieldSet { names: RECORD_FIELDS, hints: &[] };
+const ROUTE_TLS: FieldSet = FieldSet { names: &["cert", "key"], hints: &[] };
+/// The two forms of a route's `tls`, for messages.
+const TLS_FORMS: &str = "`auto` = a certificate the cluster obtains and renews with ACME, or `{ cert: <secret>, key: <secret> }` = a PEM certificate chain and its private key from two secrets declared under `secrets:`";
 const DATABASE: FieldSet =
     FieldSet { names: DATABASE_FIELDS, hints: &[("`resources`", RESOURCE_FIELDS), ("`placement`", PLACEMENT_FIELDS)] };
 const ENV_URL: FieldSet = FieldSet { names: &["url", "endpoint", "user"], hints: &[] };
@@ -140,6 +152,7 @@ pub(crate) struct Loader {
     service_at: HashMap<String, (usize, Option<LineCol>)>,
     routes: Vec<RouteSpec>,
     route_port_omitted: Vec<bool>,
+    zones: Vec<ZoneSpec>,
     databases: BTreeMap<String, DatabaseSpec>,
     database_at: HashMap<String, (usize, Option<LineCol>)>,
     secrets: BTreeMap<String, SecretSpec>,
@@ -186,21 +199,37 @@ impl Loader {
         match parse_documents(text) {
             Ok(docs) => {
                 for node in &docs {
-                    let mut doc = Doc { loader: self, file, route_base: 0, record: true };
-                    doc.route_base = doc.loader.routes.len();
+                    let route_base = self.routes.len();
+                    let zone_base = self.zones.len();
+                    let mut doc = Doc { loader: self, file, route_base, zone_base, record: true };
                     doc.document(node);
                 }
             }
-            Err(e) => self.errors.push((
-                file,
-                SpecError {
-                    kind: SpecErrorKind::Syntax,
-                    file: Some(name.to_string()),
-                    pos: e.pos,
-                    path: String::new(),
-                    message: format!("invalid YAML: {}", e.message),
-                },
-            )),
+            Err(e) => {
+                // `name: @` (a record at a zone's apex) is the likely way to meet YAML's
+                // reserved `@`.
+                let found = e.pos.and_then(|p| {
+                    text.lines()
+                        .nth(usize::try_from(p.line).ok()?.checked_sub(1)?)?
+                        .chars()
+                        .nth(usize::try_from(p.column).ok()?.checked_sub(1)?)
+                });
+                let hint = if found == Some('@') {
+                    " (YAML does not let a plain value start with `@`: quote it, e.g. `name: \"@\"` for a zone's apex)"
+                } else {
+                    ""
+                };
+                self.errors.push((
+                    file,
+                    SpecError {
+                        kind: SpecErrorKind::Syntax,
+                        file: Some(name.to_string()),
+                        pos: e.pos,
+                        path: String::new(),
+                        message: format!("invalid YAML: {}{hint}", e.message),
+                    },
+                ))
+            }
         }
     }
 
@@ -225,6 +254,7 @@ impl Loader {
             databases: std::mem::take(&mut self.databases),
             secrets: std::mem::take(&mut self.secrets),
             jobs: std::mem::take(&mut self.jobs),
+            zones: std::mem::take(&mut self.zones),
         };
         let mut sink = LoaderSink {
             positions: &self.positions,
@@ -314,6 +344,8 @@ struct Doc<'l> {
     file: usize,
     /// Number of routes before this document (route indices are local).
     route_base: usize,
+    /// Number of zones before this document (`dns.zones` indices are local).
+    zone_base: usize,
     /// False while converting a duplicate service that will be dropped.
     record: bool,
 }
@@ -327,6 +359,11 @@ impl Doc<'_> {
         match p.segs() {
             [Seg::Field("routes"), Seg::Index(i), rest @ ..] => {
                 let mut segs = vec![Seg::Field("routes"), Seg::Index(i + self.route_base)];
+                segs.extend_from_slice(rest);
+                FieldPath::from_segs(&segs)
+            }
+            [Seg::Field("dns"), Seg::Field("zones"), Seg::Index(i), rest @ ..] => {
+                let mut segs = vec![Seg::Field("dns"), Seg::Field("zones"), Seg::Index(i + self.zone_base)];
                 segs.extend_from_slice(rest);
                 FieldPath::from_segs(&segs)
             }
@@ -504,6 +541,260 @@ impl Doc<'_> {
         }
         if let Some((_, v)) = f.get("jobs") {
             self.jobs(v, &root.field("jobs"));
+        }
+        if let Some((_, v)) = f.get("dns") {
+            self.dns(v, &root.field("dns"));
+        }
+    }
+
+    /// `dns: { zones: [...] }`.
+    fn dns(&mut self, node: &Node, p: &FieldPath) {
+        let Some(f) = self.fields(node, p, &DNS) else {
+            return;
+        };
+        let Some((_, v)) = f.get("zones") else {
+            return;
+        };
+        let zp = p.field("zones");
+        let items = match &v.kind {
+            Kind::Seq(items) => items,
+            Kind::Null => return,
+            _ => {
+                self.wrong_type(&zp, v, "a list of zones, each item starting with `- name: example.com`");
+                return;
+            }
+        };
+        for (i, item) in items.iter().enumerate() {
+            let ip = zp.index(i);
+            self.note(&ip, None, item.pos);
+            let zone = self.zone(item, &ip);
+            self.loader.zones.push(zone);
+        }
+    }
+
+    /// One zone, with placeholders where it is broken.
+    fn zone(&mut self, node: &Node, zp: &FieldPath) -> ZoneSpec {
+        let mut zone = ZoneSpec { name: String::new(), ttl: DEFAULT_ZONE_TTL, records: Vec::new() };
+        let fields = match node.kind {
+            Kind::Null => None,
+            _ => self.fields(node, zp, &ZONE),
+        };
+        let Some(f) = fields else {
+            if matches!(node.kind, Kind::Null) {
+                self.fail(
+                    SpecErrorKind::MissingField,
+                    zp,
+                    node.pos,
+                    "empty zone: each zone needs at least `name`, e.g. `- name: example.com`".to_string(),
+                );
+            }
+            self.poison(zp);
+            return zone;
+        };
+        let np = zp.field("name");
+        match f.get("name") {
+            Some((_, v)) => {
+                if let Some(name) = self.string(v, &np, "the zone's domain name, such as `example.com`") {
+                    zone.name = normalise_host(&name);
+                }
+            }
+            None => {
+                self.error(
+                    SpecErrorKind::MissingField,
+                    zp,
+                    node.pos,
+                    "missing required field `name`: the zone's domain name, e.g. `name: example.com`".to_string(),
+                );
+                self.poison(&np);
+            }
+        }
+        if let Some((_, v)) = f.get("ttl") {
+            if let Some(ttl) = self.ttl(v, &zp.field("ttl")) {
+                zone.ttl = ttl;
+            }
+        }
+        if let Some((_, v)) = f.get("records") {
+            let rp = zp.field("records");
+            match &v.kind {
+                Kind::Seq(items) => {
+                    for (j, item) in items.iter().enumerate() {
+                        let ip = rp.index(j);
+                        self.note(&ip, None, item.pos);
+                        let record = self.record(item, &ip, &zone.name);
+                        zone.records.push(record);
+                    }
+                }
+                Kind::Null => {}
+                _ => self.wrong_type(
+                    &rp,
+                    v,
+                    "a list of records, each item such as `- { name: www, type: A, value: 192.0.2.1 }`",
+                ),
+            }
+        }
+        zone
+    }
+
+    /// One record of zone `zone`, its value made canonical when it is valid (else kept as
+    /// written, for validation to explain).
+    fn record(&mut self, node: &Node, rp: &FieldPath, zone: &str) -> RecordSpec {
+        let mut record = RecordSpec { name: String::new(), rtype: RecordType::A, value: String::new(), ttl: None };
+        const EXAMPLE: &str = "e.g. `- { name: www, type: A, value: 192.0.2.1 }`";
+        let fields = match node.kind {
+            Kind::Null => None,
+            _ => self.fields(node, rp, &RECORD),
+        };
+        let Some(f) = fields else {
+            if matches!(node.kind, Kind::Null) {
+                self.fail(
+                    SpecErrorKind::MissingField,
+                    rp,
+                    node.pos,
+                    format!("empty record: each record needs `name`, `type` and `value`, {EXAMPLE}"),
+                );
+            }
+            self.poison(rp);
+            return record;
+        };
+        let np = rp.field("name");
+        match f.get("name") {
+            Some((_, v)) => {
+                let expected = "a name relative to the zone, such as `www`, or `\"@\"` for the zone's apex";
+                if let Some(name) = self.string(v, &np, expected) {
+                    record.name = name.trim().to_ascii_lowercase();
+                }
+            }
+            None => {
+                self.error(
+                    SpecErrorKind::MissingField,
+                    rp,
+                    node.pos,
+                    "missing required field `name`: the record's name relative to the zone, e.g. `name: www`, or `name: \"@\"` for the zone's apex".to_string(),
+                );
+                self.poison(&np);
+            }
+        }
+        let tp = rp.field("type");
+        let valid: Vec<&str> = RecordType::ALL.iter().map(|t| t.as_str()).collect();
+        let mut type_ok = false;
+        match f.get("type") {
+            Some((_, v)) => {
+                if let Some(text) = self.string(v, &tp, &format!("a record type, one of {}", valid.join(", "))) {
+                    match text.parse::<RecordType>() {
+                        Ok(t) => {
+                            record.rtype = t;
+                            type_ok = true;
+                        }
+                        Err(_) => {
+                            let upper = text.trim().to_ascii_uppercase();
+                            let why = if upper == "NS" || upper == "SOA" {
+                                ": holdfast makes the zone's SOA and NS records itself, naming the edge nodes"
+                                    .to_string()
+                            } else {
+                                suggestion_suffix(&upper, valid.iter().copied())
+                            };
+                            self.fail(
+                                SpecErrorKind::InvalidValue,
+                                &tp,
+                                v.pos,
+                                format!(
+                                    "unknown record type `{}`{why} (valid: {})",
+                                    text.escape_debug(),
+                                    valid.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            None => {
+                self.error(
+                    SpecErrorKind::MissingField,
+                    rp,
+                    node.pos,
+                    format!("missing required field `type`: one of {}, e.g. `type: A`", valid.join(", ")),
+                );
+                self.poison(&tp);
+            }
+        }
+        let vp = rp.field("value");
+        let mut value_ok = false;
+        match f.get("value") {
+            Some((_, v)) => match &v.kind {
+                Kind::Str(_) | Kind::Int(_) | Kind::Float(_) => {
+                    record.value = v.scalar_text().unwrap_or_default();
+                    value_ok = true;
+                }
+                _ => self.wrong_type(
+                    &vp,
+                    v,
+                    "the record's data as a string or a number, such as `192.0.2.1` or `10 mail.example.net`",
+                ),
+            },
+            None => {
+                self.error(
+                    SpecErrorKind::MissingField,
+                    rp,
+                    node.pos,
+                    format!("missing required field `value`: the record's data, {EXAMPLE}"),
+                );
+                self.poison(&vp);
+            }
+        }
+        if type_ok && value_ok {
+            if let Ok(canonical) = canonical_value(zone, record.rtype, &record.value) {
+                record.value = canonical;
+            }
+        }
+        if let Some((_, v)) = f.get("ttl") {
+            record.ttl = self.ttl(v, &rp.field("ttl"));
+        }
+        record
+    }
+
+    /// A TTL in seconds: a whole number, or a duration of whole seconds (`15s`, `1m`).
+    /// The range is checked by validation.
+    fn ttl(&mut self, node: &Node, p: &FieldPath) -> Option<u32> {
+        match &node.kind {
+            Kind::Int(i) => match u32::try_from(*i) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.fail(SpecErrorKind::InvalidValue, p, node.pos, ttl_range_message(i));
+                    None
+                }
+            },
+            Kind::Str(s) => {
+                let ms = match parse_duration_ms(s) {
+                    Ok(ms) => ms,
+                    Err(e) => {
+                        self.fail(SpecErrorKind::InvalidValue, p, node.pos, e.to_string());
+                        return None;
+                    }
+                };
+                if ms % 1_000 != 0 {
+                    self.fail(
+                        SpecErrorKind::InvalidValue,
+                        p,
+                        node.pos,
+                        format!(
+                            "ttl `{}` is not a whole number of seconds (DNS counts TTLs in seconds), e.g. `15` or `15s`",
+                            s.escape_debug()
+                        ),
+                    );
+                    return None;
+                }
+                match u32::try_from(ms / 1_000) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        self.fail(SpecErrorKind::InvalidValue, p, node.pos, ttl_range_message(s.escape_debug()));
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.wrong_type(p, node, "a TTL in seconds, such as `300`, or a duration such as `5m`");
+                None
+            }
         }
     }
 
@@ -1736,6 +2027,9 @@ impl Doc<'_> {
             path: DEFAULT_ROUTE_PATH.to_string(),
             service: String::new(),
             port: String::new(),
+            tls: RouteTls::None,
+            https_redirect: false,
+            timeout_ms: None,
         };
         if matches!(node.kind, Kind::Null) {
             return (route, false);
@@ -1780,7 +2074,83 @@ impl Doc<'_> {
             }
             None => true,
         };
+        if let Some((_, v)) = f.get("tls") {
+            let tp = rp.field("tls");
+            match self.route_tls(v, &tp) {
+                Some(tls) => route.tls = tls,
+                None => self.poison(&tp),
+            }
+        }
+        if let Some((_, v)) = f.get("https_redirect") {
+            match &v.kind {
+                Kind::Bool(b) => route.https_redirect = *b,
+                _ => self.wrong_type(&rp.field("https_redirect"), v, "`true` or `false`"),
+            }
+        }
+        if let Some((_, v)) = f.get("timeout") {
+            route.timeout_ms = self.duration(v, &rp.field("timeout"));
+        }
         (route, omitted)
+    }
+
+    /// A route's `tls`: `auto`, or `{ cert: <secret>, key: <secret> }`.
+    fn route_tls(&mut self, node: &Node, p: &FieldPath) -> Option<RouteTls> {
+        match &node.kind {
+            Kind::Str(s) if s == "auto" => Some(RouteTls::Auto),
+            Kind::Str(s) => {
+                self.fail(
+                    SpecErrorKind::InvalidValue,
+                    p,
+                    node.pos,
+                    format!(
+                        "invalid tls `{}`{} (valid: {TLS_FORMS})",
+                        s.escape_debug(),
+                        suggestion_suffix(s, ["auto"].into_iter())
+                    ),
+                );
+                None
+            }
+            Kind::Map(_) => {
+                let f = self.fields(node, p, &ROUTE_TLS)?;
+                let mut names = Vec::new();
+                for (field, holds) in [("cert", "the PEM certificate chain"), ("key", "its private key")] {
+                    match f.get(field) {
+                        Some((_, v)) => names.push(self.string(
+                            v,
+                            &p.field(field),
+                            "the name of a secret declared under `secrets:`",
+                        )),
+                        None => {
+                            self.error(
+                                SpecErrorKind::MissingField,
+                                p,
+                                node.pos,
+                                format!(
+                                    "missing required field `{field}`: the secret holding {holds}, e.g. `tls: {{ cert: shop-cert, key: shop-key }}`"
+                                ),
+                            );
+                            names.push(None);
+                        }
+                    }
+                }
+                match <[Option<String>; 2]>::try_from(names) {
+                    Ok([Some(cert), Some(key)]) => Some(RouteTls::Secrets { cert, key }),
+                    _ => None,
+                }
+            }
+            _ => {
+                self.fail(
+                    SpecErrorKind::WrongType,
+                    p,
+                    node.pos,
+                    format!(
+                        "expected `auto` or `{{ cert: <secret>, key: <secret> }}`, found {} (valid: {TLS_FORMS})",
+                        node.describe()
+                    ),
+                );
+                None
+            }
+        }
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Stack {
     /// Jobs by name: commands run to completion, now (`holdfast run`) or on a schedule.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub jobs: BTreeMap<String, JobSpec>,
+    /// Zones the edge nodes answer for (`dns: { zones: [...] }`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneSpec>,
 }
 
 /// Default `timeout` of a job run (1 hour).
@@ -172,6 +175,7 @@ impl Default for Stack {
             databases: BTreeMap::new(),
             secrets: BTreeMap::new(),
             jobs: BTreeMap::new(),
+            zones: Vec::new(),
         }
     }
 }
@@ -912,4 +916,129 @@ pub struct RouteSpec {
     pub service: String,
     /// Name of a port declared by the target service.
     pub port: String,
+    /// HTTPS on the edge nodes: none (HTTP only), a certificate and key from the
+    /// project's secrets, or automatic (ACME). Absent in state written before it existed.
+    #[serde(default, skip_serializing_if = "RouteTls::is_none")]
+    pub tls: RouteTls,
+    /// Answer plain-HTTP requests on the edge with a permanent redirect to HTTPS
+    /// (`https_redirect: true`; needs `tls`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
+    /// How long a request may wait for the backend's response head (`timeout: 30s`);
+    /// `None`: [`DEFAULT_ROUTE_TIMEOUT_MS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Default request timeout of a route (60 s, as nginx's `proxy_read_timeout`).
+pub const DEFAULT_ROUTE_TIMEOUT_MS: u64 = 60_000;
+/// Largest route `timeout` (1 hour).
+pub const MAX_ROUTE_TIMEOUT_MS: u64 = 3_600_000;
+
+/// A route's certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteTls {
+    /// HTTP only (no `tls:` field).
+    #[default]
+    None,
+    /// `tls: auto`: ordered and renewed by the cluster (ACME HTTP-01).
+    Auto,
+    /// `tls: { cert: <secret>, key: <secret> }`: PEM certificate chain and private key
+    /// from two of the project's declared secrets.
+    Secrets { cert: String, key: String },
+}
+
+impl RouteTls {
+    /// True for HTTP only.
+    pub fn is_none(&self) -> bool {
+        matches!(self, RouteTls::None)
+    }
+}
+
+/// Default `ttl` of a zone's answers (seconds): short, so clients leave a dead edge soon.
+pub const DEFAULT_ZONE_TTL: u32 = 15;
+/// Largest zone or record `ttl` (one day).
+pub const MAX_ZONE_TTL: u32 = 86_400;
+
+/// One authoritative zone, delegated to the edge nodes (`ns1`, `ns2`, ... glue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneSpec {
+    /// Lowercase zone apex without a trailing dot, e.g. `yodangang.express`.
+    pub name: String,
+    /// TTL of every answer (seconds), including the edge addresses of routed hosts.
+    pub ttl: u32,
+    /// Static records.
+    pub records: Vec<RecordSpec>,
+}
+
+/// A static record of a zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordSpec {
+    /// Owner name relative to the zone: `@` for the apex, `www`, `a.b`, or `*`/`*.x`.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: RecordType,
+    /// The record's data in zone-file form, canonical: `192.0.2.1`, `2001:db8::1`,
+    /// `target.example.net.`, `10 mail.example.net.`, `any text`,
+    /// `10 5 5060 sip.example.net.`, `0 issue "letsencrypt.org"`.
+    pub value: String,
+    /// Overrides the zone's `ttl` for this record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+/// Static record types a zone may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RecordType {
+    A,
+    Aaaa,
+    Cname,
+    Mx,
+    Txt,
+    Srv,
+    Caa,
+}
+
+impl RecordType {
+    pub const ALL: [RecordType; 7] = [
+        RecordType::A,
+        RecordType::Aaaa,
+        RecordType::Cname,
+        RecordType::Mx,
+        RecordType::Txt,
+        RecordType::Srv,
+        RecordType::Caa,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Aaaa => "AAAA",
+            RecordType::Cname => "CNAME",
+            RecordType::Mx => "MX",
+            RecordType::Txt => "TXT",
+            RecordType::Srv => "SRV",
+            RecordType::Caa => "CAA",
+        }
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RecordType {
+    type Err = String;
+
+    /// Accepts any case: `A`, `aaaa`, `Cname`, …
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RecordType::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown record type `{s}`"))
+    }
 }

@@ -121,23 +121,32 @@ pub(crate) fn env_name_problem(s: &str) -> Option<String> {
 
 /// Why `s` is not a valid (normalised) route host.
 pub(crate) fn host_problem(s: &str) -> Option<String> {
+    domain_problem("host", "`demo.localhost`, `*.example.com`", s)
+}
+
+/// Why `s` is not a valid (normalised) host, for a `what` (`host`, `zone name`) whose
+/// valid forms are `examples`.
+pub(crate) fn domain_problem(what: &str, examples: &str, s: &str) -> Option<String> {
     if is_valid_host(s) {
         return None;
     }
     if s.is_empty() {
-        return Some(
-            "host is empty; a host is dot-separated labels of lowercase letters, digits and '-' (e.g. `demo.localhost`, `*.example.com`)".to_string(),
-        );
+        return Some(format!(
+            "{what} is empty; a {what} is dot-separated labels of lowercase letters, digits and '-' (e.g. {examples})"
+        ));
     }
     let shown = s.escape_debug();
+    let noun = if what == "host" { "host name" } else { what };
     let hint = if s.contains("://") {
-        ": write only the host name, without a scheme such as `http://`".to_string()
-    } else if s.contains('/') {
+        format!(": write only the {noun}, without a scheme such as `http://`")
+    } else if s.contains('/') && what == "host" {
         ": write only the host name; put the path in the route's `path:`".to_string()
+    } else if s.contains('/') {
+        format!(": write only the {noun}, without a path")
     } else if s.contains(':') {
-        ": write only the host name, without a port".to_string()
+        format!(": write only the {noun}, without a port")
     } else if s.chars().any(|c| c.is_ascii_uppercase()) {
-        ": host names must be lowercase".to_string()
+        format!(": {noun}s must be lowercase")
     } else if s.contains('*') {
         ": a wildcard is only allowed as a whole first label, as in `*.example.com`".to_string()
     } else if s.len() > MAX_HOST_LEN {
@@ -146,7 +155,7 @@ pub(crate) fn host_problem(s: &str) -> Option<String> {
         String::new()
     };
     Some(format!(
-        "invalid host `{shown}`{hint}; a host is dot-separated labels of lowercase letters, digits and '-' (e.g. `demo.localhost`, `*.example.com`)"
+        "invalid {what} `{shown}`{hint}; a {what} is dot-separated labels of lowercase letters, digits and '-' (e.g. {examples})"
     ))
 }
 

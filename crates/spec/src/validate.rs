@@ -3,7 +3,10 @@
 //! to declared ports and services, duplicate ports and routes, node label
 //! selectors and anti-affinity references; databases (names against services,
 //! instances and `sync`, PostgreSQL names, parameters) and the database URLs of
-//! `env`.
+//! `env`; routes' edge options (`tls` secrets, `tls: auto` never on a wildcard,
+//! `https_redirect` only with `tls`, `timeout`); DNS zones (distinct, none inside
+//! another, TTLs) and their records (names and canonical values via [`crate::dns`],
+//! a CNAME alone at its name and never at the apex, no addresses for a routed host).
 //!
 //! The same code serves [`Stack::validate`] (no file positions: errors name
 //! the field path) and the YAML loader, which supplies positions through a
@@ -12,10 +15,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::dns::{canonical_value, full_name, record_name_problem, ttl_problem, zone_name_problem};
 use crate::error::{SpecError, SpecErrorKind};
 use crate::model::{
-    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, HealthCheck, PlacementSpec, Resources, RunCommand, ServiceSpec,
-    Stack, SyncLoss, MAX_DB_INSTANCES, MAX_REPLICAS, REDIS_DEFAULT_USER,
+    DatabaseSpec, DbEndpoint, DbEngine, EnvValue, HealthCheck, PlacementSpec, RecordType, Resources, RouteSpec,
+    RouteTls, RunCommand, ServiceSpec, Stack, SyncLoss, ZoneSpec, MAX_DB_INSTANCES, MAX_REPLICAS, MAX_ROUTE_TIMEOUT_MS,
+    REDIS_DEFAULT_USER,
 };
 use crate::names::{dns_label_problem, env_name_problem, host_problem, label_key_problem, label_value_problem};
 use crate::path::FieldPath;
@@ -99,6 +104,7 @@ pub(crate) fn validate_stack(stack: &Stack, sink: &mut dyn Sink) {
         validate_placement(stack, name, svc, &services_path.key(name), sink);
     }
     validate_routes(stack, sink);
+    validate_zones(stack, sink);
     let databases_path = root.field("databases");
     for (name, db) in &stack.databases {
         validate_database(stack, name, db, &databases_path.key(name), sink);
@@ -1060,6 +1066,8 @@ fn validate_routes(stack: &Stack, sink: &mut dyn Sink) {
             }
         }
 
+        validate_route_edge(stack, route, &rp, host_ok, sink);
+
         let service = rp.field("service");
         if sink.is_poisoned(&service) {
             continue;
@@ -1101,6 +1109,250 @@ fn validate_routes(stack: &Stack, sink: &mut dyn Sink) {
             sink.report(SpecErrorKind::MissingField, &port, Target::Value, msg);
         } else {
             port_reference(&route.service, svc, &route.port, &svc_path, &port, sink);
+        }
+    }
+}
+
+/// A route's edge options: `tls` (declared secrets; `auto` only for a plain host),
+/// `https_redirect` (needs `tls`) and `timeout`.
+fn validate_route_edge(stack: &Stack, route: &RouteSpec, rp: &FieldPath, host_ok: bool, sink: &mut dyn Sink) {
+    let tls = rp.field("tls");
+    if !sink.is_poisoned(&tls) {
+        match &route.tls {
+            RouteTls::None => {
+                let redirect = rp.field("https_redirect");
+                if route.https_redirect && !sink.is_poisoned(&redirect) {
+                    sink.report(
+                        SpecErrorKind::InvalidValue,
+                        &redirect,
+                        Target::Value,
+                        "redirecting to HTTPS needs a certificate: add `tls: auto` or `tls: { cert: <secret>, key: <secret> }` to this route, or remove `https_redirect`".to_string(),
+                    );
+                }
+            }
+            RouteTls::Auto => {
+                if host_ok && route.host.starts_with("*.") {
+                    sink.report(
+                        SpecErrorKind::InvalidValue,
+                        &tls,
+                        Target::Value,
+                        format!(
+                            "`tls: auto` cannot serve wildcard host `{}`: ACME HTTP-01 cannot issue wildcard names; give a certificate and key from the project's secrets instead, `tls: {{ cert: <secret>, key: <secret> }}`",
+                            route.host
+                        ),
+                    );
+                }
+            }
+            RouteTls::Secrets { cert, key } => {
+                validate_secret_ref(stack, cert, &tls.field("cert"), sink);
+                validate_secret_ref(stack, key, &tls.field("key"), sink);
+            }
+        }
+    }
+    let timeout = rp.field("timeout");
+    if let Some(ms) = route.timeout_ms {
+        if !sink.is_poisoned(&timeout) && !(1..=MAX_ROUTE_TIMEOUT_MS).contains(&ms) {
+            sink.report(
+                SpecErrorKind::InvalidValue,
+                &timeout,
+                Target::Value,
+                format!(
+                    "timeout must be between 1ms and {}, found {}",
+                    format_duration_ms(MAX_ROUTE_TIMEOUT_MS),
+                    format_duration_ms(ms)
+                ),
+            );
+        }
+    }
+}
+
+/// The route (index) that serves `name` (absolute, lowercase): its host is `name`, or a
+/// wildcard `*.suffix` with `name` below `suffix`, as the edge matches hosts.
+fn routed_by(stack: &Stack, name: &str, sink: &dyn Sink) -> Option<usize> {
+    let routes_path = FieldPath::root().field("routes");
+    stack.routes.iter().enumerate().find_map(|(k, route)| {
+        let rp = routes_path.index(k);
+        if sink.is_poisoned(&rp) || sink.is_poisoned(&rp.field("host")) {
+            return None;
+        }
+        let matches = route.host == name
+            || route.host.strip_prefix("*.").is_some_and(|suffix| {
+                name.strip_suffix(suffix).and_then(|below| below.strip_suffix('.')).is_some_and(|b| !b.is_empty())
+            });
+        matches.then_some(k)
+    })
+}
+
+/// `dns.zones`: names (valid, distinct, none inside another), TTLs and every zone's
+/// records.
+fn validate_zones(stack: &Stack, sink: &mut dyn Sink) {
+    let zones_path = FieldPath::root().field("dns").field("zones");
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    let mut named: Vec<(usize, &str)> = Vec::new();
+    for (i, zone) in stack.zones.iter().enumerate() {
+        let zp = zones_path.index(i);
+        if sink.is_poisoned(&zp) {
+            continue;
+        }
+        let name_p = zp.field("name");
+        let mut name_ok = !sink.is_poisoned(&name_p);
+        if name_ok {
+            if let Some(msg) = zone_name_problem(&zone.name) {
+                sink.report(SpecErrorKind::InvalidValue, &name_p, Target::Value, msg);
+                name_ok = false;
+            }
+        }
+        if name_ok {
+            match first_of.get(zone.name.as_str()) {
+                Some(first) => {
+                    let first = sink.describe(&zones_path.index(*first));
+                    sink.report(
+                        SpecErrorKind::Duplicate,
+                        &name_p,
+                        Target::Value,
+                        format!(
+                            "zone `{}` is declared twice (first at {first}); give all its records in one zone",
+                            zone.name
+                        ),
+                    );
+                }
+                None => {
+                    first_of.insert(&zone.name, i);
+                    named.push((i, &zone.name));
+                }
+            }
+        }
+        let ttl = zp.field("ttl");
+        if !sink.is_poisoned(&ttl) {
+            if let Some(msg) = ttl_problem(zone.ttl) {
+                sink.report(SpecErrorKind::InvalidValue, &ttl, Target::Value, msg);
+            }
+        }
+        validate_records(stack, zone, &zp, name_ok, sink);
+    }
+    for &(i, inner) in &named {
+        let outer = named.iter().find(|(j, outer)| *j != i && inner.ends_with(&format!(".{outer}")));
+        if let Some(&(j, outer)) = outer {
+            let first = sink.describe(&zones_path.index(j));
+            let rel = inner.strip_suffix(&format!(".{outer}")).unwrap_or(inner);
+            sink.report(
+                SpecErrorKind::InvalidValue,
+                &zones_path.index(i).field("name"),
+                Target::Value,
+                format!(
+                    "zone `{inner}` is inside zone `{outer}` ({first}); put its records in `{outer}` instead, with names relative to it such as `www.{rel}`"
+                ),
+            );
+        }
+    }
+}
+
+/// The records of one zone: names, values (canonical), TTLs, CNAMEs alone at their name
+/// and never at the apex, and no addresses for a name the routes serve (`zone_ok`: the
+/// zone's name is valid).
+fn validate_records(stack: &Stack, zone: &ZoneSpec, zp: &FieldPath, zone_ok: bool, sink: &mut dyn Sink) {
+    let records_path = zp.field("records");
+    if sink.is_poisoned(&records_path) {
+        return;
+    }
+    let zone_name = if zone_ok { zone.name.as_str() } else { "" };
+    let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, record) in zone.records.iter().enumerate() {
+        let rp = records_path.index(j);
+        if sink.is_poisoned(&rp) {
+            continue;
+        }
+        let name_p = rp.field("name");
+        let type_p = rp.field("type");
+        let value_p = rp.field("value");
+        let mut name_ok = !sink.is_poisoned(&name_p);
+        if name_ok {
+            if let Some(msg) = record_name_problem(zone_name, &record.name) {
+                sink.report(SpecErrorKind::InvalidValue, &name_p, Target::Value, msg);
+                name_ok = false;
+            }
+        }
+        let type_ok = !sink.is_poisoned(&type_p);
+        if type_ok && !sink.is_poisoned(&value_p) {
+            match canonical_value(zone_name, record.rtype, &record.value) {
+                Err(msg) => sink.report(SpecErrorKind::InvalidValue, &value_p, Target::Value, msg),
+                Ok(canonical) if canonical != record.value => sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &value_p,
+                    Target::Value,
+                    format!(
+                        "record value `{}` is not in canonical form; write `{}`",
+                        record.value.escape_debug(),
+                        canonical.escape_debug()
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+        let ttl = rp.field("ttl");
+        if let Some(t) = record.ttl {
+            if !sink.is_poisoned(&ttl) {
+                if let Some(msg) = ttl_problem(t) {
+                    sink.report(SpecErrorKind::InvalidValue, &ttl, Target::Value, msg);
+                }
+            }
+        }
+        if !(name_ok && type_ok) {
+            continue;
+        }
+        let shown = if record.name == "@" { "the apex `@`".to_string() } else { format!("`{}`", record.name) };
+        let earlier = by_name.entry(&record.name).or_default();
+        if record.rtype == RecordType::Cname && record.name == "@" {
+            sink.report(
+                SpecErrorKind::InvalidValue,
+                &type_p,
+                Target::Value,
+                "a CNAME cannot be at the zone's apex `@` (the apex has the zone's own SOA and NS records, and a CNAME must be alone at its name); give the apex A or AAAA records, or put the CNAME on a name such as `www`".to_string(),
+            );
+        } else if record.rtype == RecordType::Cname && !earlier.is_empty() {
+            let k = earlier[0];
+            let other = zone.records[k].rtype;
+            let article = if matches!(other, RecordType::A | RecordType::Aaaa | RecordType::Mx | RecordType::Srv) {
+                "an"
+            } else {
+                "a"
+            };
+            let first = sink.describe(&records_path.index(k));
+            sink.report(
+                SpecErrorKind::InvalidValue,
+                &name_p,
+                Target::Value,
+                format!(
+                    "a CNAME must be the only record at its name, but {shown} already has {article} {other} record ({first}); remove one, or use another name"
+                ),
+            );
+        } else if let Some(&k) = earlier.iter().find(|k| zone.records[**k].rtype == RecordType::Cname) {
+            let first = sink.describe(&records_path.index(k));
+            sink.report(
+                SpecErrorKind::InvalidValue,
+                &name_p,
+                Target::Value,
+                format!(
+                    "{shown} has a CNAME record ({first}), which must be the only record at its name; remove one, or use another name"
+                ),
+            );
+        }
+        earlier.push(j);
+        let addresses = matches!(record.rtype, RecordType::A | RecordType::Aaaa | RecordType::Cname);
+        if zone_ok && addresses {
+            let full = full_name(&zone.name, &record.name);
+            if let Some(k) = routed_by(stack, &full, sink) {
+                let route = sink.describe(&FieldPath::root().field("routes").index(k));
+                sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &name_p,
+                    Target::Value,
+                    format!(
+                        "`{full}` is routed by {route}: its addresses are the edge nodes', which holdfast gives itself; remove this {} record",
+                        record.rtype
+                    ),
+                );
+            }
         }
     }
 }

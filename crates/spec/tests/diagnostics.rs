@@ -22,7 +22,7 @@ err_cases! {
     unknown_service_field_suggests: "services:\n  web:\n    run: [srv]\n    replica: 3\n"
         => "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, files, ports, health, resources, restart, stop, placement)";
     unknown_top_field_suggests: "service:\n  web: {run: x}\n"
-        => "demo.yaml:1:1: unknown field `service`, did you mean `services`? (valid fields: project, services, routes, databases, secrets, jobs)";
+        => "demo.yaml:1:1: unknown field `service`, did you mean `services`? (valid fields: project, services, routes, databases, secrets, jobs, dns)";
     misplaced_health_field_hint: "services:\n  web:\n    run: [srv]\n    interval: 3s\n"
         => "demo.yaml:4:5: services.web: unknown field `interval`: `interval` belongs in `health`";
     misplaced_service_field_at_top: "run: [srv]\n"
@@ -30,7 +30,7 @@ err_cases! {
     unknown_health_field: &web("    health: { tcp: http, intreval: 2s }\n")
         => "demo.yaml:5:26: services.web.health: unknown field `intreval`, did you mean `interval`?";
     unknown_route_field: &web("routes:\n  - host: a.b\n    service: web\n    servce: web\n")
-        => "demo.yaml:8:5: routes[0]: unknown field `servce`, did you mean `service`? (valid fields: host, path, service, port)";
+        => "demo.yaml:8:5: routes[0]: unknown field `servce`, did you mean `service`? (valid fields: host, path, service, port, tls, https_redirect, timeout)";
     missing_run: "services:\n  web:\n    replicas: 2\n"
         => "demo.yaml:2:3: services.web: missing required field `run`: the command to start";
     missing_route_host: &web("routes:\n  - service: web\n")
@@ -46,7 +46,7 @@ err_cases! {
     services_as_list: "services:\n  - web\n"
         => "demo.yaml:2:3: services: expected a mapping of service names to services, e.g. `web: { run: ... }`, found a list";
     top_level_list: "- a\n- b\n"
-        => "demo.yaml:1:1: expected a mapping with fields project, services, routes, databases, secrets, jobs, found a list";
+        => "demo.yaml:1:1: expected a mapping with fields project, services, routes, databases, secrets, jobs, dns, found a list";
     routes_as_map: &web("routes:\n  host: a.b\n")
         => "demo.yaml:6:3: routes: expected a list of routes, each item starting with `- host: ...`, found a mapping";
     non_scalar_key: "services:\n  ? [a, b]\n  : {run: x}\n"
@@ -214,7 +214,7 @@ err_cases! {
     route_host_empty: &web("routes:\n  - { host: '', service: web }\n")
         => "demo.yaml:6:13: routes[0].host: host is empty";
     route_item_not_a_map: &web("routes:\n  - a.b\n")
-        => "demo.yaml:6:5: routes[0]: expected a mapping with fields host, path, service, port, found string `a.b`";
+        => "demo.yaml:6:5: routes[0]: expected a mapping with fields host, path, service, port, tls, https_redirect, timeout, found string `a.b`";
 
     // --- placement
     placement_unknown_field: &web("    placement: { node_selectr: {gpu: 'true'} }\n")

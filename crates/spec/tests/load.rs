@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use holdfast_spec::{
-    load_files, parse_sources, HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RunCommand,
-    ServiceSpec, SpecErrorKind, Spread, Stack, StopSignal, StopSpec,
+    load_files, parse_sources, HealthCheck, HealthSpec, PlacementSpec, Resources, RestartPolicy, RouteSpec, RouteTls,
+    RunCommand, ServiceSpec, SpecErrorKind, Spread, Stack, StopSignal, StopSpec,
 };
 
 const FULL: &str = r#"
@@ -105,15 +105,27 @@ fn full_expected() -> Stack {
         jobs: BTreeMap::new(),
         services: BTreeMap::from([("web".into(), web), ("db".into(), db)]),
         routes: vec![
-            RouteSpec { host: "demo.localhost".into(), path: "/".into(), service: "web".into(), port: "http".into() },
+            RouteSpec {
+                host: "demo.localhost".into(),
+                path: "/".into(),
+                service: "web".into(),
+                port: "http".into(),
+                tls: RouteTls::None,
+                https_redirect: false,
+                timeout_ms: None,
+            },
             RouteSpec {
                 host: "*.demo.localhost".into(),
                 path: "/api".into(),
                 service: "web".into(),
                 port: "admin".into(),
+                tls: RouteTls::None,
+                https_redirect: false,
+                timeout_ms: None,
             },
         ],
         databases: BTreeMap::new(),
+        zones: Vec::new(),
     }
 }
 
@@ -262,7 +274,15 @@ fn route_port_may_be_left_out_for_a_single_port_service() {
     );
     assert_eq!(
         stack.routes,
-        [RouteSpec { host: "demo.localhost".into(), path: "/".into(), service: "web".into(), port: "http".into() }]
+        [RouteSpec {
+            host: "demo.localhost".into(),
+            path: "/".into(),
+            service: "web".into(),
+            port: "http".into(),
+            tls: RouteTls::None,
+            https_redirect: false,
+            timeout_ms: None,
+        }]
     );
 }
 

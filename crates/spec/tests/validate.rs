@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use holdfast_spec::{HealthCheck, HealthSpec, RouteSpec, RunCommand, ServiceSpec, SpecErrorKind, Stack};
+use holdfast_spec::{HealthCheck, HealthSpec, RouteSpec, RouteTls, RunCommand, ServiceSpec, SpecErrorKind, Stack};
 
 fn valid() -> Stack {
     let mut web = ServiceSpec::new(RunCommand::Argv(vec!["srv".into()]));
@@ -19,8 +19,12 @@ fn valid() -> Stack {
             path: "/".into(),
             service: "web".into(),
             port: "http".into(),
+            tls: RouteTls::None,
+            https_redirect: false,
+            timeout_ms: None,
         }],
         databases: BTreeMap::new(),
+        zones: Vec::new(),
     }
 }
 

@@ -360,6 +360,21 @@ fn desired(before: &ClusterState, after: &ClusterState, out: &mut Vec<Happened>)
     for name in a.services.keys().filter(|n| !b.services.contains_key(*n)) {
         out.push(one(Level::Info, "removed", format!("service {name}"), format!("service {name} removed")));
     }
+    for (name, zone) in &b.zones {
+        let what = format!("{} static record(s), ttl {}s", zone.spec.records.len(), zone.spec.ttl);
+        match a.zones.get(name) {
+            None => {
+                out.push(one(Level::Info, "deployed", format!("zone {name}"), format!("zone {name} deployed: {what}")))
+            }
+            Some(old) if old != zone => {
+                out.push(one(Level::Info, "deployed", format!("zone {name}"), format!("zone {name} updated: {what}")))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in a.zones.keys().filter(|n| !b.zones.contains_key(*n)) {
+        out.push(one(Level::Info, "removed", format!("zone {name}"), format!("zone {name} removed")));
+    }
     // Replicas that changed node without a deploy of their service (a node down, a
     // drain step, a relabel).
     for (name, placed) in &b.placements {

@@ -202,6 +202,16 @@ pub struct Desired {
     /// Jobs by name (never the name of a service), each with its project.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub jobs: BTreeMap<String, crate::jobs::JobRecord>,
+    /// DNS zones the edge nodes answer, by zone name, each with its project.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub zones: BTreeMap<String, ZoneRecord>,
+}
+
+/// A zone as deployed: the project that owns it and its spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneRecord {
+    pub project: String,
+    pub spec: holdfast_spec::ZoneSpec,
 }
 
 /// One managed database as the cluster runs it: a primary and standbys, each member on
@@ -459,6 +469,20 @@ pub struct NodeRecord {
     /// version). Database members are only placed on nodes that report their engine.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub software: BTreeMap<String, String>,
+    /// How the node takes public traffic, when it is an edge (`--edge`), as it reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeInfo>,
+}
+
+/// An edge node's public entry: HTTP, HTTPS and DNS on its public address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeInfo {
+    /// The address clients reach it on (what DNS answers), e.g. `203.0.113.10`.
+    pub public_address: std::net::IpAddr,
+    pub http_port: u16,
+    pub https_port: u16,
+    /// The authoritative DNS server's port; 0: none.
+    pub dns_port: u16,
 }
 
 impl NodeRecord {
@@ -486,6 +510,7 @@ impl NodeRecord {
             removing: false,
             cert_fingerprint: String::new(),
             software: BTreeMap::new(),
+            edge: None,
         }
     }
 }

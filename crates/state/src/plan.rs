@@ -109,6 +109,14 @@ pub enum PlanError {
     /// A database cannot be placed or changed so; the text says why and what to do.
     #[error("{0}")]
     Database(String),
+    #[error(
+        "zone `{zone}` already belongs to project `{owner}`; project `{project}` cannot take it over (remove it from `{owner}` first)"
+    )]
+    ZoneTaken { zone: String, owner: String, project: String },
+    #[error(
+        "zone `{zone}` has no edge node to answer it: start at least one node with `--edge --public-address IP` (or `holdfast join ... --edge`) first, then delegate the zone to the edge nodes (ns1.{zone}, ns2.{zone}, ...)"
+    )]
+    ZoneWithoutEdges { zone: String },
 }
 
 fn unknown_service(state: &ClusterState, name: &str) -> PlanError {
@@ -277,9 +285,11 @@ fn plan_deploy_inner(
     }
     routes.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
 
+    let zones = plan_zones(state, stack, &mut plan)?;
     let databases = plan_databases(state, stack, &services, new_generation, &mut plan, passwords)?;
     let mut desired = finish(state, services, routes, databases)?;
     desired.jobs = crate::jobs::plan_jobs(state, stack, &mut plan)?;
+    desired.zones = zones;
     add_moves(state, &mut plan, &desired);
     Ok((plan, desired))
 }
@@ -494,6 +504,7 @@ pub fn plan_reschedule(state: &ClusterState) -> Result<Reschedule, PlanError> {
         moves: carried,
         databases,
         jobs: state.desired.jobs.clone(),
+        zones: state.desired.zones.clone(),
     };
     Ok(Reschedule { desired: Some(desired), moves, stuck: r.stuck, databases_stuck })
 }
@@ -607,7 +618,15 @@ fn finish(
     let previous = crate::drain::previous_with_moves(state);
     let placements = holdfast_placement::place(&workloads(&services), &state.node_views_with(&databases), &previous)?;
     let moves = crate::drain::carry_moves(state, &services, &placements);
-    Ok(Desired { services, routes, placements, moves, databases, jobs: state.desired.jobs.clone() })
+    Ok(Desired {
+        services,
+        routes,
+        placements,
+        moves,
+        databases,
+        jobs: state.desired.jobs.clone(),
+        zones: state.desired.zones.clone(),
+    })
 }
 
 /// Placement input: every service as the scheduler sees it (request, selector, spread,
@@ -690,6 +709,45 @@ pub fn service_address(project: &str, name: &str, taken: &[Ipv4Addr]) -> Ipv4Add
 
 fn change(kind: ChangeKind, target: String, details: Vec<String>, replaces_instances: bool) -> Change {
     Change { kind, target, details, replaces_instances }
+}
+
+/// The zones after a deploy of `stack`: the project's become exactly the stack's; a zone
+/// of another project, or a zone with no edge node to answer it, is refused.
+fn plan_zones(
+    state: &ClusterState,
+    stack: &Stack,
+    plan: &mut Plan,
+) -> Result<BTreeMap<String, crate::model::ZoneRecord>, PlanError> {
+    let project = &stack.project;
+    let current = &state.desired.zones;
+    let mut zones: BTreeMap<String, crate::model::ZoneRecord> =
+        current.iter().filter(|(_, z)| &z.project != project).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let has_edge = state.nodes.values().any(|n| n.edge.is_some() && !n.removing);
+    for zone in &stack.zones {
+        if let Some(owner) = zones.get(&zone.name) {
+            return Err(PlanError::ZoneTaken {
+                zone: zone.name.clone(),
+                owner: owner.project.clone(),
+                project: project.clone(),
+            });
+        }
+        if !has_edge {
+            return Err(PlanError::ZoneWithoutEdges { zone: zone.name.clone() });
+        }
+        let kind = match current.get(&zone.name) {
+            None => ChangeKind::Create,
+            Some(old) if old.spec == *zone => ChangeKind::Unchanged,
+            Some(_) => ChangeKind::Update,
+        };
+        let details = vec![format!("{} records, ttl {}s", zone.records.len(), zone.ttl)];
+        plan.changes.push(change(kind, format!("zone {}", zone.name), details, false));
+        zones.insert(zone.name.clone(), crate::model::ZoneRecord { project: project.clone(), spec: zone.clone() });
+    }
+    for (name, _) in current.iter().filter(|(n, z)| &z.project == project && !stack.zones.iter().any(|s| &s.name == *n))
+    {
+        plan.changes.push(change(ChangeKind::Delete, format!("zone {name}"), vec![], false));
+    }
+    Ok(zones)
 }
 
 fn route_target(r: &RouteSpec) -> String {

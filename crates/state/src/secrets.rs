@@ -98,7 +98,27 @@ pub fn consumers<'a>(state: &'a ClusterState, project: &str, name: &str) -> Vec<
         .collect()
 }
 
-/// The services and jobs of a stack that read a secret with no value yet: (`service
+/// The secrets a route's certificate comes from (`tls: { cert, key }`).
+pub fn route_secrets(route: &holdfast_spec::RouteSpec) -> std::collections::BTreeSet<&str> {
+    match &route.tls {
+        holdfast_spec::RouteTls::Secrets { cert, key } => [cert.as_str(), key.as_str()].into(),
+        _ => Default::default(),
+    }
+}
+
+/// The routes (`host` + `path`) of `project` whose certificate comes from secret `name`.
+pub fn route_consumers(state: &ClusterState, project: &str, name: &str) -> Vec<String> {
+    state
+        .desired
+        .routes
+        .iter()
+        .filter(|r| state.desired.services.get(&r.service).is_some_and(|s| s.project == project))
+        .filter(|r| route_secrets(r).contains(name))
+        .map(|r| format!("{}{}", r.host, r.path))
+        .collect()
+}
+
+/// The services, jobs and routes of a stack that read a secret with no value yet: (`service
 /// web` / `job refresh`, secret).
 pub fn missing_values<'a>(state: &ClusterState, stack: &'a holdfast_spec::Stack) -> Vec<(String, &'a str)> {
     let mut out = Vec::new();
@@ -106,7 +126,10 @@ pub fn missing_values<'a>(state: &ClusterState, stack: &'a holdfast_spec::Stack)
         .services
         .iter()
         .map(|(n, s)| (format!("service `{n}`"), s.secrets_used()))
-        .chain(stack.jobs.iter().map(|(n, j)| (format!("job `{n}`"), j.secrets_used())));
+        .chain(stack.jobs.iter().map(|(n, j)| (format!("job `{n}`"), j.secrets_used())))
+        .chain(
+            stack.routes.iter().map(|r| (format!("the certificate of route `{}{}`", r.host, r.path), route_secrets(r))),
+        );
     for (reader, used) in readers {
         for s in used {
             if state.secrets.get(&key(&stack.project, s)).and_then(SecretRecord::current).is_none() {
@@ -227,12 +250,13 @@ pub(crate) fn remove(state: &mut ClusterState, project: &str, name: &str) -> Res
     if !state.secrets.contains_key(&k) {
         return Err(format!("there is no secret {k}"));
     }
-    let users = consumers(state, project, name);
+    let users: Vec<String> = consumers(state, project, name)
+        .iter()
+        .map(|s| format!("service {s}"))
+        .chain(route_consumers(state, project, name).iter().map(|r| format!("route {r} (its certificate)")))
+        .collect();
     if !users.is_empty() {
-        return Err(format!(
-            "secret {k} is read by {}: deploy them without it first",
-            users.iter().map(|s| format!("service {s}")).collect::<Vec<_>>().join(", ")
-        ));
+        return Err(format!("secret {k} is read by {}: deploy them without it first", users.join(", ")));
     }
     state.secrets.remove(&k);
     Ok(())

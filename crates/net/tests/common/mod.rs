@@ -266,11 +266,11 @@ pub fn service(project: &str, name: &str, ip: Ipv4Addr, port: u16, endpoints: Ve
 }
 
 pub fn route(host: &str, path: &str, service: &str) -> Route {
-    Route { host: host.into(), path: path.into(), service: service.into(), port: "http".into() }
+    Route::new(host, path, service, "http")
 }
 
 pub fn table(services: Vec<ServiceNet>, routes: Vec<Route>) -> NetTable {
-    NetTable { services, routes }
+    NetTable { services, routes, ..NetTable::default() }
 }
 
 /// The node's networking with DNS and HTTP on free 127.0.0.1 ports.

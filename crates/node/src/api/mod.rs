@@ -66,6 +66,8 @@ impl From<PlanError> for ApiError {
             | PlanError::NameTaken { .. }
             | PlanError::SecretWithoutValue { .. }
             | PlanError::JobNameTaken { .. }
+            | PlanError::ZoneTaken { .. }
+            | PlanError::ZoneWithoutEdges { .. }
             | PlanError::Database(_) => StatusCode::CONFLICT,
             PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY

@@ -18,6 +18,9 @@ pub async fn deploy(
 ) -> Result<Json<PlanResponse>, ApiError> {
     let req: DeployRequest = json_body("deploy", &body)?;
     caller.require(&holdfast_state::acl::Need::Project(req.stack.project.clone()))?;
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    crate::edge::check_route_certificates(&ctx, &ctx.control.state(), &req.stack, now_s)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     // New database roles get random passwords (32 letters and digits: safe in URLs and
     // connection strings without escaping).
     // At most every role of every database in the stack needs one (superuser,

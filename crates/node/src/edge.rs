@@ -1,0 +1,315 @@
+//! The edge role of this node: what its public DNS answers and which certificates its
+//! HTTPS listener serves, from the replicated state.
+//!
+//! [`public_zones`] and [`record_data`] are pure: the zones of every project as
+//! `holdfast-net` answers them (name servers = every edge, routed hosts = the routes whose
+//! host is in the zone). [`run_probes`] probes every edge's public HTTP port twice a second
+//! and publishes the consecutive failures (the decision is `control::edges::live_edges`);
+//! [`run_certificates`] opens the routes' certificate secrets on this node and installs
+//! them whenever a route or a secret version changes.
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use holdfast_net::{NetHandle, PublicRecord, PublicZone, RecordData, ServedCert};
+use holdfast_spec::{RecordSpec, RecordType, RouteTls};
+use holdfast_state::ClusterState;
+use tokio_util::sync::CancellationToken;
+
+use crate::NodeContext;
+
+/// How often every edge is probed.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// How long a probe's TCP connect may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// The record's data as the DNS server answers it, from the spec's canonical text (`None`
+/// for text that does not parse: validation keeps it out of the state).
+pub fn record_data(r: &RecordSpec) -> Option<RecordData> {
+    let v = r.value.trim();
+    let mut words = v.split_whitespace();
+    let mut next = || words.next();
+    Some(match r.rtype {
+        RecordType::A => RecordData::A(v.parse().ok()?),
+        RecordType::Aaaa => RecordData::Aaaa(v.parse().ok()?),
+        RecordType::Cname => RecordData::Cname(absolute(v)),
+        RecordType::Mx => {
+            let preference = next()?.parse().ok()?;
+            RecordData::Mx { preference, exchange: absolute(next()?) }
+        }
+        RecordType::Txt => RecordData::Txt(v.to_string()),
+        RecordType::Srv => {
+            let (priority, weight, port) = (next()?.parse().ok()?, next()?.parse().ok()?, next()?.parse().ok()?);
+            RecordData::Srv { priority, weight, port, target: absolute(next()?) }
+        }
+        RecordType::Caa => {
+            let flags = next()?.parse().ok()?;
+            let tag = next()?.to_string();
+            let rest = v.splitn(3, char::is_whitespace).nth(2)?.trim();
+            let value = rest.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(rest).to_string();
+            RecordData::Caa { flags, tag, value }
+        }
+    })
+}
+
+fn absolute(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with('.') {
+        lower
+    } else {
+        format!("{lower}.")
+    }
+}
+
+/// Every deployed zone as this edge answers it.
+pub fn public_zones(state: &ClusterState) -> Vec<PublicZone> {
+    let nameservers: Vec<IpAddr> =
+        holdfast_control::edges::edge_nodes(state).iter().map(|(_, e)| e.public_address).collect();
+    state
+        .desired
+        .zones
+        .values()
+        .map(|z| {
+            let zone = &z.spec.name;
+            let in_zone = |host: &str| {
+                let h = host.strip_prefix("*.").unwrap_or(host);
+                h == zone || h.strip_suffix(zone.as_str()).is_some_and(|p| p.ends_with('.'))
+            };
+            let routed: BTreeSet<String> =
+                state.desired.routes.iter().filter(|r| in_zone(&r.host)).map(|r| r.host.clone()).collect();
+            let records = z
+                .spec
+                .records
+                .iter()
+                .filter_map(|r| {
+                    let name = if r.name == "@" { zone.clone() } else { format!("{}.{zone}", r.name) };
+                    let data = record_data(r)?;
+                    Some(PublicRecord { name, ttl: r.ttl.unwrap_or(z.spec.ttl), data })
+                })
+                .collect();
+            PublicZone {
+                name: zone.clone(),
+                ttl: z.spec.ttl,
+                nameservers: nameservers.clone(),
+                routed: routed.into_iter().collect(),
+                records,
+            }
+        })
+        .collect()
+}
+
+/// Probes every edge's public HTTP port (a TCP connect) every [`PROBE_EVERY`] and
+/// publishes each edge's consecutive failures in `ctx.edge_failures`.
+pub async fn run_probes(ctx: NodeContext, cancel: CancellationToken) {
+    let mut failures: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut was_live: Option<holdfast_control::edges::LiveEdges> = None;
+    loop {
+        let state = ctx.control.state();
+        let edges = holdfast_control::edges::edge_nodes(&state);
+        let probes = edges.iter().map(|(id, e)| {
+            let addr = SocketAddr::new(e.public_address, e.http_port);
+            async move {
+                let ok = matches!(
+                    tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
+                    Ok(Ok(_))
+                );
+                (*id, ok)
+            }
+        });
+        let results = futures::future::join_all(probes).await;
+        let mut next = BTreeMap::new();
+        for (id, ok) in results {
+            let before = failures.get(&id).copied().unwrap_or(0);
+            next.insert(id, holdfast_control::edges::after_probe(before, ok));
+        }
+        failures = next;
+        let live = holdfast_control::edges::live_edges(&state, &failures);
+        if was_live.as_ref() != Some(&live) {
+            let addrs: Vec<String> = live.addresses.iter().map(ToString::to_string).collect();
+            if live.failing_open {
+                tracing::warn!(edges = %addrs.join(" "), "edge: no edge answers its probes; DNS fails open and answers every edge");
+            } else if was_live.is_some() {
+                tracing::info!(edges = %addrs.join(" "), "edge: live edges changed");
+            }
+            was_live = Some(live);
+        }
+        ctx.edge_failures.send_if_modified(|f| {
+            let changed = *f != failures;
+            f.clone_from(&failures);
+            changed
+        });
+        ctx.workers.report(
+            "edge probes",
+            crate::workers::Pass::Progress(format!(
+                "{} edge(s), {} failing",
+                edges.len(),
+                failures.values().filter(|f| **f >= holdfast_control::edges::FAIL_AFTER).count()
+            )),
+        );
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+    }
+}
+
+/// The certificate secrets the routes name: (`project/cert`, `project/key`) per route,
+/// the project being the one of the route's service.
+pub fn certificate_secrets(state: &ClusterState) -> BTreeSet<(String, String)> {
+    state
+        .desired
+        .routes
+        .iter()
+        .filter_map(|r| match &r.tls {
+            RouteTls::Secrets { cert, key } => {
+                let project = &state.desired.services.get(&r.service)?.project;
+                Some((format!("{project}/{cert}"), format!("{project}/{key}")))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Opens the current version of `cert` and `key` and parses them.
+pub fn open_certificate(
+    ctx: &NodeContext,
+    state: &ClusterState,
+    cert: &str,
+    key: &str,
+) -> Result<(ServedCert, (u64, u64)), String> {
+    let open = |k: &str| -> Result<(zeroize::Zeroizing<Vec<u8>>, u64), String> {
+        let rec = state.secrets.get(k).ok_or_else(|| format!("secret {k} does not exist"))?;
+        let current = rec.current().ok_or_else(|| format!("secret {k} has no value yet"))?;
+        let sealed = current
+            .sealed
+            .as_ref()
+            .ok_or_else(|| format!("version {} of secret {k} is not readable", current.version))?;
+        let (project, name) = holdfast_state::secrets::parse_key(k)?;
+        let plain = ctx.keyring.open(&holdfast_state::secrets::seal_context(project, name, current.version), sealed)?;
+        Ok((plain, current.version))
+    };
+    let (chain, cv) = open(cert)?;
+    let (private, kv) = open(key)?;
+    let served =
+        ServedCert::from_pem(&chain, &private).map_err(|e| format!("certificate {cert} with key {key}: {e}"))?;
+    Ok((served, (cv, kv)))
+}
+
+/// Checks a stack's routes against the certificates their secrets hold now: each must
+/// parse, belong to its key, cover the route's host and not have expired. A secret with
+/// no value yet is left to the plan (which refuses it with its own message).
+pub fn check_route_certificates(
+    ctx: &NodeContext,
+    state: &ClusterState,
+    stack: &holdfast_spec::Stack,
+    now_s: i64,
+) -> Result<(), String> {
+    for (i, route) in stack.routes.iter().enumerate() {
+        let RouteTls::Secrets { cert, key } = &route.tls else { continue };
+        let (cert, key) = (format!("{}/{cert}", stack.project), format!("{}/{key}", stack.project));
+        let has_value = |k: &str| state.secrets.get(k).and_then(|r| r.current()).is_some();
+        if !has_value(&cert) || !has_value(&key) {
+            continue;
+        }
+        let at = format!("routes[{i}] (host {}, path {})", route.host, route.path);
+        let (served, _) = open_certificate(ctx, state, &cert, &key).map_err(|e| format!("{at}: {e}"))?;
+        if !served.covers(&route.host) {
+            return Err(format!(
+                "{at}: the certificate in secret {cert} is for {}, not {}: set a certificate for this host with `holdfast secret set {cert} --from-file cert.pem`",
+                served.names().join(", "),
+                route.host
+            ));
+        }
+        if served.not_after() <= now_s {
+            return Err(format!(
+                "{at}: the certificate in secret {cert} expired on {}: set a current one with `holdfast secret set {cert} --from-file cert.pem`",
+                holdfast_spec::format_utc_ms(u64::try_from(served.not_after()).unwrap_or(0) * 1000)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A route certificate as loaded: the (cert, key) versions opened, and the parsed
+/// certificate or the error already logged.
+type Loaded = ((u64, u64), Result<ServedCert, String>);
+
+/// Keeps the edge's HTTPS certificates in step with the routes and their secrets.
+pub async fn run_certificates(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
+    let mut states = ctx.control.subscribe();
+    let mut loaded: BTreeMap<(String, String), Loaded> = BTreeMap::new();
+    loop {
+        let state = states.borrow_and_update().clone();
+        let wanted = certificate_secrets(&state);
+        let mut changed = loaded.len() != wanted.len() || loaded.keys().any(|k| !wanted.contains(k));
+        loaded.retain(|k, _| wanted.contains(k));
+        for (cert, key) in &wanted {
+            let versions = |k: &str| state.secrets.get(k).and_then(|r| r.current()).map_or(0, |c| c.version);
+            let now = (versions(cert), versions(key));
+            if loaded.get(&(cert.clone(), key.clone())).is_some_and(|(v, _)| *v == now) {
+                continue;
+            }
+            changed = true;
+            let result = open_certificate(&ctx, &state, cert, key).map(|(c, _)| c);
+            match &result {
+                Ok(c) => tracing::info!(cert = %cert, names = %c.names().join(" "), "edge: certificate installed"),
+                Err(error) => tracing::warn!(%error, "edge: cannot serve a route's certificate"),
+            }
+            loaded.insert((cert.clone(), key.clone()), (now, result));
+        }
+        if changed {
+            let certs: Vec<ServedCert> = loaded.values().filter_map(|(_, r)| r.as_ref().ok().cloned()).collect();
+            let failing = loaded.values().filter(|(_, r)| r.is_err()).count();
+            ctx.workers.report(
+                "edge certificates",
+                crate::workers::Pass::Progress(format!("{} certificate(s) served, {failing} failing", certs.len())),
+            );
+            net.set_certificates(certs);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            r = states.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(t: RecordType, v: &str) -> RecordSpec {
+        RecordSpec { name: "@".into(), rtype: t, value: v.into(), ttl: None }
+    }
+
+    #[test]
+    fn record_values() {
+        assert_eq!(record_data(&rec(RecordType::A, "192.0.2.1")), Some(RecordData::A("192.0.2.1".parse().unwrap())));
+        assert_eq!(
+            record_data(&rec(RecordType::Aaaa, "2001:db8::1")),
+            Some(RecordData::Aaaa("2001:db8::1".parse().unwrap()))
+        );
+        assert_eq!(
+            record_data(&rec(RecordType::Cname, "x.example.net.")),
+            Some(RecordData::Cname("x.example.net.".into()))
+        );
+        assert_eq!(
+            record_data(&rec(RecordType::Mx, "10 mail.example.net.")),
+            Some(RecordData::Mx { preference: 10, exchange: "mail.example.net.".into() })
+        );
+        assert_eq!(record_data(&rec(RecordType::Txt, "v=spf1 -all")), Some(RecordData::Txt("v=spf1 -all".into())));
+        assert_eq!(
+            record_data(&rec(RecordType::Srv, "10 5 5060 sip.example.net.")),
+            Some(RecordData::Srv { priority: 10, weight: 5, port: 5060, target: "sip.example.net.".into() })
+        );
+        assert_eq!(
+            record_data(&rec(RecordType::Caa, "0 issue \"letsencrypt.org; validationmethods=http-01\"")),
+            Some(RecordData::Caa {
+                flags: 0,
+                tag: "issue".into(),
+                value: "letsencrypt.org; validationmethods=http-01".into()
+            })
+        );
+        assert_eq!(record_data(&rec(RecordType::A, "nope")), None);
+        assert_eq!(record_data(&rec(RecordType::Mx, "10")), None);
+    }
+}
