@@ -230,40 +230,85 @@ pub fn check_route_certificates(
     Ok(())
 }
 
-/// A route certificate as loaded: the (cert, key) versions opened, and the parsed
-/// certificate or the error already logged.
-type Loaded = ((u64, u64), Result<ServedCert, String>);
+/// A route certificate as loaded: the (cert, key) versions last tried, and the last good
+/// certificate (kept while a newer pair does not parse, does not match its key or does not
+/// cover its routes' hosts: setting the certificate and the key is two commands, and a
+/// mistake must not take the site down).
+type Loaded = ((u64, u64), Option<ServedCert>);
+
+/// The hosts of the routes whose certificate is (`cert`, `key`).
+fn hosts_of(state: &ClusterState, cert: &str, key: &str) -> Vec<String> {
+    state
+        .desired
+        .routes
+        .iter()
+        .filter(|r| match &r.tls {
+            RouteTls::Secrets { cert: c, key: k } => state
+                .desired
+                .services
+                .get(&r.service)
+                .is_some_and(|s| format!("{}/{c}", s.project) == cert && format!("{}/{k}", s.project) == key),
+            _ => false,
+        })
+        .map(|r| r.host.clone())
+        .collect()
+}
 
 /// Keeps the edge's HTTPS certificates in step with the routes and their secrets.
 pub async fn run_certificates(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
     let mut states = ctx.control.subscribe();
     let mut loaded: BTreeMap<(String, String), Loaded> = BTreeMap::new();
+    let mut failing: BTreeMap<(String, String), String> = BTreeMap::new();
     loop {
         let state = states.borrow_and_update().clone();
         let wanted = certificate_secrets(&state);
-        let mut changed = loaded.len() != wanted.len() || loaded.keys().any(|k| !wanted.contains(k));
+        let mut changed = loaded.keys().any(|k| !wanted.contains(k));
         loaded.retain(|k, _| wanted.contains(k));
+        failing.retain(|k, _| wanted.contains(k));
         for (cert, key) in &wanted {
             let versions = |k: &str| state.secrets.get(k).and_then(|r| r.current()).map_or(0, |c| c.version);
             let now = (versions(cert), versions(key));
-            if loaded.get(&(cert.clone(), key.clone())).is_some_and(|(v, _)| *v == now) {
+            let pair = (cert.clone(), key.clone());
+            let previous = loaded.get(&pair).cloned();
+            if previous.as_ref().is_some_and(|(v, _)| *v == now) {
                 continue;
             }
-            changed = true;
-            let result = open_certificate(&ctx, &state, cert, key).map(|(c, _)| c);
-            match &result {
-                Ok(c) => tracing::info!(cert = %cert, names = %c.names().join(" "), "edge: certificate installed"),
-                Err(error) => tracing::warn!(%error, "edge: cannot serve a route's certificate"),
-            }
-            loaded.insert((cert.clone(), key.clone()), (now, result));
+            let last_good = previous.and_then(|(_, good)| good);
+            let hosts = hosts_of(&state, cert, key);
+            let tried = open_certificate(&ctx, &state, cert, key).and_then(|(c, _)| {
+                match hosts.iter().find(|h| !c.covers(h)) {
+                    Some(h) => Err(format!("the certificate in {cert} is for {}, not {h}", c.names().join(", "))),
+                    None => Ok(c),
+                }
+            });
+            let good = match tried {
+                Ok(c) => {
+                    tracing::info!(cert = %cert, names = %c.names().join(" "), "edge: certificate installed");
+                    failing.remove(&pair);
+                    changed = true;
+                    Some(c)
+                }
+                Err(error) => {
+                    let kept = if last_good.is_some() { "; serving the previous certificate" } else { "" };
+                    tracing::warn!(%error, "edge: cannot serve a route's certificate{kept}");
+                    failing.insert(pair.clone(), error);
+                    last_good
+                }
+            };
+            loaded.insert(pair, (now, good));
         }
+        let certs: Vec<ServedCert> = loaded.values().filter_map(|(_, c)| c.clone()).collect();
+        let detail = if failing.is_empty() {
+            format!("{} certificate(s) served", certs.len())
+        } else {
+            format!(
+                "{} certificate(s) served; failing: {}",
+                certs.len(),
+                failing.values().cloned().collect::<Vec<_>>().join("; ")
+            )
+        };
+        ctx.workers.report("edge certificates", crate::workers::Pass::Progress(detail));
         if changed {
-            let certs: Vec<ServedCert> = loaded.values().filter_map(|(_, r)| r.as_ref().ok().cloned()).collect();
-            let failing = loaded.values().filter(|(_, r)| r.is_err()).count();
-            ctx.workers.report(
-                "edge certificates",
-                crate::workers::Pass::Progress(format!("{} certificate(s) served, {failing} failing", certs.len())),
-            );
             net.set_certificates(certs);
         }
         tokio::select! {
