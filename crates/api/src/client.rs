@@ -14,9 +14,9 @@ use serde::Serialize;
 use crate::types::{
     ApiTokenCreated, ApiTokenRequest, ApiTokenView, ApiTokensResponse, DatabaseUrlResponse, DatabasesResponse,
     DeployRequest, ErrorBody, EventsResponse, JobHistoryResponse, JobsResponse, NodeActionResponse, NodeLabelsRequest,
-    NodeLabelsResponse, NodesResponse, PlanResponse, RunStarted, ScaleRequest, SecretHistoryResponse, SecretKeyRotate,
-    SecretKeyRotated, SecretSetResponse, SecretsResponse, SettingsChange, SettingsView, StatusResponse,
-    SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
+    NodeLabelsResponse, NodesResponse, PlanResponse, RoutesResponse, RunStarted, ScaleRequest, SecretHistoryResponse,
+    SecretKeyRotate, SecretKeyRotated, SecretSetResponse, SecretsResponse, SettingsChange, SettingsView,
+    StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
 };
 
 /// Why a call failed.
@@ -201,6 +201,10 @@ impl Client {
     /// or to one the leader makes.
     pub async fn rotate_secrets_key(&self, new_key: Option<SecretKeyRotate>) -> Result<SecretKeyRotated, ClientError> {
         self.call(Method::POST, "/v1/secrets-key/rotate", new_key.as_ref()).await
+    }
+
+    pub async fn routes(&self) -> Result<RoutesResponse, ClientError> {
+        self.call(Method::GET, "/v1/routes", None::<&()>).await
     }
 
     pub async fn jobs(&self) -> Result<JobsResponse, ClientError> {

@@ -536,3 +536,74 @@ pub struct RunStarted {
     pub project: String,
     pub run: u64,
 }
+
+/// One route's counters on one node (`GET /cluster/route-stats`, `GET /v1/routes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteCounters {
+    /// `host` + `path`, e.g. `shop.example/api`.
+    pub route: String,
+    pub service: String,
+    pub requests: u64,
+    pub http_1xx: u64,
+    pub http_2xx: u64,
+    pub http_3xx: u64,
+    pub http_4xx: u64,
+    pub http_5xx: u64,
+    pub retries: u64,
+    pub timeouts: u64,
+    /// Sum of the times to the response head, microseconds (mean = sum / requests).
+    pub latency_us_sum: u64,
+}
+
+/// What one node's ingress counted (`GET /cluster/route-stats`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeRouteStats {
+    pub node: String,
+    pub routes: Vec<RouteCounters>,
+    /// TLS handshakes that failed on this edge (no certificate for the name, not TLS...).
+    #[serde(default)]
+    pub tls_handshake_failures: u64,
+    /// Access-log lines dropped because the writer was behind.
+    #[serde(default)]
+    pub access_log_dropped: u64,
+}
+
+/// An edge node as `holdfast routes` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeView {
+    pub node: String,
+    pub public_address: String,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub dns_port: u16,
+    /// Whether DNS answers with it now, as the answering node sees it.
+    pub live: bool,
+}
+
+/// `GET /v1/routes`: every route with its TLS, and the counters of every node that
+/// answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoutesResponse {
+    pub routes: Vec<RouteView>,
+    pub edges: Vec<EdgeView>,
+    /// The node whose probes decided `edges[].live`.
+    pub seen_by: String,
+    /// DNS answers every edge because none looked live (see the README).
+    pub failing_open: bool,
+    pub nodes: Vec<NodeRouteStats>,
+    /// Nodes whose counters could not be fetched, with why.
+    pub unreachable: Vec<String>,
+}
+
+/// One deployed route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteView {
+    pub host: String,
+    pub path: String,
+    pub service: String,
+    pub port: String,
+    /// `none`, `auto`, or `secrets <cert> <key>`.
+    pub tls: String,
+    pub https_redirect: bool,
+    pub timeout_ms: u64,
+}

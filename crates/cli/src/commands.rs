@@ -690,6 +690,11 @@ pub async fn events(g: &Global, args: EventsArgs) -> Result<ExitCode> {
     }
 }
 
+pub async fn routes(g: &Global) -> Result<ExitCode> {
+    let r = client(g)?.routes().await?;
+    print_json_or(g, &r, &output::routes(&r))
+}
+
 pub async fn workers(g: &Global) -> Result<ExitCode> {
     let r = client(g)?.workers().await?;
     print_json_or(g, &r, &output::workers(&r))

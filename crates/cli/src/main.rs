@@ -129,6 +129,12 @@ enum Cmd {
     ///
     /// Examples: `holdfast events --since 1h`, `holdfast events -f`, `holdfast events --json`.
     Events(commands::EventsArgs),
+    /// The routes with their TLS, redirect and timeout; the edge nodes and whether DNS
+    /// answers with them now; and every node's counters per route (requests by status
+    /// class, retries, timeouts, mean time to the response head).
+    ///
+    /// Examples: `holdfast routes`, `holdfast routes --json`.
+    Routes,
     /// Join tokens.
     #[command(subcommand)]
     Token(commands::TokenCmd),
@@ -181,6 +187,7 @@ fn main() -> ExitCode {
             Cmd::Rm(args) => commands::remove(&cli.global, args).await,
             Cmd::Node(cmd) => commands::node(&cli.global, cmd).await,
             Cmd::Workers => commands::workers(&cli.global).await,
+            Cmd::Routes => commands::routes(&cli.global).await,
             Cmd::Events(args) => commands::events(&cli.global, args).await,
             Cmd::Db(cmd) => db::run(&cli.global, cmd).await,
             Cmd::Secret(cmd) => secrets::secret(&cli.global, cmd).await,

@@ -37,6 +37,88 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `holdfast routes`: routes, edges, then counters per route summed over the nodes and
+/// per node.
+pub fn routes(r: &holdfast_api::types::RoutesResponse) -> String {
+    let mut out = String::new();
+    if r.routes.is_empty() {
+        out.push_str("no routes deployed\n");
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .routes
+            .iter()
+            .map(|x| {
+                vec![
+                    format!("{}{}", x.host, x.path),
+                    format!("{}:{}", x.service, x.port),
+                    x.tls.clone(),
+                    if x.https_redirect { "yes".into() } else { "-".into() },
+                    format!("{}s", x.timeout_ms as f64 / 1000.0),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["ROUTE", "SERVICE", "TLS", "REDIRECT", "TIMEOUT"], &rows));
+    }
+    out.push('\n');
+    if r.edges.is_empty() {
+        out.push_str("no edge nodes (start one with `holdfast up --edge --public-address IP`)\n");
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .edges
+            .iter()
+            .map(|e| {
+                let dns = if e.dns_port == 0 { "-".to_string() } else { e.dns_port.to_string() };
+                vec![
+                    e.node.clone(),
+                    e.public_address.clone(),
+                    e.http_port.to_string(),
+                    e.https_port.to_string(),
+                    dns,
+                    if e.live { "yes".into() } else { "no".into() },
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["EDGE", "PUBLIC ADDRESS", "HTTP", "HTTPS", "DNS", "IN DNS"], &rows));
+        let _ = writeln!(
+            out,
+            "(as {} sees the edges{})",
+            r.seen_by,
+            if r.failing_open { "; none answers its probes, so DNS fails open and answers every edge" } else { "" }
+        );
+    }
+    let mut rows = Vec::new();
+    for n in &r.nodes {
+        for c in n.routes.iter().filter(|c| c.requests > 0) {
+            let mean = c.latency_us_sum as f64 / c.requests as f64 / 1000.0;
+            rows.push(vec![
+                c.route.clone(),
+                n.node.clone(),
+                c.requests.to_string(),
+                c.http_2xx.to_string(),
+                c.http_3xx.to_string(),
+                c.http_4xx.to_string(),
+                c.http_5xx.to_string(),
+                c.retries.to_string(),
+                c.timeouts.to_string(),
+                format!("{mean:.1}ms"),
+            ]);
+        }
+    }
+    out.push('\n');
+    if rows.is_empty() {
+        out.push_str("no requests counted yet\n");
+    } else {
+        out.push_str(&table(
+            &["ROUTE", "NODE", "REQUESTS", "2XX", "3XX", "4XX", "5XX", "RETRIES", "TIMEOUTS", "MEAN"],
+            &rows,
+        ));
+    }
+    for u in &r.unreachable {
+        let _ = writeln!(out, "counters not read from {u}");
+    }
+    out
+}
+
 /// `+ service web`, `~ service api [replicas: 2 -> 3]`, `- route ...`.
 pub fn change_line(c: &Change) -> String {
     let sign = match c.kind {

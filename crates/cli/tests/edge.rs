@@ -217,6 +217,18 @@ fn two_edges_serve_http_https_h2_and_dns_and_a_dead_edge_leaves_the_answers_with
         assert_eq!(tcp.lines().count(), 2, "{tcp}");
     }
 
+    // `holdfast routes`: the routes, both edges in DNS, and each edge's counters.
+    let routes = nodes[0].cli_json(&["routes"]).unwrap_or_else(|e| panic!("{e}"));
+    let live: Vec<bool> = routes["edges"].as_array().unwrap().iter().map(|e| e["live"] == true).collect();
+    assert_eq!(live, [true, true], "{routes}");
+    assert_eq!(routes["routes"][0]["tls"], "secrets cert key", "{routes}");
+    let n1 = routes["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "n1").cloned().unwrap();
+    let a = n1["routes"].as_array().unwrap().iter().find(|r| r["route"] == "a.edge.test/").cloned().unwrap();
+    assert!(a["http_2xx"].as_u64() >= Some(1) && a["http_3xx"].as_u64() >= Some(1), "{a}");
+    assert!(n1["tls_handshake_failures"].as_u64() >= Some(1), "{n1}");
+    let text = nodes[0].cli_ok(&["routes"]);
+    assert!(text.contains("a.edge.test/") && text.contains("IN DNS") && text.contains("REQUESTS"), "{text}");
+
     // A certificate for another host, set as a new version of the secrets: the edges
     // keep serving the previous certificate (a mistake does not take the site down), and
     // a deploy with it is refused, nothing changed.
@@ -250,6 +262,9 @@ fn two_edges_serve_http_https_h2_and_dns_and_a_dead_edge_leaves_the_answers_with
     assert!(left < Duration::from_secs(2), "a dead edge must leave the answers within 2 s (took {left:?})");
     let (code, ..) = https("a.edge.test", EDGE_IPS[0], &cert, &[]);
     assert_eq!(code, 200, "the live edge still serves");
+    let routes = nodes[0].cli_json(&["routes"]).unwrap_or_else(|e| panic!("{e}"));
+    let live: Vec<bool> = routes["edges"].as_array().unwrap().iter().map(|e| e["live"] == true).collect();
+    assert_eq!(live, [true, false], "{routes}");
 
     // Heal: both again.
     nodes[1].spawn(&[]);

@@ -25,15 +25,23 @@ pub const FAIL_AFTER: u32 = 2;
 /// The edges DNS answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveEdges {
-    /// Public addresses of the live edges, in node-id order (every edge when failing open).
+    /// Public addresses of the live edges, in node-name order (every edge when failing open).
     pub addresses: Vec<IpAddr>,
     /// No edge looked live, so every edge is answered.
     pub failing_open: bool,
 }
 
-/// Every edge node of the cluster (not being removed), in node-id order.
+/// Every edge node of the cluster (not being removed), in node-name order (the order of
+/// the zones' name servers: `ns1` is the first name).
 pub fn edge_nodes(state: &ClusterState) -> Vec<(NodeId, EdgeInfo)> {
-    state.nodes.values().filter(|n| !n.removing).filter_map(|n| n.edge.map(|e| (n.id, e))).collect()
+    let mut edges: Vec<(&str, NodeId, EdgeInfo)> = state
+        .nodes
+        .values()
+        .filter(|n| !n.removing)
+        .filter_map(|n| n.edge.map(|e| (n.name.as_str(), n.id, e)))
+        .collect();
+    edges.sort_by_key(|(name, id, _)| (*name, *id));
+    edges.into_iter().map(|(_, id, e)| (id, e)).collect()
 }
 
 /// The live edges given each edge's count of consecutive failed probes (`failures`;

@@ -189,6 +189,8 @@ pub struct NodeContext {
     /// Consecutive failed probes of each edge node's public HTTP port, as this node's
     /// edge probes last saw them (`edge.rs`); wakes the networking loop.
     pub edge_failures: Arc<tokio::sync::watch::Sender<BTreeMap<u64, u32>>>,
+    /// This node's networking (set once it started): counters for `holdfast routes`.
+    pub net: Arc<std::sync::OnceLock<holdfast_net::NetHandle>>,
 }
 
 /// Checks, before anything is written or any cluster is asked, that the listeners this
@@ -339,6 +341,7 @@ impl Node {
             keyring,
             edge: config.edge.map(|e| e.info()),
             edge_failures: Arc::new(tokio::sync::watch::Sender::new(BTreeMap::new())),
+            net: Default::default(),
         };
         let net = holdfast_net::Net::start(holdfast_net::NetConfig {
             proxy: true,
@@ -365,6 +368,7 @@ impl Node {
             ..Default::default()
         })
         .await?;
+        let _ = ctx.net.set(net.clone());
         let mut tasks = vec![];
         if config.edge.is_some() {
             tasks.push(("edge probes", tokio::spawn(edge::run_probes(ctx.clone(), tasks_token.child_token()))));

@@ -25,7 +25,9 @@ use axum::routing::{connect, delete, get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{acl, databases, events, jobs, local, logs, nodes, secrets, services, settings, tokens, ApiError};
+use crate::api::{
+    acl, databases, events, jobs, local, logs, nodes, routes, secrets, services, settings, tokens, ApiError,
+};
 use crate::NodeContext;
 
 /// The certificate fingerprint of the client of one connection, if it sent one.
@@ -128,6 +130,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/node/reexec", post(local::reexec))
         .route("/v1/workers", get(local::workers))
         .route("/v1/events", get(events::events))
+        .route("/v1/routes", get(routes::routes))
         .route_layer(middleware::from_fn(commit_timeout))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     let peers = Router::new()
@@ -139,6 +142,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/cluster/events", get(events::local))
         .route("/cluster/secrets-key", get(crate::secrets::serve_key))
         .route("/cluster/run-logs/{job}/{id}", get(jobs::local_logs))
+        .route("/cluster/route-stats", get(routes::local))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_member_cert));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -34,20 +34,8 @@ async fn own(ctx: &NodeContext, since_ms: u64) -> Vec<EventView> {
 
 /// One other node's journal through its `/cluster/events` (mutual TLS), within 2 s.
 async fn fetch(ctx: &NodeContext, addr: &str, since_ms: u64) -> Result<Vec<EventView>, String> {
-    use http_body_util::BodyExt;
-    let req = hyper::Request::get(format!("https://{addr}/cluster/events?since_ms={since_ms}&limit={MAX_LIMIT}"))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let read = async {
-        let resp = ctx.node_client.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        serde_json::from_slice::<EventsResponse>(&bytes).map(|r| r.events).map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(2), read).await.map_err(|_| "no answer within 2s".to_string())?
+    let path = format!("/cluster/events?since_ms={since_ms}&limit={MAX_LIMIT}");
+    super::fetch_json::<EventsResponse>(ctx, addr, &path, Duration::from_secs(2)).await.map(|r| r.events)
 }
 
 /// `GET /v1/events`: this node's journal and every other node's, merged (one event per

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod local;
 pub mod logs;
 pub mod nodes;
+pub mod routes;
 pub mod secrets;
 pub mod services;
 pub mod settings;
@@ -116,4 +117,27 @@ pub async fn change(
 pub fn json_body<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid {what} request body: {e}")))
+}
+
+/// GET `path` from the member at `addr` (mutual TLS) and decode its JSON, within `within`.
+pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+    ctx: &NodeContext,
+    addr: &str,
+    path: &str,
+    within: std::time::Duration,
+) -> Result<T, String> {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get(format!("https://{addr}{path}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let read = async {
+        let resp = ctx.node_client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        serde_json::from_slice::<T>(&bytes).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(within, read).await.map_err(|_| format!("no answer within {within:?}"))?
 }
