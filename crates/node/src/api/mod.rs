@@ -70,7 +70,10 @@ impl From<PlanError> for ApiError {
             | PlanError::ZoneTaken { .. }
             | PlanError::ZoneWithoutEdges { .. }
             | PlanError::Database(_) => StatusCode::CONFLICT,
-            PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
+            PlanError::InvalidSpec(_)
+            | PlanError::BadReplicas(_)
+            | PlanError::BadLabel(_)
+            | PlanError::AcmeUnavailable { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             PlanError::NoPasswordSource { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -300,3 +300,49 @@ fn reschedule_moves_what_it_can_and_reports_what_is_stuck() {
         Reschedule { desired: None, moves: vec![], stuck: vec![], databases_stuck: vec![] }
     );
 }
+
+const ZONE: &str = "project: demo\nservices:\n  web:\n    run: [sleep, '100']\n    ports: {http: 8080}\nroutes:\n  - {host: www.example.com, service: web}\ndns:\n  zones:\n    - name: example.com\n      records: [{name: \"@\", type: MX, value: 10 mail.example.net}]\n";
+
+#[test]
+fn zones_need_an_edge_and_belong_to_one_project() {
+    let s = one_node_state();
+    let err = deploy_refused(&s, ZONE);
+    assert_eq!(
+        err,
+        "error: zone `example.com` has no edge node to answer it: start at least one node with `--edge --public-address IP` (or `holdfast join ... --edge`) first, then delegate the zone to the edge nodes (ns1.example.com, ns2.example.com, ...)"
+    );
+    let mut s = one_node_state();
+    let mut n = s.nodes[&1].clone();
+    n.edge = Some(crate::model::EdgeInfo {
+        public_address: "192.0.2.1".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+        http_port: 80,
+        https_port: 443,
+        dns_port: 53,
+    });
+    s.apply(&Request::new(Command::UpsertNode(n)));
+    let (plan, s) = deploy(&s, ZONE);
+    assert_eq!(plan, "create service web\ncreate route www.example.com/ -> web:http\ncreate zone example.com [1 records, ttl 15s]");
+    assert_eq!(s.desired.zones["example.com"].project, "demo");
+    let (plan, s) = deploy(&s, &ZONE.replace("ttl: 15", "").replace("records: [", "ttl: 30\n      records: ["));
+    assert!(plan.contains("update zone example.com [1 records, ttl 30s]"), "{plan}");
+    // Another project cannot take the zone; nothing changes.
+    let other = ZONE.replace("project: demo", "project: other").replace("web", "api").replace("www.", "api.");
+    let err = deploy_refused(&s, &other);
+    assert_eq!(
+        err,
+        "error: zone `example.com` already belongs to project `demo`; project `other` cannot take it over (remove it from `demo` first)"
+    );
+    // Deploying the project without its zone removes it.
+    let (plan, s) = deploy(&s, WEB);
+    assert!(plan.contains("delete zone example.com"), "{plan}");
+    assert!(s.desired.zones.is_empty());
+}
+
+#[test]
+fn acme_is_refused_until_it_exists() {
+    let yaml = WEB.replace("{host: demo.localhost, service: web}", "{host: demo.localhost, service: web, tls: auto}");
+    assert_eq!(
+        deploy_refused(&one_node_state(), &yaml),
+        "error: route `demo.localhost/`: `tls: auto` (certificates ordered with ACME) is not available in this version of holdfast yet; give the certificate and key from two of the project's secrets instead, `tls: { cert: <secret>, key: <secret> }`"
+    );
+}
