@@ -21,7 +21,7 @@ use crate::dns_answer::{self, Answer, QType, Rcode, Zone};
 use crate::error::NetError;
 use crate::net::Shared;
 use crate::proxy::bind_tcp;
-use crate::public_dns::{self, PubAnswer, PubData, PubQType, PubRcode};
+use crate::public_dns::{self, PubData, PubQType, PubRcode};
 use crate::stats::inc;
 use crate::RecordData;
 
@@ -173,41 +173,71 @@ fn public_records(zone: &crate::PublicZone, serial: u32, rrs: &[public_dns::PubR
         .collect()
 }
 
+/// A reply in wire records, whichever zone kind answered.
+struct Reply {
+    code: ResponseCode,
+    authoritative: bool,
+    answers: Vec<Record>,
+    authority: Vec<Record>,
+    additionals: Vec<Record>,
+}
+
+/// The question of a standard query in class IN: (name, type).
+fn question(request: &Request) -> Result<(String, RecordType), ResponseCode> {
+    if request.metadata.message_type != MessageType::Query {
+        return Err(ResponseCode::FormErr);
+    }
+    if request.metadata.op_code != OpCode::Query {
+        return Err(ResponseCode::NotImp);
+    }
+    let info = request.request_info().map_err(|_| ResponseCode::FormErr)?;
+    if info.query.query_class() != DNSClass::IN {
+        return Err(ResponseCode::Refused);
+    }
+    Ok((info.query.name().to_string(), info.query.query_type()))
+}
+
 impl Handler {
-    fn decide_public(&self, request: &Request) -> Result<(PubAnswer, Arc<crate::state::Compiled>), ResponseCode> {
-        if request.metadata.message_type != MessageType::Query {
-            return Err(ResponseCode::FormErr);
-        }
-        if request.metadata.op_code != OpCode::Query {
-            return Err(ResponseCode::NotImp);
-        }
-        let info = request.request_info().map_err(|_| ResponseCode::FormErr)?;
-        if info.query.query_class() != DNSClass::IN {
-            return Err(ResponseCode::Refused);
-        }
+    fn reply_public(&self, request: &Request) -> Result<Reply, ResponseCode> {
+        let (name, qtype) = question(request)?;
         let compiled = self.shared.current();
-        let name = info.query.name().to_string();
         let t = &compiled.table;
-        let answer = public_dns::answer(&t.zones, &t.edge_addresses, &name, pub_qtype(info.query.query_type()));
-        Ok((answer, compiled))
+        let answer = public_dns::answer(&t.zones, &t.edge_addresses, &name, pub_qtype(qtype));
+        let code = match answer.rcode {
+            PubRcode::NoError => ResponseCode::NoError,
+            PubRcode::NxDomain => ResponseCode::NXDomain,
+            PubRcode::Refused => ResponseCode::Refused,
+        };
+        let Some(zone) = answer.zone.and_then(|i| t.zones.get(i)) else {
+            return Ok(Reply { code, authoritative: false, answers: vec![], authority: vec![], additionals: vec![] });
+        };
+        let serial = compiled.serial;
+        Ok(Reply {
+            code,
+            authoritative: true,
+            answers: public_records(zone, serial, &answer.answers),
+            authority: if answer.soa_in_authority { public_soa(zone, serial).into_iter().collect() } else { vec![] },
+            additionals: public_records(zone, serial, &answer.additionals),
+        })
     }
 
-    fn decide(&self, request: &Request) -> Result<(Zone, Answer), ResponseCode> {
-        if request.metadata.message_type != MessageType::Query {
-            return Err(ResponseCode::FormErr);
-        }
-        if request.metadata.op_code != OpCode::Query {
-            return Err(ResponseCode::NotImp);
-        }
-        let info = request.request_info().map_err(|_| ResponseCode::FormErr)?;
+    fn reply_internal(&self, request: &Request) -> Result<Reply, ResponseCode> {
+        let (name, qtype) = question(request)?;
         let compiled = self.shared.current();
         let zone = Zone { domain: self.shared.domain.clone(), ttl: self.shared.dns_ttl, serial: compiled.serial };
-        if info.query.query_class() != DNSClass::IN {
-            return Err(ResponseCode::Refused);
-        }
-        let name = info.query.name().to_string();
-        let answer = dns_answer::answer(&zone, &compiled.table, &name, qtype(info.query.query_type()));
-        Ok((zone, answer))
+        let answer: Answer = dns_answer::answer(&zone, &compiled.table, &name, self::qtype(qtype));
+        let code = match answer.rcode {
+            Rcode::NoError => ResponseCode::NoError,
+            Rcode::NxDomain => ResponseCode::NXDomain,
+            Rcode::Refused => ResponseCode::Refused,
+        };
+        Ok(Reply {
+            code,
+            authoritative: answer.authoritative,
+            answers: records(&zone, &answer.answers),
+            authority: if answer.soa_in_authority { soa(&zone).into_iter().collect() } else { vec![] },
+            additionals: records(&zone, &answer.additionals),
+        })
     }
 }
 
@@ -229,87 +259,29 @@ impl RequestHandler for Handler {
         // Authoritative only: never offers recursion.
         metadata.recursion_available = false;
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
-        let result = if self.public {
-            match self.decide_public(request) {
-                Err(code) => {
-                    if code == ResponseCode::Refused {
-                        inc(&stats.dns_refused);
-                    }
-                    metadata.response_code = code;
-                    response_handle.send_response(builder.build_no_records(metadata)).await
-                }
-                Ok((answer, compiled)) => {
-                    let zone = answer.zone.and_then(|i| compiled.table.zones.get(i));
-                    metadata.authoritative = zone.is_some();
-                    metadata.response_code = match answer.rcode {
-                        PubRcode::NoError => ResponseCode::NoError,
-                        PubRcode::NxDomain => {
-                            inc(&stats.dns_nxdomain);
-                            ResponseCode::NXDomain
-                        }
-                        PubRcode::Refused => {
-                            inc(&stats.dns_refused);
-                            ResponseCode::Refused
-                        }
-                    };
-                    let serial = compiled.serial;
-                    let (answers, additionals, authority) = match zone {
-                        Some(zone) => (
-                            public_records(zone, serial, &answer.answers),
-                            public_records(zone, serial, &answer.additionals),
-                            if answer.soa_in_authority {
-                                public_soa(zone, serial).into_iter().collect()
-                            } else {
-                                vec![]
-                            },
-                        ),
-                        None => (vec![], vec![], vec![]),
-                    };
-                    let response = builder.build(
-                        metadata,
-                        answers.iter(),
-                        std::iter::empty(),
-                        authority.iter(),
-                        additionals.iter(),
-                    );
-                    response_handle.send_response(response).await
-                }
-            }
-        } else {
-            match self.decide(request) {
-                Err(code) => {
-                    if code == ResponseCode::Refused {
-                        inc(&stats.dns_refused);
-                    }
-                    metadata.response_code = code;
-                    response_handle.send_response(builder.build_no_records(metadata)).await
-                }
-                Ok((zone, answer)) => {
-                    metadata.authoritative = answer.authoritative;
-                    metadata.response_code = match answer.rcode {
-                        Rcode::NoError => ResponseCode::NoError,
-                        Rcode::NxDomain => {
-                            inc(&stats.dns_nxdomain);
-                            ResponseCode::NXDomain
-                        }
-                        Rcode::Refused => {
-                            inc(&stats.dns_refused);
-                            ResponseCode::Refused
-                        }
-                    };
-                    let answers = records(&zone, &answer.answers);
-                    let additionals = records(&zone, &answer.additionals);
-                    let authority: Vec<Record> =
-                        if answer.soa_in_authority { soa(&zone).into_iter().collect() } else { vec![] };
-                    let response = builder.build(
-                        metadata,
-                        answers.iter(),
-                        std::iter::empty(),
-                        authority.iter(),
-                        additionals.iter(),
-                    );
-                    response_handle.send_response(response).await
-                }
+        let reply = if self.public { self.reply_public(request) } else { self.reply_internal(request) };
+        let code = match &reply {
+            Ok(r) => r.code,
+            Err(code) => *code,
+        };
+        if code == ResponseCode::Refused {
+            inc(&stats.dns_refused);
+        } else if code == ResponseCode::NXDomain {
+            inc(&stats.dns_nxdomain);
+        }
+        metadata.response_code = code;
+        let result = match reply {
+            Err(_) => response_handle.send_response(builder.build_no_records(metadata)).await,
+            Ok(r) => {
+                metadata.authoritative = r.authoritative;
+                let response = builder.build(
+                    metadata,
+                    r.answers.iter(),
+                    std::iter::empty(),
+                    r.authority.iter(),
+                    r.additionals.iter(),
+                );
+                response_handle.send_response(response).await
             }
         };
         match result {

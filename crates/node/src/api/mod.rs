@@ -73,9 +73,7 @@ impl From<PlanError> for ApiError {
             PlanError::InvalidSpec(_)
             | PlanError::BadReplicas(_)
             | PlanError::BadLabel(_)
-            | PlanError::AcmeUnavailable { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            | PlanError::AcmeUnavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             PlanError::NoPasswordSource { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())

@@ -321,7 +321,10 @@ fn zones_need_an_edge_and_belong_to_one_project() {
     });
     s.apply(&Request::new(Command::UpsertNode(n)));
     let (plan, s) = deploy(&s, ZONE);
-    assert_eq!(plan, "create service web\ncreate route www.example.com/ -> web:http\ncreate zone example.com [1 records, ttl 15s]");
+    assert_eq!(
+        plan,
+        "create service web\ncreate route www.example.com/ -> web:http\ncreate zone example.com [1 records, ttl 15s]"
+    );
     assert_eq!(s.desired.zones["example.com"].project, "demo");
     let (plan, s) = deploy(&s, &ZONE.replace("ttl: 15", "").replace("records: [", "ttl: 30\n      records: ["));
     assert!(plan.contains("update zone example.com [1 records, ttl 30s]"), "{plan}");
