@@ -13,6 +13,9 @@ command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v iptables >/dev/null || need_pkgs+=(iptables)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+# The ACME test's certificate authority.
+command -v pebble >/dev/null || need_pkgs+=(pebble)
 # Managed PostgreSQL: the server binaries (Debian keeps them in /usr/lib/postgresql/<major>/bin)
 # and psql, the client the tests check with.
 ls /usr/lib/postgresql/*/bin/pg_rewind >/dev/null 2>&1 || need_pkgs+=(postgresql)

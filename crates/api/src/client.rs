@@ -12,11 +12,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::{
-    ApiTokenCreated, ApiTokenRequest, ApiTokenView, ApiTokensResponse, DatabaseUrlResponse, DatabasesResponse,
-    DeployRequest, ErrorBody, EventsResponse, JobHistoryResponse, JobsResponse, NodeActionResponse, NodeLabelsRequest,
-    NodeLabelsResponse, NodesResponse, PlanResponse, RoutesResponse, RunStarted, ScaleRequest, SecretHistoryResponse,
-    SecretKeyRotate, SecretKeyRotated, SecretSetResponse, SecretsResponse, SettingsChange, SettingsView,
-    StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse, WorkersResponse,
+    AcmeConfigRequest, ApiTokenCreated, ApiTokenRequest, ApiTokenView, ApiTokensResponse, CertsResponse,
+    DatabaseUrlResponse, DatabasesResponse, DeployRequest, ErrorBody, EventsResponse, JobHistoryResponse, JobsResponse,
+    NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodesResponse, PlanResponse, RoutesResponse, RunStarted,
+    ScaleRequest, SecretHistoryResponse, SecretKeyRotate, SecretKeyRotated, SecretSetResponse, SecretsResponse,
+    SettingsChange, SettingsView, StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse,
+    WorkersResponse,
 };
 
 /// Why a call failed.
@@ -201,6 +202,18 @@ impl Client {
     /// or to one the leader makes.
     pub async fn rotate_secrets_key(&self, new_key: Option<SecretKeyRotate>) -> Result<SecretKeyRotated, ClientError> {
         self.call(Method::POST, "/v1/secrets-key/rotate", new_key.as_ref()).await
+    }
+
+    pub async fn certs(&self) -> Result<CertsResponse, ClientError> {
+        self.call(Method::GET, "/v1/certs", None::<&()>).await
+    }
+
+    pub async fn renew_cert(&self, host: &str) -> Result<CertsResponse, ClientError> {
+        self.call(Method::POST, &format!("/v1/certs/{host}/renew"), None::<&()>).await
+    }
+
+    pub async fn set_acme(&self, req: &AcmeConfigRequest) -> Result<CertsResponse, ClientError> {
+        self.call(Method::PUT, "/v1/acme", Some(req)).await
     }
 
     pub async fn routes(&self) -> Result<RoutesResponse, ClientError> {

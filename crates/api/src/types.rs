@@ -607,3 +607,45 @@ pub struct RouteView {
     pub https_redirect: bool,
     pub timeout_ms: u64,
 }
+
+/// `PUT /v1/acme`: where certificates of `tls: auto` routes are ordered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AcmeConfigRequest {
+    /// The CA's ACME directory URL (https).
+    pub directory: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// A PEM root to trust for the directory (a private or test CA).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+}
+
+/// One certificate the edges serve or should serve (`GET /v1/certs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertView {
+    /// The route host (for `tls: auto`) or the hosts of the routes using the pair.
+    pub hosts: Vec<String>,
+    /// `acme` or `secrets <project>/<cert> <project>/<key>`.
+    pub source: String,
+    /// The names in the certificate, when there is one.
+    pub names: Vec<String>,
+    pub not_after_ms: Option<u64>,
+    /// When it is renewed (ACME).
+    pub renew_at_ms: Option<u64>,
+    /// `valid`, `expired`, `no certificate yet`, or why it cannot be read.
+    pub status: String,
+    /// ACME: failed orders in a row, the last error and when the next attempt may run.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_ms: Option<u64>,
+    pub renew_requested: bool,
+}
+
+/// `GET /v1/certs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertsResponse {
+    pub acme_directory: String,
+    pub acme_email: Option<String>,
+    pub acme_custom_ca: bool,
+    pub certs: Vec<CertView>,
+}

@@ -143,6 +143,35 @@ pub enum TokenCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum CertCmd {
+    /// Every certificate the routes need: from secrets or ordered with ACME, its names,
+    /// expiry, when it renews, and the last failed order's error.
+    Ls,
+    /// Order a new ACME certificate for HOST now (a `tls: auto` route's host), even
+    /// though the current one is still valid. The CA limits duplicates (Let's Encrypt: 5
+    /// a week), so use it when a certificate must change, not on a schedule.
+    Renew {
+        /// The route host, e.g. shop.example.com.
+        host: String,
+    },
+    /// Where `tls: auto` certificates are ordered (default: Let's Encrypt production).
+    ///
+    /// Example: `holdfast cert acme --directory https://acme-staging-v02.api.letsencrypt.org/directory --email ops@example.com`.
+    Acme {
+        /// The CA's ACME directory URL (https).
+        #[arg(long)]
+        directory: String,
+        /// Contact address for the account (the CA's expiry notices).
+        #[arg(long)]
+        email: Option<String>,
+        /// A PEM root to trust for the directory's HTTPS (a private CA, or a test CA
+        /// such as pebble).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+    },
+}
+
 #[derive(Args, Debug)]
 pub struct NodeRmArgs {
     /// Node name (or id).
@@ -688,6 +717,24 @@ pub async fn events(g: &Global, args: EventsArgs) -> Result<ExitCode> {
         }
         print(&fresh);
     }
+}
+
+pub async fn cert(g: &Global, cmd: CertCmd) -> Result<ExitCode> {
+    let r = match cmd {
+        CertCmd::Ls => client(g)?.certs().await?,
+        CertCmd::Renew { host } => client(g)?.renew_cert(&host).await?,
+        CertCmd::Acme { directory, email, ca_file } => {
+            let ca_pem = match ca_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(&f).with_context(|| format!("cannot read --ca-file {}", f.display()))?,
+                ),
+                None => None,
+            };
+            let req = holdfast_api::types::AcmeConfigRequest { directory, email, ca_pem };
+            client(g)?.set_acme(&req).await?
+        }
+    };
+    print_json_or(g, &r, &output::certs(&r, now_ms()))
 }
 
 pub async fn routes(g: &Global) -> Result<ExitCode> {

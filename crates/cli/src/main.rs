@@ -135,6 +135,13 @@ enum Cmd {
     ///
     /// Examples: `holdfast routes`, `holdfast routes --json`.
     Routes,
+    /// Certificates of the edge: list them, renew an ACME one now, set where ACME
+    /// certificates are ordered.
+    ///
+    /// Examples: `holdfast cert ls`, `holdfast cert renew shop.example.com`,
+    /// `holdfast cert acme --directory URL --email ops@example.com`.
+    #[command(subcommand)]
+    Cert(commands::CertCmd),
     /// Join tokens.
     #[command(subcommand)]
     Token(commands::TokenCmd),
@@ -188,6 +195,7 @@ fn main() -> ExitCode {
             Cmd::Node(cmd) => commands::node(&cli.global, cmd).await,
             Cmd::Workers => commands::workers(&cli.global).await,
             Cmd::Routes => commands::routes(&cli.global).await,
+            Cmd::Cert(cmd) => commands::cert(&cli.global, cmd).await,
             Cmd::Events(args) => commands::events(&cli.global, args).await,
             Cmd::Db(cmd) => db::run(&cli.global, cmd).await,
             Cmd::Secret(cmd) => secrets::secret(&cli.global, cmd).await,

@@ -37,6 +37,48 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `holdfast cert ls`: one row per certificate, then where ACME orders go.
+pub fn certs(r: &holdfast_api::types::CertsResponse, now_ms: u64) -> String {
+    let mut out = String::new();
+    if r.certs.is_empty() {
+        out.push_str("no route has tls\n");
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .certs
+            .iter()
+            .map(|c| {
+                let left = |ms: u64| {
+                    let days = (ms as i64 - now_ms as i64) / 86_400_000;
+                    format!("{} ({days}d)", utc(ms))
+                };
+                let mut status = c.status.clone();
+                if c.renew_requested {
+                    status.push_str(", renewal asked for");
+                }
+                if let Some(e) = &c.last_error {
+                    status.push_str(&format!("; {} failed order(s), last: {e}", c.failures));
+                }
+                if let Some(next) = c.next_attempt_ms {
+                    status.push_str(&format!("; next attempt {}", utc(next)));
+                }
+                vec![
+                    c.hosts.join(","),
+                    c.source.clone(),
+                    if c.names.is_empty() { "-".into() } else { c.names.join(",") },
+                    c.not_after_ms.map_or("-".into(), left),
+                    c.renew_at_ms.map_or("-".into(), utc),
+                    status,
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["HOSTS", "SOURCE", "NAMES", "EXPIRES", "RENEWS", "STATUS"], &rows));
+    }
+    let ca = if r.acme_custom_ca { " (with its own root CA)" } else { "" };
+    let email = r.acme_email.as_deref().map(|e| format!(", contact {e}")).unwrap_or_default();
+    let _ = writeln!(out, "\nACME certificates are ordered from {}{ca}{email}", r.acme_directory);
+    out
+}
+
 /// `holdfast routes`: routes, edges, then counters per route summed over the nodes and
 /// per node.
 pub fn routes(r: &holdfast_api::types::RoutesResponse) -> String {

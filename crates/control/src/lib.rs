@@ -35,6 +35,7 @@ use holdfast_state::labels::StartLabels;
 use holdfast_state::Command;
 use serde::{Deserialize, Serialize};
 
+pub mod acme;
 pub mod database;
 mod db_drain;
 mod db_restart;

@@ -50,6 +50,9 @@ use crate::net::{DialError, Shared};
 use crate::route::{match_route, normalize_host};
 use crate::stats::{inc, RouteCounters};
 
+/// Where ACME HTTP-01 challenges are asked for.
+const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -301,6 +304,15 @@ async fn route_and_forward(mut req: Request<Incoming>, info: &ConnInfo, shared: 
     };
     let host = normalize_host(host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")).into_owned();
     let path = req.uri().path();
+    // ACME HTTP-01: a challenge the cluster is answering, on plain HTTP, before any route
+    // or redirect (an unknown token falls through to the routes: an app may do its own).
+    if info.kind != Listener::EdgeHttps {
+        let token = path.strip_prefix(ACME_CHALLENGE_PATH);
+        if let Some(key_auth) = token.and_then(|t| compiled.table.acme_challenges.get(t)) {
+            let resp = text(StatusCode::OK, key_auth.clone());
+            return Outcome { resp, host, route: None, instance: None };
+        }
+    }
     let Some(ri) = match_route(&compiled.table.routes, &host, path) else {
         let resp = text(StatusCode::NOT_FOUND, format!("no route for host {host:?} path {path:?}\n"));
         return Outcome { resp, host, route: None, instance: None };

@@ -20,6 +20,9 @@ pub struct NetTable {
     /// The public addresses routed hosts resolve to: the edge nodes this node sees alive
     /// with their ingress answering (the daemon decides what to hand over when none is).
     pub edge_addresses: Vec<std::net::IpAddr>,
+    /// ACME HTTP-01 challenges an edge answers on plain HTTP at
+    /// `/.well-known/acme-challenge/<token>`: token → key authorization.
+    pub acme_challenges: BTreeMap<String, String>,
 }
 
 /// A zone answered authoritatively by the edge nodes.

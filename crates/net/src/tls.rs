@@ -39,6 +39,7 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct ServedCert {
     names: Vec<String>,
+    not_before: i64,
     not_after: i64,
     key: Arc<CertifiedKey>,
 }
@@ -56,7 +57,7 @@ impl ServedCert {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TlsError::CertPem(e.to_string()))?;
         let leaf = chain.first().ok_or(TlsError::NoCert)?;
-        let (names, not_after) = leaf_names(leaf)?;
+        let (names, not_before, not_after) = leaf_names(leaf)?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::KeyPem(e.to_string()))?;
         let signer = any_supported_type(&key).map_err(|e| TlsError::KeyType(e.to_string()))?;
         let certified = CertifiedKey::new(chain, signer);
@@ -66,12 +67,17 @@ impl ServedCert {
             // A key whose public half cannot be derived (rare types) is not refused.
             Err(_) => {}
         }
-        Ok(ServedCert { names, not_after, key: Arc::new(certified) })
+        Ok(ServedCert { names, not_before, not_after, key: Arc::new(certified) })
     }
 
     /// The DNS names the certificate serves, lowercase (`*.example.com` for a wildcard).
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// Start of validity, seconds since the Unix epoch.
+    pub fn not_before(&self) -> i64 {
+        self.not_before
     }
 
     /// Expiry, seconds since the Unix epoch.
@@ -97,7 +103,7 @@ pub fn name_covers(pattern: &str, host: &str) -> bool {
     }
 }
 
-fn leaf_names(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), TlsError> {
+fn leaf_names(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), TlsError> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::Parse(e.to_string()))?;
     let mut names = Vec::new();
@@ -114,7 +120,7 @@ fn leaf_names(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), TlsError>
     if names.is_empty() {
         return Err(TlsError::NoNames);
     }
-    Ok((names, cert.validity().not_after.timestamp()))
+    Ok((names, cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
 }
 
 /// The certificates of the edge, indexed by name (pure; rebuilt on every change).

@@ -153,21 +153,82 @@ pub async fn run_probes(ctx: NodeContext, cancel: CancellationToken) {
     }
 }
 
-/// The certificate secrets the routes name: (`project/cert`, `project/key`) per route,
-/// the project being the one of the route's service.
-pub fn certificate_secrets(state: &ClusterState) -> BTreeSet<(String, String)> {
-    state
+/// Where a served certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CertSource {
+    /// `tls: { cert, key }`: two secrets, as `project/name`.
+    Secrets { cert: String, key: String },
+    /// `tls: auto`: the issued certificate of a host (`state.acme.certs`).
+    Acme { host: String },
+}
+
+impl std::fmt::Display for CertSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertSource::Secrets { cert, key } => write!(f, "secrets {cert} and {key}"),
+            CertSource::Acme { host } => write!(f, "the ACME certificate of {host}"),
+        }
+    }
+}
+
+/// Every certificate the routes need: their secret pairs (the project being the one of
+/// the route's service) and the issued certificates of their `tls: auto` hosts.
+pub fn certificate_sources(state: &ClusterState) -> BTreeSet<CertSource> {
+    let mut out: BTreeSet<CertSource> = state
         .desired
         .routes
         .iter()
         .filter_map(|r| match &r.tls {
             RouteTls::Secrets { cert, key } => {
                 let project = &state.desired.services.get(&r.service)?.project;
-                Some((format!("{project}/{cert}"), format!("{project}/{key}")))
+                Some(CertSource::Secrets { cert: format!("{project}/{cert}"), key: format!("{project}/{key}") })
             }
             _ => None,
         })
-        .collect()
+        .collect();
+    for host in holdfast_state::acme::auto_hosts(state) {
+        if state.acme.certs.contains_key(&host) {
+            out.insert(CertSource::Acme { host });
+        }
+    }
+    out
+}
+
+/// What changes when a source's content changes: secret versions, or the issue time and
+/// key version of an ACME certificate.
+fn source_versions(state: &ClusterState, src: &CertSource) -> (u64, u64) {
+    let version = |k: &str| state.secrets.get(k).and_then(|r| r.current()).map_or(0, |c| c.version);
+    match src {
+        CertSource::Secrets { cert, key } => (version(cert), version(key)),
+        CertSource::Acme { host } => (
+            state.acme.certs.get(host).map_or(0, |c| c.issued_at_ms),
+            version(&holdfast_state::secrets::key(holdfast_state::acme::ACME_PROJECT, host)),
+        ),
+    }
+}
+
+/// Opens the current version of secret `k` (`project/name`).
+fn open_current(ctx: &NodeContext, state: &ClusterState, k: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    let rec = state.secrets.get(k).ok_or_else(|| format!("secret {k} does not exist"))?;
+    let current = rec.current().ok_or_else(|| format!("secret {k} has no value yet"))?;
+    let sealed =
+        current.sealed.as_ref().ok_or_else(|| format!("version {} of secret {k} is not readable", current.version))?;
+    let (project, name) = k.split_once('/').ok_or_else(|| format!("`{k}` is not project/name"))?;
+    ctx.keyring.open(&holdfast_state::secrets::seal_context(project, name, current.version), sealed)
+}
+
+/// Opens and parses a source's certificate and key.
+pub fn open_source(ctx: &NodeContext, state: &ClusterState, src: &CertSource) -> Result<ServedCert, String> {
+    match src {
+        CertSource::Secrets { cert, key } => open_certificate(ctx, state, cert, key).map(|(c, _)| c),
+        CertSource::Acme { host } => {
+            let issued = state.acme.certs.get(host).ok_or_else(|| format!("{host} has no issued certificate"))?;
+            let key =
+                open_current(ctx, state, &holdfast_state::secrets::key(holdfast_state::acme::ACME_PROJECT, host))?;
+            ServedCert::from_pem(issued.chain_pem.as_bytes(), &key)
+                .map_err(|e| format!("the certificate of {host}: {e}"))
+        }
+    }
 }
 
 /// Opens the current version of `cert` and `key` and parses them.
@@ -177,22 +238,11 @@ pub fn open_certificate(
     cert: &str,
     key: &str,
 ) -> Result<(ServedCert, (u64, u64)), String> {
-    let open = |k: &str| -> Result<(zeroize::Zeroizing<Vec<u8>>, u64), String> {
-        let rec = state.secrets.get(k).ok_or_else(|| format!("secret {k} does not exist"))?;
-        let current = rec.current().ok_or_else(|| format!("secret {k} has no value yet"))?;
-        let sealed = current
-            .sealed
-            .as_ref()
-            .ok_or_else(|| format!("version {} of secret {k} is not readable", current.version))?;
-        let (project, name) = holdfast_state::secrets::parse_key(k)?;
-        let plain = ctx.keyring.open(&holdfast_state::secrets::seal_context(project, name, current.version), sealed)?;
-        Ok((plain, current.version))
-    };
-    let (chain, cv) = open(cert)?;
-    let (private, kv) = open(key)?;
+    let chain = open_current(ctx, state, cert)?;
+    let private = open_current(ctx, state, key)?;
     let served =
         ServedCert::from_pem(&chain, &private).map_err(|e| format!("certificate {cert} with key {key}: {e}"))?;
-    Ok((served, (cv, kv)))
+    Ok((served, source_versions(state, &CertSource::Secrets { cert: cert.to_string(), key: key.to_string() })))
 }
 
 /// Checks a stack's routes against the certificates their secrets hold now: each must
@@ -230,72 +280,72 @@ pub fn check_route_certificates(
     Ok(())
 }
 
-/// A route certificate as loaded: the (cert, key) versions last tried, and the last good
-/// certificate (kept while a newer pair does not parse, does not match its key or does not
+/// A route certificate as loaded: the versions last tried, and the last good
+/// certificate (kept while a newer one does not parse, does not match its key or does not
 /// cover its routes' hosts: setting the certificate and the key is two commands, and a
 /// mistake must not take the site down).
 type Loaded = ((u64, u64), Option<ServedCert>);
 
-/// The hosts of the routes whose certificate is (`cert`, `key`).
-fn hosts_of(state: &ClusterState, cert: &str, key: &str) -> Vec<String> {
-    state
-        .desired
-        .routes
-        .iter()
-        .filter(|r| match &r.tls {
-            RouteTls::Secrets { cert: c, key: k } => state
-                .desired
-                .services
-                .get(&r.service)
-                .is_some_and(|s| format!("{}/{c}", s.project) == cert && format!("{}/{k}", s.project) == key),
-            _ => false,
-        })
-        .map(|r| r.host.clone())
-        .collect()
+/// The hosts of the routes a source serves.
+fn hosts_of(state: &ClusterState, src: &CertSource) -> Vec<String> {
+    match src {
+        CertSource::Acme { host } => vec![host.clone()],
+        CertSource::Secrets { cert, key } => state
+            .desired
+            .routes
+            .iter()
+            .filter(|r| match &r.tls {
+                RouteTls::Secrets { cert: c, key: k } => state
+                    .desired
+                    .services
+                    .get(&r.service)
+                    .is_some_and(|s| format!("{}/{c}", s.project) == *cert && format!("{}/{k}", s.project) == *key),
+                _ => false,
+            })
+            .map(|r| r.host.clone())
+            .collect(),
+    }
 }
 
-/// Keeps the edge's HTTPS certificates in step with the routes and their secrets.
+/// Keeps the edge's HTTPS certificates in step with the routes, their secrets and the
+/// issued ACME certificates.
 pub async fn run_certificates(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
     let mut states = ctx.control.subscribe();
-    let mut loaded: BTreeMap<(String, String), Loaded> = BTreeMap::new();
-    let mut failing: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut loaded: BTreeMap<CertSource, Loaded> = BTreeMap::new();
+    let mut failing: BTreeMap<CertSource, String> = BTreeMap::new();
     loop {
         let state = states.borrow_and_update().clone();
-        let wanted = certificate_secrets(&state);
+        let wanted = certificate_sources(&state);
         let mut changed = loaded.keys().any(|k| !wanted.contains(k));
         loaded.retain(|k, _| wanted.contains(k));
         failing.retain(|k, _| wanted.contains(k));
-        for (cert, key) in &wanted {
-            let versions = |k: &str| state.secrets.get(k).and_then(|r| r.current()).map_or(0, |c| c.version);
-            let now = (versions(cert), versions(key));
-            let pair = (cert.clone(), key.clone());
-            let previous = loaded.get(&pair).cloned();
+        for src in &wanted {
+            let now = source_versions(&state, src);
+            let previous = loaded.get(src).cloned();
             if previous.as_ref().is_some_and(|(v, _)| *v == now) {
                 continue;
             }
             let last_good = previous.and_then(|(_, good)| good);
-            let hosts = hosts_of(&state, cert, key);
-            let tried = open_certificate(&ctx, &state, cert, key).and_then(|(c, _)| {
-                match hosts.iter().find(|h| !c.covers(h)) {
-                    Some(h) => Err(format!("the certificate in {cert} is for {}, not {h}", c.names().join(", "))),
-                    None => Ok(c),
-                }
+            let hosts = hosts_of(&state, src);
+            let tried = open_source(&ctx, &state, src).and_then(|c| match hosts.iter().find(|h| !c.covers(h)) {
+                Some(h) => Err(format!("the certificate from {src} is for {}, not {h}", c.names().join(", "))),
+                None => Ok(c),
             });
             let good = match tried {
                 Ok(c) => {
-                    tracing::info!(cert = %cert, names = %c.names().join(" "), "edge: certificate installed");
-                    failing.remove(&pair);
+                    tracing::info!(source = %src, names = %c.names().join(" "), "edge: certificate installed");
+                    failing.remove(src);
                     changed = true;
                     Some(c)
                 }
                 Err(error) => {
                     let kept = if last_good.is_some() { "; serving the previous certificate" } else { "" };
                     tracing::warn!(%error, "edge: cannot serve a route's certificate{kept}");
-                    failing.insert(pair.clone(), error);
+                    failing.insert(src.clone(), error);
                     last_good
                 }
             };
-            loaded.insert(pair, (now, good));
+            loaded.insert(src.clone(), (now, good));
         }
         let certs: Vec<ServedCert> = loaded.values().filter_map(|(_, c)| c.clone()).collect();
         let detail = if failing.is_empty() {

@@ -20,6 +20,7 @@
 //! - [`Node`] (this file): ordered start-up and shutdown of Raft, agent and server.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod api;
 pub mod controller;
 pub mod databases;
@@ -389,6 +390,7 @@ impl Node {
             ("databases", tokio::spawn(databases::run(ctx.clone(), tasks_token.child_token()))),
             ("event journal", tokio::spawn(events::run(ctx.clone(), tasks_token.child_token()))),
             ("secrets key", tokio::spawn(secrets::run(ctx.clone(), tasks_token.child_token()))),
+            ("certificates", tokio::spawn(acme::run(ctx.clone(), tasks_token.child_token()))),
         ]);
 
         // A brand-new cluster waits until it has registered itself, so the first deploy

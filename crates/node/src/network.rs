@@ -347,6 +347,9 @@ pub async fn run(ctx: NodeContext, net: NetHandle, cancel: CancellationToken) {
         }
         ctx.links.sync(&remote_ports(&full));
         let mut table = reachable_only(full, &ctx.links.reachability());
+        // ACME challenges are answered by every ingress (an edge's, or the internal one a
+        // router's port-forward may lead to).
+        table.acme_challenges = state.acme.challenges.clone();
         if ctx.edge.is_some() {
             let failures = edge_failures.borrow_and_update().clone();
             table.zones = crate::edge::public_zones(&state);

@@ -21,12 +21,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{connect, delete, get, post};
+use axum::routing::{connect, delete, get, post, put};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    acl, databases, events, jobs, local, logs, nodes, routes, secrets, services, settings, tokens, ApiError,
+    acl, certs, databases, events, jobs, local, logs, nodes, routes, secrets, services, settings, tokens, ApiError,
 };
 use crate::NodeContext;
 
@@ -121,6 +121,8 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/jobs/{name}", get(jobs::history))
         .route("/v1/jobs/{name}/run", post(jobs::start))
         .route("/v1/acl/tokens", get(acl::list).post(acl::create))
+        .route("/v1/certs/{host}/renew", post(certs::renew))
+        .route("/v1/acme", put(certs::set_acme))
         .route("/v1/acl/tokens/{id}", delete(acl::remove))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), forward_to_leader));
     let api = Router::new()
@@ -131,6 +133,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/workers", get(local::workers))
         .route("/v1/events", get(events::events))
         .route("/v1/routes", get(routes::routes))
+        .route("/v1/certs", get(certs::list))
         .route_layer(middleware::from_fn(commit_timeout))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     let peers = Router::new()

@@ -71,6 +71,15 @@ impl std::fmt::Display for Request {
                 write!(f, "put-secret {project}/{name} version {} by {}", version.version, version.set_by)
             }
             Command::RemoveSecret { project, name } => write!(f, "remove-secret {project}/{name}"),
+            Command::SetAcmeConfig { config } => write!(f, "set-acme-config {}", config.directory),
+            Command::PutAcmeAccount { directory, .. } => write!(f, "put-acme-account {directory}"),
+            Command::PutAcmeChallenge { token, .. } => write!(f, "put-acme-challenge {token}"),
+            Command::RemoveAcmeChallenge { token } => write!(f, "remove-acme-challenge {token}"),
+            Command::PutAcmeCert { host, cert, .. } => {
+                write!(f, "put-acme-cert {host} until {}", holdfast_spec::format_utc_ms(cert.not_after_ms))
+            }
+            Command::AcmeOrderFailed { host, error, .. } => write!(f, "acme-order-failed {host}: {error}"),
+            Command::RenewAcmeCert { host } => write!(f, "renew-acme-cert {host}"),
             Command::AddApiToken { id, token } => {
                 write!(f, "add-api-token {id} ({}, scope {})", token.name, token.scope)
             }
@@ -120,15 +129,27 @@ pub enum Command {
     /// Register a node or update what it reports about itself.
     UpsertNode(NodeRecord),
     /// Replace the desired workloads, if nothing changed since `expected_revision`.
-    SetDesired { expected_revision: u64, desired: Desired },
+    SetDesired {
+        expected_revision: u64,
+        desired: Desired,
+    },
     /// Record the cluster CA (once, by the first node).
     SetCa(CaRecord),
     /// Create a join token.
-    AddJoinToken { id: String, secret_hash: String, expires_at_ms: u64 },
+    AddJoinToken {
+        id: String,
+        secret_hash: String,
+        expires_at_ms: u64,
+    },
     /// Admit a node with a token: refused unless the token exists, its secret hash
     /// matches, it is unused and `now_ms` (the leader's clock when proposing) is before
     /// its expiry. Atomic: the token is consumed and the node added together.
-    Join { token_id: String, secret_hash: String, now_ms: u64, node: NodeRecord },
+    Join {
+        token_id: String,
+        secret_hash: String,
+        now_ms: u64,
+        node: NodeRecord,
+    },
     /// Change a node's cordoned/down/draining flags (None leaves one as it is).
     SetNodeFlags {
         id: NodeId,
@@ -141,60 +162,157 @@ pub enum Command {
     SetSettings(ClusterSettings),
     /// Remove a node and revoke its certificate; its replicas must already be placed
     /// elsewhere (planned against `expected_revision`).
-    RemoveNode { id: NodeId, expected_revision: u64 },
+    RemoveNode {
+        id: NodeId,
+        expected_revision: u64,
+    },
     /// Set and remove user labels of a node (the built-ins `name`, `site`, `arch` are
     /// refused). `start_id`, for the `--label` flags of a node start, is recorded so they
     /// are applied once per start.
-    SetNodeLabels { id: NodeId, set: BTreeMap<String, String>, remove: BTreeSet<String>, start_id: Option<u64> },
+    SetNodeLabels {
+        id: NodeId,
+        set: BTreeMap<String, String>,
+        remove: BTreeSet<String>,
+        start_id: Option<u64>,
+    },
     /// Start (or cancel) the removal of a node: it is cordoned and drained, and the
     /// leader removes it once nothing is placed on it. Refused for a node whose
     /// certificate fingerprint is unknown (its removal could not revoke it).
-    SetRemoving { id: NodeId, removing: bool },
+    SetRemoving {
+        id: NodeId,
+        removing: bool,
+    },
     /// Make member `primary` of `database` the primary for `term` (a failover or a
     /// switchover). Compare-and-set: refused unless the database's term is still
     /// `expected_term` and `term` is newer. Ends any switchover; nothing else changes.
-    SetDatabasePrimary { database: String, expected_term: u64, term: u64, primary: u32 },
+    SetDatabasePrimary {
+        database: String,
+        expected_term: u64,
+        term: u64,
+        primary: u32,
+    },
     /// Ask for a switchover, move it to its next phase, or clear it (`None`: done or
     /// aborted, the primary takes writes again). Compare-and-set on the term like
     /// `SetDatabasePrimary`; the target, if any, must be a member other than the primary.
-    SetDatabaseSwitchover { database: String, expected_term: u64, switchover: Option<Switchover> },
+    SetDatabaseSwitchover {
+        database: String,
+        expected_term: u64,
+        switchover: Option<Switchover>,
+    },
     /// Set the synchronous standbys of the primary of `expected_term` (`None`: every
     /// other member). Compare-and-set on the term; every member named must exist and
     /// not be the primary.
-    SetDatabaseSyncSet { database: String, expected_term: u64, sync_set: Option<SyncSet> },
+    SetDatabaseSyncSet {
+        database: String,
+        expected_term: u64,
+        sync_set: Option<SyncSet>,
+    },
     /// Move standby `member` of `database` from node `from` to node `to` (a drain: the
     /// node `to` clones it, the one on `from` stops). Compare-and-set on the term and on
     /// the member's node; refused for the primary, for a node already holding a member
     /// of the database, and for a node that is not a live member of the cluster.
-    MoveDatabaseMember { database: String, expected_term: u64, member: u32, from: NodeId, to: NodeId },
+    MoveDatabaseMember {
+        database: String,
+        expected_term: u64,
+        member: u32,
+        from: NodeId,
+        to: NodeId,
+    },
     /// Ask member `member` of `database` to restart (`None`: no restart under way).
     /// Compare-and-set on the term; the member must exist.
-    SetDatabaseRestart { database: String, expected_term: u64, member: Option<u32> },
+    SetDatabaseRestart {
+        database: String,
+        expected_term: u64,
+        member: Option<u32>,
+    },
     /// Set the next version of a project's secret (sealed by the proposing node); every
     /// service reading it gets a new generation, so its instances roll. Refused unless
     /// `version.version` is the next version (compare-and-set).
-    PutSecret { project: String, name: String, version: crate::secrets::SecretVersion },
+    PutSecret {
+        project: String,
+        name: String,
+        version: crate::secrets::SecretVersion,
+    },
+    /// Where certificates are ordered (`holdfast cert acme`).
+    SetAcmeConfig {
+        config: crate::acme::AcmeConfig,
+    },
+    /// The ACME account of `directory`, its credentials sealed.
+    PutAcmeAccount {
+        directory: String,
+        credentials: crate::secrets::SecretVersion,
+    },
+    /// An HTTP-01 challenge every edge answers until it is removed.
+    PutAcmeChallenge {
+        token: String,
+        key_authorization: String,
+    },
+    RemoveAcmeChallenge {
+        token: String,
+    },
+    /// An issued certificate and its sealed key.
+    PutAcmeCert {
+        host: String,
+        cert: crate::acme::AcmeCert,
+        key: crate::secrets::SecretVersion,
+    },
+    /// An order that failed, with the CA's error: backoff before the next.
+    AcmeOrderFailed {
+        host: String,
+        error: String,
+        at_ms: u64,
+    },
+    /// A user asked for a new certificate now.
+    RenewAcmeCert {
+        host: String,
+    },
     /// Remove a secret and its history; refused while a service reads it.
-    RemoveSecret { project: String, name: String },
+    RemoveSecret {
+        project: String,
+        name: String,
+    },
     /// Add an API token (only its hash is stored).
-    AddApiToken { id: String, token: crate::acl::ApiTokenRecord },
+    AddApiToken {
+        id: String,
+        token: crate::acl::ApiTokenRecord,
+    },
     /// Remove an API token; it is refused from the next request on.
-    RemoveApiToken { id: String },
+    RemoveApiToken {
+        id: String,
+    },
     /// Move every secret to the cluster key `to`: `resealed` holds every readable version
     /// (`project/name`, version, envelope) sealed under it. Refused unless the cluster's
     /// key is still `from` and the list covers exactly the readable versions.
-    RekeySecrets { from: Option<String>, to: String, resealed: Vec<(String, u64, holdfast_secrets::Sealed)> },
+    RekeySecrets {
+        from: Option<String>,
+        to: String,
+        resealed: Vec<(String, u64, holdfast_secrets::Sealed)>,
+    },
     /// Start a run of `job` (its id must be the job's next; a scheduled run's slot must be
     /// after the job's cursor, which moves to it: a slot runs once).
-    StartRun { job: String, run: crate::jobs::Run },
+    StartRun {
+        job: String,
+        run: crate::jobs::Run,
+    },
     /// Replace an active run whose attempt is still `attempt` (placed, started, finished,
     /// retried, cancelled).
-    PutRun { job: String, attempt: u32, run: crate::jobs::Run },
+    PutRun {
+        job: String,
+        attempt: u32,
+        run: crate::jobs::Run,
+    },
     /// Move a job's schedule cursor forward (a job seen for the first time).
-    SetJobCursor { job: String, cursor_ms: u64 },
+    SetJobCursor {
+        job: String,
+        cursor_ms: u64,
+    },
     /// Let the roll of `service` onto `generation` go on to `rolled` replicas (`None`:
     /// done). Compare-and-set on the generation; `rolled` only grows.
-    AdvanceRollout { service: String, generation: u64, rolled: Option<u32> },
+    AdvanceRollout {
+        service: String,
+        generation: u64,
+        rolled: Option<u32>,
+    },
 }
 
 /// The outcome of applying a [`Request`].
@@ -477,6 +595,42 @@ impl ClusterState {
                 }
                 Err(reason) => Response::Refused { reason },
             },
+            Command::SetAcmeConfig { config } => {
+                self.acme.config = config.clone();
+                // A new CA (or account) may succeed where the old one failed: try now.
+                for order in self.acme.orders.values_mut() {
+                    order.next_attempt_ms = 0;
+                }
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::PutAcmeAccount { directory, credentials } => {
+                let r = crate::acme::put_account(self, directory, credentials);
+                self.applied(r)
+            }
+            Command::PutAcmeChallenge { token, key_authorization } => {
+                self.acme.challenges.insert(token.clone(), key_authorization.clone());
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::RemoveAcmeChallenge { token } => {
+                self.acme.challenges.remove(token);
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::PutAcmeCert { host, cert, key } => {
+                let r = crate::acme::put_cert(self, host, cert, key);
+                self.applied(r)
+            }
+            Command::AcmeOrderFailed { host, error, at_ms } => {
+                crate::acme::order_failed(self, host, error, *at_ms);
+                self.revision += 1;
+                Response::Applied { revision: self.revision }
+            }
+            Command::RenewAcmeCert { host } => {
+                let r = crate::acme::renew(self, host);
+                self.applied(r)
+            }
             Command::RemoveSecret { project, name } => match crate::secrets::remove(self, project, name) {
                 Ok(()) => {
                     self.revision += 1;

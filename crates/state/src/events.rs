@@ -41,7 +41,14 @@ fn one(level: Level, kind: &str, subject: String, message: String) -> Happened {
 /// Whether [`describe`] can say anything about `cmd` (the caller keeps a copy of the
 /// state before applying only for these).
 pub fn may_describe(cmd: &Command) -> bool {
-    !matches!(cmd, Command::SetCa(_) | Command::AddJoinToken { .. } | Command::SetNodeLabels { .. })
+    !matches!(
+        cmd,
+        Command::SetCa(_)
+            | Command::AddJoinToken { .. }
+            | Command::SetNodeLabels { .. }
+            | Command::PutAcmeChallenge { .. }
+            | Command::RemoveAcmeChallenge { .. }
+    )
 }
 
 /// The events of one applied command: `before` and `after` are the state around it
@@ -116,6 +123,40 @@ pub fn describe(before: &ClusterState, cmd: &Command, after: &ClusterState) -> V
             ),
         )),
         Command::SetDesired { .. } => desired(before, after, &mut out),
+        Command::PutAcmeCert { host, cert, .. } => out.push(one(
+            Level::Info,
+            "certificate-issued",
+            format!("certificate {host}"),
+            format!(
+                "certificate for {host} issued by {}, valid until {}",
+                cert.directory,
+                holdfast_spec::format_utc_ms(cert.not_after_ms)
+            ),
+        )),
+        Command::AcmeOrderFailed { host, error, at_ms } => {
+            let next = after.acme.orders.get(host).map_or(*at_ms, |o| o.next_attempt_ms);
+            out.push(one(
+                Level::Warn,
+                "certificate-order-failed",
+                format!("certificate {host}"),
+                format!(
+                    "ordering a certificate for {host} failed: {error}; next attempt at {}",
+                    holdfast_spec::format_utc_ms(next)
+                ),
+            ))
+        }
+        Command::RenewAcmeCert { host } => out.push(one(
+            Level::Info,
+            "certificate-renew",
+            format!("certificate {host}"),
+            format!("a new certificate for {host} was asked for"),
+        )),
+        Command::SetAcmeConfig { config } => out.push(one(
+            Level::Info,
+            "settings",
+            "cluster".into(),
+            format!("certificates are now ordered from {}", config.directory),
+        )),
         Command::SetDatabasePrimary { database, term, primary, .. } => {
             let (Some(a), Some(b)) = (before.desired.databases.get(database), after.desired.databases.get(database))
             else {

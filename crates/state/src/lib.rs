@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod acme;
 pub mod command;
 pub mod database;
 pub mod drain;
@@ -41,7 +42,7 @@ pub mod voters;
 
 pub use command::{Command, Request, Response};
 /// The database engines, for crates that read records without depending on the spec.
-pub use holdfast_spec::DbEngine;
+pub use holdfast_spec::{format_utc_ms, DbEngine};
 pub use model::{
     ClusterSettings, ClusterState, DatabaseRecord, DbAddresses, DbCredentials, Desired, NodeRecord, ServiceRecord,
     Switchover, SwitchoverPhase, SyncSet, FORMAT_VERSION, POSTGRES_PORT,

@@ -51,6 +51,9 @@ pub struct ClusterState {
     /// Each job's runs and schedule cursor (see [`crate::jobs`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub runs: BTreeMap<String, crate::jobs::JobRuns>,
+    /// Automatic certificates (see [`crate::acme`]).
+    #[serde(default)]
+    pub acme: crate::acme::AcmeState,
 }
 
 /// The revision at which each replica was assigned to its current node, and at which each
@@ -179,6 +182,7 @@ impl Default for ClusterState {
             secrets_key_id: None,
             api_tokens: BTreeMap::new(),
             runs: BTreeMap::new(),
+            acme: crate::acme::AcmeState::default(),
         }
     }
 }

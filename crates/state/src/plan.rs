@@ -117,10 +117,6 @@ pub enum PlanError {
         "zone `{zone}` has no edge node to answer it: start at least one node with `--edge --public-address IP` (or `holdfast join ... --edge`) first, then delegate the zone to the edge nodes (ns1.{zone}, ns2.{zone}, ...)"
     )]
     ZoneWithoutEdges { zone: String },
-    #[error(
-        "route `{route}`: `tls: auto` (certificates ordered with ACME) is not available in this version of holdfast yet; give the certificate and key from two of the project's secrets instead, `tls: {{ cert: <secret>, key: <secret> }}`"
-    )]
-    AcmeUnavailable { route: String },
 }
 
 fn unknown_service(state: &ClusterState, name: &str) -> PlanError {
@@ -221,9 +217,6 @@ fn plan_deploy_inner(
                 });
             }
         }
-    }
-    if let Some(r) = stack.routes.iter().find(|r| r.tls == holdfast_spec::RouteTls::Auto) {
-        return Err(PlanError::AcmeUnavailable { route: format!("{}{}", r.host, r.path) });
     }
     let owner_of = |route: &RouteSpec| current.services.get(&route.service).map(|r| r.project.clone());
     for route in &stack.routes {

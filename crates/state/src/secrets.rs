@@ -267,6 +267,7 @@ pub fn listing(state: &ClusterState) -> BTreeMap<String, (u64, u64, String, Vec<
     state
         .secrets
         .iter()
+        .filter(|(k, _)| !k.starts_with(crate::acme::ACME_PROJECT))
         .filter_map(|(k, r)| {
             let c = r.current()?;
             let (p, n) = k.split_once('/')?;

@@ -94,7 +94,7 @@ pub fn need_for(method: &Method, path: &str, state: &ClusterState) -> Option<Nee
         }
         ["v1", "secrets", project, _] if !read => Need::Project(project.to_string()),
         ["v1", "secrets", ..] if read => Need::Read,
-        ["v1", "status" | "nodes" | "databases" | "events" | "workers" | "routes"] if read => Need::Read,
+        ["v1", "status" | "nodes" | "databases" | "events" | "workers" | "routes" | "certs"] if read => Need::Read,
         ["v1", "cluster", "settings"] if read => Need::Read,
         _ => Need::Admin,
     })

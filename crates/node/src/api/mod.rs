@@ -13,6 +13,7 @@
 //! - [`secrets`]: set, list, history and removal of secrets (values go in, never out).
 //! - [`acl`]: API tokens (create, list, remove) and what scope each `/v1` call needs.
 pub mod acl;
+pub mod certs;
 pub mod databases;
 pub mod events;
 pub mod jobs;
@@ -70,10 +71,9 @@ impl From<PlanError> for ApiError {
             | PlanError::ZoneTaken { .. }
             | PlanError::ZoneWithoutEdges { .. }
             | PlanError::Database(_) => StatusCode::CONFLICT,
-            PlanError::InvalidSpec(_)
-            | PlanError::BadReplicas(_)
-            | PlanError::BadLabel(_)
-            | PlanError::AcmeUnavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             PlanError::NoPasswordSource { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())

@@ -340,12 +340,3 @@ fn zones_need_an_edge_and_belong_to_one_project() {
     assert!(plan.contains("delete zone example.com"), "{plan}");
     assert!(s.desired.zones.is_empty());
 }
-
-#[test]
-fn acme_is_refused_until_it_exists() {
-    let yaml = WEB.replace("{host: demo.localhost, service: web}", "{host: demo.localhost, service: web, tls: auto}");
-    assert_eq!(
-        deploy_refused(&one_node_state(), &yaml),
-        "error: route `demo.localhost/`: `tls: auto` (certificates ordered with ACME) is not available in this version of holdfast yet; give the certificate and key from two of the project's secrets instead, `tls: { cert: <secret>, key: <secret> }`"
-    );
-}
