@@ -226,6 +226,14 @@ dns:
         seen_unless(after.iter().all(|s| s.starts_with("serial=") && !before.contains(s)), (), format!("{after:?}"))
     });
 
+    // A key rotation reseals the account and certificate keys with every other secret.
+    let rotated = d.cli_json(&["secret", "rotate-key"]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(rotated["resealed"].as_u64() >= Some(2), "the ACME account and key were resealed: {rotated}");
+    wait_for("the certificate readable under the new key", Duration::from_secs(20), || {
+        let c = cert_of(d, "shop.edge.test");
+        seen_unless(c["status"] == "valid", (), c.to_string())
+    });
+
     // A host the CA cannot validate: an event with its error, and a backoff.
     let failed = wait_for("the failed order of nodns.other.test", Duration::from_secs(60), || {
         let c = cert_of(d, "nodns.other.test");

@@ -171,7 +171,9 @@ pub async fn rotate_key(State(ctx): State<NodeContext>, body: Bytes) -> Result<J
     let mut resealed = Vec::new();
     let mut fail = None;
     for (key, rec) in &state.secrets {
-        let Ok((project, name)) = secrets::parse_key(key) else { continue };
+        // Every stored secret, the reserved `_acme/...` ones included (not `parse_key`,
+        // which refuses names users may not give).
+        let Some((project, name)) = key.split_once('/') else { continue };
         for v in &rec.versions {
             let Some(sealed) = &v.sealed else { continue };
             let (Some(old), ctx_text) = (&old, secrets::seal_context(project, name, v.version)) else { continue };
