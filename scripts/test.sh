@@ -14,6 +14,8 @@ command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v iptables >/dev/null || need_pkgs+=(iptables)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+# The site address test announces the moving address with gratuitous ARP.
+command -v arping >/dev/null || need_pkgs+=(iputils-arping)
 # The ACME test's certificate authority.
 command -v pebble >/dev/null || need_pkgs+=(pebble)
 # Managed PostgreSQL: the server binaries (Debian keeps them in /usr/lib/postgresql/<major>/bin)

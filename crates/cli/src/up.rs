@@ -88,6 +88,17 @@ pub struct UpArgs {
     /// The edge's authoritative DNS port (UDP and TCP); 0 turns the DNS server off.
     #[arg(long, default_value_t = 53)]
     pub edge_dns_port: u16,
+    /// A moving address of this site, e.g. 192.168.1.50/24: give the same one to every
+    /// edge of the site; the first live one (by name) holds it and announces it with
+    /// gratuitous ARP, the next takes it within about a second when that one dies, so a
+    /// LAN client or a router's port-forward keeps working. Needs root and `arping`
+    /// (iputils-arping); the edge should listen on 0.0.0.0 (--edge-listen).
+    #[arg(long, value_name = "IP/PREFIX", requires = "edge", value_parser = parse_site_address)]
+    pub site_address: Option<String>,
+    /// The interface the site address goes on (default: the one the kernel routes it
+    /// through).
+    #[arg(long, value_name = "IFACE", requires = "site_address")]
+    pub site_address_interface: Option<String>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins.
     #[arg(long, default_value = "info,openraft=error")]
     pub log_level: String,
@@ -233,6 +244,22 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
     }
 }
 
+/// `IP/PREFIX`, e.g. `192.168.1.50/24` or `2001:db8::50/64`, in canonical form.
+fn parse_site_address(s: &str) -> std::result::Result<String, String> {
+    let bad = || format!("invalid site address `{s}`: expected IP/PREFIX, e.g. 192.168.1.50/24");
+    let (ip, prefix) = s.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix == 0 || prefix > max {
+        return Err(format!("invalid site address `{s}`: the prefix must be 1 to {max}"));
+    }
+    if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
+        return Err(format!("invalid site address `{s}`: use a unicast address of the site's network"));
+    }
+    Ok(format!("{ip}/{prefix}"))
+}
+
 /// The edge flags as the node's edge role (`None` without `--edge`).
 fn edge_of(args: &UpArgs) -> Result<Option<holdfast_node::EdgeConfig>> {
     if !args.edge {
@@ -249,6 +276,7 @@ fn edge_of(args: &UpArgs) -> Result<Option<holdfast_node::EdgeConfig>> {
         http_port: args.edge_http_port,
         https_port: args.edge_https_port,
         dns_port: args.edge_dns_port,
+        site_address: args.site_address.clone().map(|a| (a, args.site_address_interface.clone())),
     }))
 }
 

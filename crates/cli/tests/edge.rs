@@ -274,3 +274,64 @@ fn two_edges_serve_http_https_h2_and_dns_and_a_dead_edge_leaves_the_answers_with
     });
     nodes.finish();
 }
+
+#[test]
+fn the_site_address_moves_to_another_edge_within_2s_when_its_holder_dies() {
+    // Proves: two edges of one site (network namespaces on one bridge) share a moving
+    // address; the first holds it and a client on the LAN reaches the routes through it;
+    // when the holder's machine dies (processes killed, cable pulled) the other edge takes
+    // it with gratuitous ARP and the client is answered again within 2 s; when the first
+    // comes back it takes the address back and the other lets it go.
+    if !namespaces_or_skip("hfvip") {
+        return;
+    }
+    let vip = "10.99.250.1";
+    let mut c = Cluster::prepare(config("hfvip").sites(&["a", "a", "a"]).namespaces());
+    for i in [1, 2] {
+        let ip = c[i].ip.clone();
+        let flags = ["--edge", "--public-address", &ip, "--edge-listen", "0.0.0.0", "--edge-dns-port", "0"];
+        c[i].flags.extend(flags.iter().map(|s| s.to_string()));
+        c[i].flags.extend(["--site-address".to_string(), format!("{vip}/16")]);
+    }
+    c[0].start_up();
+    for i in [1, 2] {
+        let token = c[0].token("5m");
+        c[i].start_join(&token);
+    }
+    c.wait_formed();
+    let (ok, out, err) = c[0].deploy_yaml("web.yaml", &demo_web("vip", 2, Some("vip.example")));
+    assert!(ok, "{out}\n{err}");
+    c[0].wait_ready("web", 2, Duration::from_secs(30));
+    // The client is n1 (not an edge), on the same LAN.
+    let reach = |c: &Cluster| -> bool {
+        let out = c[0].exec(&["curl", "-s", "--max-time", "0.5", "-H", "Host: vip.example", &format!("http://{vip}/")]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("web-")
+    };
+    let holder = |c: &Cluster, i: usize| -> bool {
+        let out = c[i].exec(&["ip", "-o", "addr", "show", "dev", "eth0"]);
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{vip}/16"))
+    };
+    wait_for("n2 holds the site address and it answers", Duration::from_secs(20), || {
+        seen_unless(holder(&c, 1) && !holder(&c, 2) && reach(&c), (), (holder(&c, 1), holder(&c, 2)))
+    });
+
+    // n2's machine dies.
+    c[1].kill_machine();
+    c.tb().link_down(1).expect("pull n2's cable");
+    let died = Instant::now();
+    wait_for_every("the site address answers again", Duration::from_secs(10), Duration::from_millis(50), || {
+        seen_unless(reach(&c), (), "no answer")
+    });
+    let moved = died.elapsed();
+    eprintln!("site address: answered again {moved:?} after its holder died");
+    assert!(holder(&c, 2), "n3 holds it now");
+    assert!(moved < Duration::from_secs(2), "the site address must move within 2 s (took {moved:?})");
+
+    // n2 comes back: it takes the address back, n3 lets it go, and it still answers.
+    c.tb().link_up(1).expect("plug n2 back");
+    c[1].spawn(&[]);
+    wait_for("n2 holds the site address again, n3 not", Duration::from_secs(30), || {
+        seen_unless(holder(&c, 1) && !holder(&c, 2) && reach(&c), (), (holder(&c, 1), holder(&c, 2)))
+    });
+    c.finish();
+}

@@ -38,7 +38,7 @@ pub fn edge_nodes(state: &ClusterState) -> Vec<(NodeId, EdgeInfo)> {
         .nodes
         .values()
         .filter(|n| !n.removing)
-        .filter_map(|n| n.edge.map(|e| (n.name.as_str(), n.id, e)))
+        .filter_map(|n| n.edge.clone().map(|e| (n.name.as_str(), n.id, e)))
         .collect();
     edges.sort_by_key(|(name, id, _)| (*name, *id));
     edges.into_iter().map(|(_, id, e)| (id, e)).collect()
@@ -58,6 +58,28 @@ pub fn live_edges(state: &ClusterState, failures: &BTreeMap<NodeId, u32>) -> Liv
         return LiveEdges { addresses: edges.iter().map(|(_, e)| e.public_address).collect(), failing_open: true };
     }
     LiveEdges { addresses: live, failing_open: false }
+}
+
+/// Which edge holds the moving address `address` of `site`: the first by name of the
+/// site's edges that announce it, are not down and answer their probes (as this node's
+/// probes see them). Every candidate decides for itself from the same rule, so when the
+/// holder dies the next one takes the address within two failed probes, and gives it
+/// back when the first one answers again. `None`: no candidate is live.
+pub fn site_address_holder(
+    state: &ClusterState,
+    site: &str,
+    address: &str,
+    failures: &BTreeMap<NodeId, u32>,
+) -> Option<NodeId> {
+    edge_nodes(state)
+        .into_iter()
+        .filter(|(id, e)| {
+            e.site_address.as_deref() == Some(address)
+                && state.nodes.get(id).is_some_and(|n| n.site == site && !n.down)
+                && failures.get(id).is_none_or(|f| *f < FAIL_AFTER)
+        })
+        .map(|(id, _)| id)
+        .next()
 }
 
 /// The count after one more probe: reset by a success.
@@ -115,6 +137,25 @@ mod tests {
         let s = state();
         check(&s, &[(1, 2), (3, 2), (4, 9)], "192.0.2.1 2001:db8::3 192.0.2.4", true);
         check(&ClusterState::default(), &[], "", false);
+    }
+
+    #[test]
+    fn the_first_live_candidate_of_the_site_holds_its_address() {
+        let mut s = state();
+        let vip = "192.0.2.200/24";
+        for id in [1, 3, 4] {
+            s.nodes.get_mut(&id).unwrap().edge.as_mut().unwrap().site_address = Some(vip.into());
+        }
+        s.nodes.get_mut(&3).unwrap().site = "b".into();
+        let holder = |f: &[(NodeId, u32)]| site_address_holder(&s, "a", vip, &f.iter().copied().collect());
+        assert_eq!(holder(&[]), Some(1));
+        assert_eq!(holder(&[(1, 1)]), Some(1));
+        assert_eq!(holder(&[(1, 2)]), Some(4), "n1 stopped answering: n4 takes it (n3 is in another site)");
+        assert_eq!(holder(&[(1, 2), (4, 2)]), None);
+        assert_eq!(holder(&[(1, 0)]), Some(1), "n1 is back: it takes the address back");
+        assert_eq!(site_address_holder(&s, "a", "192.0.2.201/24", &BTreeMap::new()), None);
+        s.nodes.get_mut(&1).unwrap().down = true;
+        assert_eq!(holder(&[]), Some(4));
     }
 
     #[test]

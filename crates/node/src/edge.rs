@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::NodeContext;
 
 /// How often every edge is probed.
-pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+pub const PROBE_EVERY: Duration = Duration::from_millis(300);
 /// How long a probe's TCP connect may take.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// The record's data as the DNS server answers it, from the spec's canonical text (`None`
 /// for text that does not parse: validation keeps it out of the state).
@@ -150,6 +150,136 @@ pub async fn run_probes(ctx: NodeContext, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(PROBE_EVERY) => {}
         }
+    }
+}
+
+/// How often the site-address holder is decided again without a wake-up.
+const SITE_ADDRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs `argv` (`ip`, `arping`); its stderr when it fails.
+async fn sh(argv: &[&str]) -> Result<(), String> {
+    let out = tokio::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed: {}", argv.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// The interfaces that hold `ip` now (`ip -o addr show`: `2: eth0    inet 10.0.0.5/24 ...`).
+async fn interfaces_holding(ip: &str) -> Vec<String> {
+    let Ok(out) = tokio::process::Command::new("ip").args(["-o", "addr", "show"]).output().await else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let held = words.windows(2).any(|w| matches!(w[0], "inet" | "inet6") && w[1].split('/').next() == Some(ip));
+            held.then(|| words.get(1).map(|i| i.trim_end_matches(':').to_string())).flatten()
+        })
+        .collect()
+}
+
+/// The interface the kernel routes `ip` through (`ip -o route get IP` → `dev X`).
+async fn route_interface(ip: &str) -> Result<String, String> {
+    let out = tokio::process::Command::new("ip")
+        .args(["-o", "route", "get", ip])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "dev" {
+            return words.next().map(str::to_string).ok_or_else(|| format!("no interface in `{}`", text.trim()));
+        }
+    }
+    Err(format!("no route to {ip}: give --site-address-interface"))
+}
+
+/// Holds the site's moving address while `control::edges::site_address_holder` names
+/// this node: adds it to the interface and announces it with gratuitous ARP (arping),
+/// and removes it as soon as another edge of the site should hold it, or at shutdown.
+pub async fn run_site_address(ctx: NodeContext, address: String, interface: Option<String>, cancel: CancellationToken) {
+    let ip = address.split('/').next().unwrap_or(&address).to_string();
+    // A previous run may have left it (a crash): start from not holding it anywhere, before
+    // asking the kernel for the route (a stale local address would answer `lo`).
+    for stale in interfaces_holding(&ip).await {
+        let _ = sh(&["ip", "addr", "del", &address, "dev", &stale]).await;
+    }
+    let interface = match interface {
+        Some(i) => i,
+        None => match route_interface(&ip).await {
+            Ok(i) => i,
+            Err(error) => {
+                tracing::warn!(%address, %error, "site address: not taken part in");
+                ctx.workers.report("site address", crate::workers::Pass::Progress(error));
+                return;
+            }
+        },
+    };
+    if interface == "lo" {
+        let error = format!("{address} routes through lo: give --site-address-interface (the LAN interface)");
+        tracing::warn!(%error, "site address: not taken part in");
+        ctx.workers.report("site address", crate::workers::Pass::Progress(error));
+        return;
+    }
+    let mut holding = false;
+    let mut failures = ctx.edge_failures.subscribe();
+    let mut states = ctx.control.subscribe();
+    loop {
+        let state = states.borrow_and_update().clone();
+        let seen = failures.borrow_and_update().clone();
+        let site = state.nodes.get(&ctx.identity.node_id).map(|n| n.site.clone()).unwrap_or_default();
+        let holder = holdfast_control::edges::site_address_holder(&state, &site, &address, &seen);
+        let mine = holder == Some(ctx.identity.node_id);
+        if mine && !holding {
+            match sh(&["ip", "addr", "replace", &address, "dev", &interface]).await {
+                Ok(()) => {
+                    holding = true;
+                    // Unsolicited ARP: neighbours and the router update their caches now
+                    // (in the background: arping takes a second, the loop goes on).
+                    let (iface, addr) = (interface.clone(), ip.clone());
+                    tokio::spawn(async move {
+                        if let Err(error) = sh(&["arping", "-U", "-c", "2", "-w", "1", "-I", &iface, &addr]).await {
+                            tracing::warn!(%error, "site address: gratuitous ARP failed");
+                        }
+                    });
+                    tracing::info!(%address, %interface, "site address: taken");
+                }
+                Err(error) => tracing::warn!(%address, %error, "site address: cannot take it"),
+            }
+        } else if !mine && holding {
+            match sh(&["ip", "addr", "del", &address, "dev", &interface]).await {
+                Ok(()) => {
+                    holding = false;
+                    let to = holder.map_or_else(|| "nobody live".to_string(), |h| state.node_name(h));
+                    tracing::info!(%address, to = %to, "site address: released");
+                }
+                Err(error) => tracing::warn!(%address, %error, "site address: cannot release it"),
+            }
+        }
+        let detail = match holder {
+            Some(h) if h == ctx.identity.node_id => format!("holding {address} on {interface}"),
+            Some(h) => format!("{address} held by {}", state.node_name(h)),
+            None => format!("{address}: no live edge of site {site} holds it"),
+        };
+        ctx.workers.report("site address", crate::workers::Pass::Progress(detail));
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            r = failures.changed() => if r.is_err() { break },
+            r = states.changed() => if r.is_err() { break },
+            () = tokio::time::sleep(SITE_ADDRESS_EVERY) => {}
+        }
+    }
+    if holding {
+        let _ = sh(&["ip", "addr", "del", &address, "dev", &interface]).await;
+        tracing::info!(%address, "site address: released at shutdown");
     }
 }
 

@@ -80,7 +80,7 @@ pub struct NodeConfig {
 }
 
 /// How an edge node takes public traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeConfig {
     /// What the node reports and DNS answers (`--public-address`).
     pub public_address: std::net::IpAddr,
@@ -90,6 +90,9 @@ pub struct EdgeConfig {
     pub https_port: u16,
     /// 0: no DNS server.
     pub dns_port: u16,
+    /// The site's moving address (`--site-address IP/PREFIX`) and the interface it goes
+    /// on (`--site-address-interface`; `None`: the one the kernel routes it through).
+    pub site_address: Option<(String, Option<String>)>,
 }
 
 impl EdgeConfig {
@@ -100,6 +103,7 @@ impl EdgeConfig {
             http_port: self.http_port,
             https_port: self.https_port,
             dns_port: self.dns_port,
+            site_address: self.site_address.as_ref().map(|(a, _)| a.clone()),
         }
     }
 }
@@ -210,7 +214,7 @@ fn preflight(config: &NodeConfig) -> Result<(), NodeError> {
     if let Some(http) = config.http {
         probe("http ingress", http, false)?;
     }
-    if let Some(edge) = config.edge {
+    if let Some(edge) = &config.edge {
         probe("edge http", SocketAddr::new(edge.listen_address, edge.http_port), false)?;
         probe("edge https", SocketAddr::new(edge.listen_address, edge.https_port), false)?;
         if edge.dns_port != 0 {
@@ -340,7 +344,7 @@ impl Node {
             dbs: Default::default(),
             members_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             keyring,
-            edge: config.edge.map(|e| e.info()),
+            edge: config.edge.as_ref().map(|e| e.info()),
             edge_failures: Arc::new(tokio::sync::watch::Sender::new(BTreeMap::new())),
             net: Default::default(),
         };
@@ -358,7 +362,7 @@ impl Node {
                     lease.held(Duration::from_millis(state.settings.db_lease_ms), state.revision)
                 })
             },
-            edge: config.edge.map(|e| holdfast_net::EdgeListen {
+            edge: config.edge.as_ref().map(|e| holdfast_net::EdgeListen {
                 http: SocketAddr::new(e.listen_address, e.http_port),
                 https: SocketAddr::new(e.listen_address, e.https_port),
                 dns: (e.dns_port != 0).then(|| SocketAddr::new(e.listen_address, e.dns_port)),
@@ -371,8 +375,14 @@ impl Node {
         .await?;
         let _ = ctx.net.set(net.clone());
         let mut tasks = vec![];
-        if config.edge.is_some() {
+        if let Some(edge) = &config.edge {
             tasks.push(("edge probes", tokio::spawn(edge::run_probes(ctx.clone(), tasks_token.child_token()))));
+            if let Some((address, interface)) = edge.site_address.clone() {
+                tasks.push((
+                    "site address",
+                    tokio::spawn(edge::run_site_address(ctx.clone(), address, interface, tasks_token.child_token())),
+                ));
+            }
             tasks.push((
                 "edge certificates",
                 tokio::spawn(edge::run_certificates(ctx.clone(), net.clone(), tasks_token.child_token())),

@@ -479,7 +479,7 @@ pub struct NodeRecord {
 }
 
 /// An edge node's public entry: HTTP, HTTPS and DNS on its public address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeInfo {
     /// The address clients reach it on (what DNS answers), e.g. `203.0.113.10`.
     pub public_address: std::net::IpAddr,
@@ -487,6 +487,10 @@ pub struct EdgeInfo {
     pub https_port: u16,
     /// The authoritative DNS server's port; 0: none.
     pub dns_port: u16,
+    /// The site's moving address this edge may hold (`--site-address 192.168.1.50/24`):
+    /// one live edge of the site holds it (see `control::edges::site_address_holder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_address: Option<String>,
 }
 
 impl NodeRecord {

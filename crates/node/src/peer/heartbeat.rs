@@ -91,7 +91,7 @@ pub fn own_record(ctx: &NodeContext) -> NodeRecord {
         down: existing.is_some_and(|n| n.down),
         removing: existing.is_some_and(|n| n.removing),
         cert_fingerprint: ctx.cert_fingerprint.clone(),
-        edge: ctx.edge,
+        edge: ctx.edge.clone(),
         ..NodeRecord::new(
             ctx.identity.node_id,
             ctx.identity.name.clone(),

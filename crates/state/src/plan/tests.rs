@@ -318,6 +318,7 @@ fn zones_need_an_edge_and_belong_to_one_project() {
         http_port: 80,
         https_port: 443,
         dns_port: 53,
+        site_address: None,
     });
     s.apply(&Request::new(Command::UpsertNode(n)));
     let (plan, s) = deploy(&s, ZONE);
