@@ -107,6 +107,7 @@ mod tests {
                 http_port: 80,
                 https_port: 443,
                 dns_port: 53,
+                site_address: None,
             });
             s.nodes.insert(id, n);
         }
@@ -147,15 +148,16 @@ mod tests {
             s.nodes.get_mut(&id).unwrap().edge.as_mut().unwrap().site_address = Some(vip.into());
         }
         s.nodes.get_mut(&3).unwrap().site = "b".into();
-        let holder = |f: &[(NodeId, u32)]| site_address_holder(&s, "a", vip, &f.iter().copied().collect());
-        assert_eq!(holder(&[]), Some(1));
-        assert_eq!(holder(&[(1, 1)]), Some(1));
-        assert_eq!(holder(&[(1, 2)]), Some(4), "n1 stopped answering: n4 takes it (n3 is in another site)");
-        assert_eq!(holder(&[(1, 2), (4, 2)]), None);
-        assert_eq!(holder(&[(1, 0)]), Some(1), "n1 is back: it takes the address back");
+        let holder =
+            |s: &ClusterState, f: &[(NodeId, u32)]| site_address_holder(s, "a", vip, &f.iter().copied().collect());
+        assert_eq!(holder(&s, &[]), Some(1));
+        assert_eq!(holder(&s, &[(1, 1)]), Some(1));
+        assert_eq!(holder(&s, &[(1, 2)]), Some(4), "n1 stopped answering: n4 takes it (n3 is in another site)");
+        assert_eq!(holder(&s, &[(1, 2), (4, 2)]), None);
+        assert_eq!(holder(&s, &[(1, 0)]), Some(1), "n1 is back: it takes the address back");
         assert_eq!(site_address_holder(&s, "a", "192.0.2.201/24", &BTreeMap::new()), None);
         s.nodes.get_mut(&1).unwrap().down = true;
-        assert_eq!(holder(&[]), Some(4));
+        assert_eq!(holder(&s, &[]), Some(4));
     }
 
     #[test]
