@@ -3,10 +3,12 @@
 #   bash bench/net.sh
 # Prints a table and writes bench/results/net-<date>.json.
 #
-# Compares holdfast's HTTP ingress and TCP service proxy with HAProxy on loopback, both in
-# front of the same tiny hyper backend (`netbench backend`: 200 "ok" on every path):
-#   wrk -> backend directly | HAProxy mode http | holdfast ingress | HAProxy mode tcp | holdfast proxy
-# and runs dnsperf against holdfast's DNS server for 10 s.
+# Compares holdfast's HTTP ingress, its edge HTTPS and its TCP service proxy with HAProxy on
+# loopback, all in front of the same tiny hyper backend (`netbench backend`: 200 "ok"):
+#   wrk -> backend directly | HAProxy mode http | holdfast ingress | HAProxy https | holdfast
+#   edge https (the same certificate, ECDSA P-256) | HAProxy mode tcp | holdfast proxy
+# then dnsperf against holdfast's internal DNS, and against an edge's authoritative DNS and
+# NSD serving the same zone (`bench.test`), side by side.
 #
 # Fairness: HAProxy runs with `nbthread $THREADS` and holdfast on a tokio runtime with
 # `$THREADS` worker threads (default 1 for both). HAProxy's http frontend adds
@@ -29,6 +31,8 @@ need_pkgs=()
 command -v haproxy >/dev/null || need_pkgs+=(haproxy)
 command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v dnsperf >/dev/null || need_pkgs+=(dnsperf)
+command -v nsd >/dev/null || need_pkgs+=(nsd)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v curl >/dev/null || need_pkgs+=(curl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -60,10 +64,21 @@ HF_DNS="127.0.0.1:$((base + 2))"
 HF_SVC="127.77.250.1:$((base + 3))"
 HA_HTTP="127.0.0.1:$((base + 4))"
 HA_TCP="127.0.0.1:$((base + 5))"
+HF_HTTPS="127.0.0.1:$((base + 6))"
+HA_HTTPS="127.0.0.1:$((base + 7))"
+HF_EDGE_DNS="127.0.0.1:$((base + 8))"
+NSD_DNS="127.0.0.1:$((base + 9))"
+
+# One certificate for both HTTPS frontends (wrk sends SNI `localhost`).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" >"$work/combined.pem"
 
 "$BIN" backend "$BACKEND" --threads 1 2>"$work/backend.log" &
 pids+=($!)
-"$BIN" node --threads "$THREADS" --backend "$BACKEND" --http "$HF_HTTP" --dns "$HF_DNS" --service "$HF_SVC" 2>"$work/node.log" &
+"$BIN" node --threads "$THREADS" --backend "$BACKEND" --http "$HF_HTTP" --dns "$HF_DNS" --service "$HF_SVC" \
+  --https "$HF_HTTPS" --cert "$work/cert.pem" --key "$work/key.pem" --edge-dns "$HF_EDGE_DNS" 2>"$work/node.log" &
 pids+=($!)
 
 cat >"$work/haproxy.cfg" <<CFG
@@ -82,6 +97,11 @@ frontend fe_http
 backend be_http
   mode http
   server s1 $BACKEND
+frontend fe_https
+  mode http
+  option forwardfor
+  bind $HA_HTTPS ssl crt $work/combined.pem alpn h2,http/1.1
+  default_backend be_http
 frontend fe_tcp
   mode tcp
   bind $HA_TCP
@@ -93,13 +113,56 @@ CFG
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 
-for url in "http://$BACKEND/" "http://$HF_HTTP/" "http://$HA_HTTP/" "http://$HA_TCP/" "http://$HF_SVC/"; do
+# NSD with the zone netbench's edge DNS answers (same names, same answers).
+cat >"$work/bench.test.zone" <<ZONE
+\$ORIGIN bench.test.
+\$TTL 15
+@     IN SOA ns1.bench.test. hostmaster.bench.test. 1 3600 600 86400 15
+@     IN NS  ns1.bench.test.
+@     IN NS  ns2.bench.test.
+ns1   IN A   192.0.2.1
+ns2   IN A   192.0.2.2
+www   IN A   192.0.2.1
+www   IN A   192.0.2.2
+@     300 IN MX 10 mail.bench.test.
+@     300 IN TXT "v=spf1 -all"
+mail  300 IN A 192.0.2.25
+ZONE
+cat >"$work/nsd.conf" <<NSD
+server:
+  ip-address: ${NSD_DNS%:*}@${NSD_DNS##*:}
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$work"
+  pidfile: "$work/nsd.pid"
+  zonelistfile: "$work/zone.list"
+  xfrdfile: "$work/xfrd.state"
+  xfrdir: "$work"
+  verbosity: 0
+  hide-version: yes
+  # Response rate limiting (on by default, 200 q/s per client /24) off: a benchmark
+  # client is one address.
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: bench.test
+  zonefile: bench.test.zone
+NSD
+nsd -d -c "$work/nsd.conf" >"$work/nsd.log" 2>&1 &
+pids+=($!)
+
+for url in "http://$BACKEND/" "http://$HF_HTTP/" "http://$HA_HTTP/" "http://$HA_TCP/" "http://$HF_SVC/" \
+  "https://localhost:${HF_HTTPS##*:}/" "https://localhost:${HA_HTTPS##*:}/"; do
   for _ in $(seq 100); do
-    curl -sf -H 'Host: bench.localhost' "$url" >/dev/null 2>&1 && break
+    curl -sf --cacert "$work/cert.pem" -H 'Host: bench.localhost' "$url" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  curl -sf -H 'Host: bench.localhost' "$url" >/dev/null || { echo "not answering: $url" >&2; cat "$work"/*.log >&2; exit 1; }
+  curl -sf --cacert "$work/cert.pem" -H 'Host: bench.localhost' "$url" >/dev/null || { echo "not answering: $url" >&2; cat "$work"/*.log >&2; exit 1; }
 done
+for _ in $(seq 100); do dig +short @"${NSD_DNS%:*}" -p "${NSD_DNS##*:}" www.bench.test A | grep -q 192.0.2.1 && break; sleep 0.1; done
 haproxy_version=$(haproxy -v | head -1 | awk '{print $3}')
 
 # to_ms VALUE_WITH_UNIT -> milliseconds
@@ -126,8 +189,9 @@ run_wrk() { # name url round -> one line "rps p50_ms p99_ms" appended to $work/r
 }
 median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
-TARGETS="backend haproxy_http holdfast_ingress haproxy_tcp holdfast_proxy"
+TARGETS="backend haproxy_http holdfast_ingress haproxy_https holdfast_https haproxy_tcp holdfast_proxy"
 declare -A URL=([backend]="http://$BACKEND/" [haproxy_http]="http://$HA_HTTP/" [holdfast_ingress]="http://$HF_HTTP/"
+  [haproxy_https]="https://localhost:${HA_HTTPS##*:}/" [holdfast_https]="https://localhost:${HF_HTTPS##*:}/"
   [haproxy_tcp]="http://$HA_TCP/" [holdfast_proxy]="http://$HF_SVC/")
 echo "== wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds, median per target (proxies on $THREADS thread(s); $(nproc) cores)"
 for t in $TARGETS; do # warm-up
@@ -150,6 +214,24 @@ dns_lat_ms=$(awk '/Average Latency/ {printf "%.3f", $4 * 1000}' "$work/dnsperf.t
 dns_lost=$(awk '/Queries lost:/ {print $3}' "$work/dnsperf.txt")
 dns_qps=${dns_qps:-0}; dns_lat_ms=${dns_lat_ms:-0}; dns_lost=${dns_lost:-?}
 
+echo "== dnsperf: the edge's authoritative DNS vs NSD $(nsd -v 2>&1 | head -1 | awk '{print $3}'), same zone ($DURATION each, $ROUNDS rounds)"
+for _ in $(seq 100); do
+  echo "www.bench.test A"; echo "bench.test MX"; echo "bench.test TXT"; echo "nope.bench.test A"; echo "bench.test NS"
+done >"$work/zone-queries.txt"
+dnsperf_qps() { # addr -> q/s
+  dnsperf -s "${1%:*}" -p "${1##*:}" -d "$work/zone-queries.txt" -l "${DURATION%s}" -c 4 -T 1 -q 200 2>&1 |
+    awk '/Queries per second:/ {printf "%.0f", $4}'
+}
+: >"$work/runs-edge_dns"; : >"$work/runs-nsd"
+for round in $(seq "$ROUNDS"); do
+  e=$(dnsperf_qps "$HF_EDGE_DNS"); n=$(dnsperf_qps "$NSD_DNS")
+  echo "${e:-0}" >>"$work/runs-edge_dns"; echo "${n:-0}" >>"$work/runs-nsd"
+  printf '   round %s  edge dns %8s q/s   nsd %8s q/s\n' "$round" "${e:-0}" "${n:-0}"
+done
+edge_dns_qps=$(median <"$work/runs-edge_dns")
+nsd_qps=$(median <"$work/runs-nsd")
+r_dns=$(paste -d' ' "$work/runs-edge_dns" "$work/runs-nsd" | awk '{ printf "%.2f\n", ($2 > 0 ? $1 / $2 : 0) }' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')
+
 # Per-round comparisons (the two sides ran back to back), then their median: robust to
 # load from elsewhere that changes between rounds.
 per_round() { # holdfast_target haproxy_target column(1=rps ratio, 3=p99 diff)
@@ -158,6 +240,9 @@ per_round() { # holdfast_target haproxy_target column(1=rps ratio, 3=p99 diff)
 median_signed() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 r_http=$(per_round holdfast_ingress haproxy_http 1 | median_signed)
 r_tcp=$(per_round holdfast_proxy haproxy_tcp 1 | median_signed)
+r_https=$(per_round holdfast_https haproxy_https 1 | median_signed)
+d_https=$(per_round holdfast_https haproxy_https 3 | median_signed)
+rounds_https=$(per_round holdfast_https haproxy_https 1 | paste -sd' ')
 d_http=$(per_round holdfast_ingress haproxy_http 3 | median_signed)
 d_tcp=$(per_round holdfast_proxy haproxy_tcp 3 | median_signed)
 rounds_http=$(per_round holdfast_ingress haproxy_http 1 | paste -sd' ')
@@ -172,8 +257,10 @@ printf '%-26s %12s %10s %10s\n' "holdfast dns (udp)" "$dns_qps q/s" "avg $dns_la
 echo "  (dnsperf: 4 clients, 200 queries in flight, A and SRV names; avg latency is mostly queueing)"
 echo
 printf '%-52s %8s %12s   %s\n' "holdfast vs HAProxy $haproxy_version (median per round)" "req/s x" "p99 diff ms" "req/s x by round"
-printf '%-52s %8s %12s   %s\n' "http: ingress / mode http (target >= 0.9x, <= +1 ms)" "$r_http" "$d_http" "$rounds_http"
+printf '%-52s %8s %12s   %s\n' "http: ingress / mode http (target >= 1.0x, <= +1 ms)" "$r_http" "$d_http" "$rounds_http"
+printf '%-52s %8s %12s   %s\n' "https: edge / HAProxy ssl (target >= 1.0x, <= +1 ms)" "$r_https" "$d_https" "$rounds_https"
 printf '%-52s %8s %12s   %s\n' "tcp:  service proxy / mode tcp" "$r_tcp" "$d_tcp" "$rounds_tcp"
+printf '%-52s %8s   edge %s q/s, nsd %s q/s\n' "dns: edge authoritative / NSD (target >= 0.5x)" "$r_dns" "$edge_dns_qps" "$nsd_qps"
 
 mkdir -p bench/results
 out="bench/results/net-$(date +%Y%m%d-%H%M%S).json"
@@ -181,11 +268,13 @@ out="bench/results/net-$(date +%Y%m%d-%H%M%S).json"
   echo "{"
   echo "  \"machine\": \"$(uname -m) $(nproc) cores\", \"haproxy\": \"$haproxy_version\", \"proxy_threads\": $THREADS,"
   echo "  \"wrk\": \"-t$WRK_THREADS -c$CONNECTIONS -d$DURATION\", \"rounds\": $ROUNDS, \"statistic\": \"median\","
-  for k in backend haproxy_http holdfast_ingress haproxy_tcp holdfast_proxy; do
+  for k in $TARGETS; do
     echo "  \"$k\": {\"rps\": ${RPS[$k]}, \"p50_ms\": ${P50[$k]}, \"p99_ms\": ${P99[$k]}},"
   done
   echo "  \"holdfast_dns\": {\"qps\": $dns_qps, \"avg_latency_ms_200_in_flight\": $dns_lat_ms, \"lost\": \"$dns_lost\"},"
   echo "  \"ratio_http_rps\": $r_http, \"p99_diff_http_ms\": ${d_http#+}, \"ratio_http_rps_by_round\": [$(echo "$rounds_http" | tr ' ' ',')],"
+  echo "  \"edge_dns_qps\": $edge_dns_qps, \"nsd_qps\": $nsd_qps, \"ratio_dns_qps\": $r_dns,"
+  echo "  \"ratio_https_rps\": $r_https, \"p99_diff_https_ms\": ${d_https#+}, \"ratio_https_rps_by_round\": [$(echo "$rounds_https" | tr ' ' ',')],"
   echo "  \"ratio_tcp_rps\": $r_tcp, \"p99_diff_tcp_ms\": ${d_tcp#+}, \"ratio_tcp_rps_by_round\": [$(echo "$rounds_tcp" | tr ' ' ',')]"
   echo "}"
 } >"$out"

@@ -13,7 +13,10 @@
 //! checked at checkout (a closed one is dropped) and dropped after [`IDLE_TIMEOUT`], shorter
 //! than common server keep-alive timeouts (Node.js: 5 s), so the ingress rarely writes to a
 //! connection the backend is closing. Upgrade requests (WebSocket) use a fresh connection
-//! driven by its own task, as the tunnel outlives the request.
+//! driven by its own task, as the tunnel outlives the request. gRPC requests go over
+//! HTTP/2 (h2c, prior knowledge): one multiplexed connection per endpoint target, driven by
+//! its own task and shared by every gRPC call to that target (gRPC needs HTTP/2: trailers,
+//! streams in both directions).
 
 use std::collections::{HashMap, HashSet};
 use std::future::{poll_fn, Future};
@@ -121,6 +124,37 @@ type Idle = (Box<BackendConn>, Instant);
 #[derive(Default)]
 pub(crate) struct ClientPool {
     idle: Mutex<HashMap<Target, Vec<Idle>>>,
+    /// One HTTP/2 connection per target for gRPC.
+    h2: Mutex<HashMap<Target, hyper::client::conn::http2::SendRequest<ReqBody>>>,
+}
+
+/// The HTTP/2 connection to `target` for gRPC: the shared one when it is still open and
+/// `fresh` is not asked, else a new one (dialed within the connect timeout). The bool says
+/// whether it was reused.
+pub(crate) async fn h2_sender(
+    shared: &Shared,
+    target: &Target,
+    fresh: bool,
+) -> Result<(hyper::client::conn::http2::SendRequest<ReqBody>, bool), ConnectError> {
+    if !fresh {
+        let cached = shared.client.h2.lock().unwrap_or_else(|e| e.into_inner()).get(target).cloned();
+        if let Some(tx) = cached.filter(|tx| !tx.is_closed()) {
+            return Ok((tx, true));
+        }
+    }
+    let stream = shared.dial(target).await?;
+    let (tx, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await?;
+    let t = target.clone();
+    tokio::spawn(async move {
+        if let Err(error) = conn.await {
+            tracing::debug!(target = %t, %error, "backend h2 connection ended");
+        }
+    });
+    shared.client.h2.lock().unwrap_or_else(|e| e.into_inner()).insert(target.clone(), tx.clone());
+    Ok((tx, false))
 }
 
 impl ClientPool {
@@ -177,6 +211,7 @@ impl ClientPool {
 
     /// Forgets idle connections to targets no longer in the table, and closed ones.
     pub fn retain(&self, keep: &HashSet<&Target>) {
+        self.h2.lock().unwrap_or_else(|e| e.into_inner()).retain(|t, tx| keep.contains(t) && !tx.is_closed());
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|target, list| {
             list.retain_mut(|(conn, since)| since.elapsed() < IDLE_TIMEOUT && conn.usable());
@@ -187,6 +222,7 @@ impl ClientPool {
     /// Drops every idle connection (shutdown).
     pub fn clear(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.h2.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

@@ -10,6 +10,11 @@
 //! A stale pooled connection is retried once on a fresh connection to the same endpoint before
 //! the endpoint counts as failed.
 //!
+//! gRPC (a request whose content-type is `application/grpc...`, which clients send over
+//! HTTP/2) goes to the backend over HTTP/2 as well (`client::h2_sender`), with `te:
+//! trailers`, so trailers and streams in both directions pass; other requests reach
+//! backends over pooled HTTP/1.1.
+//!
 //! Answers the ingress makes itself are short plain text: 404 (no route for the host and
 //! path), 503 (route found, no ready endpoint), 502 (every endpoint failed) and 504 (no
 //! response head within the route's timeout).
@@ -32,7 +37,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, LOCATION};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, LOCATION, TE};
 use hyper::http::request::Parts;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -343,18 +348,30 @@ async fn route_and_forward(mut req: Request<Incoming>, info: &ConnInfo, shared: 
     drop(compiled);
 
     let upgrade = headers::is_upgrade(req.headers());
+    let grpc = !upgrade && is_grpc(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     headers::forward_request(&mut parts.headers, &info.client, host_value.as_ref(), upgrade, info.kind.scheme());
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        parts.uri = parts.uri.path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from);
+    if grpc {
+        // HTTP/2 to the backend: the authority in the URI, `te: trailers` (gRPC needs it).
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let authority = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+        parts.uri = format!("http://{authority}{path}").parse().unwrap_or_else(|_| Uri::from_static("/"));
+        parts.headers.remove(HOST);
+        parts.headers.insert(TE, HeaderValue::from_static("trailers"));
+        parts.version = Version::HTTP_2;
+    } else {
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            parts.uri = parts.uri.path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from);
+        }
+        parts.version = Version::HTTP_11;
     }
-    parts.version = Version::HTTP_11;
     let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let replay = (idempotent && body.is_end_stream()).then(|| Replay::of(&parts));
     let pending = Request::from_parts(parts, Either::Left(body));
     let want_instance = shared.access.is_some();
-    let sent = forward(pending, replay, client_upgrade, &pool, shared, counters.as_deref(), want_instance);
+    let how = Forward { grpc, counters: counters.as_deref(), want_instance };
+    let sent = forward(pending, replay, client_upgrade, &pool, shared, how);
     match tokio::time::timeout(timeout, sent).await {
         Ok((resp, instance)) => Outcome { resp, host, route: counters, instance },
         Err(_) => {
@@ -424,10 +441,26 @@ fn describe_hyper(error: &hyper::Error) -> String {
     error.to_string()
 }
 
-/// A connection for one attempt: pooled kind, or upgrade kind (own task, never pooled).
+/// Whether a request is gRPC (any `application/grpc` content type: `+proto`, `+json`...).
+fn is_grpc(headers: &hyper::HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// How one request is forwarded.
+struct Forward<'a> {
+    /// Over HTTP/2 to the backend.
+    grpc: bool,
+    counters: Option<&'a RouteCounters>,
+    /// Return the name of the instance that answered (for the access log).
+    want_instance: bool,
+}
+
+/// A connection for one attempt: pooled kind, upgrade kind (own task, never pooled), or a
+/// shared HTTP/2 connection (gRPC).
 enum Link {
     Pooled(Box<client::BackendConn>),
     Upgrade(SendRequest<ReqBody>),
+    H2(hyper::client::conn::http2::SendRequest<ReqBody>),
 }
 
 impl Link {
@@ -438,6 +471,7 @@ impl Link {
         match self {
             Link::Pooled(conn) => conn.send(req).await,
             Link::Upgrade(tx) => tx.try_send_request(req).await,
+            Link::H2(tx) => tx.try_send_request(req).await,
         }
     }
 }
@@ -450,9 +484,9 @@ async fn forward(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     pool: &Arc<Pool>,
     shared: &Arc<Shared>,
-    counters: Option<&RouteCounters>,
-    want_instance: bool,
+    how: Forward<'_>,
 ) -> (Response<RespBody>, Option<String>) {
+    let Forward { grpc, counters, want_instance } = how;
     let mut pending = Some(request);
     let mut tried = Tried::default();
     let mut last_error = String::from("no attempt made");
@@ -468,10 +502,14 @@ async fn forward(
         let guard = backend.acquire();
         let mut use_pooled = client_upgrade.is_none();
         loop {
-            let pooled = if use_pooled { shared.client.checkout(&backend.target) } else { None };
-            let reused = pooled.is_some();
+            let pooled = if use_pooled && !grpc { shared.client.checkout(&backend.target) } else { None };
+            let mut reused = pooled.is_some();
             let connected = match pooled {
                 Some(conn) => Ok(Link::Pooled(conn)),
+                None if grpc => client::h2_sender(shared, &backend.target, !use_pooled).await.map(|(tx, was)| {
+                    reused = was;
+                    Link::H2(tx)
+                }),
                 None if client_upgrade.is_some() => {
                     client::connect_upgradable(shared, &backend.target).await.map(Link::Upgrade)
                 }
@@ -564,7 +602,7 @@ fn respond(
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let body = match link {
         Link::Pooled(conn) => RespBody::backend(body, shared.client.clone(), conn),
-        Link::Upgrade(_) => RespBody::Detached(body),
+        Link::Upgrade(_) | Link::H2(_) => RespBody::Detached(body),
     };
     Response::from_parts(parts, body)
 }
