@@ -315,3 +315,24 @@ async fn print_endpoints(client: &holdfast_api::Client, http: Option<SocketAddr>
     }
     println!("\n`holdfast status` shows more; Ctrl-C stops the node and every workload.");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_addresses() {
+        assert_eq!(parse_site_address("192.168.1.50/24").as_deref(), Ok("192.168.1.50/24"));
+        assert_eq!(parse_site_address("2001:db8:0::50/64").as_deref(), Ok("2001:db8::50/64"));
+        for (bad, why) in [
+            ("192.168.1.50", "invalid site address `192.168.1.50`: expected IP/PREFIX, e.g. 192.168.1.50/24"),
+            ("192.168.1.50/33", "invalid site address `192.168.1.50/33`: the prefix must be 1 to 32"),
+            ("192.168.1.50/0", "invalid site address `192.168.1.50/0`: the prefix must be 1 to 32"),
+            ("nope/24", "invalid site address `nope/24`: expected IP/PREFIX, e.g. 192.168.1.50/24"),
+            ("127.0.0.1/8", "invalid site address `127.0.0.1/8`: use a unicast address of the site's network"),
+            ("224.0.0.1/24", "invalid site address `224.0.0.1/24`: use a unicast address of the site's network"),
+        ] {
+            assert_eq!(parse_site_address(bad), Err(why.to_string()), "{bad}");
+        }
+    }
+}
