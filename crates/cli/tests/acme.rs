@@ -43,19 +43,9 @@ impl Drop for Pebble {
 }
 
 fn start_pebble(dir: &Path) -> Pebble {
-    let (cert, key) = (dir.join("pebble.pem"), dir.join("pebble.key"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=pebble", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        // An end-entity certificate (webpki refuses a CA certificate as a server's).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // An end-entity certificate (webpki refuses a CA certificate as a server's).
+    let extra = ["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"];
+    let (cert, key) = openssl_self_signed(dir, "pebble", "IP:127.0.0.1,DNS:localhost", &extra);
     let config = serde_json::json!({ "pebble": {
         "listenAddress": format!("127.0.0.1:{PEBBLE}"),
         "managementListenAddress": format!("127.0.0.1:{PEBBLE_MGMT}"),
@@ -80,7 +70,7 @@ fn start_pebble(dir: &Path) -> Pebble {
         .stderr(Stdio::from(log))
         .spawn()
         .expect("pebble (Debian package `pebble`) must be installed");
-    let pebble = Pebble { child, listener_ca: cert };
+    let pebble = Pebble { child, listener_ca: PathBuf::from(cert) };
     wait_for("pebble's directory", Duration::from_secs(20), || {
         let out =
             curl(&["--cacert", pebble.listener_ca.to_str().unwrap_or(""), &format!("https://127.0.0.1:{PEBBLE}/dir")]);

@@ -33,22 +33,11 @@ fn edge_flags(ip: &str) -> Vec<String> {
     .collect()
 }
 
-/// A self-signed certificate and key (openssl, ECDSA P-256) for `names`, written to
-/// `dir/<stem>.pem` and `dir/<stem>.key`.
+/// A self-signed certificate and key (openssl) for `names`, written to `dir/<stem>.pem`
+/// and `dir/<stem>.key`.
 fn make_cert(dir: &Path, stem: &str, names: &[&str]) -> (String, String) {
-    let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
     let san = names.iter().map(|n| format!("DNS:{n}")).collect::<Vec<_>>().join(",");
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
-        .args(["-subj", &format!("/CN={}", names[0]), "-addext", &format!("subjectAltName={san}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
-    (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned())
+    openssl_self_signed(dir, stem, &san, &[])
 }
 
 /// curl with `args`; (HTTP code, HTTP version, body, Location).

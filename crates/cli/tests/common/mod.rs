@@ -44,6 +44,26 @@ pub fn demo_web(project: &str, replicas: u32, route: Option<&str>) -> String {
     spec
 }
 
+/// A self-signed ECDSA P-256 certificate and its key made by the real openssl:
+/// `dir/<stem>.pem` and `dir/<stem>.key`, for the subject alternative names `san` (e.g.
+/// `DNS:a.example,IP:127.0.0.1`), with `extra` arguments for `openssl req` (e.g. more
+/// `-addext`). Returns their paths as strings.
+pub fn openssl_self_signed(dir: &std::path::Path, stem: &str, san: &str, extra: &[&str]) -> (String, String) {
+    let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+        .args(["-subj", &format!("/CN={stem}"), "-addext", &format!("subjectAltName={san}")])
+        .args(extra)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned())
+}
+
 /// A request to `target`'s holdfast port with `who`'s node certificate and key (real
 /// curl): (HTTP code, body); code 0 when no HTTP answer came (a TLS failure).
 pub fn curl_with_cert(who: &Node, target: &Node, method: &str, path: &str) -> (u16, String) {
