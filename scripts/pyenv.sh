@@ -6,8 +6,8 @@
 # HOLDFAST_PYENV sets the directory (default /var/tmp/holdfast-pyenv).
 set -euo pipefail
 dir=${HOLDFAST_PYENV:-/var/tmp/holdfast-pyenv}
-want=('psycopg[binary]>=3.1,<3.3' 'redis>=5,<6' 'grpcio>=1.60,<2')
-if ! "$dir/bin/python" -c 'import psycopg, redis, grpc' >/dev/null 2>&1; then
+want=('psycopg[binary]>=3.1,<3.3' 'redis>=5,<6' 'grpcio>=1.60,<2' 'prometheus-client>=0.19,<1')
+if ! "$dir/bin/python" -c 'import psycopg, redis, grpc, prometheus_client' >/dev/null 2>&1; then
   base=/usr/bin/python3
   [ -x "$base" ] || base=$(command -v python3)
   if ! "$base" -m venv --help >/dev/null 2>&1 || ! "$base" -c 'import ensurepip' >/dev/null 2>&1; then

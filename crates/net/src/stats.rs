@@ -34,6 +34,9 @@ pub struct NetStats {
     pub access_log_dropped: u64,
 }
 
+/// Upper bounds (seconds) of the buckets of a route's time-to-response-head histogram.
+pub const LATENCY_BUCKETS_S: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
 /// The counters of one route since the route appeared (kept across table updates).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteStats {
@@ -52,6 +55,9 @@ pub struct RouteStats {
     pub timeouts: u64,
     /// Sum of the times to the response head, microseconds (mean = sum / requests).
     pub latency_us_sum: u64,
+    /// Requests per bucket of [`LATENCY_BUCKETS_S`] (not cumulative); slower ones are
+    /// only in `requests`.
+    pub latency_buckets: [u64; LATENCY_BUCKETS_S.len()],
 }
 
 /// A route's live counters, shared by every compiled table that has the route.
@@ -63,6 +69,7 @@ pub(crate) struct RouteCounters {
     pub retries: AtomicU64,
     pub timeouts: AtomicU64,
     pub latency_us_sum: AtomicU64,
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
 }
 
 impl RouteCounters {
@@ -74,6 +81,10 @@ impl RouteCounters {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         inc(&self.by_class[class]);
         self.latency_us_sum.fetch_add(elapsed_us, Ordering::Relaxed);
+        let seconds = elapsed_us as f64 / 1e6;
+        if let Some(i) = LATENCY_BUCKETS_S.iter().position(|b| seconds <= *b) {
+            inc(&self.latency_buckets[i]);
+        }
     }
 
     pub fn snapshot(&self) -> RouteStats {
@@ -91,6 +102,7 @@ impl RouteCounters {
             retries: get(&self.retries),
             timeouts: get(&self.timeouts),
             latency_us_sum: get(&self.latency_us_sum),
+            latency_buckets: std::array::from_fn(|i| get(&self.latency_buckets[i])),
         }
     }
 }

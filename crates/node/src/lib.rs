@@ -29,6 +29,7 @@ pub mod events;
 pub mod identity;
 pub mod lease;
 pub mod logs;
+pub mod metrics;
 pub mod network;
 pub mod peer;
 pub mod recover;

@@ -134,6 +134,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/events", get(events::events))
         .route("/v1/routes", get(routes::routes))
         .route("/v1/certs", get(certs::list))
+        .route("/metrics", get(crate::metrics::metrics))
         .route_layer(middleware::from_fn(commit_timeout))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     let peers = Router::new()

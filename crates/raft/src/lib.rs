@@ -286,6 +286,13 @@ impl ControlPlane {
         out
     }
 
+    /// The Raft term this node is in.
+    pub fn term(&self) -> Option<u64> {
+        use openraft::async_runtime::WatchReceiver;
+        let m = self.raft.metrics().borrow_watched().clone();
+        Some(m.current_term)
+    }
+
     /// The leader this node currently knows of, with its address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         use openraft::async_runtime::WatchReceiver;

@@ -96,6 +96,7 @@ pub fn need_for(method: &Method, path: &str, state: &ClusterState) -> Option<Nee
         ["v1", "secrets", ..] if read => Need::Read,
         ["v1", "status" | "nodes" | "databases" | "events" | "workers" | "routes" | "certs"] if read => Need::Read,
         ["v1", "cluster", "settings"] if read => Need::Read,
+        ["metrics"] if read => Need::Read,
         _ => Need::Admin,
     })
 }
