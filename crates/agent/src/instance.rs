@@ -569,6 +569,7 @@ impl Instance {
                 s.restarts = restarts;
                 s.started_at_ms = None;
                 s.adopted = false;
+                s.oom_kills += u32::from(info.oom_killed);
                 s.last_exit = Some(info);
                 e.cgroup = None;
             });
@@ -591,6 +592,7 @@ impl Instance {
                 s.started_at_ms = None;
                 s.adopted = false;
                 s.ports.clear();
+                s.oom_kills += u32::from(info.oom_killed);
                 s.last_exit = Some(info);
                 e.cgroup = None;
             });
@@ -699,6 +701,7 @@ impl Instance {
         self.set_status(|e| {
             e.status.generation = gen;
             e.status.restarts = 0;
+            e.status.oom_kills = 0;
             e.status.state = InstanceState::Starting;
             e.status.ready = false;
             e.status.adopted = false;

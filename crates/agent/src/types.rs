@@ -238,6 +238,9 @@ pub struct InstanceStatus {
     pub ready: bool,
     /// Restarts of this generation (crash restarts; a replace starts at 0).
     pub restarts: u32,
+    /// Exits of this generation that were out-of-memory kills.
+    #[serde(default)]
+    pub oom_kills: u32,
     /// Allocated listen ports by name.
     pub ports: BTreeMap<String, u16>,
     /// Unix ms when the current process started.
@@ -264,6 +267,7 @@ impl InstanceStatus {
             state: InstanceState::Starting,
             ready: false,
             restarts: 0,
+            oom_kills: 0,
             ports: BTreeMap::new(),
             started_at_ms: None,
             last_exit: None,

@@ -563,6 +563,7 @@ async fn memory_limit_oom_is_reported() {
             exit.description
         );
         assert_eq!(st.restarts, 0, "restart policy Never");
+        assert_eq!(st.oom_kills, 1, "the OOM kill is counted (holdfast_instance_oom_kills_total)");
         let log = read(&h.log_file(&id));
         assert!(log.contains("allocating") && !log.contains("survived"), "{log}");
     })

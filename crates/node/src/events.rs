@@ -304,6 +304,7 @@ mod tests {
             state,
             ready: state == InstanceState::Ready,
             restarts: 5,
+            oom_kills: 0,
             ports: Default::default(),
             started_at_ms: started,
             last_exit: exit.map(|(at_ms, oom_killed)| holdfast_agent::ExitInfo {

@@ -169,6 +169,7 @@ fn registry(ctx: &NodeContext) -> Registry {
     let restarts = Family::<InstanceLabels, Counter>::default();
     let ready = Family::<InstanceLabels, GaugeF>::default();
     let oom = Family::<InstanceLabels, GaugeF>::default();
+    let oom_kills = Family::<InstanceLabels, Counter>::default();
     for s in ctx.agent.status() {
         let labels = InstanceLabels { service: s.id.service.clone(), instance: s.id.to_string() };
         if let Some(ns) = s.cpu_usage_ns {
@@ -181,12 +182,14 @@ fn registry(ctx: &NodeContext) -> Registry {
         ready.get_or_create(&labels).set(if s.ready { 1.0 } else { 0.0 });
         let oom_killed = s.last_exit.as_ref().is_some_and(|e| e.oom_killed);
         oom.get_or_create(&labels).set(if oom_killed { 1.0 } else { 0.0 });
+        oom_kills.get_or_create(&labels).inc_by(u64::from(s.oom_kills));
     }
     r.register_with_unit("instance_cpu", "CPU time used by the instance (its cgroup)", Unit::Seconds, cpu);
     r.register_with_unit("instance_memory", "Memory the instance uses now (its cgroup)", Unit::Bytes, memory);
     r.register("instance_restarts", "Restarts of the instance by the agent", restarts);
     r.register("instance_ready", "1 while the instance passes its health check", ready);
     r.register("instance_last_exit_oom", "1 when the instance's last exit was an out-of-memory kill", oom);
+    r.register("instance_oom_kills", "Out-of-memory kills of the instance (this generation)", oom_kills);
 
     // Networking.
     if let Some(net) = ctx.net.get() {
@@ -289,12 +292,28 @@ fn registry(ctx: &NodeContext) -> Registry {
 
     // Databases: the members on this node, and each database's term (failovers = term - 1).
     let member = Family::<MemberLabels, GaugeF>::default();
+    let position = Family::<MemberLabels, GaugeF>::default();
+    let replayed = Family::<MemberLabels, GaugeF>::default();
     for m in ctx.dbs.statuses() {
         let role = format!("{:?}", m.role).to_ascii_lowercase();
         let labels = MemberLabels { database: m.database.clone(), member: m.member.to_string(), role };
         member.get_or_create(&labels).set(if m.answering { 1.0 } else { 0.0 });
+        position.get_or_create(&labels).set(m.lsn as f64);
+        replayed.get_or_create(&labels).set(m.replay_lsn as f64);
     }
     r.register("database_member_answering", "1 while a database member on this node answers, by its role", member);
+    r.register_with_unit(
+        "database_member_position",
+        "The member's write or receive position (PostgreSQL LSN, Redis replication offset); a replica's lag is the primary's minus its own",
+        Unit::Bytes,
+        position,
+    );
+    r.register_with_unit(
+        "database_member_replayed_position",
+        "The position a replica has replayed up to",
+        Unit::Bytes,
+        replayed,
+    );
     let term = Family::<DatabaseLabels, GaugeF>::default();
     for (name, db) in &state.desired.databases {
         term.get_or_create(&DatabaseLabels { database: name.clone() }).set(db.term as f64);
