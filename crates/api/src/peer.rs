@@ -93,6 +93,11 @@ pub struct MemberStatus {
     /// A setting changed in its configuration takes effect only after a restart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending_restart: bool,
+    /// The database generation whose configuration the member had loaded when it was
+    /// probed (so `pending_restart` speaks of that generation); `None`: not known (an
+    /// older node, or an engine that does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_generation: Option<u64>,
     /// Redis: the replication id the member serves (a master) or follows (a replica), so
     /// a replica still attached to a former master can be told from one that follows the
     /// current one.

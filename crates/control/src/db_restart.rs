@@ -4,6 +4,9 @@
 //! a restart report `pending_restart`. Decided by the leader, one database per tick, when
 //! its failover, synchronous-list and drain duties found nothing to do:
 //!
+//! - **Only once every member loaded the new configuration** (reports the database's
+//!   generation): before that, a standby that is "not pending" may just not have
+//!   reloaded yet.
 //! - **Standbys first, one at a time**: the lowest standby waiting for a restart is asked
 //!   to restart (`DatabaseRecord::restart`) once every other standby streams; the next
 //!   only once it answers again with nothing pending (and streams).
@@ -63,6 +66,25 @@ pub(crate) fn step(v: &View<'_>, memory: &mut DbMemory, out: &mut Vec<DbDecision
             ))));
         }
         return;
+    }
+
+    // A redeploy rewrites every member's configuration, and the members say what waits for
+    // a restart only once they loaded it: until every answering member reports the
+    // database's generation, "not pending" may just mean "not reloaded yet" (acting then
+    // hands the primary to a standby that still needs a restart: two switchovers).
+    if (0..n).any(pending) {
+        let behind: Vec<u32> = (0..n)
+            .filter(|m| {
+                v.report(*m).is_some_and(|r| r.answering && r.config_generation.is_some_and(|g| g < rec.generation))
+            })
+            .collect();
+        if let Some(&m) = behind.first() {
+            out.push(DbDecision::Recurring(Note::info(format!(
+                "{name}: restarts wait until member {m} on {} has loaded the new settings",
+                v.node_name(m)
+            ))));
+            return;
+        }
     }
 
     let standbys: Vec<u32> = (0..n).filter(|m| *m != rec.primary).collect();

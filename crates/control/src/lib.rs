@@ -109,6 +109,10 @@ pub struct MemberReport {
     pub down_since: Option<Millis>,
     /// A setting changed in its configuration waits for a restart.
     pub pending_restart: bool,
+    /// The database generation whose configuration the member had loaded when probed;
+    /// `None`: not said.
+    #[serde(default)]
+    pub config_generation: Option<u64>,
 }
 
 /// What a member is doing, as its node sees it.

@@ -275,6 +275,7 @@ impl World {
                 sync_applied: None,
                 down_since: None,
                 pending_restart: false,
+                config_generation: None,
             });
         }
         self
@@ -1307,6 +1308,33 @@ fn settings_that_need_a_restart_roll_standbys_first_then_the_primary_by_a_switch
         w.notes(),
         ["info: db: switching the primary over from n2 to member 1 on n3 (settings changed that need a restart; the old primary restarts as a standby)"]
     );
+}
+
+#[test]
+fn restarts_wait_until_every_member_loaded_the_new_configuration() {
+    // The primary reloaded the new settings first and says a restart is needed; the
+    // standbys still run the previous generation's file, so their "not pending" means
+    // nothing yet: no switchover (which would land on a standby that still needs a
+    // restart, and need a second one) until they report the new generation.
+    let mut w = db_drain_world(", sync: 1");
+    w.member(3, 1, MemberRole::Replica, 1, 1000).member(4, 2, MemberRole::Replica, 1, 1000);
+    let gen = w.state.desired.databases["db"].generation;
+    let set_gen = |w: &mut World, node: NodeId, g: u64| {
+        for m in w.obs.nodes.get_mut(&node).expect("node").databases.iter_mut() {
+            m.config_generation = Some(g);
+        }
+    };
+    set_gen(&mut w, 2, gen);
+    set_gen(&mut w, 3, gen - 1);
+    set_gen(&mut w, 4, gen - 1);
+    w.pending_restart(2, 0, true);
+    w.after(300).all_seen_but(&[]).check(&[]);
+    assert_eq!(w.notes(), ["info: db: restarts wait until member 1 on n3 has loaded the new settings"]);
+    // The standbys load it and say they need a restart too: standbys first, as always.
+    set_gen(&mut w, 3, gen);
+    set_gen(&mut w, 4, gen);
+    w.pending_restart(3, 1, true).pending_restart(4, 2, true);
+    w.after(300).all_seen_but(&[]).check(&["set-database-restart db member 1 at term 1"]);
 }
 
 #[test]

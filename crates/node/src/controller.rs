@@ -76,6 +76,7 @@ fn member_report(m: &holdfast_api::peer::MemberStatus) -> holdfast_control::Memb
         sync_applied: m.sync_applied.clone(),
         down_since: None,
         pending_restart: m.pending_restart,
+        config_generation: m.config_generation,
     }
 }
 

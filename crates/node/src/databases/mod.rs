@@ -333,6 +333,7 @@ pub(super) fn status(key: &Key, term: u64, role: MemberRole, detail: impl Into<S
         detail,
         sync_applied: None,
         pending_restart: false,
+        config_generation: None,
         replid: None,
     }
 }

@@ -50,6 +50,10 @@ pub(super) struct Local {
     hold_failed: bool,
     /// The admin connection of the last pass, and the port it reached.
     admin: Option<(u16, Admin)>,
+    /// The database generation whose configuration was loaded in an earlier pass (written
+    /// and reloaded, or unchanged while running): reported with the next pass's probe, so
+    /// its `pending_restart` speaks of that generation.
+    loaded_generation: Option<u64>,
     /// A primary: the members of the sync list it runs with, loaded in an earlier pass
     /// (reported with the next pass's probe, so the LSN it reports is from after it took
     /// effect); `None` while none or the commit hold is loaded.
@@ -124,8 +128,9 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
     // One admin connection per member, kept across passes while it works: a new one per
     // pass costs a SCRAM handshake each time, which made a pass slow enough to delay
     // fencing and switchovers by most of a second.
-    // The list loaded before this pass's probe (see `Local::sync_applied`).
+    // The list and the configuration loaded before this pass's probe (see `Local`).
     let sync_applied = local.sync_applied.clone();
+    let loaded_generation = local.loaded_generation;
     let conn = match (running, port, local.admin.take()) {
         (true, Some(p), Some((q, a))) if q == p && !a.is_closed() => Some((q, a)),
         (true, Some(p), _) => Admin::connect(&dir.socket(), p, &rec.credentials.superuser, Duration::from_secs(1))
@@ -260,6 +265,7 @@ pub(super) async fn pass(ctx: &NodeContext, key: &Key, local: &mut Local) -> (Me
         st.answering = true;
         st.streaming = p.streaming;
         st.pending_restart = p.pending_restart;
+        st.config_generation = loaded_generation;
         if !p.in_recovery {
             st.term = marker.primary_term;
             st.sync_applied = sync_applied;
@@ -411,7 +417,11 @@ async fn execute(
                 }
             }
             // Loaded when unchanged, or reloaded just now (reported from the next pass).
-            local.sync_applied = (!*standby && m.running && (!changed || admin.is_some())).then_some(names);
+            let loaded = m.running && (!changed || admin.is_some());
+            local.sync_applied = (!*standby && loaded).then_some(names);
+            if loaded {
+                local.loaded_generation = Some(rec.generation);
+            }
             if let Some(since) = local.holding_since.take() {
                 if !*standby {
                     tracing::info!(database = %m.key.0, member = m.key.1, held_ms = since.elapsed().as_millis() as u64, "the lease is back: held commits complete");
