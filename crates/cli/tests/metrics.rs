@@ -87,6 +87,8 @@ fn metrics_parse_with_a_real_parser_need_a_token_and_move_with_requests() {
     assert_eq!(value(&samples, "holdfast_node_info", &[("node", "n1")]), Some(1.0), "{text}");
     assert_eq!(value(&samples, "holdfast_raft_leader", &[]), Some(1.0));
     assert!(value(&samples, "holdfast_raft_term", &[]) >= Some(1.0));
+    assert!(value(&samples, "holdfast_raft_leader_changes_total", &[]) >= Some(1.0), "the first election");
+    assert!(value(&samples, "holdfast_raft_commit_duration_seconds_count", &[]) >= Some(1.0), "the deploy committed");
     for i in ["web-0", "web-1"] {
         assert_eq!(value(&samples, "holdfast_instance_ready", &[("instance", i)]), Some(1.0), "{i}");
     }

@@ -275,6 +275,27 @@ fn registry(ctx: &NodeContext) -> Registry {
     if let Some(term) = ctx.control.term() {
         r.register("raft_term", "The control plane's current Raft term", gauge_f(term as f64));
     }
+    let raft = ctx.control.stats();
+    let get = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    r.register(
+        "raft_leader_changes",
+        "Times the leader this node knows of changed since it started",
+        counter(get(&raft.leader_changes)),
+    );
+    let commits = Counted::default();
+    let buckets =
+        holdfast_raft::COMMIT_BUCKETS_S.iter().copied().zip(raft.commit_buckets.iter().map(get)).collect::<Vec<_>>();
+    let total = get(&raft.commits);
+    let counted: u64 = buckets.iter().map(|(_, n)| n).sum();
+    let mut buckets = buckets;
+    buckets.push((f64::MAX, total.saturating_sub(counted))); // written `+Inf`
+    commits.set(get(&raft.commit_latency_us_sum) as f64 / 1e6, total, buckets);
+    r.register_with_unit(
+        "raft_commit_duration",
+        "Time from this node proposing a change to it being committed and applied here",
+        Unit::Seconds,
+        commits,
+    );
 
     // Links to other nodes.
     let up = Family::<PeerLabels, GaugeF>::default();

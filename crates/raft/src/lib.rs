@@ -93,6 +93,35 @@ pub struct ControlPlane {
     pub node_id: NodeId,
     state: tokio::sync::watch::Receiver<Arc<ClusterState>>,
     events: tokio::sync::broadcast::Sender<store::AppliedEvents>,
+    stats: Arc<RaftStats>,
+}
+
+/// Upper bounds (seconds) of the buckets of the commit-latency histogram.
+pub const COMMIT_BUCKETS_S: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0];
+
+/// What this node counted of the control plane since it started (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct RaftStats {
+    /// Times the leader this node knows of changed (to another node or to none).
+    pub leader_changes: std::sync::atomic::AtomicU64,
+    /// Changes this node proposed that were committed and applied here.
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Sum of their commit latencies (propose to applied), microseconds.
+    pub commit_latency_us_sum: std::sync::atomic::AtomicU64,
+    /// Commits per bucket of [`COMMIT_BUCKETS_S`] (not cumulative).
+    pub commit_buckets: [std::sync::atomic::AtomicU64; COMMIT_BUCKETS_S.len()],
+}
+
+impl RaftStats {
+    fn record_commit(&self, elapsed: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.commits.fetch_add(1, Relaxed);
+        self.commit_latency_us_sum.fetch_add(elapsed.as_micros() as u64, Relaxed);
+        let s = elapsed.as_secs_f64();
+        if let Some(i) = COMMIT_BUCKETS_S.iter().position(|b| s <= *b) {
+            self.commit_buckets[i].fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// Timing of the Raft protocol. Defaults suit a LAN or Wi-Fi: a follower starts an
@@ -154,7 +183,26 @@ impl ControlPlane {
             let members = std::collections::BTreeMap::from([(node_id, openraft::BasicNode::new(addr))]);
             raft.initialize(members).await.map_err(|e| ControlPlaneError::Fatal(e.to_string()))?;
         }
-        Ok(ControlPlane { raft, node_id, state, events })
+        let stats = Arc::new(RaftStats::default());
+        // Count leader changes as this node sees them (the task ends with Raft's metrics).
+        let (mut metrics, counted) = (raft.metrics(), stats.clone());
+        tokio::spawn(async move {
+            use openraft::async_runtime::WatchReceiver;
+            let mut last = metrics.borrow_watched().current_leader;
+            while metrics.changed().await.is_ok() {
+                let now = metrics.borrow_watched().current_leader;
+                if now != last {
+                    counted.leader_changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    last = now;
+                }
+            }
+        });
+        Ok(ControlPlane { raft, node_id, state, events, stats })
+    }
+
+    /// What this node counted of the control plane (leader changes, commit latency).
+    pub fn stats(&self) -> &RaftStats {
+        &self.stats
     }
 
     /// The latest applied state (may lag the leader by the replication delay).
@@ -208,9 +256,13 @@ impl ControlPlane {
         use openraft::errors::{ClientWriteError, RaftError};
         self.check_quorum("this change")?;
         let timeout = commit_timeout();
+        let started = std::time::Instant::now();
         match tokio::time::timeout(timeout, self.raft.client_write(req)).await {
             Err(_) => Err(self.timed_out("this change", timeout)),
-            Ok(Ok(resp)) => Ok(resp.response().clone()),
+            Ok(Ok(resp)) => {
+                self.stats.record_commit(started.elapsed());
+                Ok(resp.response().clone())
+            }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(ControlPlaneError::NotLeader { leader: f.leader_node.map(|n| n.addr) })
             }
