@@ -253,7 +253,7 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo, shared: &Arc<Shared>) -
             client: info.client.to_str().unwrap_or("-"),
             scheme: info.kind.scheme(),
             version,
-            host: &outcome.host,
+            host: outcome.host.as_deref().unwrap_or(""),
             method: &method,
             path: &path,
             status,
@@ -269,7 +269,8 @@ async fn handle(req: Request<Incoming>, info: &ConnInfo, shared: &Arc<Shared>) -
 /// A request's answer and what the log and counters say about it.
 struct Outcome {
     resp: Response<RespBody>,
-    host: String,
+    /// The request's host (only when the access log is on).
+    host: Option<String>,
     route: Option<Arc<RouteCounters>>,
     /// The instance that answered (only when the access log is on).
     instance: Option<String>,
@@ -307,7 +308,9 @@ async fn route_and_forward(mut req: Request<Incoming>, info: &ConnInfo, shared: 
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => req.headers().get(HOST).cloned(),
     };
-    let host = normalize_host(host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")).into_owned();
+    let host = normalize_host(host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""));
+    // The host as the access log shows it: copied only when there is a log.
+    let log_host = || shared.access.is_some().then(|| host.to_string());
     let path = req.uri().path();
     // ACME HTTP-01: a challenge the cluster is answering, on plain HTTP, before any route
     // or redirect (an unknown token falls through to the routes: an app may do its own).
@@ -315,16 +318,16 @@ async fn route_and_forward(mut req: Request<Incoming>, info: &ConnInfo, shared: 
         let token = path.strip_prefix(ACME_CHALLENGE_PATH);
         if let Some(key_auth) = token.and_then(|t| compiled.table.acme_challenges.get(t)) {
             let resp = text(StatusCode::OK, key_auth.clone());
-            return Outcome { resp, host, route: None, instance: None };
+            return Outcome { resp, host: log_host(), route: None, instance: None };
         }
     }
     let Some(ri) = match_route(&compiled.table.routes, &host, path) else {
         let resp = text(StatusCode::NOT_FOUND, format!("no route for host {host:?} path {path:?}\n"));
-        return Outcome { resp, host, route: None, instance: None };
+        return Outcome { resp, host: log_host(), route: None, instance: None };
     };
     let route = &compiled.table.routes[ri];
     let counters = compiled.route_counters.get(ri).cloned();
-    let done = |resp| Outcome { resp, host: host.clone(), route: counters.clone(), instance: None };
+    let done = |resp| Outcome { resp, host: log_host(), route: counters.clone(), instance: None };
     if info.kind == Listener::EdgeHttp && route.https_redirect {
         return done(redirect(req.method(), &host, req.uri(), shared.https_port));
     }
@@ -373,7 +376,7 @@ async fn route_and_forward(mut req: Request<Incoming>, info: &ConnInfo, shared: 
     let how = Forward { grpc, counters: counters.as_deref(), want_instance };
     let sent = forward(pending, replay, client_upgrade, &pool, shared, how);
     match tokio::time::timeout(timeout, sent).await {
-        Ok((resp, instance)) => Outcome { resp, host, route: counters, instance },
+        Ok((resp, instance)) => Outcome { resp, host: log_host(), route: counters, instance },
         Err(_) => {
             inc(&shared.stats.http_timeouts);
             if let Some(c) = &counters {
@@ -383,7 +386,7 @@ async fn route_and_forward(mut req: Request<Incoming>, info: &ConnInfo, shared: 
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("service {:?} did not answer within {timeout:?}\n", pool.service),
             );
-            Outcome { resp, host, route: counters, instance: None }
+            Outcome { resp, host: log_host(), route: counters, instance: None }
         }
     }
 }

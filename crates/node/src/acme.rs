@@ -126,15 +126,11 @@ fn builder(ctx: &NodeContext, config: &AcmeConfig) -> Result<instant_acme::Accou
 async fn account(ctx: &NodeContext, state: &ClusterState, config: &AcmeConfig) -> Result<Account, String> {
     let builder = builder(ctx, config)?;
     let key = holdfast_state::secrets::key(ACME_PROJECT, ACCOUNT_SECRET);
-    let stored = state.secrets.get(&key).and_then(|r| r.current().map(|c| (c.version, c.sealed.clone())));
-    if state.acme.account_directory.as_deref() == Some(config.directory.as_str()) {
-        if let Some((version, Some(sealed))) = stored {
-            let context = holdfast_state::secrets::seal_context(ACME_PROJECT, ACCOUNT_SECRET, version);
-            let plain = ctx.keyring.open(&context, &sealed)?;
-            let creds: AccountCredentials =
-                serde_json::from_slice(&plain).map_err(|e| format!("the stored ACME account is unreadable: {e}"))?;
-            return builder.from_credentials(creds).await.map_err(|e| format!("ACME account: {}", why(&e)));
-        }
+    if state.acme.account_directory.as_deref() == Some(config.directory.as_str()) && state.secrets.contains_key(&key) {
+        let plain = crate::secrets::open_current(&ctx.keyring, state, &key)?;
+        let creds: AccountCredentials =
+            serde_json::from_slice(&plain).map_err(|e| format!("the stored ACME account is unreadable: {e}"))?;
+        return builder.from_credentials(creds).await.map_err(|e| format!("ACME account: {}", why(&e)));
     }
     let contact = config.email.as_ref().map(|e| format!("mailto:{e}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();

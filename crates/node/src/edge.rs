@@ -337,24 +337,17 @@ fn source_versions(state: &ClusterState, src: &CertSource) -> (u64, u64) {
     }
 }
 
-/// Opens the current version of secret `k` (`project/name`).
-fn open_current(ctx: &NodeContext, state: &ClusterState, k: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    let rec = state.secrets.get(k).ok_or_else(|| format!("secret {k} does not exist"))?;
-    let current = rec.current().ok_or_else(|| format!("secret {k} has no value yet"))?;
-    let sealed =
-        current.sealed.as_ref().ok_or_else(|| format!("version {} of secret {k} is not readable", current.version))?;
-    let (project, name) = k.split_once('/').ok_or_else(|| format!("`{k}` is not project/name"))?;
-    ctx.keyring.open(&holdfast_state::secrets::seal_context(project, name, current.version), sealed)
-}
-
 /// Opens and parses a source's certificate and key.
 pub fn open_source(ctx: &NodeContext, state: &ClusterState, src: &CertSource) -> Result<ServedCert, String> {
     match src {
         CertSource::Secrets { cert, key } => open_certificate(ctx, state, cert, key).map(|(c, _)| c),
         CertSource::Acme { host } => {
             let issued = state.acme.certs.get(host).ok_or_else(|| format!("{host} has no issued certificate"))?;
-            let key =
-                open_current(ctx, state, &holdfast_state::secrets::key(holdfast_state::acme::ACME_PROJECT, host))?;
+            let key = crate::secrets::open_current(
+                &ctx.keyring,
+                state,
+                &holdfast_state::secrets::key(holdfast_state::acme::ACME_PROJECT, host),
+            )?;
             ServedCert::from_pem(issued.chain_pem.as_bytes(), &key)
                 .map_err(|e| format!("the certificate of {host}: {e}"))
         }
@@ -368,8 +361,8 @@ pub fn open_certificate(
     cert: &str,
     key: &str,
 ) -> Result<(ServedCert, (u64, u64)), String> {
-    let chain = open_current(ctx, state, cert)?;
-    let private = open_current(ctx, state, key)?;
+    let chain = crate::secrets::open_current(&ctx.keyring, state, cert)?;
+    let private = crate::secrets::open_current(&ctx.keyring, state, key)?;
     let served =
         ServedCert::from_pem(&chain, &private).map_err(|e| format!("certificate {cert} with key {key}: {e}"))?;
     Ok((served, source_versions(state, &CertSource::Secrets { cert: cert.to_string(), key: key.to_string() })))
@@ -417,7 +410,7 @@ pub fn check_route_certificates(
 type Loaded = ((u64, u64), Option<ServedCert>);
 
 /// The hosts of the routes a source serves.
-fn hosts_of(state: &ClusterState, src: &CertSource) -> Vec<String> {
+pub fn hosts_of(state: &ClusterState, src: &CertSource) -> Vec<String> {
     match src {
         CertSource::Acme { host } => vec![host.clone()],
         CertSource::Secrets { cert, key } => state

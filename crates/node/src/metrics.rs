@@ -87,8 +87,14 @@ struct Counted {
 }
 
 impl Counted {
-    fn set(&self, sum: f64, count: u64, buckets: Vec<(f64, u64)>) {
-        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = (sum, count, buckets);
+    /// Sets the histogram from `count` observations summing to `sum_us` microseconds,
+    /// `per_bucket[i]` of them at most `bounds[i]` seconds (not cumulative: the encoder
+    /// adds them up); the rest, slower than every bound, go to the `+Inf` bucket.
+    fn set(&self, sum_us: u64, count: u64, bounds: &[f64], per_bucket: impl IntoIterator<Item = u64>) {
+        let mut buckets: Vec<(f64, u64)> = bounds.iter().copied().zip(per_bucket).collect();
+        let counted: u64 = buckets.iter().map(|(_, n)| n).sum();
+        buckets.push((f64::MAX, count.saturating_sub(counted))); // written `+Inf`
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = (sum_us as f64 / 1e6, count, buckets);
     }
 }
 
@@ -208,16 +214,12 @@ fn registry(ctx: &NodeContext) -> Registry {
             }
             retries.get_or_create(&labels).inc_by(rs.retries);
             timeouts.get_or_create(&labels).inc_by(rs.timeouts);
-            // Per-bucket counts (the encoder adds them up); the last bucket (`+Inf`) holds
-            // the requests slower than every bound.
-            let counted: u64 = rs.latency_buckets.iter().sum();
-            let buckets = holdfast_net::LATENCY_BUCKETS_S
-                .iter()
-                .copied()
-                .zip(rs.latency_buckets)
-                .chain(std::iter::once((f64::MAX, rs.requests.saturating_sub(counted)))) // written `+Inf`
-                .collect();
-            latency.get_or_create(&labels).set(rs.latency_us_sum as f64 / 1e6, rs.requests, buckets);
+            latency.get_or_create(&labels).set(
+                rs.latency_us_sum,
+                rs.requests,
+                &holdfast_net::LATENCY_BUCKETS_S,
+                rs.latency_buckets,
+            );
         }
         r.register(
             "http_requests",
@@ -283,13 +285,12 @@ fn registry(ctx: &NodeContext) -> Registry {
         counter(get(&raft.leader_changes)),
     );
     let commits = Counted::default();
-    let buckets =
-        holdfast_raft::COMMIT_BUCKETS_S.iter().copied().zip(raft.commit_buckets.iter().map(get)).collect::<Vec<_>>();
-    let total = get(&raft.commits);
-    let counted: u64 = buckets.iter().map(|(_, n)| n).sum();
-    let mut buckets = buckets;
-    buckets.push((f64::MAX, total.saturating_sub(counted))); // written `+Inf`
-    commits.set(get(&raft.commit_latency_us_sum) as f64 / 1e6, total, buckets);
+    commits.set(
+        get(&raft.commit_latency_us_sum),
+        get(&raft.commits),
+        &holdfast_raft::COMMIT_BUCKETS_S,
+        raft.commit_buckets.iter().map(get),
+    );
     r.register_with_unit(
         "raft_commit_duration",
         "Time from this node proposing a change to it being committed and applied here",

@@ -216,6 +216,19 @@ impl Keyring {
     }
 }
 
+/// Opens the current version of stored secret `key` (`project/name`, the reserved
+/// `_acme/...` ones included).
+pub fn open_current(keyring: &Keyring, state: &holdfast_state::ClusterState, key: &str) -> Result<Plain, String> {
+    let rec = state.secrets.get(key).ok_or_else(|| format!("secret {key} does not exist"))?;
+    let current = rec.current().ok_or_else(|| format!("secret {key} has no value yet"))?;
+    let sealed = current
+        .sealed
+        .as_ref()
+        .ok_or_else(|| format!("version {} of secret {key} is not readable", current.version))?;
+    let (project, name) = key.split_once('/').ok_or_else(|| format!("`{key}` is not project/name"))?;
+    keyring.open(&holdfast_state::secrets::seal_context(project, name, current.version), sealed)
+}
+
 /// Opens the secrets this node's instances read, from the replicated state.
 pub struct StateSecrets {
     pub control: holdfast_raft::ControlPlane,

@@ -28,20 +28,7 @@ fn view(ctx: &NodeContext, state: &ClusterState) -> CertsResponse {
         let (hosts, source) = match &src {
             CertSource::Acme { host } => (vec![host.clone()], "acme".to_string()),
             CertSource::Secrets { cert, key } => {
-                let hosts = state
-                    .desired
-                    .routes
-                    .iter()
-                    .filter(|r| match &r.tls {
-                        holdfast_spec::RouteTls::Secrets { cert: c, key: k } => {
-                            state.desired.services.get(&r.service).is_some_and(|s| {
-                                format!("{}/{c}", s.project) == *cert && format!("{}/{k}", s.project) == *key
-                            })
-                        }
-                        _ => false,
-                    })
-                    .map(|r| r.host.clone())
-                    .collect();
+                let hosts = crate::edge::hosts_of(state, &src);
                 (hosts, format!("secrets {cert} {key}"))
             }
         };
