@@ -29,6 +29,9 @@ command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
 # ioredis (npm) is the Redis tests' Node.js client: node and npm.
 command -v node >/dev/null || need_pkgs+=(nodejs)
 command -v npm >/dev/null || need_pkgs+=(npm)
+# The dashboard test: a real headless browser, and wrk to saturate the ingress meanwhile.
+command -v chromium >/dev/null || need_pkgs+=(chromium)
+command -v wrk >/dev/null || need_pkgs+=(wrk)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${need_pkgs[*]}"

@@ -183,7 +183,8 @@ impl Agent {
         });
 
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let mut sup = Supervisor { inner: inner.clone(), tasks: BTreeMap::new(), done_tx, seq: 0 };
+        let mut sup =
+            Supervisor { inner: inner.clone(), tasks: BTreeMap::new(), done_tx, seq: 0, log_sizes: BTreeMap::new() };
         sup.load_records().await;
 
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -223,6 +224,29 @@ impl AgentHandle {
             .collect()
     }
 
+    /// A usage reading of every running instance: from its cgroup, or, without one, the
+    /// sum over its process group's live processes (one scan of `/proc`).
+    pub fn usage(&self) -> Vec<(InstanceId, crate::usage::Reading)> {
+        let rows: Vec<(InstanceId, u32, Option<InstanceCgroup>)> = {
+            let t = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());
+            t.values().filter_map(|e| Some((e.status.id.clone(), e.status.pid?, e.cgroup.clone()))).collect()
+        };
+        let without: Vec<u32> = rows.iter().filter(|(_, _, cg)| cg.is_none()).map(|(_, pid, _)| *pid).collect();
+        let by_group = if without.is_empty() { Default::default() } else { crate::proc::group_usage(&without) };
+        rows.into_iter()
+            .map(|(id, pid, cg)| {
+                let reading = match cg {
+                    Some(cg) => crate::usage::Reading { cpu_ns: cg.cpu_usage_ns(), memory_bytes: cg.memory_bytes() },
+                    None => {
+                        let (cpu, mem) = by_group.get(&pid).copied().unzip();
+                        crate::usage::Reading { cpu_ns: cpu, memory_bytes: mem }
+                    }
+                };
+                (id, reading)
+            })
+            .collect()
+    }
+
     /// A receiver whose value bumps on every status change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.version.subscribe()
@@ -258,6 +282,8 @@ struct Supervisor {
     tasks: BTreeMap<InstanceId, Task>,
     done_tx: mpsc::UnboundedSender<(InstanceId, u64)>,
     seq: u64,
+    /// Each instance log's size at its last time checkpoint.
+    log_sizes: BTreeMap<PathBuf, u64>,
 }
 
 impl Supervisor {
@@ -391,17 +417,31 @@ impl Supervisor {
         }
     }
 
-    async fn rotate_logs(&self) {
+    /// Once a second: rotates the instances' logs that grew too big and adds a time
+    /// checkpoint to the index of each that grew (`logs.rs`).
+    async fn rotate_logs(&mut self) {
         let paths: Vec<PathBuf> = self.tasks.keys().map(|id| self.inner.log_path(id)).collect();
         let (max, keep) = (self.inner.config.log_max_bytes, self.inner.config.log_keep);
-        let _ = tokio::task::spawn_blocking(move || {
+        let mut sizes = std::mem::take(&mut self.log_sizes);
+        let job = tokio::task::spawn_blocking(move || {
+            let now = crate::types::now_ms();
+            let mut kept = BTreeMap::new();
             for p in paths {
-                if let Err(e) = crate::logs::rotate_if_needed(&p, max, keep) {
-                    tracing::warn!(path = %p.display(), error = %e, "log rotation failed");
+                let mut last = sizes.remove(&p).unwrap_or_else(|| crate::logs::last_checkpoint(&p));
+                match crate::logs::rotate_if_needed(&p, max, keep) {
+                    Ok(true) => last = 0,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(path = %p.display(), error = %e, "log rotation failed"),
                 }
+                match crate::logs::checkpoint(&p, last, now) {
+                    Ok(size) => last = size,
+                    Err(e) => tracing::debug!(path = %p.display(), error = %e, "log time index not written"),
+                }
+                kept.insert(p, last);
             }
-        })
-        .await;
+            kept
+        });
+        self.log_sizes = job.await.unwrap_or_default();
     }
 
     fn reconcile_pass(&mut self, want: &[InstanceSpec]) {

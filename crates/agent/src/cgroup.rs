@@ -351,6 +351,16 @@ impl InstanceCgroup {
         }
     }
 
+    /// The most memory the instance's cgroup has used (v1 `memory.max_usage_in_bytes`,
+    /// v2 `memory.peak`, which kernels before 5.19 lack).
+    pub(crate) fn memory_peak_bytes(&self) -> Option<u64> {
+        let m = self.memory.as_ref()?;
+        match self.version {
+            CgroupVersion::V1 => read_u64(&m.join("memory.max_usage_in_bytes")),
+            CgroupVersion::V2 => read_u64(&m.join("memory.peak")),
+        }
+    }
+
     pub(crate) fn cpu_usage_ns(&self) -> Option<u64> {
         match self.version {
             CgroupVersion::V1 => read_u64(&self.cpuacct.as_ref()?.join("cpuacct.usage")),

@@ -447,6 +447,11 @@ impl Instance {
                 .as_ref()
                 .and_then(|c| c.memory_limit)
                 .map_or(String::new(), |l| format!(": limit {}", human_bytes(l)));
+            let peak = r.cgroup.as_ref().and_then(|c| c.memory_peak_bytes());
+            let limit = match peak {
+                Some(p) => format!("{limit}, peak {}", human_bytes(p)),
+                None => limit,
+            };
             if matches!(outcome, Some(ExitOutcome::Signal(9))) {
                 description.push_str(&format!(" (out of memory{limit})"));
             } else {

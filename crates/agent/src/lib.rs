@@ -35,7 +35,8 @@
 //! (v1/v2 cgroups), `proc` (process table, signals, exit watching),
 //! `spawn` + `preexec` (launching), `health` (probes), `record`
 //! (persistence), `instance` (one instance's supervisor), `agent` (the
-//! agent, its handle and the reconciling supervisor).
+//! agent, its handle and the reconciling supervisor), `usage` (pure: the
+//! per-instance CPU and memory history rings).
 
 mod agent;
 mod backoff;
@@ -44,7 +45,7 @@ mod config;
 mod error;
 mod health;
 mod instance;
-mod logs;
+pub mod logs;
 pub mod osuser;
 pub use logs::utc_timestamp;
 mod ports;
@@ -55,6 +56,7 @@ mod record;
 mod secrets;
 mod spawn;
 mod types;
+pub mod usage;
 
 pub use agent::{Agent, AgentHandle};
 pub use config::AgentConfig;

@@ -71,6 +71,38 @@ pub(crate) fn all_processes() -> Vec<ProcStat> {
         .collect()
 }
 
+/// A process's CPU time (utime + stime, fields 14 and 15, in clock ticks) and resident
+/// pages (field 24), with its process group, from `/proc/<pid>/stat` content.
+pub(crate) fn parse_usage(s: &str) -> Option<(u32, u64, u64)> {
+    let close = s.rfind(')')?;
+    let rest: Vec<&str> = s.get(close + 1..)?.split_whitespace().collect();
+    let pgid = rest.get(2)?.parse().ok()?;
+    let utime: u64 = rest.get(11)?.parse().ok()?;
+    let stime: u64 = rest.get(12)?.parse().ok()?;
+    let rss: u64 = rest.get(21)?.parse().ok()?;
+    Some((pgid, utime + stime, rss))
+}
+
+/// CPU time (ns) and resident memory (bytes) summed over each of `pgids`' live
+/// processes, in one scan of `/proc`: the usage of instances without a cgroup.
+pub(crate) fn group_usage(pgids: &[u32]) -> std::collections::BTreeMap<u32, (u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    let page = rustix::param::page_size() as u64;
+    for e in rd.filter_map(|e| e.ok()) {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((pgid, cpu_ticks, rss_pages)) = parse_usage(&text) else { continue };
+        if pgids.contains(&pgid) {
+            let slot: &mut (u64, u64) = out.entry(pgid).or_default();
+            slot.0 += cpu_ticks.saturating_mul(1_000_000_000) / ticks;
+            slot.1 += rss_pages.saturating_mul(page);
+        }
+    }
+    out
+}
+
 /// Live (non-zombie) pids whose process group is `pgid`.
 pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
     all_processes().into_iter().filter(|st| st.pgid == pgid).map(|st| st.pid).collect()
@@ -271,6 +303,18 @@ mod tests {
         assert_eq!(st.sid, 1234);
         assert_eq!(st.start_time, 987654);
         assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn parses_cpu_ticks_and_resident_pages() {
+        // utime 1, stime 2 (fields 14, 15), rss 10 (field 24).
+        let s = "1234 (we ird) (x)) S 1 77 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
+        assert_eq!(parse_usage(s), Some((77, 3, 10)));
+        assert_eq!(parse_usage("1 (x) S"), None);
+        let me = read_stat(std::process::id()).expect("own stat");
+        let usage = group_usage(&[me.pgid]);
+        let (_, rss) = usage.get(&me.pgid).copied().expect("own group");
+        assert!(rss > 1 << 20, "resident bytes {rss}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::types::{
     NodeActionResponse, NodeLabelsRequest, NodeLabelsResponse, NodesResponse, PlanResponse, RoutesResponse, RunStarted,
     ScaleRequest, SecretHistoryResponse, SecretKeyRotate, SecretKeyRotated, SecretSetResponse, SecretsResponse,
     SettingsChange, SettingsView, StatusResponse, SwitchoverRequest, SwitchoverResponse, TokenRequest, TokenResponse,
-    WorkersResponse,
+    UsageResponse, WorkersResponse,
 };
 
 /// Why a call failed.
@@ -281,14 +281,10 @@ impl Client {
         self.call(Method::DELETE, &format!("/v1/services/{}", service), None::<&()>).await
     }
 
-    /// Starts a log stream; read the returned body frame by frame.
-    pub async fn logs(
-        &self,
-        service: &str,
-        tail: usize,
-        follow: bool,
-    ) -> Result<hyper::Response<Incoming>, ClientError> {
-        self.send_raw(Method::GET, &format!("/v1/services/{service}/logs?tail={tail}&follow={follow}"), None).await
+    /// Starts a log stream of [`LogItem`](crate::types::LogItem)s, one JSON object per
+    /// line; read the returned body frame by frame.
+    pub async fn logs(&self, service: &str, q: &LogsQuery) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send_raw(Method::GET, &format!("/v1/services/{service}/logs?{}", q.to_query()), None).await
     }
 
     pub async fn create_token(&self, ttl_ms: u64) -> Result<TokenResponse, ClientError> {
@@ -355,6 +351,24 @@ impl Client {
         self.call(Method::GET, &format!("/v1/events?since_ms={since_ms}&limit={limit}"), None::<&()>).await
     }
 
+    /// Every instance's CPU and memory, now and over the last hour (`samples` points of
+    /// history each, 0 for none), optionally of one service or one node.
+    pub async fn usage(
+        &self,
+        service: Option<&str>,
+        node: Option<&str>,
+        samples: usize,
+    ) -> Result<UsageResponse, ClientError> {
+        let mut q = format!("/v1/usage?samples={samples}");
+        if let Some(s) = service {
+            q.push_str(&format!("&service={}", query_escape(s)));
+        }
+        if let Some(n) = node {
+            q.push_str(&format!("&node={}", query_escape(n)));
+        }
+        self.call(Method::GET, &q, None::<&()>).await
+    }
+
     /// The background loops of the node this client talks to.
     pub async fn workers(&self) -> Result<WorkersResponse, ClientError> {
         self.call(Method::GET, "/v1/workers", None::<&()>).await
@@ -376,4 +390,49 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+/// What part of a log to read: the last `tail` lines per instance (all when `None` and
+/// `since_ms` is set, else 100), lines written at or after `since_ms`, lines containing
+/// `grep` (a regular expression), and whether to keep following.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    pub tail: Option<usize>,
+    #[serde(default)]
+    pub since_ms: Option<u64>,
+    #[serde(default)]
+    pub grep: Option<String>,
+    #[serde(default)]
+    pub follow: bool,
+}
+
+impl LogsQuery {
+    /// The query string (without `?`).
+    pub fn to_query(&self) -> String {
+        let mut parts = vec![format!("follow={}", self.follow)];
+        if let Some(t) = self.tail {
+            parts.push(format!("tail={t}"));
+        }
+        if let Some(s) = self.since_ms {
+            parts.push(format!("since_ms={s}"));
+        }
+        if let Some(g) = &self.grep {
+            parts.push(format!("grep={}", query_escape(g)));
+        }
+        parts.join("&")
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for a query value.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

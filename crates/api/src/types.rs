@@ -649,3 +649,70 @@ pub struct CertsResponse {
     pub acme_custom_ca: bool,
     pub certs: Vec<CertView>,
 }
+
+/// One usage sample of an instance: CPU in millicores averaged since the previous sample,
+/// memory in bytes at the sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageSample {
+    pub at_ms: u64,
+    pub cpu_millis: Option<u32>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// One instance's use of its node, against what its service asked for
+/// (`GET /v1/usage`, `holdfast top`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceUsage {
+    /// `web-0`.
+    pub instance: String,
+    pub service: String,
+    pub project: String,
+    pub node: String,
+    /// The service's `resources`: what placement reserved, and the instance's cgroup
+    /// limits (CPU quota, memory.max).
+    pub cpu_request_millis: Option<u32>,
+    pub memory_request_bytes: Option<u64>,
+    /// Now: CPU over the last seconds, memory as read at the answer.
+    pub cpu_millis: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    /// Over the kept history (up to an hour).
+    pub cpu_avg_millis: Option<u32>,
+    pub cpu_peak_millis: Option<u32>,
+    pub memory_peak_bytes: Option<u64>,
+    /// Oldest first; empty when the request asked for none.
+    #[serde(default)]
+    pub samples: Vec<UsageSample>,
+}
+
+/// `GET /v1/usage?service=&node=&samples=` (every node's history, gathered) and
+/// `GET /cluster/usage` (one node's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageResponse {
+    /// How often nodes sample (ms).
+    pub interval_ms: u64,
+    /// How much history nodes keep (ms).
+    pub window_ms: u64,
+    pub instances: Vec<InstanceUsage>,
+    /// Nodes that did not answer (their instances are missing).
+    #[serde(default)]
+    pub unreachable: Vec<String>,
+}
+
+/// One line of a service's or job run's log, as the API streams it (one JSON object per
+/// line). `at_ms` is when the line was written: exact for holdfast's own marker lines,
+/// otherwise when the node's agent first saw it in the file (within a second).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub at_ms: Option<u64>,
+    pub node: String,
+    pub instance: String,
+    pub line: String,
+}
+
+/// What a log stream carries: lines, and notes about nodes that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogItem {
+    Line(LogLine),
+    Note { node: String, note: String },
+}

@@ -40,9 +40,30 @@ pub struct LogsArgs {
     /// Keep printing new lines as they are written.
     #[arg(short, long)]
     pub follow: bool,
-    /// Lines of history to print per instance first.
-    #[arg(long, default_value_t = 100)]
-    pub tail: usize,
+    /// Lines of history per instance (default 100; with --since, every line since).
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// Only lines written since then: a duration back from now (30s, 10m, 2h) or a UTC
+    /// time (2026-12-01T10:42:00Z). Lines are dated within a second by the node's agent.
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<u64>,
+    /// Only lines matching this regular expression (Rust regex syntax; `(?i)` for any case).
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// Print each line's time (UTC) first.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+}
+
+/// `--since`: a duration back from now, or a UTC time, as unix ms.
+pub fn parse_since(s: &str) -> Result<u64, String> {
+    if let Some(ms) = holdfast_agent::logs::parse_utc_timestamp(s) {
+        return Ok(ms);
+    }
+    match parse_duration(s) {
+        Ok(d) => Ok(now_ms().saturating_sub(d.as_millis() as u64)),
+        Err(_) => Err(format!("`{s}` is neither a duration (30s, 10m, 2h) nor a UTC time (2026-12-01T10:42:00Z)")),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -371,10 +392,22 @@ async fn explain_not_ready(c: &Client, st: &StatusResponse, services: &[String])
     }
 }
 
+/// The last `tail` lines per instance of a service, as `node instance | line`.
 async fn collect_logs(c: &Client, service: &str, tail: usize) -> Result<String> {
-    let resp = c.logs(service, tail, false).await?;
+    let q = holdfast_api::client::LogsQuery { tail: Some(tail), ..Default::default() };
+    let resp = c.logs(service, &q).await?;
     let bytes = resp.into_body().collect().await?.to_bytes();
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    let mut out = String::new();
+    for raw in String::from_utf8_lossy(&bytes).lines() {
+        match serde_json::from_str::<holdfast_api::types::LogItem>(raw) {
+            Ok(holdfast_api::types::LogItem::Line(l)) => {
+                out.push_str(&format!("{} {} | {}\n", l.node, l.instance, l.line))
+            }
+            Ok(holdfast_api::types::LogItem::Note { note, .. }) => out.push_str(&format!("(holdfast: {note})\n")),
+            Err(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 pub async fn diff(g: &Global, args: DiffArgs) -> Result<ExitCode> {
@@ -393,26 +426,67 @@ pub async fn diff(g: &Global, args: DiffArgs) -> Result<ExitCode> {
 }
 
 pub async fn status(g: &Global) -> Result<ExitCode> {
-    let st = client(g)?.status().await?;
+    let c = client(g)?;
+    let st = c.status().await?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
-    } else {
-        print!("{}", output::status(&st, now_ms()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", output::status(&st, now_ms()));
+    // The last hour's events per service, from every node's journal; status is shown
+    // without them when they do not come within 3 s.
+    if !st.services.is_empty() {
+        let since = now_ms().saturating_sub(3_600_000);
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(3), c.events(since, 2000)).await {
+            print!("{}", output::service_events(&st, &r.events, 3));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn logs(g: &Global, args: LogsArgs) -> Result<ExitCode> {
     use std::io::Write;
-    let resp = client(g)?.logs(&args.service, args.tail, args.follow).await?;
+    if let Some(re) = &args.grep {
+        regex::Regex::new(re).map_err(|e| anyhow!("--grep: `{re}` is not a regular expression: {e}"))?;
+    }
+    let q = holdfast_api::client::LogsQuery {
+        tail: args.tail,
+        since_ms: args.since,
+        grep: args.grep.clone(),
+        follow: args.follow,
+    };
+    let resp = client(g)?.logs(&args.service, &q).await?;
     let mut body = resp.into_body();
     let mut out = std::io::stdout();
+    let mut pending = String::new();
+    let mut width = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.context("log stream interrupted")?;
-        if let Some(data) = frame.data_ref() {
-            if out.write_all(data).and_then(|_| out.flush()).is_err() {
-                break; // stdout closed (e.g. piped into head)
+        let Some(data) = frame.data_ref() else { continue };
+        pending.push_str(&String::from_utf8_lossy(data));
+        let mut text = String::new();
+        while let Some(pos) = pending.find('\n') {
+            let raw: String = pending.drain(..=pos).collect();
+            let Ok(item) = serde_json::from_str::<holdfast_api::types::LogItem>(raw.trim_end()) else { continue };
+            if g.json {
+                text.push_str(&raw);
+                continue;
             }
+            match item {
+                holdfast_api::types::LogItem::Line(l) => {
+                    let who = format!("{} {}", l.node, l.instance);
+                    width = width.max(who.len());
+                    if args.timestamps {
+                        let at = l.at_ms.map(holdfast_agent::utc_timestamp).unwrap_or_else(|| "-".repeat(24));
+                        text.push_str(&format!("{at} "));
+                    }
+                    text.push_str(&format!("{who:<width$} | {}\n", l.line));
+                }
+                holdfast_api::types::LogItem::Note { note, .. } => eprintln!("(holdfast: {note})"),
+            }
+        }
+        if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
+            break; // stdout closed (e.g. piped into head)
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -672,6 +746,53 @@ pub struct EventsArgs {
     /// At most this many events (the newest).
     #[arg(long, default_value_t = 200)]
     pub limit: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// Only this service's instances (a database's members: `database db`, or just `db`).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only the instances on this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Order rows by CPU now (default), memory now, or name.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub sort: crate::output::TopSort,
+    /// Print once and exit (the default when the output is not a terminal, or with --json).
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 2)]
+    pub interval: u64,
+}
+
+pub async fn top(g: &Global, args: TopArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let c = client(g)?;
+    let live = !args.once && !g.json && std::io::stdout().is_terminal();
+    let service = args.service.as_deref().map(|s| s.strip_prefix("database ").unwrap_or(s));
+    let db_name = service.filter(|s| !s.starts_with("job ")).map(|s| format!("database {s}"));
+    loop {
+        let mut r = c.usage(None, args.node.as_deref(), 0).await?;
+        if let Some(s) = service {
+            r.instances.retain(|i| i.service == s || Some(&i.service) == db_name.as_ref());
+        }
+        if g.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let text = output::top(&r, args.sort);
+        if !live {
+            print!("{text}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Clear the screen and home the cursor, then draw (a terminal only).
+        print!("\x1b[2J\x1b[H{} · every {}s · Ctrl-C to stop\n\n{text}", output::utc(now_ms()), args.interval);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::time::sleep(Duration::from_secs(args.interval.max(1))).await;
+    }
 }
 
 pub async fn events(g: &Global, args: EventsArgs) -> Result<ExitCode> {

@@ -129,6 +129,13 @@ enum Cmd {
     ///
     /// Examples: `holdfast events --since 1h`, `holdfast events -f`, `holdfast events --json`.
     Events(commands::EventsArgs),
+    /// CPU and memory of every instance, per service and per node, against what each
+    /// service asked for: now, and the average and peak over the last hour (every node
+    /// samples its instances every 10 s and keeps an hour). Use it to size `resources`.
+    ///
+    /// Refreshes every 2 s in a terminal; prints once when piped, with --once or --json.
+    /// Examples: `holdfast top`, `holdfast top --sort memory`, `holdfast top --service web`.
+    Top(commands::TopArgs),
     /// The routes with their TLS, redirect and timeout; the edge nodes and whether DNS
     /// answers with them now; and every node's counters per route (requests by status
     /// class, retries, timeouts, mean time to the response head).
@@ -197,6 +204,7 @@ fn main() -> ExitCode {
             Cmd::Routes => commands::routes(&cli.global).await,
             Cmd::Cert(cmd) => commands::cert(&cli.global, cmd).await,
             Cmd::Events(args) => commands::events(&cli.global, args).await,
+            Cmd::Top(args) => commands::top(&cli.global, args).await,
             Cmd::Db(cmd) => db::run(&cli.global, cmd).await,
             Cmd::Secret(cmd) => secrets::secret(&cli.global, cmd).await,
             Cmd::Run(args) => jobs::run(&cli.global, args).await,

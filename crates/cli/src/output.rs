@@ -462,3 +462,139 @@ mod event_tests {
         assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
     }
 }
+
+/// Millicores as `kubectl top` writes them (`250m`).
+fn millis(m: Option<u32>) -> String {
+    m.map(|m| format!("{m}m")).unwrap_or_else(|| "-".into())
+}
+
+/// `part` as a percentage of `whole`, when both are known.
+fn share(part: Option<u64>, whole: Option<u64>) -> String {
+    match (part, whole) {
+        (Some(p), Some(w)) if w > 0 => format!("{}%", p * 100 / w),
+        _ => "-".into(),
+    }
+}
+
+fn sum<T: Copy + Into<u64>>(values: impl Iterator<Item = Option<T>>) -> Option<u64> {
+    values.fold(None, |acc, v| match v {
+        Some(v) => Some(acc.unwrap_or(0) + v.into()),
+        None => acc,
+    })
+}
+
+/// How `holdfast top` orders rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TopSort {
+    Cpu,
+    Memory,
+    Name,
+}
+
+/// `holdfast top`: per service, per node, then per instance: CPU and memory now, over
+/// the last hour, and against what the service asked for (its requests are also its
+/// cgroup limits).
+pub fn top(r: &holdfast_api::types::UsageResponse, sort: TopSort) -> String {
+    use std::collections::BTreeMap;
+    let mut out = String::new();
+    if r.instances.is_empty() {
+        out.push_str("no instances are running\n");
+    }
+    let key = |cpu: Option<u64>, mem: Option<u64>, name: &str| match sort {
+        TopSort::Cpu => (std::cmp::Reverse(cpu.unwrap_or(0)), name.to_string()),
+        TopSort::Memory => (std::cmp::Reverse(mem.unwrap_or(0)), name.to_string()),
+        TopSort::Name => (std::cmp::Reverse(0), name.to_string()),
+    };
+    let mut by_service: BTreeMap<&str, Vec<&holdfast_api::types::InstanceUsage>> = BTreeMap::new();
+    let mut by_node: BTreeMap<&str, Vec<&holdfast_api::types::InstanceUsage>> = BTreeMap::new();
+    for i in &r.instances {
+        by_service.entry(i.service.as_str()).or_default().push(i);
+        by_node.entry(i.node.as_str()).or_default().push(i);
+    }
+    let group_rows = |groups: BTreeMap<&str, Vec<&holdfast_api::types::InstanceUsage>>, with_requests: bool| {
+        let mut rows: Vec<(_, Vec<String>)> = groups
+            .into_iter()
+            .map(|(name, list)| {
+                let cpu = sum(list.iter().map(|i| i.cpu_millis));
+                let memory = sum(list.iter().map(|i| i.memory_bytes));
+                let cpu_req = sum(list.iter().map(|i| i.cpu_request_millis));
+                let mem_req = sum(list.iter().map(|i| i.memory_request_bytes));
+                let mut row = vec![name.to_string(), list.len().to_string(), millis(cpu.map(|c| c as u32))];
+                if with_requests {
+                    row.extend([millis(cpu_req.map(|c| c as u32)), share(cpu, cpu_req)]);
+                }
+                row.push(mem(memory));
+                if with_requests {
+                    row.extend([mem(mem_req), share(memory, mem_req)]);
+                }
+                (key(cpu, memory, name), row)
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
+    };
+    if !r.instances.is_empty() {
+        let header = ["SERVICE", "INSTANCES", "CPU", "CPU REQ", "CPU %REQ", "MEM", "MEM LIMIT", "MEM %LIMIT"];
+        out.push_str(&table(&header, &group_rows(by_service, true)));
+        out.push('\n');
+        out.push_str(&table(&["NODE", "INSTANCES", "CPU", "MEM"], &group_rows(by_node, false)));
+        out.push('\n');
+        let mut rows: Vec<(_, Vec<String>)> = r
+            .instances
+            .iter()
+            .map(|i| {
+                let row = vec![
+                    i.instance.clone(),
+                    i.node.clone(),
+                    millis(i.cpu_millis),
+                    millis(i.cpu_avg_millis),
+                    millis(i.cpu_peak_millis),
+                    millis(i.cpu_request_millis),
+                    mem(i.memory_bytes),
+                    mem(i.memory_peak_bytes),
+                    mem(i.memory_request_bytes),
+                    share(i.memory_bytes, i.memory_request_bytes),
+                ];
+                (key(i.cpu_millis.map(u64::from), i.memory_bytes, &i.instance), row)
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let header = [
+            "INSTANCE",
+            "NODE",
+            "CPU",
+            "CPU AVG 1H",
+            "CPU PEAK 1H",
+            "CPU REQ",
+            "MEM",
+            "MEM PEAK 1H",
+            "MEM LIMIT",
+            "MEM %LIMIT",
+        ];
+        out.push_str(&table(&header, &rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>()));
+    }
+    if !r.unreachable.is_empty() {
+        let _ = writeln!(out, "\n(not read: {}; their instances are missing)", r.unreachable.join(", "));
+    }
+    out
+}
+
+/// `status`: the last `n` events of each service (its instances' starts, exits, OOM
+/// kills, health flaps, moves, rollouts), newest last.
+pub fn service_events(st: &StatusResponse, events: &[holdfast_api::types::EventView], n: usize) -> String {
+    let mut out = String::new();
+    for s in &st.services {
+        let subject = format!("service {}", s.name);
+        let mine: Vec<&holdfast_api::types::EventView> = events.iter().filter(|e| e.subject == subject).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        if out.is_empty() {
+            out.push_str("\nrecent events:\n");
+        }
+        for e in &mine[mine.len().saturating_sub(n)..] {
+            let _ = writeln!(out, "  {:<12} {} {:<16} {}", s.name, utc(e.at_ms), e.kind, e.message);
+        }
+    }
+    out
+}

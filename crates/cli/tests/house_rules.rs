@@ -145,7 +145,7 @@ fn the_documented_dependency_arrows_are_the_real_ones_and_point_down() {
 }
 
 /// Crates that hold decisions only.
-const PURE: &[&str] = &["spec", "placement", "state", "control"];
+const PURE: &[&str] = &["spec", "placement", "state", "control", "ui"];
 /// Dependencies that mean IO, a runtime or a clock.
 const IO_CRATES: &[&str] =
     &["tokio", "tokio-util", "futures", "hyper", "hyper-util", "axum", "redb", "rustix", "libc", "openraft", "rustls"];

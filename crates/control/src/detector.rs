@@ -1,5 +1,7 @@
-//! The failure detector: a node silent for `down_after` is declared down (its replicas are
-//! placed elsewhere), a down node heard from again within `suspect_after` is back.
+//! The failure detector: a node silent for `suspect_after` is suspect (an event; database
+//! sync lists stop waiting for it), silent for `down_after` it is declared down (its
+//! replicas are placed elsewhere), a down node heard from again within `suspect_after` is
+//! back.
 //!
 //! A new leader knows nothing of anyone's silence, so it gives every node `down_after`
 //! from the moment it took over before judging it.
@@ -51,6 +53,45 @@ pub fn verdicts(
         }
     }
     out
+}
+
+/// A node turning suspect (silent for `suspect_after` but not yet down) or answering
+/// again before it was declared down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Suspicion {
+    pub node: NodeId,
+    pub suspect: bool,
+    pub silent_ms: Millis,
+}
+
+/// Which nodes are suspect now, and the changes from `was` (the set at the last tick).
+/// A suspect node that went down leaves the set without a change: its down verdict says
+/// it. `me` is never suspect.
+pub fn suspicion(
+    state: &ClusterState,
+    me: NodeId,
+    seen: &BTreeMap<NodeId, Millis>,
+    leader_since: Millis,
+    now: Millis,
+    was: &std::collections::BTreeSet<NodeId>,
+) -> (std::collections::BTreeSet<NodeId>, Vec<Suspicion>) {
+    let suspect_after = state.settings.suspect_after_ms;
+    let mut now_suspect = std::collections::BTreeSet::new();
+    let mut changes = Vec::new();
+    for (id, node) in &state.nodes {
+        if *id == me || node.down {
+            continue;
+        }
+        let silent_ms = silence(seen.get(id).copied(), leader_since, now);
+        let suspect = silent_ms >= suspect_after;
+        if suspect {
+            now_suspect.insert(*id);
+        }
+        if suspect != was.contains(id) {
+            changes.push(Suspicion { node: *id, suspect, silent_ms });
+        }
+    }
+    (now_suspect, changes)
 }
 
 /// `alive`, `suspect` or `down`, as `holdfast nodes` shows a node.

@@ -18,7 +18,9 @@ use holdfast_state::{ClusterState, Command, Request, Response};
 
 use crate::database::{DbDecision, DbInput, DbMemory};
 use crate::membership::MemberHealth;
-use crate::{database, detector, membership, records, removal, Input, Millis, Note, Output};
+use holdfast_state::events::Level as EventLevel;
+
+use crate::{database, detector, membership, records, removal, Input, Millis, Note, Observed, Output};
 
 /// The leader's memory between ticks.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -26,6 +28,8 @@ pub struct Engine {
     leader_since: Option<Millis>,
     down_since: BTreeMap<NodeId, Millis>,
     alive_since: BTreeMap<NodeId, Millis>,
+    /// Nodes suspect at the last tick.
+    suspect: BTreeSet<NodeId>,
     /// Recurring notes (a stuck replica, a drain step) said on the last tick: said again
     /// only when they change.
     said: BTreeSet<Note>,
@@ -150,6 +154,26 @@ impl Engine {
             }
         }
         self.down_since.retain(|id, _| sim.nodes.get(id).is_some_and(|n| n.down));
+        let (suspect, changes) = detector::suspicion(&sim, me, &seen, leader_since, now, &self.suspect);
+        self.suspect = suspect;
+        for c in changes {
+            let name = sim.node_name(c.node);
+            out.observed.push(if c.suspect {
+                Observed {
+                    level: EventLevel::Warn,
+                    kind: "node-suspect",
+                    subject: format!("node {name}"),
+                    message: format!("node {name} is suspect: no heartbeat for {}ms", c.silent_ms),
+                }
+            } else {
+                Observed {
+                    level: EventLevel::Info,
+                    kind: "node-answers",
+                    subject: format!("node {name}"),
+                    message: format!("node {name} answers again before it was declared down"),
+                }
+            });
+        }
 
         // 4. Re-place replicas that may not stay where they are (down, gone, relabelled).
         match &self.placed_at {

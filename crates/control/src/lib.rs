@@ -202,6 +202,18 @@ impl Note {
     }
 }
 
+/// Something the leader saw that changes no state but belongs in the event history (a
+/// node turning suspect and answering again). Recorded in the leader's own journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub level: holdfast_state::events::Level,
+    /// A stable word for scripts (`node-suspect`, `node-answers`).
+    pub kind: &'static str,
+    /// What it is about (`node n2`).
+    pub subject: String,
+    pub message: String,
+}
+
 /// One tick's decisions, to be executed in order: the proposals one after the other
 /// (each planned on the state the previous one leaves, so a conflict stops the rest),
 /// then — only when every proposal applied — the membership changes.
@@ -210,4 +222,6 @@ pub struct Output {
     pub proposals: Vec<Command>,
     pub membership: Vec<MembershipChange>,
     pub notes: Vec<Note>,
+    /// For the event history.
+    pub observed: Vec<Observed>,
 }

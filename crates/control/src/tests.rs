@@ -405,6 +405,35 @@ fn a_down_node_comes_back_only_when_heard_within_suspect_after() {
 }
 
 #[test]
+fn a_silent_node_is_suspect_once_and_answers_or_goes_down() {
+    let mut w = world(&[(1, "a"), (2, "a"), (3, "a")]);
+    let observed = |w: &mut World| -> Vec<(&'static str, String)> {
+        let out = w.tick();
+        out.observed.iter().map(|o| (o.kind, o.message.clone())).collect()
+    };
+    w.after(1000).all_seen_but(&[]);
+    assert_eq!(observed(&mut w), vec![]);
+    // n2 silent 1.3 s (suspect after 1.2 s): one event, not again on the next tick.
+    w.after(1300).all_seen_but(&[2]);
+    assert_eq!(observed(&mut w), vec![("node-suspect", "node n2 is suspect: no heartbeat for 1300ms".to_string())]);
+    w.after(300).all_seen_but(&[2]);
+    assert_eq!(observed(&mut w), vec![]);
+    // It answers before down_after: it is not suspect any more.
+    w.all_seen_but(&[]);
+    assert_eq!(
+        observed(&mut w),
+        vec![("node-answers", "node n2 answers again before it was declared down".to_string())]
+    );
+    // n3 goes silent for good: suspect, then down (the down verdict says it; no
+    // "answers" event).
+    w.after(1500).all_seen_but(&[3]);
+    assert_eq!(observed(&mut w), vec![("node-suspect", "node n3 is suspect: no heartbeat for 1500ms".to_string())]);
+    w.after(2000).all_seen_but(&[3]).check(&["n3 down"]);
+    w.after(300).all_seen_but(&[3]);
+    assert_eq!(observed(&mut w), vec![]);
+}
+
+#[test]
 fn the_leader_clears_its_own_down_flag() {
     let mut w = world(&[(1, "a"), (2, "a")]);
     w.command(Command::SetNodeFlags { id: 1, cordoned: None, down: Some(true), draining: None });

@@ -176,12 +176,21 @@ pub(crate) struct Pool {
     pub single_writer: bool,
     /// See [`crate::ServiceNet::redis_wait`].
     pub redis_wait: Option<crate::resp::RedisWait>,
+    /// The service port's proxy counters (shared with the previous tables' pools).
+    pub counters: Arc<crate::stats::ProxyCounters>,
     next: AtomicUsize,
 }
 
 impl Pool {
     pub fn new(service: String, backends: Vec<Arc<Backend>>) -> Self {
-        Pool { service, backends, single_writer: false, redis_wait: None, next: AtomicUsize::new(0) }
+        Pool {
+            service,
+            backends,
+            single_writer: false,
+            redis_wait: None,
+            counters: Arc::default(),
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The next endpoint to try, never one in `tried`.

@@ -43,7 +43,7 @@ pub use dial::{Conn, Dialer, Io, Target, TcpDialer};
 pub use error::NetError;
 pub use net::{EdgeListen, Net, NetConfig, NetHandle};
 pub use proxy::bind_tcp;
-pub use stats::{NetStats, RouteStats, LATENCY_BUCKETS_S};
+pub use stats::{NetStats, ProxyStats, RouteStats, LATENCY_BUCKETS_S};
 pub use table::{
     service_env, service_env_with_domain, Endpoint, NetTable, PublicRecord, PublicZone, RecordData, Route, ServiceNet,
     DEFAULT_DOMAIN, DEFAULT_ROUTE_TIMEOUT,

@@ -279,6 +279,11 @@ impl NetHandle {
         self.inner.shared.current().route_counters.iter().map(|c| c.snapshot()).collect()
     }
 
+    /// The TCP proxy's counters of every service port of the current table.
+    pub fn proxy_stats(&self) -> Vec<crate::ProxyStats> {
+        self.inner.shared.current().proxy_counters.values().map(|c| c.snapshot()).collect()
+    }
+
     /// Replaces the certificates the edge's HTTPS listener chooses from by SNI; new
     /// handshakes use them at once.
     pub fn set_certificates(&self, certs: Vec<ServedCert>) {

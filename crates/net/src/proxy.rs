@@ -183,9 +183,11 @@ async fn relay(mut inbound: TcpStream, pool: Option<Arc<Pool>>, shared: Arc<Shar
         inc(&shared.stats.connections_refused);
         return;
     };
+    inc(&pool.counters.connections);
     if pool.single_writer && !shared.lease_held() {
         tracing::debug!(service = %pool.service, "proxy: this node holds no lease: single-writer connection refused");
         inc(&shared.stats.connections_refused);
+        inc(&pool.counters.refused);
         return;
     }
     let mut tried = Tried::default();
@@ -230,6 +232,7 @@ async fn relay(mut inbound: TcpStream, pool: Option<Arc<Pool>>, shared: Arc<Shar
             }
         }
         inc(&shared.stats.failed_connects);
+        inc(&pool.counters.failed_connects);
         backend.mark_down(now_ms());
     }
     if tried.is_empty() {
@@ -238,4 +241,5 @@ async fn relay(mut inbound: TcpStream, pool: Option<Arc<Pool>>, shared: Arc<Shar
         tracing::warn!(service = %pool.service, tried = tried.len(), "proxy: every ready endpoint failed, connection closed");
     }
     inc(&shared.stats.connections_refused);
+    inc(&pool.counters.refused);
 }

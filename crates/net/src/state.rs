@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::balance::{Backend, Pool};
 use crate::dial::Target;
-use crate::stats::RouteCounters;
+use crate::stats::{ProxyCounters, RouteCounters};
 use crate::NetTable;
 
 /// What a proxy listener on one `address:port` serves.
@@ -31,6 +31,9 @@ pub(crate) struct Compiled {
     /// Parallel to `table.routes`: each route's counters, carried over from the previous
     /// table for a route with the same host, path and service.
     pub route_counters: Vec<Arc<RouteCounters>>,
+    /// Each service port's proxy counters, by (project, service, port name), carried
+    /// over from the previous table.
+    pub proxy_counters: BTreeMap<(String, String, String), Arc<ProxyCounters>>,
     /// Every endpoint target of the table (ready or not), reused by the next compile so
     /// in-flight counts and passive-down marks survive updates.
     /// Keyed by service too: two services may lead to the same instance port (a
@@ -43,6 +46,7 @@ impl Compiled {
         let mut backends = HashMap::new();
         let mut pools: HashMap<(usize, &str), Arc<Pool>> = HashMap::new();
         let mut listen = BTreeMap::new();
+        let mut proxy_counters = BTreeMap::new();
         for (si, svc) in table.services.iter().enumerate() {
             for (port_name, port) in &svc.ports {
                 let mut ready = Vec::new();
@@ -64,6 +68,13 @@ impl Compiled {
                     cut_the_unready(previous.listen.get(&addr), &ready);
                 }
                 let mut pool = Pool::new(svc.name.clone(), ready);
+                let key = (svc.project.clone(), svc.name.clone(), port_name.clone());
+                pool.counters = previous
+                    .proxy_counters
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(ProxyCounters::new(key.0.clone(), key.1.clone(), key.2.clone())));
+                proxy_counters.insert(key, pool.counters.clone());
                 pool.single_writer = svc.single_writer;
                 pool.redis_wait = svc.redis_wait;
                 let pool = Arc::new(pool);
@@ -99,7 +110,15 @@ impl Compiled {
                 }
             })
             .collect();
-        Compiled { serial: previous.serial.wrapping_add(1), listen, route_pools, route_counters, backends, table }
+        Compiled {
+            serial: previous.serial.wrapping_add(1),
+            listen,
+            route_pools,
+            route_counters,
+            proxy_counters,
+            backends,
+            table,
+        }
     }
 
     /// Every endpoint target in the table (for pruning the HTTP client pool).

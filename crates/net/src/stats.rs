@@ -107,6 +107,52 @@ impl RouteCounters {
     }
 }
 
+/// One service port's TCP proxy counters on this node, as a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    pub project: String,
+    pub service: String,
+    /// The port's name (`http`, `rw`, ...).
+    pub port: String,
+    /// Connections accepted for it.
+    pub connections: u64,
+    /// Connections closed at once: no ready endpoint, or every one failed to connect, or
+    /// (single writer) this node holds no lease.
+    pub refused: u64,
+    /// Connects to its endpoints that failed or timed out.
+    pub failed_connects: u64,
+}
+
+/// One service port's proxy counters, carried over from table to table while the port
+/// stays (keyed by project, service and port name).
+#[derive(Debug, Default)]
+pub(crate) struct ProxyCounters {
+    pub project: String,
+    pub service: String,
+    pub port: String,
+    pub connections: AtomicU64,
+    pub refused: AtomicU64,
+    pub failed_connects: AtomicU64,
+}
+
+impl ProxyCounters {
+    pub fn new(project: String, service: String, port: String) -> Self {
+        ProxyCounters { project, service, port, ..Default::default() }
+    }
+
+    pub fn snapshot(&self) -> ProxyStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ProxyStats {
+            project: self.project.clone(),
+            service: self.service.clone(),
+            port: self.port.clone(),
+            connections: get(&self.connections),
+            refused: get(&self.refused),
+            failed_connects: get(&self.failed_connects),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub connections: AtomicU64,

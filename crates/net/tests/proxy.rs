@@ -92,6 +92,12 @@ async fn proxy_without_ready_endpoint_closes_at_once() {
     assert!(code == 52 || code == 56, "curl: empty reply or reset, got exit code {code}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(node.net.stats().connections_refused, 1);
+    let web: Vec<_> = node.net.proxy_stats().into_iter().filter(|p| p.service == "web").collect();
+    assert_eq!(web.len(), 1, "{web:?}");
+    assert_eq!(
+        (web[0].project.as_str(), web[0].connections, web[0].refused, web[0].failed_connects),
+        ("demo", 1, 1, 0)
+    );
 
     // Every endpoint dead: the connection is closed after trying each once.
     let ip2 = service_ip();
@@ -102,6 +108,10 @@ async fn proxy_without_ready_endpoint_closes_at_once() {
     assert!(code == 52 || code == 56, "exit code {code}");
     let stats = node.net.stats();
     assert_eq!((stats.failed_connects, stats.retries, stats.connections_refused), (2, 1, 2), "{stats:?}");
+    // Per service port: only the table's services, each with its own counts.
+    let per: Vec<_> = node.net.proxy_stats();
+    assert_eq!(per.len(), 1, "{per:?}");
+    assert_eq!((per[0].service.as_str(), per[0].connections, per[0].refused, per[0].failed_connects), ("x", 1, 1, 2));
     node.net.shutdown().await;
 }
 

@@ -141,6 +141,10 @@ async fn pass(ctx: &NodeContext, engine: &mut Engine, epoch: Instant) -> Pass {
                 Level::Info => tracing::info!("{}", note.text),
             }
         }
+        for o in &out.observed {
+            tracing::info!("{}", o.message);
+            crate::events::record_local(ctx, o.level, o.kind, o.subject.clone(), o.message.clone());
+        }
         match execute(ctx, &state, &out).await {
             Ok(mut lines) => {
                 done.append(&mut lines);

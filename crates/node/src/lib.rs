@@ -12,6 +12,7 @@
 //! - [`server`]: the HTTPS server on the holdfast port: TLS, routing, authentication,
 //!   forwarding to the leader, the `/raft` RPC endpoints and `/healthz`.
 //! - [`status`]: the status view (desired state joined with what the agent observes).
+//! - [`ui`]: the web dashboard at `/ui/` (rendered by `holdfast_ui`), read-only.
 //! - [`logs`]: tailing and following instance log files for the API.
 //! - [`network`]: the routing table for this node's proxy, DNS server and HTTP ingress
 //!   (`holdfast-net`), rebuilt on every state or readiness change.
@@ -36,6 +37,8 @@ pub mod recover;
 pub mod secrets;
 pub mod server;
 pub mod status;
+pub mod ui;
+pub mod usage;
 pub mod workers;
 pub mod workloads;
 
@@ -197,6 +200,8 @@ pub struct NodeContext {
     pub edge_failures: Arc<tokio::sync::watch::Sender<BTreeMap<u64, u32>>>,
     /// This node's networking (set once it started): counters for `holdfast routes`.
     pub net: Arc<std::sync::OnceLock<holdfast_net::NetHandle>>,
+    /// Each local instance's CPU and memory over the last hour (`usage.rs`).
+    pub usage: usage::SharedUsage,
 }
 
 /// Checks, before anything is written or any cluster is asked, that the listeners this
@@ -348,6 +353,7 @@ impl Node {
             edge: config.edge.as_ref().map(|e| e.info()),
             edge_failures: Arc::new(tokio::sync::watch::Sender::new(BTreeMap::new())),
             net: Default::default(),
+            usage: Default::default(),
         };
         let net = holdfast_net::Net::start(holdfast_net::NetConfig {
             proxy: true,
@@ -402,6 +408,7 @@ impl Node {
             ("event journal", tokio::spawn(events::run(ctx.clone(), tasks_token.child_token()))),
             ("secrets key", tokio::spawn(secrets::run(ctx.clone(), tasks_token.child_token()))),
             ("certificates", tokio::spawn(acme::run(ctx.clone(), tasks_token.child_token()))),
+            ("usage sampler", tokio::spawn(usage::run(ctx.clone(), tasks_token.child_token()))),
         ]);
 
         // A brand-new cluster waits until it has registered itself, so the first deploy

@@ -50,6 +50,13 @@ struct RouteCodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    project: String,
+    service: String,
+    port: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabels {
     peer: String,
 }
@@ -235,6 +242,28 @@ fn registry(ctx: &NodeContext) -> Registry {
             latency,
         );
         r.register("proxy_connections", "Connections accepted by the TCP service proxy", counter(stats.connections));
+        let (conns, refused, failed) = (
+            Family::<ProxyLabels, Counter>::default(),
+            Family::<ProxyLabels, Counter>::default(),
+            Family::<ProxyLabels, Counter>::default(),
+        );
+        for p in net.proxy_stats() {
+            let labels = ProxyLabels { project: p.project, service: p.service, port: p.port };
+            conns.get_or_create(&labels).inc_by(p.connections);
+            refused.get_or_create(&labels).inc_by(p.refused);
+            failed.get_or_create(&labels).inc_by(p.failed_connects);
+        }
+        r.register("proxy_service_connections", "Connections the TCP proxy accepted, by service port", conns);
+        r.register(
+            "proxy_service_connections_refused",
+            "Proxy connections closed at once (no ready instance, or no lease for a single writer), by service port",
+            refused,
+        );
+        r.register(
+            "proxy_service_connect_failures",
+            "Connects to the service port's instances that failed or timed out",
+            failed,
+        );
         r.register(
             "proxy_connections_refused",
             "Proxy connections closed at once: no ready instance",
@@ -302,12 +331,22 @@ fn registry(ctx: &NodeContext) -> Registry {
     let up = Family::<PeerLabels, GaugeF>::default();
     let connects = Family::<PeerLabels, Counter>::default();
     let streams = Family::<PeerLabels, GaugeF>::default();
+    let rtt = Family::<PeerLabels, GaugeF>::default();
     for l in ctx.links.view().links {
         let labels = PeerLabels { peer: l.peer.clone() };
         up.get_or_create(&labels).set(if l.up { 1.0 } else { 0.0 });
         connects.get_or_create(&labels).inc_by(l.connects);
         streams.get_or_create(&labels).set(l.streams_open as f64);
+        if let Some(ms) = l.rtt_ms {
+            rtt.get_or_create(&labels).set(ms / 1000.0);
+        }
     }
+    r.register_with_unit(
+        "link_round_trip",
+        "The last round trip of a request through the link to the peer (measured every check round)",
+        Unit::Seconds,
+        rtt,
+    );
     r.register("link_up", "1 while this node's link to the peer answers", up);
     r.register("link_connects", "Links established to the peer since this node started", connects);
     r.register("link_streams_open", "Streams open through the link now", streams);

@@ -10,6 +10,8 @@
 //!   extended CONNECT is enabled so one connection per peer carries all its tunnels.
 //! - `/join` — a new node with a join token (no certificate yet).
 //! - `/healthz` — open.
+//! - `/ui/...` — the web dashboard ([`crate::ui`]): the same token as `/v1` reads, or its
+//!   login cookie.
 //!
 //! The handlers are in [`crate::api`] (by resource) and [`crate::peer`]; a `/v1` request's
 //! proposals and reads wait at most its commit timeout (header
@@ -26,7 +28,8 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    acl, certs, databases, events, jobs, local, logs, nodes, routes, secrets, services, settings, tokens, ApiError,
+    acl, certs, databases, events, jobs, local, logs, nodes, routes, secrets, services, settings, tokens, usage,
+    ApiError,
 };
 use crate::NodeContext;
 
@@ -132,6 +135,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/v1/node/reexec", post(local::reexec))
         .route("/v1/workers", get(local::workers))
         .route("/v1/events", get(events::events))
+        .route("/v1/usage", get(usage::usage))
         .route("/v1/routes", get(routes::routes))
         .route("/v1/certs", get(certs::list))
         .route("/metrics", get(crate::metrics::metrics))
@@ -144,6 +148,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/cluster/tunnel/{port}", connect(crate::tunnel::accept).get(crate::tunnel::accept))
         .route("/cluster/links", get(crate::tunnel::links))
         .route("/cluster/events", get(events::local))
+        .route("/cluster/usage", get(usage::local_usage))
         .route("/cluster/secrets-key", get(crate::secrets::serve_key))
         .route("/cluster/run-logs/{job}/{id}", get(jobs::local_logs))
         .route("/cluster/route-stats", get(routes::local))
@@ -153,6 +158,7 @@ pub fn router(ctx: NodeContext) -> Router {
         .route("/join", post(crate::peer::join::join))
         .merge(api)
         .merge(peers)
+        .merge(crate::ui::router(ctx.clone()))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(ctx)
 }
@@ -293,7 +299,9 @@ async fn forward_to_leader(State(ctx): State<NodeContext>, req: Request, next: N
     }
 }
 
-async fn forward(ctx: &NodeContext, addr: &str, req: Request) -> Result<Response, String> {
+/// Sends `req` to the member at `addr` as a forwarded request (the headers a `/v1` call
+/// needs, never forwarded again) and returns its answer.
+pub(crate) async fn forward(ctx: &NodeContext, addr: &str, req: Request) -> Result<Response, String> {
     use http_body_util::BodyExt;
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();

@@ -94,7 +94,9 @@ pub fn need_for(method: &Method, path: &str, state: &ClusterState) -> Option<Nee
         }
         ["v1", "secrets", project, _] if !read => Need::Project(project.to_string()),
         ["v1", "secrets", ..] if read => Need::Read,
-        ["v1", "status" | "nodes" | "databases" | "events" | "workers" | "routes" | "certs"] if read => Need::Read,
+        ["v1", "status" | "nodes" | "databases" | "events" | "workers" | "routes" | "certs" | "usage"] if read => {
+            Need::Read
+        }
         ["v1", "cluster", "settings"] if read => Need::Read,
         ["metrics"] if read => Need::Read,
         _ => Need::Admin,
@@ -211,6 +213,7 @@ mod tests {
             (Method::GET, "/v1/status", Some(Need::Read)),
             (Method::GET, "/v1/nodes", Some(Need::Read)),
             (Method::GET, "/v1/events", Some(Need::Read)),
+            (Method::GET, "/v1/usage", Some(Need::Read)),
             (Method::GET, "/v1/secrets", Some(Need::Read)),
             (Method::GET, "/v1/secrets/shop/key", Some(Need::Read)),
             (Method::PUT, "/v1/secrets/shop/key", Some(Need::SetSecret("shop".into(), "key".into()))),

@@ -14,18 +14,20 @@ use crate::NodeContext;
 
 /// `GET /v1/databases`.
 pub async fn list(State(ctx): State<NodeContext>) -> Result<Json<DatabasesResponse>, ApiError> {
+    Ok(Json(build_list(&ctx).await))
+}
+
+/// The managed databases as this node sees them (members' reports reach the leader).
+pub async fn build_list(ctx: &NodeContext) -> DatabasesResponse {
     let state = ctx.control.state();
-    let members = crate::peer::heartbeat::members_by_node(&ctx).await;
+    let members = crate::peer::heartbeat::members_by_node(ctx).await;
     let lease_for = std::time::Duration::from_millis(state.settings.db_lease_ms);
     let lease = holdfast_api::types::LeaseView {
         node: ctx.identity.name.clone(),
         held: ctx.lease.held(lease_for, state.revision),
         renewed_ms_ago: ctx.lease.age(state.revision).map(|a| a.as_millis() as u64),
     };
-    Ok(Json(DatabasesResponse {
-        databases: crate::databases::view::databases(&state, &members, None),
-        lease: Some(lease),
-    }))
+    DatabasesResponse { databases: crate::databases::view::databases(&state, &members, None), lease: Some(lease) }
 }
 
 #[derive(serde::Deserialize)]

@@ -32,15 +32,22 @@ async fn own(ctx: &NodeContext, since_ms: u64) -> Vec<EventView> {
     tokio::task::spawn_blocking(move || journal.read(since_ms)).await.unwrap_or_default()
 }
 
-/// One other node's journal through its `/cluster/events` (mutual TLS), within 2 s.
-async fn fetch(ctx: &NodeContext, addr: &str, since_ms: u64) -> Result<Vec<EventView>, String> {
-    let path = format!("/cluster/events?since_ms={since_ms}&limit={MAX_LIMIT}");
+/// The newest `limit` events of one other node's journal through its `/cluster/events`
+/// (mutual TLS), within 2 s. The merged newest `limit` are among the nodes' newest
+/// `limit` each.
+async fn fetch(ctx: &NodeContext, addr: &str, since_ms: u64, limit: usize) -> Result<Vec<EventView>, String> {
+    let path = format!("/cluster/events?since_ms={since_ms}&limit={limit}");
     super::fetch_json::<EventsResponse>(ctx, addr, &path, Duration::from_secs(2)).await.map(|r| r.events)
 }
 
 /// `GET /v1/events`: this node's journal and every other node's, merged (one event per
 /// key, oldest first, the newest `limit`); nodes that did not answer are named.
 pub async fn events(State(ctx): State<NodeContext>, Query(q): Query<EventsQuery>) -> Json<EventsResponse> {
+    Json(build_events(&ctx, q.since_ms, q.limit).await)
+}
+
+/// Every node's journal merged: the newest `limit` (at most 5000) events since `since_ms`.
+pub async fn build_events(ctx: &NodeContext, since_ms: u64, limit: usize) -> EventsResponse {
     let state = ctx.control.state();
     let others: Vec<(String, String)> = state
         .nodes
@@ -50,9 +57,9 @@ pub async fn events(State(ctx): State<NodeContext>, Query(q): Query<EventsQuery>
         .collect();
     let fetches = others.iter().map(|(name, addr)| {
         let ctx = ctx.clone();
-        async move { (name.clone(), fetch(&ctx, addr, q.since_ms).await) }
+        async move { (name.clone(), fetch(&ctx, addr, since_ms, limit.min(MAX_LIMIT)).await) }
     });
-    let (mine, theirs) = tokio::join!(own(&ctx, q.since_ms), futures::future::join_all(fetches));
+    let (mine, theirs) = tokio::join!(own(ctx, since_ms), futures::future::join_all(fetches));
     let mut lists = vec![mine];
     let mut unreachable = Vec::new();
     for (name, r) in theirs {
@@ -64,7 +71,7 @@ pub async fn events(State(ctx): State<NodeContext>, Query(q): Query<EventsQuery>
             }
         }
     }
-    Json(EventsResponse { events: merge(lists, q.limit.min(MAX_LIMIT)), unreachable })
+    EventsResponse { events: merge(lists, limit.min(MAX_LIMIT)), unreachable }
 }
 
 /// `GET /cluster/events`: this node's journal.

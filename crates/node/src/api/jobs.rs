@@ -97,11 +97,12 @@ pub async fn start(
     Err(ApiError(StatusCode::CONFLICT, "runs kept starting meanwhile; try again".into()))
 }
 
-fn local(ctx: &NodeContext, job: &str, id: u64, q: &LogQuery) -> Response {
+fn local(ctx: &NodeContext, job: &str, id: u64, q: &LogQuery) -> Result<Response, ApiError> {
     let instance = holdfast_agent::InstanceId::new(instance_service(job), id as u32);
     let files = vec![(instance.to_string(), ctx.agent.log_file(&instance))];
-    let stream = crate::logs::stream(files, q.tail, q.follow, ctx.shutdown.clone());
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response()
+    let (node, format) = (ctx.identity.name.clone(), crate::logs::Format::Text);
+    let stream = crate::logs::stream(node, files, q.selection()?, format, ctx.shutdown.clone());
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
 }
 
 /// `GET /v1/jobs/{name}/runs/{id}/logs`: the log of a run's instance, from the node of
@@ -124,19 +125,19 @@ pub async fn logs(
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "").into_response());
     };
     if node == ctx.identity.node_id {
-        return Ok(local(&ctx, &name, id, &q));
+        return local(&ctx, &name, id, &q);
     }
     let addr = state.nodes.get(&node).map(|n| n.addr.clone()).ok_or_else(|| {
         ApiError(StatusCode::NOT_FOUND, format!("node {} of run #{id} is no longer a member", state.node_name(node)))
     })?;
-    let url = format!("https://{addr}/cluster/run-logs/{name}/{id}?tail={}&follow={}", q.tail, q.follow);
+    let tail = q.tail.map(|t| format!("&tail={t}")).unwrap_or_default();
+    let url = format!("https://{addr}/cluster/run-logs/{name}/{id}?follow={}{tail}", q.follow);
     let req = hyper::Request::get(&url)
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let resp = ctx
-        .node_client
-        .request(req)
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(3), ctx.node_client.request(req))
         .await
+        .map_err(|_| ApiError(StatusCode::GATEWAY_TIMEOUT, format!("{addr} did not answer for the logs within 3s")))?
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("cannot reach {addr} for the logs: {e}")))?;
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(parts, Body::new(body)))
@@ -147,6 +148,6 @@ pub async fn local_logs(
     State(ctx): State<NodeContext>,
     Path((name, id)): Path<(String, u64)>,
     Query(q): Query<LogQuery>,
-) -> Response {
+) -> Result<Response, ApiError> {
     local(&ctx, &name, id, &q)
 }

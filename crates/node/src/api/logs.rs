@@ -1,5 +1,7 @@
 //! `GET /v1/services/{name}/logs` (cluster-wide, merged) and `GET /cluster/logs/{service}`
-//! (node-to-node: this node's instances of a service).
+//! (node-to-node: this node's instances of a service). Both answer one JSON `LogItem` per
+//! line; a node that does not answer within 3 s (or, without follow, stops answering) is
+//! a `Note`, never a wait without end.
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -9,17 +11,54 @@ use serde::Deserialize;
 use super::ApiError;
 use crate::NodeContext;
 
-/// `?tail=N&follow=true` (also for a job run's log).
-#[derive(Deserialize)]
+/// `?tail=N&since_ms=&grep=&follow=true` (also for a job run's log).
+#[derive(Debug, Default, Deserialize)]
 pub struct LogQuery {
-    #[serde(default = "default_tail")]
-    pub tail: usize,
+    #[serde(default)]
+    pub tail: Option<usize>,
+    #[serde(default)]
+    pub since_ms: Option<u64>,
+    #[serde(default)]
+    pub grep: Option<String>,
     #[serde(default)]
     pub follow: bool,
 }
 
-fn default_tail() -> usize {
-    100
+/// Lines of history per instance when neither `tail` nor `since_ms` is given.
+const DEFAULT_TAIL: usize = 100;
+
+impl LogQuery {
+    /// The selection it asks for; a `grep` that is not a regular expression is a 400.
+    pub fn selection(&self) -> Result<crate::logs::Selection, ApiError> {
+        let grep = match &self.grep {
+            Some(g) => Some(regex::Regex::new(g).map_err(|e| {
+                ApiError(StatusCode::BAD_REQUEST, format!("grep: `{g}` is not a regular expression: {e}"))
+            })?),
+            None => None,
+        };
+        let tail = self.tail.or(if self.since_ms.is_none() { Some(DEFAULT_TAIL) } else { None });
+        Ok(crate::logs::Selection { since_ms: self.since_ms, tail, grep, follow: self.follow })
+    }
+
+    /// The same query for another node.
+    fn forward(&self) -> String {
+        holdfast_api::client::LogsQuery {
+            tail: self.tail,
+            since_ms: self.since_ms,
+            grep: self.grep.clone(),
+            follow: self.follow,
+        }
+        .to_query()
+    }
+}
+
+/// How long another node may take to start answering, and (without follow) between two
+/// chunks, before its part is given up with a note.
+const NODE_ANSWER: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn note(node: &str, why: String) -> bytes::Bytes {
+    let item = holdfast_api::types::LogItem::Note { node: node.to_string(), note: why };
+    bytes::Bytes::from(serde_json::to_string(&item).map(|j| j + "\n").unwrap_or_default())
 }
 
 /// `GET /v1/services/{name}/logs`: this node's instances from their files, other nodes'
@@ -39,12 +78,13 @@ pub async fn logs(
             format!("unknown service `{name}` (services: {})", known.join(", ")),
         ));
     };
+    let sel = q.selection()?;
     let nodes: std::collections::BTreeSet<u64> = placed.iter().copied().collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
     for node in nodes {
         let tx = tx.clone();
         if node == ctx.identity.node_id {
-            let mut local = Box::pin(local_stream(&ctx, &name, &q));
+            let mut local = Box::pin(local_stream(&ctx, &name, sel.clone()));
             tokio::spawn(async move {
                 while let Some(Ok(chunk)) = local.next().await {
                     if tx.send(chunk).await.is_err() {
@@ -54,19 +94,35 @@ pub async fn logs(
             });
             continue;
         }
-        let Some(addr) = state.nodes.get(&node).map(|n| n.addr.clone()) else { continue };
-        let url = format!("https://{addr}/cluster/logs/{name}?tail={}&follow={}", q.tail, q.follow);
-        let client = ctx.node_client.clone();
+        let Some((node_name, addr)) = state.nodes.get(&node).map(|n| (n.name.clone(), n.addr.clone())) else {
+            continue;
+        };
+        let url = format!("https://{addr}/cluster/logs/{name}?{}", q.forward());
+        let (client, follow) = (ctx.node_client.clone(), q.follow);
         tokio::spawn(async move {
             let req = match hyper::Request::get(&url).body(http_body_util::Full::new(bytes::Bytes::new())) {
                 Ok(r) => r,
                 Err(_) => return,
             };
-            let note = |m: String| bytes::Bytes::from(format!("(holdfast: logs from {addr} unavailable: {m})\n"));
-            match client.request(req).await {
-                Ok(resp) if resp.status().is_success() => {
+            let unavailable = |m: String| note(&node_name, format!("logs from {node_name} ({addr}) unavailable: {m}"));
+            match tokio::time::timeout(NODE_ANSWER, client.request(req)).await {
+                Ok(Ok(resp)) if resp.status().is_success() => {
                     let mut body = resp.into_body();
-                    while let Some(Ok(frame)) = body.frame().await {
+                    loop {
+                        // Without follow, a node that stops sending mid-answer (frozen,
+                        // cut off) is given up after a pause; with follow, quiet is normal.
+                        let frame = if follow {
+                            body.frame().await
+                        } else {
+                            match tokio::time::timeout(NODE_ANSWER, body.frame()).await {
+                                Ok(f) => f,
+                                Err(_) => {
+                                    let _ = tx.send(unavailable("it stopped answering".into())).await;
+                                    return;
+                                }
+                            }
+                        };
+                        let Some(Ok(frame)) = frame else { return };
                         if let Ok(data) = frame.into_data() {
                             if tx.send(data).await.is_err() {
                                 return;
@@ -74,11 +130,14 @@ pub async fn logs(
                         }
                     }
                 }
-                Ok(resp) => {
-                    let _ = tx.send(note(format!("HTTP {}", resp.status()))).await;
+                Ok(Ok(resp)) => {
+                    let _ = tx.send(unavailable(format!("HTTP {}", resp.status()))).await;
                 }
-                Err(e) => {
-                    let _ = tx.send(note(e.to_string())).await;
+                Ok(Err(e)) => {
+                    let _ = tx.send(unavailable(e.to_string())).await;
+                }
+                Err(_) => {
+                    let _ = tx.send(unavailable(format!("no answer within {NODE_ANSWER:?}"))).await;
                 }
             }
         });
@@ -87,13 +146,13 @@ pub async fn logs(
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
     });
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
 }
 
 fn local_stream(
     ctx: &NodeContext,
     service: &str,
-    q: &LogQuery,
+    sel: crate::logs::Selection,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> {
     let state = ctx.control.state();
     let files: Vec<(String, std::path::PathBuf)> = state
@@ -112,7 +171,7 @@ fn local_stream(
                 .collect()
         })
         .unwrap_or_default();
-    crate::logs::stream(files, q.tail, q.follow, ctx.shutdown.clone())
+    crate::logs::stream(ctx.identity.name.clone(), files, sel, crate::logs::Format::Json, ctx.shutdown.clone())
 }
 
 /// `GET /cluster/logs/{service}` (node-to-node): this node's instances of a service.
@@ -120,7 +179,7 @@ pub async fn local_logs(
     State(ctx): State<NodeContext>,
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
-) -> Response {
-    let stream = local_stream(&ctx, &name, &q);
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response()
+) -> Result<Response, ApiError> {
+    let stream = local_stream(&ctx, &name, q.selection()?);
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
 }

@@ -11,6 +11,7 @@
 //! - [`local`]: this node only: its background loops, re-exec.
 //! - [`jobs`]: jobs, their runs, a run now, a run's logs.
 //! - [`secrets`]: set, list, history and removal of secrets (values go in, never out).
+//! - [`usage`]: every instance's CPU and memory, now and over the last hour.
 //! - [`acl`]: API tokens (create, list, remove) and what scope each `/v1` call needs.
 pub mod acl;
 pub mod certs;
@@ -25,6 +26,7 @@ pub mod secrets;
 pub mod services;
 pub mod settings;
 pub mod tokens;
+pub mod usage;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -16,6 +16,11 @@ use crate::NodeContext;
 
 /// `GET /v1/nodes`.
 pub async fn list_nodes(State(ctx): State<NodeContext>) -> Json<NodesResponse> {
+    Json(build_nodes(&ctx).await)
+}
+
+/// The node list as this node sees it (states and lag are the leader's to know).
+pub async fn build_nodes(ctx: &NodeContext) -> NodesResponse {
     let state = ctx.control.state();
     let (voters, learners) = ctx.control.membership();
     let leader = ctx.control.leader().map(|(id, _)| id);
@@ -78,7 +83,7 @@ pub async fn list_nodes(State(ctx): State<NodeContext>) -> Json<NodesResponse> {
             },
         });
     }
-    Json(NodesResponse { nodes, warnings: cluster_warnings(&ctx) })
+    NodesResponse { nodes, warnings: cluster_warnings(ctx) }
 }
 
 /// Plain-language warnings about the control plane's layout.

@@ -47,6 +47,11 @@ pub async fn local(State(ctx): State<NodeContext>) -> Json<NodeRouteStats> {
 
 /// `GET /v1/routes`.
 pub async fn routes(State(ctx): State<NodeContext>) -> Json<RoutesResponse> {
+    Json(build_routes(&ctx).await)
+}
+
+/// Every route, the edges, and every member's counters (those that answer within 2 s).
+pub async fn build_routes(ctx: &NodeContext) -> RoutesResponse {
     let state = ctx.control.state();
     let routes = state
         .desired
@@ -92,7 +97,7 @@ pub async fn routes(State(ctx): State<NodeContext>) -> Json<RoutesResponse> {
             (name.clone(), r.await)
         }
     });
-    let mut nodes = vec![own(&ctx)];
+    let mut nodes = vec![own(ctx)];
     let mut unreachable = Vec::new();
     for (name, r) in futures::future::join_all(fetches).await {
         match r {
@@ -101,12 +106,12 @@ pub async fn routes(State(ctx): State<NodeContext>) -> Json<RoutesResponse> {
         }
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    Json(RoutesResponse {
+    RoutesResponse {
         routes,
         edges,
         seen_by: ctx.identity.name.clone(),
         failing_open: live.failing_open,
         nodes,
         unreachable,
-    })
+    }
 }

@@ -161,6 +161,9 @@ pub struct LinkView {
     pub streams_open: u64,
     pub last_error: Option<String>,
     pub ports: BTreeMap<u16, PortCheck>,
+    /// The last round trip through the link (a `GET /healthz` each check round), while
+    /// the link is up.
+    pub rtt_ms: Option<f64>,
 }
 
 /// `GET /cluster/links` answer.
@@ -210,6 +213,9 @@ struct Peer {
     connects: AtomicU64,
     streams_opened: AtomicU64,
     streams_open: Arc<AtomicU64>,
+    /// The last round trip of a `GET /healthz` through the link, in microseconds (0:
+    /// none measured on the current link).
+    rtt_us: AtomicU64,
 }
 
 impl Peer {
@@ -301,6 +307,7 @@ impl Links {
                         cancel: self.inner.cancel.child_token(),
                         wake: Notify::new(),
                         connects: AtomicU64::new(0),
+                        rtt_us: AtomicU64::new(0),
                         streams_opened: AtomicU64::new(0),
                         streams_open: Arc::new(AtomicU64::new(0)),
                     });
@@ -363,6 +370,11 @@ impl Links {
                     streams_open: p.streams_open.load(Ordering::Relaxed),
                     last_error: st.last_error.clone(),
                     ports: st.ports.clone(),
+                    rtt_ms: match p.rtt_us.load(Ordering::Relaxed) {
+                        0 => None,
+                        us if st.link.is_some() => Some(us as f64 / 1000.0),
+                        _ => None,
+                    },
                 }
             })
             .collect();
@@ -593,8 +605,22 @@ async fn keep(inner: &Arc<Inner>, peer: &Arc<Peer>, mut driver: Driver) -> Optio
     why
 }
 
-/// Checks every wanted port of `peer` at once; records the results.
+/// Times a `GET /healthz` through the link (to the response head), within `timeout`.
+async fn round_trip(peer: &Peer, timeout: Duration) -> Option<Duration> {
+    let mut link = peer.lock().link.clone()?;
+    let req = Request::get(format!("https://{}/healthz", peer.addr)).body(Empty::new()).ok()?;
+    let started = Instant::now();
+    let resp = tokio::time::timeout(timeout, link.send_request(req)).await.ok()?.ok()?;
+    let took = started.elapsed();
+    let _ = resp.into_body().collect().await;
+    Some(took)
+}
+
+/// Checks every wanted port of `peer` at once, and the link's round trip; records the
+/// results.
 async fn check_round(inner: Arc<Inner>, peer: Arc<Peer>) {
+    let rtt = round_trip(&peer, inner.timing.open_timeout).await;
+    peer.rtt_us.store(rtt.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)), Ordering::Relaxed);
     let ports: Vec<u16> = peer.lock().ports.keys().copied().collect();
     let timeout = inner.timing.open_timeout;
     let checks = ports.into_iter().map(|port| {
