@@ -15,13 +15,18 @@
 #   - size of the release `holdfast` binary;
 #   - a statically linked x86-64 build (crt-static, glibc): built, checked static with
 #     `file` and `ldd`, `holdfast up --demo` started from it and answering over HTTP, size.
-# The idle window is 5 minutes; FOOTPRINT_IDLE_S=60 bash bench/footprint.sh for a quick run.
+#   - then, on the same nodes with 20 services x 2 deployed and /metrics scraped every 15 s:
+#     CPU, disk writes and RSS per node (the cost of supervision, usage history, log time
+#     index, link probes, metrics and events with a realistic load of instances).
+# The idle window is 5 minutes, the busy one the same; FOOTPRINT_IDLE_S=60 (and
+# FOOTPRINT_BUSY_S) bash bench/footprint.sh for a quick run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in curl python3 file ldd readelf nm; do # a missing one would end the run silently (set -e)
   command -v "$tool" >/dev/null || { echo "bench/footprint.sh needs $tool"; exit 1; }
 done
 idle_s=${FOOTPRINT_IDLE_S:-300}
+busy_s=${FOOTPRINT_BUSY_S:-$idle_s}
 cargo build --release --quiet --bins
 BIN="$PWD/target/release"
 export PATH="$BIN:$PATH"
@@ -86,6 +91,48 @@ for v in "${wb[@]}"; do worst_wb=$(awk -v a="$worst_wb" -v b="$v" 'BEGIN {print 
 for v in "${cpu[@]}"; do worst_cpu=$(awk -v a="$worst_cpu" -v b="$v" 'BEGIN {print (b > a) ? b : a}'); done
 worst_wc=0; for v in "${wc[@]}"; do worst_wc=$(awk -v a="$worst_wc" -v b="$v" 'BEGIN {print (b > a) ? b : a}'); done
 rss=(); for n in 1 2 3; do rss+=("$(awk '/^VmRSS:/ {printf "%.1f", $2/1024}' "/proc/$(pid_of "$n")/status")"); done
+# --- the same 3 nodes with 20 services x 2 (sleeping processes, as cluster.sh): what the
+# agent's supervision, the usage sampler (every 10 s), the log time index (1 s), the link
+# round-trip probes and the event journal cost per node, while /metrics is scraped every
+# 15 s on every node (as Prometheus would) and /v1/usage is read every 15 s.
+{
+  echo "project: fbench"; echo "services:"
+  for i in $(seq 1 20); do echo "  s$i:"; echo "    run: [sleep, '100000']"; echo "    replicas: 2"; done
+} >"$work/twenty.yaml"
+hf 1 deploy "$work/twenty.yaml" --timeout 120s >/dev/null
+sleep 15 # placements, starts and the first samples settle
+admin=$(cat "$work/n1/admin.token")
+scrape_loop() {
+  while :; do
+    for n in 1 2 3; do
+      curl -sf --max-time 5 --cacert "$work/n1/ca.pem" -H "Authorization: Bearer $admin" \
+        "https://$(ip "$n"):7946/metrics" >/dev/null || true
+    done
+    curl -sf --max-time 5 --cacert "$work/n1/ca.pem" -H "Authorization: Bearer $admin" \
+      "https://$(ip 1):7946/v1/usage" >/dev/null || true
+    sleep 15
+  done
+}
+scrape_loop &
+scraper=$!
+declare -A bw0 bcpu0
+for n in 1 2 3; do p=$(pid_of "$n"); bw0[$n]=$(io_field "$p" write_bytes); bcpu0[$n]=$(cpu_ticks "$p"); done
+b0=$(date +%s.%N)
+sleep "$busy_s"
+b1=$(date +%s.%N)
+kill "$scraper" 2>/dev/null || true
+bwin=$(awk -v a="$b0" -v b="$b1" 'BEGIN {printf "%.1f", b - a}')
+bwb=(); bcpu=(); brss=(); worst_bcpu=0; worst_bwb=0
+for n in 1 2 3; do
+  p=$(pid_of "$n")
+  bwb+=("$(awk -v a="${bw0[$n]}" -v b="$(io_field "$p" write_bytes)" -v s="$bwin" 'BEGIN {printf "%.3f", (b - a) / 1e6 / (s / 60)}')")
+  bcpu+=("$(awk -v a="${bcpu0[$n]}" -v b="$(cpu_ticks "$p")" -v s="$bwin" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) / hz / s * 100}')")
+  brss+=("$(awk '/^VmRSS:/ {printf "%.1f", $2/1024}' "/proc/$p/status")")
+done
+for v in "${bcpu[@]}"; do worst_bcpu=$(awk -v a="$worst_bcpu" -v b="$v" 'BEGIN {print (b > a) ? b : a}'); done
+for v in "${bwb[@]}"; do worst_bwb=$(awk -v a="$worst_bwb" -v b="$v" 'BEGIN {print (b > a) ? b : a}'); done
+instances=$(hf 1 top --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["instances"]))')
+
 # What one committed Raft entry costs on disk (what an idle cluster would pay per status
 # update if those went through the log): 20 label changes, write_bytes per entry per node.
 declare -A cw0; for n in 1 2 3; do cw0[$n]=$(io_field "$(pid_of "$n")" write_bytes); done
@@ -156,9 +203,13 @@ row "  Raft entries applied in the window" "${entries[*]}" "-" ""
 row "  disk writes per committed Raft entry (KiB)" "${per_entry[*]}" "-" ""
 row "idle CPU per node (% of one core)" "${cpu[*]}" "< 1%" "$(pass "$worst_cpu" 1)"
 row "RSS per node after the window (MB)" "${rss[*]}" "< 30 MB" "$(pass "$(printf '%s\n' "${rss[@]}" | sort -n | tail -1)" 30)"
+row "20 services x 2, scraped: CPU per node (% of one core)" "${bcpu[*]}" "< 1%" "$(pass "$worst_bcpu" 1)"
+row "20 services x 2, scraped: disk write_bytes (MB/min)" "${bwb[*]}" "< 1 MB/min" "$(pass "$worst_bwb" 1)"
+row "20 services x 2, scraped: RSS per node (MB)" "${brss[*]}" "< 30 MB" "$(pass "$(printf '%s\n' "${brss[@]}" | sort -n | tail -1)" 30)"
 row "release binary size, holdfast (MB)" "$bin_mb" "-" ""
 row "static x86-64 build: static, demo answers" "$is_static, $demo_ok" "yes, yes" "$([ "$is_static$demo_ok" = yesyes ] && echo pass || echo FAIL)"
 row "static x86-64 binary size (MB)" "$static_mb" "-" ""
+echo "  busy window: ${bwin} s, ${instances} instances running (usage sampled, /metrics scraped every 15 s)"
 echo "  idle window: ${win} s; machine load average $load0 before, $load1 after ($(nproc) cores; CPU time grows when they are shared)"
 echo "  static: $static_file"
 echo "  static demo: ${demo_answer:-no answer}; DNS web.demo.internal -> ${demo_dns:-no answer}"
@@ -168,6 +219,6 @@ if grep -q 'statically linked applications requires' "$static_log"; then grep -o
 out="bench/results/footprint-$(date +%Y%m%d-%H%M%S).json"
 j() { local IFS=,; echo "[$*]"; }
 cat >"$out" <<JSON
-{"machine": "$(uname -m) $(nproc) cores", "idle_window_s": $win, "loadavg_before": "$load0", "loadavg_after": "$load1", "idle_write_bytes_mb_per_min": $(j "${wb[@]}"), "idle_wchar_mb_per_min": $(j "${wc[@]}"), "idle_log_mb_per_min": $(j "${logs[@]}"), "idle_raft_entries_applied": $(j "${entries[@]}"), "write_kib_per_raft_entry": $(j "${per_entry[@]}"), "idle_cpu_pct_one_core": $(j "${cpu[@]}"), "rss_after_idle_mb": $(j "${rss[@]}"), "binary_bytes": $(stat -c %s "$BIN/holdfast"), "static_binary_bytes": $(stat -c %s "$SBIN/holdfast"), "static_linked": "$is_static", "static_demo_answers": "$demo_ok", "static_glibc_warned_functions": "${static_warned% }", "static_builtin_nss": "${static_nss% }"}
+{"machine": "$(uname -m) $(nproc) cores", "idle_window_s": $win, "loadavg_before": "$load0", "loadavg_after": "$load1", "idle_write_bytes_mb_per_min": $(j "${wb[@]}"), "idle_wchar_mb_per_min": $(j "${wc[@]}"), "idle_log_mb_per_min": $(j "${logs[@]}"), "idle_raft_entries_applied": $(j "${entries[@]}"), "write_kib_per_raft_entry": $(j "${per_entry[@]}"), "idle_cpu_pct_one_core": $(j "${cpu[@]}"), "rss_after_idle_mb": $(j "${rss[@]}"), "busy_window_s": $bwin, "busy_instances": $instances, "busy_cpu_pct_one_core": $(j "${bcpu[@]}"), "busy_write_bytes_mb_per_min": $(j "${bwb[@]}"), "busy_rss_mb": $(j "${brss[@]}"), "binary_bytes": $(stat -c %s "$BIN/holdfast"), "static_binary_bytes": $(stat -c %s "$SBIN/holdfast"), "static_linked": "$is_static", "static_demo_answers": "$demo_ok", "static_glibc_warned_functions": "${static_warned% }", "static_builtin_nss": "${static_nss% }"}
 JSON
 echo "results written to $out"

@@ -29,6 +29,11 @@ command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
 # ioredis (npm) is the Redis tests' Node.js client: node and npm.
 command -v node >/dev/null || need_pkgs+=(nodejs)
 command -v npm >/dev/null || need_pkgs+=(npm)
+# The container tests: podman with runc, a registry, and a busybox-static image rootfs.
+command -v podman >/dev/null || need_pkgs+=(podman)
+command -v runc >/dev/null || need_pkgs+=(runc)
+command -v docker-registry >/dev/null || need_pkgs+=(docker-registry)
+[ -x /bin/busybox ] || need_pkgs+=(busybox-static)
 # The dashboard test: a real headless browser, and wrk to saturate the ingress meanwhile.
 command -v chromium >/dev/null || need_pkgs+=(chromium)
 command -v wrk >/dev/null || need_pkgs+=(wrk)

@@ -206,26 +206,17 @@ impl AgentHandle {
         self.desired.send_replace(Some(Arc::new(desired)));
     }
 
-    /// Status of every instance the agent knows, sorted by id. Memory and
-    /// CPU usage are read from the instance cgroups at call time.
+    /// Status of every instance the agent knows, sorted by id: a copy of the table,
+    /// cheap enough for every heartbeat and tunneled connection. Memory and CPU are the
+    /// last [`AgentHandle::usage`] reading (a node's sampler reads every 10 s).
     pub fn status(&self) -> Vec<InstanceStatus> {
-        let rows: Vec<(InstanceStatus, Option<InstanceCgroup>)> = {
-            let t = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());
-            t.values().map(|e| (e.status.clone(), e.cgroup.clone())).collect()
-        };
-        rows.into_iter()
-            .map(|(mut s, cg)| {
-                if let (Some(cg), Some(_)) = (cg, s.pid) {
-                    s.memory_bytes = cg.memory_bytes();
-                    s.cpu_usage_ns = cg.cpu_usage_ns();
-                }
-                s
-            })
-            .collect()
+        let t = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());
+        t.values().map(|e| e.status.clone()).collect()
     }
 
     /// A usage reading of every running instance: from its cgroup, or, without one, the
-    /// sum over its process group's live processes (one scan of `/proc`).
+    /// sum over its process group's live processes (one scan of `/proc`). Kept for
+    /// [`AgentHandle::status`].
     pub fn usage(&self) -> Vec<(InstanceId, crate::usage::Reading)> {
         let rows: Vec<(InstanceId, u32, Option<InstanceCgroup>)> = {
             let t = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());
@@ -233,7 +224,8 @@ impl AgentHandle {
         };
         let without: Vec<u32> = rows.iter().filter(|(_, _, cg)| cg.is_none()).map(|(_, pid, _)| *pid).collect();
         let by_group = if without.is_empty() { Default::default() } else { crate::proc::group_usage(&without) };
-        rows.into_iter()
+        let readings: Vec<(InstanceId, crate::usage::Reading)> = rows
+            .into_iter()
             .map(|(id, pid, cg)| {
                 let reading = match cg {
                     Some(cg) => crate::usage::Reading { cpu_ns: cg.cpu_usage_ns(), memory_bytes: cg.memory_bytes() },
@@ -244,7 +236,15 @@ impl AgentHandle {
                 };
                 (id, reading)
             })
-            .collect()
+            .collect();
+        // What `status()` reports until the next reading (nothing for what does not run).
+        let mut t = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());
+        for e in t.values_mut() {
+            let r = readings.iter().find(|(id, _)| *id == e.status.id).map(|(_, r)| *r);
+            e.status.memory_bytes = r.and_then(|r| r.memory_bytes);
+            e.status.cpu_usage_ns = r.and_then(|r| r.cpu_ns);
+        }
+        readings
     }
 
     /// A receiver whose value bumps on every status change.

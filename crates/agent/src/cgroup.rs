@@ -43,6 +43,10 @@ pub(crate) struct Cgroups {
     /// v1 cpuacct parent; v2: the same parent as everything (cpu.stat is
     /// always there).
     pub cpuacct: Option<PathBuf>,
+    /// The agent's parent cgroup relative to the hierarchy root, the same in every v1
+    /// hierarchy (`/holdfast-1`, or under the agent's own memory cgroup): what a
+    /// container's `--cgroup-parent` is relative to.
+    pub rel: Option<String>,
     /// Why controllers are missing (for warnings).
     pub notes: Vec<String>,
 }
@@ -58,6 +62,10 @@ pub(crate) struct InstanceCgroup {
     pub cpuacct: Option<PathBuf>,
     /// The memory limit that was set (for messages).
     pub memory_limit: Option<u64>,
+    /// The instance's cgroup relative to the hierarchy root (`--cgroup-parent` of its
+    /// container). Absent in records written before containers.
+    #[serde(default)]
+    pub rel: Option<String>,
 }
 
 fn write_file(path: &Path, value: &str) -> io::Result<()> {
@@ -121,7 +129,7 @@ pub(crate) fn own_v1_path(proc_cgroup: &str, controller: &str) -> Option<String>
 impl Cgroups {
     /// No cgroup support.
     pub(crate) fn none(note: impl Into<String>) -> Self {
-        Self { version: None, memory: None, cpu: None, cpuacct: None, notes: vec![note.into()] }
+        Self { version: None, memory: None, cpu: None, cpuacct: None, rel: None, notes: vec![note.into()] }
     }
 
     /// Detects the cgroup layout and creates the agent's parent cgroup(s).
@@ -147,6 +155,7 @@ impl Cgroups {
             memory: None,
             cpu: None,
             cpuacct: Some(parent.clone()),
+            rel: Some(format!("/{cgroup_name}")),
             notes: Vec::new(),
         };
         for ctrl in ["memory", "cpu"] {
@@ -175,17 +184,32 @@ impl Cgroups {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mounts = parse_v1_mounts(&mountinfo);
-        let mut me =
-            Self { version: Some(CgroupVersion::V1), memory: None, cpu: None, cpuacct: None, notes: Vec::new() };
+        let mut me = Self {
+            version: Some(CgroupVersion::V1),
+            memory: None,
+            cpu: None,
+            cpuacct: None,
+            rel: None,
+            notes: Vec::new(),
+        };
+        // One relative path in every hierarchy (the agent's own memory cgroup's, where
+        // its memory is accounted), so one `--cgroup-parent` names the instance's cgroup
+        // in all of them.
+        let base = mounts
+            .iter()
+            .find(|m| m.controllers.iter().any(|c| c == "memory"))
+            .and_then(|m| {
+                let own = own_v1_path(&proc_cgroup, "memory")?;
+                Some(own.strip_prefix(m.root.trim_end_matches('/')).unwrap_or(&own).trim_start_matches('/').to_string())
+            })
+            .unwrap_or_default();
+        me.rel = Some(if base.is_empty() { format!("/{cgroup_name}") } else { format!("/{base}/{cgroup_name}") });
         for ctrl in ["memory", "cpu", "cpuacct"] {
             let Some(m) = mounts.iter().find(|m| m.controllers.iter().any(|c| c == ctrl)) else {
                 me.notes.push(format!("cgroup v1 controller {ctrl} not mounted"));
                 continue;
             };
-            let own = own_v1_path(&proc_cgroup, ctrl).unwrap_or_else(|| "/".to_string());
-            let rel =
-                own.strip_prefix(m.root.trim_end_matches('/')).unwrap_or(&own).trim_start_matches('/').to_string();
-            let parent = m.mount_point.join(rel).join(cgroup_name);
+            let parent = m.mount_point.join(&base).join(cgroup_name);
             match std::fs::create_dir_all(&parent) {
                 Ok(()) => match ctrl {
                     "memory" => me.memory = Some(parent),
@@ -238,6 +262,7 @@ impl Cgroups {
             cpu: join(&self.cpu),
             cpuacct: join(&self.cpuacct),
             memory_limit: limits.memory_bytes,
+            rel: self.rel.as_ref().map(|r| format!("{r}/{stem}")),
         };
         if cg.dirs.is_empty() {
             return Ok(None);
@@ -270,6 +295,23 @@ impl Cgroups {
             let _ = std::fs::remove_dir(p);
         }
     }
+}
+
+/// `dir` and every cgroup below it (a container's runtime makes its own below the
+/// instance's), parents first.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(rd) = std::fs::read_dir(&out[i]) {
+            let mut subs: Vec<PathBuf> =
+                rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect();
+            subs.sort();
+            out.extend(subs);
+        }
+        i += 1;
+    }
+    out
 }
 
 /// `64Mi`, `1Gi`, `1500000 bytes`.
@@ -375,8 +417,10 @@ impl InstanceCgroup {
     pub(crate) fn pids(&self) -> Vec<u32> {
         let mut set = BTreeSet::new();
         for d in &self.dirs {
-            if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
-                set.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+            for dir in tree(d) {
+                if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                    set.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+                }
             }
         }
         set.into_iter().collect()
@@ -410,7 +454,10 @@ impl InstanceCgroup {
     /// Removes the directories (they must be empty of processes).
     pub(crate) fn remove(&self) -> io::Result<()> {
         let mut first_err = None;
-        for d in &self.dirs {
+        // A container's runtime makes cgroups below the instance's: deepest first.
+        let mut all: Vec<PathBuf> = self.dirs.iter().flat_map(|d| tree(d)).collect();
+        all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for d in &all {
             match std::fs::remove_dir(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

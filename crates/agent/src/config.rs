@@ -27,12 +27,16 @@ pub struct AgentConfig {
     pub backoff_reset: Duration,
     /// Consecutive failures after which the state is `CrashLoop`.
     pub crash_loop_after: u32,
+    /// Where and how instances with an image run (the OCI driver).
+    pub oci: crate::oci::OciConfig,
 }
 
 impl AgentConfig {
     /// Defaults with the two values that have no sensible default.
     pub fn new(state_dir: impl Into<PathBuf>, cgroup_name: impl Into<String>) -> Self {
-        Self { state_dir: state_dir.into(), cgroup_name: cgroup_name.into(), ..Self::default() }
+        let state_dir = state_dir.into();
+        let oci = crate::oci::OciConfig::under(&state_dir);
+        Self { state_dir, cgroup_name: cgroup_name.into(), oci, ..Self::default() }
     }
 
     pub(crate) fn instances_dir(&self) -> PathBuf {
@@ -58,6 +62,7 @@ impl Default for AgentConfig {
             backoff_max: Duration::from_secs(30),
             backoff_reset: Duration::from_secs(10),
             crash_loop_after: 5,
+            oci: crate::oci::OciConfig::under(std::path::Path::new("")),
         }
     }
 }

@@ -262,7 +262,11 @@ impl Instance {
                 return self.on_failed_start(format!("cannot open log {}: {e}", self.log.display()));
             }
         };
-        let cgroup_procs = match cgroup.as_ref().map(|c| c.open_procs()).transpose() {
+        // A container's client stays outside the instance's cgroup: podman puts conmon
+        // and the container below it (`--cgroup-parent`), and cgroup v2 allows no
+        // process beside child cgroups.
+        let join = cgroup.as_ref().filter(|_| self.spec.image.is_none());
+        let cgroup_procs = match join.map(|c| c.open_procs()).transpose() {
             Ok(fds) => fds.unwrap_or_default(),
             Err(e) => {
                 fail_cleanup(&cgroup);
@@ -280,15 +284,64 @@ impl Instance {
                 return self.on_failed_start(e);
             }
         };
-        let launch = Launch {
-            argv: self.spec.argv.clone(),
-            env: spawn::instance_env(&self.spec, &self.ports),
-            secret_env: prepared.env,
-            mounts: prepared.mounts,
-            workdir: self.spec.workdir.clone(),
-            log,
-            cgroup_procs,
-            run_as: self.spec.run_as,
+        let env = spawn::instance_env(&self.spec, &self.ports);
+        let launch = match &self.spec.image {
+            None => Launch {
+                argv: self.spec.argv.clone(),
+                env,
+                secret_env: prepared.env,
+                mounts: prepared.mounts,
+                workdir: self.spec.workdir.clone(),
+                log,
+                cgroup_procs,
+                run_as: self.spec.run_as,
+            },
+            Some(image) => {
+                // The host's PATH is the client's; the container keeps the image's
+                // unless the spec sets one.
+                let mut names: Vec<&str> = env
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|k| *k != "PATH" || self.spec.env.contains_key("PATH"))
+                    .collect();
+                names.extend(prepared.env.iter().map(|(k, _)| k.as_str()));
+                let mounts: Vec<(String, String)> = prepared
+                    .mounts
+                    .iter()
+                    .map(|(a, b)| (a.to_string_lossy().into_owned(), b.to_string_lossy().into_owned()))
+                    .collect();
+                let name = crate::oci::container_name(&self.stem);
+                let argv = crate::oci::run_argv(
+                    &self.inner.config.oci,
+                    &crate::oci::RunRequest {
+                        image,
+                        name: &name,
+                        command: &self.spec.argv,
+                        env_names: names,
+                        mounts: &mounts,
+                        workdir: self.spec.workdir.as_deref(),
+                        cgroup_parent: cgroup.as_ref().and_then(|c| c.rel.as_deref()),
+                        limits: &self.spec.limits,
+                        ulimits: crate::oci::own_ulimits(),
+                    },
+                );
+                let mut env = env;
+                if !self.spec.env.contains_key("PATH") {
+                    // The client itself runs with the agent's PATH (to find podman,
+                    // conmon and the runtime).
+                    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| spawn::DEFAULT_PATH.into()));
+                }
+                Launch {
+                    argv,
+                    env,
+                    secret_env: prepared.env,
+                    mounts: Vec::new(),
+                    workdir: None,
+                    log,
+                    cgroup_procs,
+                    run_as: self.spec.run_as,
+                }
+            }
         };
         let pid = match spawn::spawn(launch) {
             Ok(pid) => pid,
@@ -499,7 +552,34 @@ impl Instance {
         }
     }
 
+    /// Removes a container instance's container from the node's store (by name), once
+    /// its processes are gone.
+    async fn remove_container(&self) {
+        if self.spec.image.is_none() {
+            return;
+        }
+        let argv = crate::oci::remove_argv(&self.inner.config.oci, &crate::oci::container_name(&self.stem));
+        let Some((prog, args)) = argv.split_first() else { return };
+        let run = tokio::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output();
+        match tokio::time::timeout(Duration::from_secs(30), run).await {
+            Ok(Ok(out)) if out.status.success() => {}
+            Ok(Ok(out)) => tracing::warn!(
+                instance = %self.id,
+                error = %String::from_utf8_lossy(&out.stderr).trim(),
+                "cannot remove the container"
+            ),
+            Ok(Err(e)) => tracing::warn!(instance = %self.id, error = %e, "cannot run podman to remove the container"),
+            Err(_) => tracing::warn!(instance = %self.id, "removing the container took over 30s; left"),
+        }
+    }
+
     async fn remove_cgroup(&self, r: &Running) {
+        self.remove_container().await;
         let Some(c) = &r.cgroup else { return };
         for _ in 0..20 {
             if c.remove().is_ok() {

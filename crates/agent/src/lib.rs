@@ -32,7 +32,8 @@
 //!
 //! Module map: `reconcile` (pure decision), `backoff` (pure restart math),
 //! `ports` (port allocation), `logs` (log files and rotation), `cgroup`
-//! (v1/v2 cgroups), `proc` (process table, signals, exit watching),
+//! (v1/v2 cgroups), `oci` (the OCI driver: an instance with an image runs
+//! in a container under podman), `proc` (process table, signals, exit watching),
 //! `spawn` + `preexec` (launching), `health` (probes), `record`
 //! (persistence), `instance` (one instance's supervisor), `agent` (the
 //! agent, its handle and the reconciling supervisor), `usage` (pure: the
@@ -46,6 +47,7 @@ mod error;
 mod health;
 mod instance;
 pub mod logs;
+pub mod oci;
 pub mod osuser;
 pub use logs::utc_timestamp;
 mod ports;

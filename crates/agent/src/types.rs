@@ -144,6 +144,10 @@ pub struct InstanceSpec {
     /// opened through the agent's [`crate::SecretSource`] each time the process starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretUse>,
+    /// Run `argv` (empty: the image's own command) in a container of this image, by the
+    /// OCI driver ([`crate::oci`]), instead of on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::oci::OciImage>,
 }
 
 /// One secret an instance reads, and how it gets it.
@@ -192,6 +196,7 @@ impl InstanceSpec {
             run_as: None,
             stop_main_only: false,
             secrets: Vec::new(),
+            image: None,
         }
     }
 }

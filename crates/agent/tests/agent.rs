@@ -252,6 +252,11 @@ async fn two_http_replicas_become_ready_and_serve() {
         .await;
         let p0 = st[0].ports["http"];
         let p1 = st[1].ports["http"];
+        // Usage is read by `usage()` (a node's sampler, every 10 s); `status()` reports
+        // the last reading.
+        let readings = h.usage();
+        assert_eq!(readings.len(), 2, "{readings:?}");
+        let st = h.status();
         assert_ne!(p0, p1, "each replica has its own port");
         assert!(ctx.ports.contains(&p0) && ctx.ports.contains(&p1));
         assert_eq!(http_get(p0, "/").expect("GET web-0"), (200, "web-0 /".to_string()));

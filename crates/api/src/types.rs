@@ -80,6 +80,9 @@ pub struct ServiceView {
     /// Where its replicas may run (node selector, spread, anti-affinity).
     #[serde(default)]
     pub placement: PlacementSpec,
+    /// The image its instances run as containers, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub instances: Vec<InstanceView>,
     /// A roll in progress (restart, new secret version), in words: how far, and what it
     /// waits for.

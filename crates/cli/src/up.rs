@@ -47,6 +47,11 @@ pub struct UpArgs {
     /// node's built-in label `site` (e.g. `node_selector: {site: seoul}`).
     #[arg(long, default_value = "default", value_parser = parse_site)]
     pub site: String,
+    /// The CPU architecture to report, in image platform names (amd64, arm64, arm), when
+    /// it is not the one this binary was built for: replicas of an image go only on
+    /// nodes of an architecture the image offers. Also the built-in label `arch`.
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<String>,
     /// A node label KEY=VALUE for placement rules (repeatable), e.g. `--label gpu=true
     /// --label disk=ssd`; services select nodes with `placement.node_selector`. Applied
     /// when the node first starts and again on each start that gives it; labels not given
@@ -123,6 +128,17 @@ fn parse_optional_addr(s: &str) -> std::result::Result<OptionalAddr, String> {
     s.parse().map(|a| OptionalAddr(Some(a))).map_err(|_| format!("invalid address `{s}`: expected IP:PORT or off"))
 }
 
+fn parse_arch(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not an architecture name: lowercase letters and digits, as images name them (amd64, arm64, arm)"
+        ))
+    }
+}
+
 fn parse_site(s: &str) -> std::result::Result<String, String> {
     match holdfast_spec::names::label_value_problem("site", s) {
         None => Ok(s.to_string()),
@@ -184,6 +200,7 @@ pub async fn run(g: &Global, args: UpArgs, join: Option<String>) -> Result<ExitC
         dns: args.dns.0,
         name: args.name.clone(),
         site: args.site.clone(),
+        arch: args.arch.clone(),
         labels: labels_of(&args)?,
         port_range: args.port_range.clone(),
         secrets_key_file: args.secrets_key_file.clone(),

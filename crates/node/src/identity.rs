@@ -198,13 +198,26 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "node-1".to_string())
 }
 
-/// The machine's architecture in the names people use for images (amd64, arm64).
+static ARCH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The architecture of the machine's programs in the names images use (amd64, arm64,
+/// arm), unless `--arch` named another at start ([`set_arch`]).
 pub fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        other => other,
+    ARCH.get_or_init(|| {
+        match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "arm" => "arm",
+            other => other,
+        }
+        .to_string()
+    })
+}
+
+/// Sets the architecture this node reports (`--arch`), before anything reads it.
+pub fn set_arch(arch: &str) {
+    if ARCH.set(arch.to_string()).is_err() && self::arch() != arch {
+        tracing::warn!(arch, reported = self::arch(), "--arch came after the architecture was first read; ignored");
     }
 }
 

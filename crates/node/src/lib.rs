@@ -13,6 +13,7 @@
 //!   forwarding to the leader, the `/raft` RPC endpoints and `/healthz`.
 //! - [`status`]: the status view (desired state joined with what the agent observes).
 //! - [`ui`]: the web dashboard at `/ui/` (rendered by `holdfast_ui`), read-only.
+//! - [`images`]: the architectures an image offers, from its registry, before a deploy.
 //! - [`logs`]: tailing and following instance log files for the API.
 //! - [`network`]: the routing table for this node's proxy, DNS server and HTTP ingress
 //!   (`holdfast-net`), rebuilt on every state or readiness change.
@@ -28,6 +29,7 @@ pub mod databases;
 pub mod edge;
 pub mod events;
 pub mod identity;
+pub mod images;
 pub mod lease;
 pub mod logs;
 pub mod metrics;
@@ -71,6 +73,9 @@ pub struct NodeConfig {
     /// Node name; defaults to the host name on first start.
     pub name: Option<String>,
     pub site: String,
+    /// `--arch`: the architecture to report instead of the one this binary was built
+    /// for (placement puts only images of it here).
+    pub arch: Option<String>,
     /// User labels from `--label`: set when the node first registers or joins, and again
     /// (once) on every start that gives them; other labels are left alone.
     pub labels: std::collections::BTreeMap<String, String>,
@@ -251,6 +256,9 @@ impl Node {
     /// Starts Raft (bootstrapping a one-voter cluster on a new data directory), the agent
     /// (re-adopting instances left running by a previous process) and the HTTP server.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        if let Some(arch) = &config.arch {
+            identity::set_arch(arch);
+        }
         let advertise = config.advertise.unwrap_or(config.listen);
         let start_labels = holdfast_state::labels::StartLabels {
             start_id: identity::random_node_id()?,

@@ -226,6 +226,7 @@ pub fn services_view(
             address: record.address.to_string(),
             ports: record.spec.ports.clone(),
             placement: record.spec.placement.clone(),
+            image: record.spec.image.clone(),
             instances,
         });
     }

@@ -241,6 +241,11 @@ fn instance_spec(
         run_as: None,
         stop_main_only: false,
         secrets: Vec::new(),
+        image: spec.image.as_ref().map(|reference| holdfast_agent::oci::OciImage {
+            reference: reference.clone(),
+            // Plain HTTP only to a registry on this machine's loopback, as Docker does.
+            insecure: holdfast_spec::image::parse_image(reference).is_ok_and(|r| r.registry_is_loopback()),
+        }),
     }
 }
 

@@ -47,6 +47,8 @@ pub const LABEL_NAME: &str = "name";
 pub const LABEL_SITE: &str = "site";
 /// Built-in label: the node's CPU architecture (`amd64`, `arm64`, …).
 pub const LABEL_ARCH: &str = "arch";
+/// Separates the alternatives of a selector value (see [`NodeView::matches`]).
+pub const ANY_OF: char = '|';
 /// Labels every node has, set by holdfast; users cannot set or remove them.
 pub const BUILTIN_LABELS: [&str; 3] = [LABEL_NAME, LABEL_SITE, LABEL_ARCH];
 
@@ -109,9 +111,11 @@ impl NodeView {
         self.labels.get(LABEL_SITE).map(String::as_str).unwrap_or("")
     }
 
-    /// True when every key=value of `selector` is among the node's labels.
+    /// True when every key=value of `selector` is among the node's labels. A value may
+    /// list alternatives separated by [`ANY_OF`] (`arch=amd64|arm64`: the architectures
+    /// an image offers); label values never contain it.
     pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
-        selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+        selector.iter().all(|(k, v)| self.labels.get(k).is_some_and(|l| v.split(ANY_OF).any(|alt| alt == l)))
     }
 }
 
@@ -427,12 +431,18 @@ impl<'a> Placer<'a> {
             let members: Vec<u32> = if selector.is_empty() {
                 schedulable.clone()
             } else {
-                let smallest = selector
-                    .iter()
-                    .map(|(k, v)| label_index.get(&(k.as_str(), v.as_str())).map(Vec::as_slice).unwrap_or(&[]))
-                    .min_by_key(|l| l.len())
-                    .unwrap_or(&[]);
-                smallest.iter().copied().filter(|n| self.nodes[*n as usize].matches(selector)).collect()
+                // The nodes with one key's value (any of its alternatives).
+                let with = |k: &str, v: &str| -> Vec<u32> {
+                    let mut out: Vec<u32> = v
+                        .split(ANY_OF)
+                        .flat_map(|alt| label_index.get(&(k, alt)).map(Vec::as_slice).unwrap_or(&[]).iter().copied())
+                        .collect();
+                    out.sort_unstable();
+                    out.dedup();
+                    out
+                };
+                let smallest = selector.iter().map(|(k, v)| with(k, v)).min_by_key(|l| l.len()).unwrap_or_default();
+                smallest.into_iter().filter(|n| self.nodes[*n as usize].matches(selector)).collect()
             };
             let ix = self.indexes.len() as u32;
             let mut index = Index { all: BTreeSet::new(), by_site: BTreeMap::new() };

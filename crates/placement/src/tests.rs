@@ -198,6 +198,22 @@ fn capacity_errors_name_the_selector() {
 }
 
 #[test]
+fn a_selector_value_may_list_alternatives() {
+    // An image offering amd64 and arm64 goes on either, never on riscv64.
+    let nodes = [
+        labelled(1, 4000, 4096, "a", &[("arch", "riscv64")]),
+        labelled(2, 4000, 4096, "a", &[("arch", "arm64")]),
+        labelled(3, 4000, 4096, "a", &[]),
+    ];
+    let w = selecting(wl("web", 2, 100, 64), &[("arch", "amd64|arm64")]);
+    check(std::slice::from_ref(&w), &nodes, &none(), "web=[2, 3]");
+    let only = selecting(wl("web", 1, 100, 64), &[("arch", "arm64|s390x")]);
+    check(&[only], &nodes, &none(), "web=[2]");
+    let w = selecting(wl("web", 1, 100, 64), &[("arch", "s390x|ppc64le")]);
+    assert!(render(place(&[w], &nodes, &none())).contains("no node matches node_selector"));
+}
+
+#[test]
 fn relabelled_node_moves_only_replicas_whose_selector_no_longer_matches() {
     let mut nodes = gpu_cluster();
     let wls = [selecting(wl("ml", 2, 100, 64), &[("gpu", "true")]), wl("web", 4, 100, 64)];

@@ -33,6 +33,7 @@
 
 pub mod dns;
 mod error;
+pub mod image;
 mod load;
 mod model;
 pub mod names;

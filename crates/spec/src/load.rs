@@ -35,8 +35,20 @@ struct FieldSet {
     hints: &'static [(&'static str, &'static [&'static str])],
 }
 
-const SERVICE_FIELDS: &[&str] =
-    &["run", "replicas", "workdir", "env", "files", "ports", "health", "resources", "restart", "stop", "placement"];
+const SERVICE_FIELDS: &[&str] = &[
+    "run",
+    "image",
+    "replicas",
+    "workdir",
+    "env",
+    "files",
+    "ports",
+    "health",
+    "resources",
+    "restart",
+    "stop",
+    "placement",
+];
 const HEALTH_FIELDS: &[&str] =
     &["http", "tcp", "exec", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "start_grace"];
 const RESOURCE_FIELDS: &[&str] = &["cpu", "memory"];
@@ -1387,13 +1399,24 @@ impl Doc<'_> {
         };
         let mut svc = placeholder;
         let run_p = sp.field("run");
+        if let Some((_, v)) = f.get("image") {
+            let p = sp.field("image");
+            if let Some(text) = self.string(v, &p, "an image reference such as `registry.example.com/shop/web:1.4.2`") {
+                match crate::image::parse_image(&text) {
+                    Ok(r) => svc.image = Some(r.to_string()),
+                    Err(msg) => self.fail(SpecErrorKind::InvalidValue, &p, v.pos, msg),
+                }
+            }
+        }
         match f.get("run") {
             Some((_, v)) => svc.run = self.command(v, &run_p),
+            // With an image, the image's own command.
+            None if f.get("image").is_some() => {}
             None => self.error(
                 SpecErrorKind::MissingField,
                 sp,
                 key_pos.or(node.pos),
-                format!("missing required field `run`: the command to start, {RUN_EXAMPLE}"),
+                format!("missing required field `run`: the command to start, {RUN_EXAMPLE} (or `image:` to run a container)"),
             ),
         }
         if f.get("run").is_none() {

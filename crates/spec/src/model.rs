@@ -183,8 +183,13 @@ impl Default for Stack {
 /// One service: a command run as `replicas` instances.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
-    /// What each instance runs.
+    /// What each instance runs. With `image`, the command run in the container instead
+    /// of the image's own (an empty argv: the image's).
     pub run: RunCommand,
+    /// An OCI image to run in a container instead of a program of the node, fully
+    /// qualified (`docker.io/library/busybox:latest`; see [`crate::image`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Extra environment variables: literal values, or URLs of the stack's databases
     /// resolved by the node that starts the instance.
     pub env: BTreeMap<String, EnvValue>,
@@ -226,6 +231,7 @@ impl ServiceSpec {
     pub fn new(run: RunCommand) -> Self {
         ServiceSpec {
             run,
+            image: None,
             env: BTreeMap::new(),
             workdir: None,
             replicas: DEFAULT_REPLICAS,

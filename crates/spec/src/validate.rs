@@ -218,7 +218,25 @@ fn validate_service(stack: &Stack, name: &str, svc: &ServiceSpec, sp: &FieldPath
     if let Some(msg) = dns_label_problem("service name", name) {
         sink.report(SpecErrorKind::InvalidValue, sp, Target::Key, msg);
     }
-    validate_run(&svc.run, &sp.field("run"), sink);
+    let image_default_command = svc.image.is_some() && matches!(&svc.run, RunCommand::Argv(a) if a.is_empty());
+    if !image_default_command {
+        validate_run(&svc.run, &sp.field("run"), sink);
+    }
+    if let Some(image) = &svc.image {
+        let ip = sp.field("image");
+        if !sink.is_poisoned(&ip) {
+            match crate::image::parse_image(image) {
+                Ok(r) if r.to_string() == *image => {}
+                Ok(r) => sink.report(
+                    SpecErrorKind::InvalidValue,
+                    &ip,
+                    Target::Value,
+                    format!("image `{image}` is not written fully qualified (`{r}`)"),
+                ),
+                Err(msg) => sink.report(SpecErrorKind::InvalidValue, &ip, Target::Value, msg),
+            }
+        }
+    }
 
     let replicas = sp.field("replicas");
     if !sink.is_poisoned(&replicas) && svc.replicas > MAX_REPLICAS {

@@ -386,6 +386,11 @@ pub struct ServiceRecord {
     /// however many nodes they are on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// The architectures the service's image offers (`amd64`, `arm64`), read from its
+    /// manifest by the node that planned the deploy: replicas go only on nodes of one of
+    /// them. `None`: no image, or not known (every node may take it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_archs: Option<std::collections::BTreeSet<String>>,
 }
 
 /// A cluster-wide, one-instance-at-a-time roll of a service (see
@@ -405,7 +410,7 @@ pub struct Rollout {
 impl ServiceRecord {
     /// A record with no roll in progress.
     pub fn new(project: String, spec: ServiceSpec, address: std::net::Ipv4Addr, generation: u64) -> Self {
-        ServiceRecord { project, spec, address, generation, rollout: None }
+        ServiceRecord { project, spec, address, generation, rollout: None, image_archs: None }
     }
 
     /// Moves the service to a new `generation`. With replicas `placed`, as a roll: they

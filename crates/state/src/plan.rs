@@ -117,6 +117,8 @@ pub enum PlanError {
         "zone `{zone}` has no edge node to answer it: start at least one node with `--edge --public-address IP` (or `holdfast join ... --edge`) first, then delegate the zone to the edge nodes (ns1.{zone}, ns2.{zone}, ...)"
     )]
     ZoneWithoutEdges { zone: String },
+    #[error("cannot place service `{service}`: {message}")]
+    NoImageForArch { service: String, message: String },
 }
 
 fn unknown_service(state: &ClusterState, name: &str) -> PlanError {
@@ -133,7 +135,24 @@ fn unknown_service(state: &ClusterState, name: &str) -> PlanError {
 /// password source. A stack that creates a database, or adds a user to one, is refused
 /// with [`PlanError::NoPasswordSource`]; redeploying existing databases unchanged works.
 pub fn plan_deploy(state: &ClusterState, stack: &Stack) -> Result<(Plan, Desired), PlanError> {
-    plan_deploy_inner(state, stack, &mut || None)
+    plan_deploy_inner(state, stack, &BTreeMap::new(), &mut || None)
+}
+
+/// The architectures each image offers (reference → `amd64`, `arm64`, ...), as read
+/// from the registries before planning.
+pub type ImageArchs = BTreeMap<String, std::collections::BTreeSet<String>>;
+
+/// [`plan_deploy_with`], knowing the architectures the stack's images offer: a service's
+/// replicas go only on nodes of those, and a service no node can run is refused, naming
+/// the architectures on both sides. An image missing from `images` keeps what the
+/// service's record knew for the same reference (every node, for a new one).
+pub fn plan_deploy_images(
+    state: &ClusterState,
+    stack: &Stack,
+    images: &ImageArchs,
+    passwords: &mut dyn FnMut() -> String,
+) -> Result<(Plan, Desired), PlanError> {
+    plan_deploy_inner(state, stack, images, &mut || Some(passwords()))
 }
 
 /// Plans a deploy of `stack`: the project's services, routes and databases become
@@ -145,12 +164,13 @@ pub fn plan_deploy_with(
     stack: &Stack,
     passwords: &mut dyn FnMut() -> String,
 ) -> Result<(Plan, Desired), PlanError> {
-    plan_deploy_inner(state, stack, &mut || Some(passwords()))
+    plan_deploy_inner(state, stack, &BTreeMap::new(), &mut || Some(passwords()))
 }
 
 fn plan_deploy_inner(
     state: &ClusterState,
     stack: &Stack,
+    images: &ImageArchs,
     passwords: &mut dyn FnMut() -> Option<String>,
 ) -> Result<(Plan, Desired), PlanError> {
     if let Err(errors) = stack.validate() {
@@ -260,9 +280,21 @@ fn plan_deploy_inner(
                     // A deploy that replaces instances replaces them all (each node one
                     // at a time); a roll in progress otherwise goes on.
                     rollout: if replaces { None } else { old.rollout.clone() },
+                    image_archs: old.image_archs.clone().filter(|_| old.spec.image == spec.image),
                 }
             }
         };
+        let mut record = record;
+        if let Some(image) = &spec.image {
+            if let Some(archs) = images.get(image) {
+                record.image_archs = Some(archs.clone());
+            }
+            if let Some(archs) = &record.image_archs {
+                image_fits_some_node(state, name, image, archs)?;
+            }
+        } else {
+            record.image_archs = None;
+        }
         services.insert(name.clone(), record);
     }
     for (name, _) in state.project_services(project) {
@@ -629,8 +661,39 @@ fn finish(
     })
 }
 
+/// Refuses a service whose image offers no architecture of any node that may take
+/// replicas, naming what the image offers and what the nodes are.
+fn image_fits_some_node(
+    state: &ClusterState,
+    service: &str,
+    image: &str,
+    archs: &std::collections::BTreeSet<String>,
+) -> Result<(), PlanError> {
+    let live: Vec<&crate::model::NodeRecord> =
+        state.nodes.values().filter(|n| !n.down && !n.cordoned && !n.draining).collect();
+    if live.is_empty() || live.iter().any(|n| archs.contains(&n.arch)) {
+        return Ok(());
+    }
+    let mut by_arch: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for n in &live {
+        by_arch.entry(n.arch.as_str()).or_default().push(n.name.as_str());
+    }
+    by_arch.values_mut().for_each(|names| names.sort_unstable());
+    let nodes = by_arch
+        .iter()
+        .map(|(arch, names)| format!("{} {} {arch}", names.join(", "), if names.len() == 1 { "is" } else { "are" }))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let offered = archs.iter().map(|a| format!("linux/{a}")).collect::<Vec<_>>().join(", ");
+    let wanted = by_arch.keys().map(|a| format!("linux/{a}")).collect::<Vec<_>>().join(" or ");
+    Err(PlanError::NoImageForArch {
+        service: service.to_string(),
+        message: format!("{image} has no {wanted} image (it offers {offered}); {nodes}"),
+    })
+}
+
 /// Placement input: every service as the scheduler sees it (request, selector, spread,
-/// anti-affinity).
+/// anti-affinity; an image's architectures as an `arch` selector of alternatives).
 pub fn workloads(services: &BTreeMap<String, ServiceRecord>) -> Vec<Workload> {
     services
         .iter()
@@ -641,6 +704,21 @@ pub fn workloads(services: &BTreeMap<String, ServiceRecord>) -> Vec<Workload> {
             };
             let mut w = Workload::new(name.clone(), r.spec.replicas, request);
             w.selector = r.spec.placement.node_selector.clone();
+            if let Some(archs) = r.image_archs.as_ref().filter(|a| !a.is_empty()) {
+                let offered: Vec<&str> = archs.iter().map(String::as_str).collect();
+                match w.selector.get(holdfast_placement::LABEL_ARCH) {
+                    // The user's own `arch` stays; when the image lacks it, no node
+                    // matches and placement says so.
+                    Some(user) if offered.contains(&user.as_str()) => {}
+                    Some(_) => {
+                        w.selector.insert(holdfast_placement::LABEL_ARCH.into(), "-none-".into());
+                    }
+                    None => {
+                        let any_of = offered.join(&holdfast_placement::ANY_OF.to_string());
+                        w.selector.insert(holdfast_placement::LABEL_ARCH.into(), any_of);
+                    }
+                }
+            }
             w.spread = match r.spec.placement.spread {
                 holdfast_spec::Spread::Nodes => holdfast_placement::Spread::Nodes,
                 holdfast_spec::Spread::Sites => holdfast_placement::Spread::Sites,

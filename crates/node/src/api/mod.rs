@@ -72,6 +72,7 @@ impl From<PlanError> for ApiError {
             | PlanError::JobNameTaken { .. }
             | PlanError::ZoneTaken { .. }
             | PlanError::ZoneWithoutEdges { .. }
+            | PlanError::NoImageForArch { .. }
             | PlanError::Database(_) => StatusCode::CONFLICT,
             PlanError::InvalidSpec(_) | PlanError::BadReplicas(_) | PlanError::BadLabel(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY

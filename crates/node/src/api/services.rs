@@ -30,9 +30,12 @@ pub async fn deploy(
         .map(|_| crate::identity::random_password())
         .collect::<Result<_, _>>()
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // The architectures each image offers, from its registry (nothing changes when one
+    // cannot be read).
+    let images = crate::images::resolve(&req.stack).await.map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let resp = change(&ctx, req.dry_run, |s| {
         let mut pool = pool.clone();
-        plan::plan_deploy_with(s, &req.stack, &mut || pool.pop().unwrap_or_default())
+        plan::plan_deploy_images(s, &req.stack, &images, &mut || pool.pop().unwrap_or_default())
     })
     .await?;
     Ok(Json(resp))

@@ -3,6 +3,7 @@ use super::*;
 use crate::command::{Command, Request};
 use crate::labels::LabelChange;
 use crate::model::NodeRecord;
+use std::collections::BTreeSet;
 
 fn one_node_state() -> ClusterState {
     let mut s = ClusterState::default();
@@ -340,4 +341,56 @@ fn zones_need_an_edge_and_belong_to_one_project() {
     let (plan, s) = deploy(&s, WEB);
     assert!(plan.contains("delete zone example.com"), "{plan}");
     assert!(s.desired.zones.is_empty());
+}
+
+/// Nodes 1 (amd64), 2 and 3 (arm64).
+fn mixed_arch_state() -> ClusterState {
+    let mut s = ClusterState::default();
+    for (id, arch) in [(1, "amd64"), (2, "arm64"), (3, "arm64")] {
+        s.apply(&Request::new(Command::UpsertNode(NodeRecord::new(
+            id,
+            format!("n{id}"),
+            format!("127.0.0.{id}:7946"),
+            "default",
+            arch,
+            Capacity { cpu_millis: 2000, memory_bytes: 4 << 30 },
+        ))));
+    }
+    s
+}
+
+#[test]
+fn an_images_architectures_choose_its_nodes_and_a_layout_without_them_is_refused() {
+    let s = mixed_arch_state();
+    let yaml = "project: p\nservices:\n  web:\n    image: reg.example/p/web:1\n    replicas: 3\n";
+    let image = "reg.example/p/web:1".to_string();
+    let amd64 = ImageArchs::from([(image.clone(), BTreeSet::from(["amd64".to_string()]))]);
+    let (_, desired) = plan_deploy_images(&s, &stack(yaml), &amd64, &mut String::new).expect("placed");
+    assert_eq!(desired.placements["web"], vec![1, 1, 1]);
+    assert_eq!(desired.services["web"].image_archs, Some(BTreeSet::from(["amd64".to_string()])));
+    // Both architectures: spread over all three.
+    let both = ImageArchs::from([(image.clone(), BTreeSet::from(["amd64".into(), "arm64".into()]))]);
+    let (_, desired) = plan_deploy_images(&s, &stack(yaml), &both, &mut String::new).expect("placed");
+    let mut on = desired.placements["web"].clone();
+    on.sort_unstable();
+    assert_eq!(on, vec![1, 2, 3]);
+    // A user's `arch` the image lacks: no node matches.
+    let pinned = yaml.replace("replicas: 3", "replicas: 1\n    placement: { node_selector: { arch: arm64 } }");
+    let e = plan_deploy_images(&s, &stack(&pinned), &amd64, &mut String::new).expect_err("no arm64 image");
+    assert!(e.to_string().contains("no node matches node_selector"), "{e}");
+    // No live amd64 node: refused, naming both sides.
+    let mut cordoned = s.clone();
+    cordoned.apply(&Request::new(Command::SetNodeFlags { id: 1, cordoned: Some(true), down: None, draining: None }));
+    let e = plan_deploy_images(&cordoned, &stack(yaml), &amd64, &mut String::new).expect_err("refused");
+    assert_eq!(
+        e.to_string(),
+        "cannot place service `web`: reg.example/p/web:1 has no linux/arm64 image (it offers linux/amd64); n2, n3 are arm64"
+    );
+    // Not read (a redeploy planned without the registry): the record's architectures stay.
+    let (_, first) = plan_deploy_images(&s, &stack(yaml), &amd64, &mut String::new).expect("placed");
+    let mut deployed = s.clone();
+    deployed.apply(&Request::new(Command::SetDesired { expected_revision: s.revision, desired: first }));
+    let (_, again) = plan_deploy(&deployed, &stack(yaml)).expect("placed");
+    assert_eq!(again.services["web"].image_archs, Some(BTreeSet::from(["amd64".to_string()])));
+    assert_eq!(again.placements["web"], vec![1, 1, 1]);
 }

@@ -66,6 +66,7 @@ fn service(name: &str) -> ServiceView {
         address: "127.64.0.2".into(),
         ports: BTreeMap::from([("http".to_string(), 8080)]),
         placement: Default::default(),
+        image: None,
         instances: vec![instance(&format!("{name}-0"), "n1", true), instance(&format!("{name}-1"), "n2", false)],
         rollout: None,
     }
