@@ -206,9 +206,13 @@ impl Instance {
     }
 
     fn health_for(&self, started: Instant) -> (Option<JoinHandle<()>>, Option<mpsc::Receiver<HealthUpdate>>) {
-        let Some(cfg) = self.spec.health.clone() else {
+        let Some(mut cfg) = self.spec.health.clone() else {
             return (None, None);
         };
+        // A container's exec check runs in the container, where its tools are.
+        if let (Some(_), crate::types::HealthProbe::Exec { argv }) = (&self.spec.image, &mut cfg.check) {
+            *argv = crate::oci::exec_argv(&self.inner.config.oci, &crate::oci::container_name(&self.stem), argv);
+        }
         let (tx, rx) = mpsc::channel(8);
         let ctx = ProbeCtx {
             ports: self.ports.clone(),

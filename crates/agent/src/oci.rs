@@ -17,7 +17,10 @@
 //! limits instead. After an exit or stop the container is removed by name (`rm -f`), so
 //! the name is free and nothing is left in the node's image store but images.
 //!
-//! Pure: [`run_argv`] and [`remove_argv`] build command lines; the agent runs them.
+//! Exec health checks run inside the container ([`exec_argv`]).
+//!
+//! Pure: [`run_argv`], [`exec_argv`] and [`remove_argv`] build command lines; the agent
+//! runs them.
 
 use std::path::{Path, PathBuf};
 
@@ -178,6 +181,14 @@ pub fn run_argv(cfg: &OciConfig, r: &RunRequest<'_>) -> Vec<String> {
     }
     a.push(r.image.reference.clone());
     a.extend(r.command.iter().cloned());
+    a
+}
+
+/// `podman ... exec NAME ARGV...`: an exec health check, run inside the container.
+pub fn exec_argv(cfg: &OciConfig, name: &str, argv: &[String]) -> Vec<String> {
+    let mut a = cfg.global();
+    a.extend(["exec".to_string(), name.to_string()]);
+    a.extend(argv.iter().cloned());
     a
 }
 

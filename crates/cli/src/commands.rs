@@ -749,6 +749,46 @@ pub struct EventsArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The docker-compose file (env_file paths are relative to it).
+    pub file: PathBuf,
+    /// The project of the spec (default: the compose file's `name:`, else its directory's name).
+    #[arg(long)]
+    pub project: Option<String>,
+}
+
+/// `holdfast import`: the spec on stdout, what was not carried over on stderr.
+pub fn import(args: ImportArgs) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let dir = args.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let default_project = {
+        let base =
+            std::fs::canonicalize(&dir).ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let cleaned: String = base
+            .unwrap_or_else(|| "default".into())
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let cleaned = cleaned.trim_matches('-').to_string();
+        if cleaned.is_empty() {
+            "default".to_string()
+        } else {
+            cleaned
+        }
+    };
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map_err(|e| e.to_string());
+    let shown = args.file.display().to_string();
+    let out = holdfast_spec::compose::import_compose(&shown, &text, args.project.as_deref(), &default_project, &read)
+        .map_err(|e| anyhow!(e))?;
+    print!("{}", out.spec);
+    for n in &out.notes {
+        eprintln!("{n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
 pub struct TopArgs {
     /// Only this service's instances (a database's members: `database db`, or just `db`).
     #[arg(long)]

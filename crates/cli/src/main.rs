@@ -129,6 +129,11 @@ enum Cmd {
     ///
     /// Examples: `holdfast events --since 1h`, `holdfast events -f`, `holdfast events --json`.
     Events(commands::EventsArgs),
+    /// Turn a docker-compose file into a holdfast spec (printed), naming every field it
+    /// could not carry over, with its line (on stderr).
+    ///
+    /// Example: `holdfast import docker-compose.yml > holdfast.yaml`.
+    Import(commands::ImportArgs),
     /// CPU and memory of every instance, per service and per node, against what each
     /// service asked for: now, and the average and peak over the last hour (every node
     /// samples its instances every 10 s and keeps an hour). Use it to size `resources`.
@@ -205,6 +210,7 @@ fn main() -> ExitCode {
             Cmd::Cert(cmd) => commands::cert(&cli.global, cmd).await,
             Cmd::Events(args) => commands::events(&cli.global, args).await,
             Cmd::Top(args) => commands::top(&cli.global, args).await,
+            Cmd::Import(args) => commands::import(args),
             Cmd::Db(cmd) => db::run(&cli.global, cmd).await,
             Cmd::Secret(cmd) => secrets::secret(&cli.global, cmd).await,
             Cmd::Run(args) => jobs::run(&cli.global, args).await,

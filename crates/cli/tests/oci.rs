@@ -326,3 +326,65 @@ fn an_amd64_only_image_never_lands_on_an_arm64_node() {
     assert_eq!(service_of(&c[0].status(), "api"), serde_json::Value::Null, "nothing changed");
     c.finish();
 }
+
+#[test]
+fn an_imported_compose_file_deploys_and_serves() {
+    // Proves: `holdfast import` turns a compose file (image, command with `$$`,
+    // environment, ports, a CMD-SHELL healthcheck run inside the container, replicas,
+    // resources, restart) into a spec that deploys and serves on the service's port, and
+    // names the fields it could not carry over.
+    if !tools_or_skip() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let port = 49952;
+    let _registry = registry(work.path(), port);
+    let image = format!("127.0.0.1:{port}/demo/web:1");
+    build_and_push(work.path(), &image);
+    let c = one_node("oci-import", 49900);
+    let d = &c[0];
+    let compose = format!(
+        r#"services:
+  web:
+    image: {image}
+    command: ["/bin/sh", "-c", "mkdir -p /tmp/w && echo $$GREETING from $$HOLDFAST_INSTANCE > /tmp/w/index.html && exec httpd -f -p $$PORT -h /tmp/w"]
+    environment:
+      GREETING: imported
+    ports: ["18480:80"]
+    healthcheck:
+      test: ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:$$PORT/"]
+      interval: 1s
+      timeout: 1s
+    deploy:
+      replicas: 2
+      resources: {{limits: {{memory: 64M}}}}
+    restart: unless-stopped
+    volumes: ["data:/data"]
+volumes:
+  data: {{}}
+"#
+    );
+    let dir = work.path().join("app");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("docker-compose.yml"), compose).expect("compose");
+    let out = d.cli(&["import", dir.join("docker-compose.yml").to_str().expect("utf8")]);
+    let (spec, notes) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "{notes}");
+    assert!(spec.starts_with("project: \"app\"\n"), "{spec}");
+    assert!(notes.contains("docker-compose.yml:16:14: services.web.volumes: not imported"), "{notes}");
+    assert!(notes.contains("docker-compose.yml:18:3: volumes: not imported"), "{notes}");
+    let (deployed, out, err) = d.deploy_yaml("imported.yaml", &spec);
+    assert!(deployed, "{spec}\n{out}\n{err}");
+    let st = d.wait_ready("web", 2, Duration::from_secs(60));
+    let svc = service_of(&st, "web");
+    let address = svc["address"].as_str().expect("address");
+    assert_eq!(svc["ports"]["p18480"], 18480, "{svc}");
+    let body = wait_for("the service answering on its port", Duration::from_secs(10), || {
+        let out = Command::new("curl").args(["-sf", "--max-time", "2", &format!("http://{address}:18480/")]).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        seen_unless(text.starts_with("imported from web-"), text.clone(), text)
+    });
+    assert!(body.starts_with("imported from web-"), "{body}");
+    c.finish();
+}

@@ -31,6 +31,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod compose;
 pub mod dns;
 mod error;
 pub mod image;
