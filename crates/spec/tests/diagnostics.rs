@@ -20,7 +20,7 @@ macro_rules! err_cases {
 err_cases! {
     // --- structure, unknown and missing fields
     unknown_service_field_suggests: "services:\n  web:\n    run: [srv]\n    replica: 3\n"
-        => "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, files, ports, health, resources, restart, stop, placement)";
+        => "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, image, replicas, workdir, env, files, ports, health, resources, restart, stop, placement)";
     unknown_top_field_suggests: "service:\n  web: {run: x}\n"
         => "demo.yaml:1:1: unknown field `service`, did you mean `services`? (valid fields: project, services, routes, databases, secrets, jobs, dns)";
     misplaced_health_field_hint: "services:\n  web:\n    run: [srv]\n    interval: 3s\n"
@@ -42,7 +42,7 @@ err_cases! {
     service_defined_twice_in_file: "services:\n  web: {run: a}\n  web: {run: b}\n"
         => "demo.yaml:3:3: services.web: service `web` is defined twice (first at demo.yaml:2:3)";
     service_as_string_hints_run: "services:\n  web: python3 app.py\n"
-        => "demo.yaml:2:8: services.web: expected a mapping with fields run, replicas, workdir, env, files, ports, health, resources, restart, stop, placement, found string `python3 app.py`; to run a command write `web: { run: \"python3 app.py\" }`";
+        => "demo.yaml:2:8: services.web: expected a mapping with fields run, image, replicas, workdir, env, files, ports, health, resources, restart, stop, placement, found string `python3 app.py`; to run a command write `web: { run: \"python3 app.py\" }`";
     services_as_list: "services:\n  - web\n"
         => "demo.yaml:2:3: services: expected a mapping of service names to services, e.g. `web: { run: ... }`, found a list";
     top_level_list: "- a\n- b\n"
@@ -272,7 +272,7 @@ fn all_errors_are_reported_in_order() {
     check_errs_exactly(
         yaml,
         &[
-            "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, replicas, workdir, env, files, ports, health, resources, restart, stop, placement)",
+            "demo.yaml:4:5: services.web: unknown field `replica`, did you mean `replicas`? (valid fields: run, image, replicas, workdir, env, files, ports, health, resources, restart, stop, placement)",
             "demo.yaml:5:26: services.web.resources.memory: invalid memory quantity `256MB`: use a number with Ki, Mi, Gi, Ti (binary) or K, M, G, T (decimal), e.g. `256Mi`",
             "demo.yaml:5:38: services.web.resources.cpu: invalid cpu quantity `x`: use cores (e.g. `0.5`, `2`) or millicores (e.g. `500m`)",
             "demo.yaml:6:3: services.Db: invalid service name `Db`: use 1-63 lowercase letters, digits and '-', starting with a letter and not ending with '-', e.g. `db`",
