@@ -31,3 +31,5 @@ pub mod peer;
 pub mod types;
 
 pub use client::{Client, ClientError};
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for unix milliseconds (the agent's, for every client).
+pub use holdfast_agent::utc_timestamp;

@@ -26,30 +26,14 @@ pub fn millicores(m: u64) -> String {
 
 /// `2026-12-01 09:05:03` (UTC) for milliseconds since the Unix epoch.
 pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    let t = holdfast_api::utc_timestamp(ms);
+    format!("{} {}", t.get(..10).unwrap_or(""), t.get(11..19).unwrap_or(""))
 }
 
 /// `09:05:03` (UTC).
 pub fn utc_time(ms: u64) -> String {
     let secs = ms / 1000 % 86_400;
     format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// `3s`, `4m`, `2h`, `5d` ago, from two times in ms.

@@ -10,7 +10,7 @@ use holdfast_state::jobs::{instance_service, JobRecord, Run};
 use holdfast_state::{ClusterState, Command, Request, Response as Applied};
 
 use super::acl::Caller;
-use super::logs::LogQuery;
+use super::logs::{selection, LogQuery};
 use super::ApiError;
 use crate::peer::now_ms;
 use crate::NodeContext;
@@ -101,7 +101,7 @@ fn local(ctx: &NodeContext, job: &str, id: u64, q: &LogQuery) -> Result<Response
     let instance = holdfast_agent::InstanceId::new(instance_service(job), id as u32);
     let files = vec![(instance.to_string(), ctx.agent.log_file(&instance))];
     let (node, format) = (ctx.identity.name.clone(), crate::logs::Format::Text);
-    let stream = crate::logs::stream(node, files, q.selection()?, format, ctx.shutdown.clone());
+    let stream = crate::logs::stream(node, files, selection(q)?, format, ctx.shutdown.clone());
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
 }
 

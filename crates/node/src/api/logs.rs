@@ -6,50 +6,27 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 
 use super::ApiError;
 use crate::NodeContext;
 
-/// `?tail=N&since_ms=&grep=&follow=true` (also for a job run's log).
-#[derive(Debug, Default, Deserialize)]
-pub struct LogQuery {
-    #[serde(default)]
-    pub tail: Option<usize>,
-    #[serde(default)]
-    pub since_ms: Option<u64>,
-    #[serde(default)]
-    pub grep: Option<String>,
-    #[serde(default)]
-    pub follow: bool,
-}
+/// `?tail=N&since_ms=&grep=&follow=true` (also for a job run's log): the API's own query.
+pub use holdfast_api::client::LogsQuery as LogQuery;
 
 /// Lines of history per instance when neither `tail` nor `since_ms` is given.
 const DEFAULT_TAIL: usize = 100;
 
-impl LogQuery {
-    /// The selection it asks for; a `grep` that is not a regular expression is a 400.
-    pub fn selection(&self) -> Result<crate::logs::Selection, ApiError> {
-        let grep = match &self.grep {
+/// The selection a query asks for; a `grep` that is not a regular expression is a 400.
+pub fn selection(q: &LogQuery) -> Result<crate::logs::Selection, ApiError> {
+    let grep =
+        match &q.grep {
             Some(g) => Some(regex::Regex::new(g).map_err(|e| {
                 ApiError(StatusCode::BAD_REQUEST, format!("grep: `{g}` is not a regular expression: {e}"))
             })?),
             None => None,
         };
-        let tail = self.tail.or(if self.since_ms.is_none() { Some(DEFAULT_TAIL) } else { None });
-        Ok(crate::logs::Selection { since_ms: self.since_ms, tail, grep, follow: self.follow })
-    }
-
-    /// The same query for another node.
-    fn forward(&self) -> String {
-        holdfast_api::client::LogsQuery {
-            tail: self.tail,
-            since_ms: self.since_ms,
-            grep: self.grep.clone(),
-            follow: self.follow,
-        }
-        .to_query()
-    }
+    let tail = q.tail.or(if q.since_ms.is_none() { Some(DEFAULT_TAIL) } else { None });
+    Ok(crate::logs::Selection { since_ms: q.since_ms, tail, grep, follow: q.follow })
 }
 
 /// How long another node may take to start answering, and (without follow) between two
@@ -78,7 +55,7 @@ pub async fn logs(
             format!("unknown service `{name}` (services: {})", known.join(", ")),
         ));
     };
-    let sel = q.selection()?;
+    let sel = selection(&q)?;
     let nodes: std::collections::BTreeSet<u64> = placed.iter().copied().collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(256);
     for node in nodes {
@@ -97,7 +74,7 @@ pub async fn logs(
         let Some((node_name, addr)) = state.nodes.get(&node).map(|n| (n.name.clone(), n.addr.clone())) else {
             continue;
         };
-        let url = format!("https://{addr}/cluster/logs/{name}?{}", q.forward());
+        let url = format!("https://{addr}/cluster/logs/{name}?{}", q.to_query());
         let (client, follow) = (ctx.node_client.clone(), q.follow);
         tokio::spawn(async move {
             let req = match hyper::Request::get(&url).body(http_body_util::Full::new(bytes::Bytes::new())) {
@@ -180,6 +157,6 @@ pub async fn local_logs(
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let stream = local_stream(&ctx, &name, q.selection()?);
+    let stream = local_stream(&ctx, &name, selection(&q)?);
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
 }
