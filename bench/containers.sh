@@ -8,7 +8,8 @@
 #       holdfast: `holdfast deploy` of one replica (health-checked every 100 ms) until it
 #       returns, i.e. the instance is ready (plan, Raft commit, agent, podman run, check).
 #     The ratio holdfast / podman is printed.
-#   - The daemon's memory with 20 containers running (20 services x 1), beside conmon's.
+#   - The daemon's memory with 20 containers running (20 services x 1, health-checked
+#     every 2 s, the default), beside conmon's.
 # Needs root, podman, runc, docker-registry and busybox-static (apt-get install -y podman
 # runc docker-registry busybox-static).
 set -euo pipefail
@@ -54,7 +55,7 @@ alone=()
 for r in $(seq "$rounds"); do
   port=$((18600 + r))
   t0=$(now)
-  "${P[@]}" run -d --rm --name "alone-$r" --network host --init --ulimit nproc=32768:32768 -e PORT="$port" --log-driver none "$image" >/dev/null
+  "${P[@]}" run -d --rm --name "alone-$r" --network host --init --ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit nproc=32768:32768 -e PORT="$port" --log-driver none "$image" >/dev/null
   until curl -sf --max-time 1 "http://127.0.0.1:$port/" >/dev/null; do sleep 0.005; done
   alone+=("$(secs "$t0" "$(now)")")
   "${P[@]}" rm -f -t 0 "alone-$r" >/dev/null
@@ -63,18 +64,19 @@ done
 # --- holdfast: one node
 holdfast up --data-dir "$work/n1" --listen 127.0.81.1:7946 --http 127.0.81.1:8080 --dns off --port-range 18700-18999 >"$work/n1.log" 2>&1 &
 for _ in $(seq 100); do holdfast --data-dir "$work/n1" status >/dev/null 2>&1 && break; sleep 0.1; done
-spec() { # spec NAME...
+spec() { # spec INTERVAL NAME...: services of the image, health-checked every INTERVAL
+  local interval=$1; shift
   echo "project: bench"; echo "services:"
   for s in "$@"; do
-    printf '  %s:\n    image: %s\n    ports: {http: 8080}\n    health: {http: /, interval: 100ms, timeout: 100ms}\n' "$s" "$image"
+    printf '  %s:\n    image: %s\n    ports: {http: 8080}\n    health: {http: /, interval: %s, timeout: 100ms}\n' "$s" "$image" "$interval"
   done
 }
 # Warm: the node's store pulls the image once.
-spec warm >"$work/warm.yaml"
+spec 100ms warm >"$work/warm.yaml"
 holdfast --data-dir "$work/n1" deploy "$work/warm.yaml" --timeout 120s >/dev/null 2>&1
 through=()
 for r in $(seq "$rounds"); do
-  spec "r$r" >"$work/r.yaml"
+  spec 100ms "r$r" >"$work/r.yaml"
   t0=$(now)
   holdfast --data-dir "$work/n1" deploy "$work/r.yaml" --timeout 60s >/dev/null 2>&1
   through+=("$(secs "$t0" "$(now)")")
@@ -82,11 +84,14 @@ done
 
 # --- the daemon's memory with 20 containers
 names=(); for i in $(seq 1 20); do names+=("s$i"); done
-spec "${names[@]}" >"$work/twenty.yaml"
+spec 2s "${names[@]}" >"$work/twenty.yaml"
 holdfast --data-dir "$work/n1" deploy "$work/twenty.yaml" --timeout 180s >/dev/null 2>&1
 sleep 5
 hpid=$(cat "$work/n1/holdfast.pid")
 rss_mb=$(awk '/^VmRSS:/ {printf "%.1f", $2/1024}' "/proc/$hpid/status")
+# Of which anonymous (heap, stacks): the rest is the binary's code and data pages mapped
+# from the file (shared, reclaimable).
+anon_mb=$(awk '/^Anonymous:/ {printf "%.1f", $2/1024}' "/proc/$hpid/smaps_rollup")
 conmon_kb=0; conmons=0
 for p in $(pgrep -x conmon || true); do
   if tr '\0' ' ' <"/proc/$p/cmdline" | grep -qF "$work/n1"; then
@@ -104,10 +109,11 @@ row "start to ready, podman run alone (s)" "${alone[*]}" "median $m_alone"
 row "start to ready, holdfast deploy (s)" "${through[*]}" "median $m_through (plan, commit, agent, podman, health check)"
 row "holdfast / podman" "${ratio}x" ""
 row "holdfast RSS with 20 containers (MB)" "$rss_mb" "$running ready; < 30 MB"
+row "  of which anonymous: heap and stacks (MB)" "$anon_mb" "the rest: the binary's pages, file-backed"
 row "conmon RSS, summed ($conmons processes, MB)" "$(awk -v k="$conmon_kb" 'BEGIN {printf "%.1f", k/1024}')" "podman's per-container monitor"
 out="bench/results/containers-$(date +%Y%m%d-%H%M%S).json"
 j() { local IFS=,; echo "[$*]"; }
 cat >"$out" <<JSON
-{"machine": "$(uname -m) $(nproc) cores", "rounds": $rounds, "podman_alone_s": $(j "${alone[@]}"), "holdfast_deploy_s": $(j "${through[@]}"), "ratio_median": $ratio, "holdfast_rss_mb_20_containers": $rss_mb, "containers_ready": $running, "conmon_rss_kb_sum": $conmon_kb, "conmon_processes": $conmons}
+{"machine": "$(uname -m) $(nproc) cores", "rounds": $rounds, "podman_alone_s": $(j "${alone[@]}"), "holdfast_deploy_s": $(j "${through[@]}"), "ratio_median": $ratio, "holdfast_rss_mb_20_containers": $rss_mb, "holdfast_anon_mb_20_containers": $anon_mb, "containers_ready": $running, "conmon_rss_kb_sum": $conmon_kb, "conmon_processes": $conmons}
 JSON
 echo "results written to $out"

@@ -6,7 +6,7 @@
 //! Plain HTTP only to a registry on this machine's loopback, as Docker does. Anonymous
 //! access: a registry that wants credentials is refused with its answer (credentials
 //! from a secret are not built yet).
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use holdfast_spec::Stack;
@@ -18,6 +18,17 @@ use oci_client::{Client, Reference};
 
 /// How long one image's manifest may take.
 const READ_WITHIN: Duration = Duration::from_secs(15);
+
+/// One client per registry for the life of the node: a client holds its TLS roots and
+/// connection pool, worth building once rather than on every deploy.
+fn client_for(registry: &str, protocol: ClientProtocol) -> Client {
+    static CLIENTS: std::sync::Mutex<BTreeMap<String, Client>> = std::sync::Mutex::new(BTreeMap::new());
+    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    clients
+        .entry(registry.to_string())
+        .or_insert_with(|| Client::new(ClientConfig { protocol, ..Default::default() }))
+        .clone()
+}
 
 /// The architectures `reference` offers (`amd64`, `arm64`, ...), or why they cannot be
 /// known.
@@ -31,7 +42,7 @@ pub async fn archs(reference: &str) -> Result<BTreeSet<String>, String> {
     } else {
         ClientProtocol::Https
     };
-    let client = Client::new(ClientConfig { protocol, ..Default::default() });
+    let client = client_for(&parsed.registry, protocol);
     let auth = RegistryAuth::Anonymous;
     let read = async {
         let (manifest, _) = client.pull_manifest(&r, &auth).await.map_err(|e| e.to_string())?;
