@@ -36,7 +36,14 @@ pub async fn archs(reference: &str) -> Result<BTreeSet<String>, String> {
     // reqwest is built without a default crypto provider: ring, as everywhere else.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let parsed = holdfast_spec::image::parse_image(reference)?;
-    let r: Reference = reference.parse().map_err(|e| format!("{reference}: {e}"))?;
+    // Built from our own parse: oci-spec's reference parser compiles a Unicode regex that
+    // keeps about 11 MB of heap for the life of the process.
+    let (registry, repository) = (parsed.registry.clone(), parsed.repository.clone());
+    let r = match (parsed.tag.clone(), parsed.digest.clone()) {
+        (Some(tag), Some(digest)) => Reference::with_tag_and_digest(registry, repository, tag, digest),
+        (None, Some(digest)) => Reference::with_digest(registry, repository, digest),
+        (tag, None) => Reference::with_tag(registry, repository, tag.unwrap_or_else(|| "latest".into())),
+    };
     let protocol = if parsed.registry_is_loopback() {
         ClientProtocol::HttpsExcept(vec![parsed.registry.clone()])
     } else {
