@@ -329,12 +329,8 @@ impl Instance {
                         ulimits: crate::oci::own_ulimits(),
                     },
                 );
-                let mut env = env;
-                if !self.spec.env.contains_key("PATH") {
-                    // The client itself runs with the agent's PATH (to find podman,
-                    // conmon and the runtime).
-                    env.insert("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| spawn::DEFAULT_PATH.into()));
-                }
+                // The client itself runs with `env`'s PATH (the agent's unless the spec
+                // sets one) to find podman, conmon and the runtime.
                 Launch {
                     argv,
                     env,

@@ -14,7 +14,7 @@ use crate::types::InstanceSpec;
 
 /// PATH given to workloads whose env does not set one and when the agent
 /// has none either.
-pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The environment of an instance: its spec env, `PATH` (the agent's when the
 /// spec has none), `PORT`/`PORT_<NAME>`, and `HOLDFAST_SERVICE`,

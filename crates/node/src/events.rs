@@ -22,6 +22,7 @@ use holdfast_raft::WatchReceiver;
 use holdfast_state::events::{Happened, Level};
 use tokio_util::sync::CancellationToken;
 
+use crate::peer::now_ms;
 use crate::workers::Pass;
 use crate::NodeContext;
 
@@ -36,10 +37,6 @@ const WORKER: &str = "events";
 pub struct Journal {
     path: PathBuf,
     lock: Arc<std::sync::Mutex<()>>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Journal {

@@ -8,6 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::peer::now_ms;
 use bytes::Bytes;
 use futures::Stream;
 use holdfast_agent::logs::{read_log, LogQuery, TimedLine};
@@ -31,10 +32,6 @@ pub enum Format {
     Text,
     /// One [`LogItem`] as JSON per line (service logs).
     Json,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Writes `lines` (instance, line) in `format`.

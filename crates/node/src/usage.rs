@@ -7,15 +7,12 @@ use std::time::Duration;
 use holdfast_agent::usage::{UsageHistory, SAMPLE_EVERY_MS};
 use tokio_util::sync::CancellationToken;
 
+use crate::peer::now_ms;
 use crate::workers::Pass;
 use crate::NodeContext;
 
 /// The node's history, shared with the API.
 pub type SharedUsage = Arc<Mutex<UsageHistory>>;
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// Samples until `stop`.
 pub async fn run(ctx: NodeContext, stop: CancellationToken) {

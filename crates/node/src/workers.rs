@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::peer::now_ms;
 use holdfast_api::types::WorkerView;
 
 /// The outcome of one pass of a loop.
@@ -27,10 +28,6 @@ pub const FAILING_AFTER: u32 = 3;
 /// The registry of this node's loops (cheap to clone).
 #[derive(Clone, Default)]
 pub struct Workers(Arc<Mutex<BTreeMap<&'static str, WorkerView>>>);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 impl Workers {
     /// Records one pass of `name`.

@@ -11,11 +11,8 @@ use holdfast_state::{ClusterState, Command, Request};
 
 use super::ApiError;
 use crate::edge::CertSource;
+use crate::peer::now_ms;
 use crate::NodeContext;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 fn view(ctx: &NodeContext, state: &ClusterState) -> CertsResponse {
     let now = now_ms();

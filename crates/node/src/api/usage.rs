@@ -10,7 +10,7 @@ use holdfast_api::types::{InstanceUsage, UsageResponse, UsageSample};
 use holdfast_state::ClusterState;
 use serde::Deserialize;
 
-use crate::usage::now_ms;
+use crate::peer::now_ms;
 use crate::NodeContext;
 
 /// `?service=&node=&samples=`: one service's or one node's instances, and how many
