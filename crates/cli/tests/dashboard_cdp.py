@@ -118,6 +118,14 @@ def session(chromium, base, token, service, out_dir, profile):
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--no-first-run",
+            # Nothing leaves the machine: no background services (updates, sync, pings);
+            # the page itself loads only from the node (checked below).
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-domain-reliability",
+            "--no-pings",
             "--remote-debugging-port=0",
             "--ignore-certificate-errors",
             f"--user-data-dir={profile}",
